@@ -1,0 +1,52 @@
+//! sluice: honest verdicts for streamed responses.
+//!
+//! A model gateway forwards a worker's streamed answer (Server-Sent Events) to a
+//! client. sluice answers two questions about every such stream, without owning a
+//! runtime:
+//!
+//! * **How did it end?** The [`Tracker`] is a pure state machine fed [`Event`]s (a
+//!   chunk, an error item, the end, an in-band done or failure) that yields exactly one
+//!   [`Verdict`]: [`Success`](Verdict::Success), [`Failure`](Verdict::Failure), or
+//!   [`Abandoned`](Verdict::Abandoned) when the client left first (not the worker's
+//!   fault).
+//! * **Was it done?** The [`sse::SseScanner`] finds `data: [DONE]` and the other APIs'
+//!   end markers in-band, split-safe and in constant memory.
+//!
+//! [`TrackedStream`] wraps any `futures-core` stream of byte chunks, feeds both, and
+//! hands one [`Outcome`] to a [`Recorder`] when it is finished or dropped.
+//!
+//! ```
+//! use sluice::{Outcome, TrackedStream, Verdict};
+//! use futures_util::{StreamExt, stream};
+//! # futures_executor::block_on(async {
+//! let upstream = stream::iter([
+//!     Ok::<_, std::io::Error>(&b"data: {\"text\":\"hi\"}\n\n"[..]),
+//!     Ok(&b"data: [DONE]\n\n"[..]),
+//! ]);
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! let mut tracked = TrackedStream::new(upstream, move |o: Outcome| tx.send(o).unwrap())
+//!     .with_sse(sluice::sse::SseRules::openai_chat());
+//! // The client reads the first chunk, then walks away after `[DONE]`.
+//! tracked.next().await;
+//! tracked.next().await;
+//! drop(tracked);
+//! assert_eq!(rx.recv().unwrap().verdict, Verdict::Success);
+//! # });
+//! ```
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod stream;
+mod tracker;
+
+pub mod sse;
+
+pub use stream::TrackedStream;
+pub use tracker::{Event, Outcome, Recorder, Terminal, Tracker, Verdict};

@@ -1,0 +1,153 @@
+//! The Terminal machine: events in, one verdict out.
+
+/// Where a stream stands. See [`Tracker`] for the transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Terminal {
+    /// In flight: no end seen yet.
+    #[default]
+    Active,
+    /// Ended cleanly (end of stream or an in-band done), and no error since.
+    Completed,
+    /// Failed. Absorbing: nothing leaves this state.
+    Errored,
+}
+
+/// What a worker's circuit breaker is told about one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The stream completed: the worker did its job.
+    Success,
+    /// The stream failed: count it against the worker.
+    Failure,
+    /// Nobody saw an end: the client left or the caller gave up. Not the worker's
+    /// fault; a breaker counts nothing but frees the permit.
+    Abandoned,
+}
+
+/// An input to the [`Tracker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Event {
+    /// An item of data passed through.
+    Chunk,
+    /// The upstream yielded an error item.
+    Error,
+    /// The upstream ended (the inner stream returned `None`).
+    End,
+    /// The stream is known complete: an in-band done sentinel, or the caller's
+    /// `mark_completed`.
+    Done,
+    /// The stream is known failed: an in-band error event, or the caller's
+    /// `mark_errored` (a timeout, say).
+    Failed,
+}
+
+/// The pure Terminal machine: no clock, no I/O, no allocation.
+///
+/// | state \ event | `Chunk` | `Error` | `End` | `Done` | `Failed` |
+/// |---|---|---|---|---|---|
+/// | `Active` | Active | Errored | Completed | Completed | Errored |
+/// | `Completed` | Completed | **Errored** | Completed | Completed | Errored |
+/// | `Errored` | Errored | Errored | Errored | Errored | Errored |
+///
+/// `Completed` is not absorbing: an error after an in-band done is still a failure.
+/// The verdict reads the state: `Completed` is [`Verdict::Success`], `Errored` is
+/// [`Verdict::Failure`], and `Active` is [`Verdict::Abandoned`].
+///
+/// Drive it with [`handle`](Self::handle) for every event, then read
+/// [`verdict`](Self::verdict) once, when the stream is finished or dropped:
+///
+/// ```
+/// use sluice::{Event, Terminal, Tracker, Verdict};
+///
+/// let mut tracker = Tracker::new();
+/// tracker.handle(Event::Chunk);
+/// assert_eq!(tracker.verdict(), Verdict::Abandoned); // nobody saw an end yet
+/// assert_eq!(tracker.handle(Event::Done), Terminal::Completed);
+/// tracker.handle(Event::Error); // an error after done still counts
+/// assert_eq!(tracker.verdict(), Verdict::Failure);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tracker {
+    terminal: Terminal,
+}
+
+impl Tracker {
+    /// A machine in [`Terminal::Active`].
+    pub const fn new() -> Self {
+        Self {
+            terminal: Terminal::Active,
+        }
+    }
+
+    /// Feeds one event and returns the state it leads to.
+    pub fn handle(&mut self, event: Event) -> Terminal {
+        use {Event as E, Terminal as T};
+        self.terminal = match (self.terminal, event) {
+            (T::Errored, _) | (_, E::Error | E::Failed) => T::Errored,
+            (_, E::End | E::Done) => T::Completed,
+            (state, E::Chunk) => state,
+        };
+        self.terminal
+    }
+
+    /// The current state.
+    pub const fn terminal(&self) -> Terminal {
+        self.terminal
+    }
+
+    /// The verdict if the stream ended now.
+    pub const fn verdict(&self) -> Verdict {
+        match self.terminal {
+            Terminal::Active => Verdict::Abandoned,
+            Terminal::Completed => Verdict::Success,
+            Terminal::Errored => Verdict::Failure,
+        }
+    }
+}
+
+/// What one tracked stream reports, exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// How it ended, for the breaker.
+    pub verdict: Verdict,
+    /// Data items passed through (`Ok` items of the inner stream).
+    pub chunks: u64,
+    /// Bytes in those items.
+    pub bytes: u64,
+}
+
+impl Outcome {
+    /// An outcome with the given counts.
+    pub const fn new(verdict: Verdict, chunks: u64, bytes: u64) -> Self {
+        Self {
+            verdict,
+            chunks,
+            bytes,
+        }
+    }
+}
+
+impl From<Verdict> for Outcome {
+    fn from(verdict: Verdict) -> Self {
+        Self::new(verdict, 0, 0)
+    }
+}
+
+/// Takes the one [`Outcome`] of a stream.
+///
+/// `record` consumes the recorder, so "at most once" holds by type; the
+/// [`TrackedStream`](crate::TrackedStream) makes it "exactly once". Any
+/// `FnOnce(Outcome)` is a recorder.
+pub trait Recorder {
+    /// Receives the outcome. Called once, possibly from `Drop` while unwinding: an
+    /// implementation must not panic.
+    fn record(self, outcome: Outcome);
+}
+
+impl<F: FnOnce(Outcome)> Recorder for F {
+    fn record(self, outcome: Outcome) {
+        self(outcome)
+    }
+}
