@@ -46,6 +46,8 @@ extern crate std;
 mod stream;
 mod tracker;
 
+pub mod breaker;
+pub mod forward;
 pub mod sse;
 
 pub use stream::TrackedStream;

@@ -1,0 +1,3 @@
+//! Runtime-agnostic forwarding from a tracked upstream to a client.
+//!
+//! Lands with the adapters issue.
