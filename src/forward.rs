@@ -1,3 +1,940 @@
 //! Runtime-agnostic forwarding from a tracked upstream to a client.
 //!
-//! Lands with the adapters issue.
+//! A gateway that hands a worker's stream to a client through a task boundary (a
+//! channel) must stop reading the worker the moment the client leaves: every token
+//! the worker generates after that is wasted compute. [`forward`] is that loop,
+//! written once over two small traits that the runtime adapters implement:
+//! [`Downstream`] (where items go, and the signal that the client is gone) and
+//! [`Timer`] (a sleep). `sluice-tokio` and `sluice-smol` are thin shells around it.
+//!
+//! # Driving order
+//!
+//! Each time the loop is woken it polls, in this order:
+//!
+//! 1. **The client's close** ([`Downstream::closed`]). Close wins over everything
+//!    that is ready at the same time. Under [`OnClose::Cancel`] (the default) the
+//!    loop returns at once and the upstream [`TrackedStream`] is dropped before it
+//!    is polled again: its recorder hears [`Abandoned`](crate::Verdict::Abandoned)
+//!    unless it already saw an end (a `[DONE]`, say), and dropping it closes the
+//!    upstream connection so the worker stops generating. Under
+//!    [`OnClose::Drain`] the loop keeps reading the upstream and discards the items,
+//!    bounded by the drain limit, so the verdict is the upstream's.
+//! 2. **While an item is being handed over**: the send ([`Downstream::send`]), then
+//!    the send timeout ([`ForwardOptions::send_timeout`]).
+//! 3. **While waiting for the upstream**: the upstream's next item, then its timeout
+//!    (first chunk, then idle between chunks). An item that is ready when the timer
+//!    fires is taken: it arrived in time, the loop was late.
+//!
+//! Every item goes to the client in order, an error item too; after an error item
+//! the loop stops. The upstream's end stops it as well. In every case the upstream is
+//! dropped (and has recorded) before [`forward`] returns, and [`Forwarded`] says how
+//! it went.
+//!
+//! Timeouts on the upstream (first chunk, idle) are the worker's fault: they feed
+//! [`Event::Failed`] (the pinned `mark_errored`), so the verdict is
+//! [`Failure`](crate::Verdict::Failure). A client that stops reading (the send
+//! timeout) is not the worker's fault: the loop gives up without marking anything,
+//! so a stream with no end yet is [`Abandoned`](crate::Verdict::Abandoned).
+//!
+//! The loop spawns nothing and allocates nothing; it is one future, and dropping it
+//! drops the upstream (an `Abandoned` verdict if no end was seen).
+
+use core::future::{Future, poll_fn};
+use core::pin::{Pin, pin};
+use core::task::Poll;
+use core::time::Duration;
+
+use futures_core::Stream;
+
+use crate::{Event, Outcome, Recorder, TrackedStream};
+
+/// Where forwarded items go: the client's side of a channel, or any sink that can
+/// tell when its reader has gone.
+///
+/// Both methods take `&self`, so the loop can wait for the close while a send is
+/// pending.
+pub trait Downstream<T> {
+    /// Hands one item to the client. Resolves once the item is accepted (a bounded
+    /// channel may wait for room), or with [`ClientGone`] if the reader has gone;
+    /// the item is then dropped.
+    fn send(&self, item: T) -> impl Future<Output = Result<(), ClientGone>>;
+
+    /// Resolves when the reader has gone (the receiver was dropped).
+    fn closed(&self) -> impl Future<Output = ()>;
+}
+
+/// A source of sleeps: the runtime's timer.
+pub trait Timer {
+    /// Resolves after `duration`.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+}
+
+/// The client has gone: its receiver was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, thiserror::Error)]
+#[error("the client has gone")]
+pub struct ClientGone;
+
+/// What to do with the upstream when the client leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum OnClose {
+    /// Drop the upstream at once, before polling it again (the default). The
+    /// worker's connection closes and it stops generating.
+    #[default]
+    Cancel,
+    /// Keep reading the upstream and discard its items, for at most `limit`, so the
+    /// answer runs to its end and the verdict is the upstream's. When the limit
+    /// passes first, the upstream is dropped as under `Cancel`.
+    Drain {
+        /// How long to keep reading after the client left.
+        limit: Duration,
+    },
+}
+
+/// How [`forward`] behaves: timeouts and the policy on client close. All timeouts
+/// are off by default.
+///
+/// ```
+/// use core::time::Duration;
+/// use sluice::forward::{ForwardOptions, OnClose};
+///
+/// let options = ForwardOptions::default()
+///     .first_chunk_timeout(Duration::from_secs(30))
+///     .idle_timeout(Duration::from_secs(10))
+///     .send_timeout(Duration::from_secs(5))
+///     .drain_on_close(Duration::from_secs(60));
+/// assert_eq!(options.on_close(), OnClose::Drain { limit: Duration::from_secs(60) });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ForwardOptions {
+    first_chunk: Option<Duration>,
+    idle: Option<Duration>,
+    send: Option<Duration>,
+    on_close: OnClose,
+}
+
+impl ForwardOptions {
+    /// The upstream must yield its first item within `timeout` of the start of
+    /// forwarding (prefill), or the stream is marked failed.
+    #[must_use]
+    pub const fn first_chunk_timeout(mut self, timeout: Duration) -> Self {
+        self.first_chunk = Some(timeout);
+        self
+    }
+
+    /// After an item was handed to the client, the upstream must yield the next one
+    /// within `timeout`, or the stream is marked failed. The time the client takes
+    /// to accept an item does not count.
+    #[must_use]
+    pub const fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle = Some(timeout);
+        self
+    }
+
+    /// The client must accept each item within `timeout` (a full bounded channel
+    /// means it stopped reading), or forwarding ends with [`Ending::TimedOut`]. The
+    /// worker is not blamed: nothing is marked.
+    #[must_use]
+    pub const fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send = Some(timeout);
+        self
+    }
+
+    /// Sets the policy when the client leaves.
+    #[must_use]
+    pub const fn with_on_close(mut self, on_close: OnClose) -> Self {
+        self.on_close = on_close;
+        self
+    }
+
+    /// Shorthand for [`OnClose::Drain`] with `limit`.
+    #[must_use]
+    pub const fn drain_on_close(self, limit: Duration) -> Self {
+        self.with_on_close(OnClose::Drain { limit })
+    }
+
+    /// The first-chunk timeout, if any.
+    pub const fn first_chunk(&self) -> Option<Duration> {
+        self.first_chunk
+    }
+
+    /// The idle timeout, if any.
+    pub const fn idle(&self) -> Option<Duration> {
+        self.idle
+    }
+
+    /// The send timeout, if any.
+    pub const fn send(&self) -> Option<Duration> {
+        self.send
+    }
+
+    /// The policy when the client leaves.
+    pub const fn on_close(&self) -> OnClose {
+        self.on_close
+    }
+}
+
+/// Why forwarding stopped. The verdict is in [`Forwarded::outcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Ending {
+    /// The upstream ended and every item reached the client.
+    Completed,
+    /// The upstream yielded an error item; it was passed on, then forwarding
+    /// stopped.
+    UpstreamError,
+    /// The client left. Under [`OnClose::Drain`] the upstream was read on (the
+    /// outcome tells how that went).
+    ClientGone,
+    /// A timeout passed: first chunk or idle (the stream is marked failed), or the
+    /// client stopped reading (nothing marked).
+    TimedOut,
+}
+
+/// What [`forward`] returns once the upstream is dropped and has recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Forwarded {
+    /// What the upstream's recorder was given.
+    pub outcome: Outcome,
+    /// Why forwarding stopped.
+    pub ending: Ending,
+}
+
+impl Forwarded {
+    /// A result with these parts.
+    pub const fn new(outcome: Outcome, ending: Ending) -> Self {
+        Self { outcome, ending }
+    }
+}
+
+/// Forwards `upstream` to `downstream` until it ends, errs, times out or the client
+/// leaves; see the [module docs](self) for the order. The upstream is dropped, and
+/// has recorded, before this returns.
+///
+/// Adapters call this with their channel and timer; most code calls
+/// `sluice_tokio::forward` or `sluice_smol::forward` instead.
+///
+/// ```
+/// use core::future::{Future, pending, ready};
+/// use core::time::Duration;
+/// use std::cell::RefCell;
+/// use futures_util::stream;
+/// use sluice::forward::{self, ClientGone, Downstream, Ending, ForwardOptions, Timer};
+/// use sluice::{Outcome, TrackedStream, Verdict};
+///
+/// /// A client that keeps everything and never leaves.
+/// struct Keep(RefCell<Vec<&'static [u8]>>);
+/// impl Downstream<Result<&'static [u8], ()>> for Keep {
+///     fn send(&self, item: Result<&'static [u8], ()>) -> impl Future<Output = Result<(), ClientGone>> {
+///         self.0.borrow_mut().extend(item);
+///         ready(Ok(()))
+///     }
+///     fn closed(&self) -> impl Future<Output = ()> {
+///         pending()
+///     }
+/// }
+/// /// A timer that never fires (no timeouts are set anyway).
+/// struct Never;
+/// impl Timer for Never {
+///     fn sleep(&self, _: Duration) -> impl Future<Output = ()> {
+///         pending()
+///     }
+/// }
+///
+/// let upstream = stream::iter([Ok(&b"data: hi\n\n"[..]), Ok(&b"data: [DONE]\n\n"[..])]);
+/// let tracked = TrackedStream::new(upstream, |_: Outcome| {});
+/// let client = Keep(RefCell::new(Vec::new()));
+/// let out = futures_executor::block_on(forward::forward(
+///     tracked,
+///     &client,
+///     &Never,
+///     ForwardOptions::default(),
+/// ));
+/// assert_eq!((out.ending, out.outcome.verdict), (Ending::Completed, Verdict::Success));
+/// assert_eq!(client.0.borrow().len(), 2);
+/// ```
+pub async fn forward<S, B, E, R, D, T>(
+    upstream: TrackedStream<S, R>,
+    downstream: &D,
+    timer: &T,
+    options: ForwardOptions,
+) -> Forwarded
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    R: Recorder,
+    D: Downstream<Result<B, E>> + ?Sized,
+    T: Timer + ?Sized,
+{
+    let (ending, outcome) = {
+        let mut upstream = pin!(upstream);
+        let ending = drive(upstream.as_mut(), downstream, timer, &options).await;
+        (ending, upstream.outcome())
+        // The upstream is dropped here and records the outcome just read.
+    };
+    Forwarded { outcome, ending }
+}
+
+/// Runs `fut` unless the client leaves first; then `fut` is dropped (cancelling, say,
+/// an upstream request that waits for its response headers) and the result is
+/// [`ClientGone`]. The close wins when both are ready.
+///
+/// ```
+/// use core::future::{Future, pending, ready};
+/// use sluice::forward::{ClientGone, Downstream, until_closed};
+///
+/// /// A client that has already gone.
+/// struct Gone;
+/// impl Downstream<()> for Gone {
+///     fn send(&self, _: ()) -> impl Future<Output = Result<(), ClientGone>> {
+///         ready(Err(ClientGone))
+///     }
+///     fn closed(&self) -> impl Future<Output = ()> {
+///         ready(())
+///     }
+/// }
+/// let headers = pending::<u16>(); // the upstream's response head, never coming
+/// assert_eq!(futures_executor::block_on(until_closed(&Gone, headers)), Err(ClientGone));
+/// ```
+pub async fn until_closed<T, D, F>(downstream: &D, fut: F) -> Result<F::Output, ClientGone>
+where
+    D: Downstream<T> + ?Sized,
+    F: Future,
+{
+    let mut closed = pin!(downstream.closed());
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(ClientGone));
+        }
+        fut.as_mut().poll(cx).map(Ok)
+    })
+    .await
+}
+
+/// What one wait for the upstream gave.
+enum Next<T> {
+    Item(Option<T>),
+    Closed,
+    TimedOut,
+}
+
+/// What one hand-over to the client gave.
+enum HandOver {
+    Taken,
+    Closed,
+    TimedOut,
+}
+
+/// The loop; the caller drops the upstream when it returns.
+async fn drive<S, B, E, R, D, T>(
+    mut upstream: Pin<&mut TrackedStream<S, R>>,
+    downstream: &D,
+    timer: &T,
+    options: &ForwardOptions,
+) -> Ending
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    R: Recorder,
+    D: Downstream<Result<B, E>> + ?Sized,
+    T: Timer + ?Sized,
+{
+    let mut closed = pin!(downstream.closed());
+    let mut first = true;
+    loop {
+        let wait = if first {
+            options.first_chunk
+        } else {
+            options.idle
+        };
+        let mut timeout = pin!(wait.map(|d| timer.sleep(d)));
+        let next = poll_fn(|cx| {
+            if closed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Next::Closed);
+            }
+            if let Poll::Ready(item) = upstream.as_mut().poll_next(cx) {
+                return Poll::Ready(Next::Item(item));
+            }
+            if let Some(sleep) = timeout.as_mut().as_pin_mut() {
+                if sleep.poll(cx).is_ready() {
+                    return Poll::Ready(Next::TimedOut);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        let item = match next {
+            Next::Item(Some(item)) => item,
+            Next::Item(None) => return Ending::Completed,
+            Next::TimedOut => {
+                upstream.as_mut().handle(Event::Failed);
+                return Ending::TimedOut;
+            }
+            Next::Closed => return on_close(upstream, timer, options, first).await,
+        };
+        first = false;
+        let errored = item.is_err();
+        let send = pin!(downstream.send(item));
+        let timeout = pin!(options.send.map(|d| timer.sleep(d)));
+        match hand_over(closed.as_mut(), send, timeout).await {
+            HandOver::Taken if errored => return Ending::UpstreamError,
+            HandOver::Taken => {}
+            HandOver::Closed => return on_close(upstream, timer, options, false).await,
+            HandOver::TimedOut => return Ending::TimedOut,
+        }
+    }
+}
+
+/// Waits until the client takes an item, leaves, or the send timeout passes.
+async fn hand_over<C, F, W>(
+    mut closed: Pin<&mut C>,
+    mut send: Pin<&mut F>,
+    mut timeout: Pin<&mut Option<W>>,
+) -> HandOver
+where
+    C: Future<Output = ()>,
+    F: Future<Output = Result<(), ClientGone>>,
+    W: Future<Output = ()>,
+{
+    poll_fn(|cx| {
+        if closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(HandOver::Closed);
+        }
+        match send.as_mut().poll(cx) {
+            Poll::Ready(Ok(())) => return Poll::Ready(HandOver::Taken),
+            Poll::Ready(Err(ClientGone)) => return Poll::Ready(HandOver::Closed),
+            Poll::Pending => {}
+        }
+        if let Some(sleep) = timeout.as_mut().as_pin_mut() {
+            if sleep.poll(cx).is_ready() {
+                return Poll::Ready(HandOver::TimedOut);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The client left: return at once, or drain the upstream within the limit.
+async fn on_close<S, B, E, R, T>(
+    mut upstream: Pin<&mut TrackedStream<S, R>>,
+    timer: &T,
+    options: &ForwardOptions,
+    mut first: bool,
+) -> Ending
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    R: Recorder,
+    T: Timer + ?Sized,
+{
+    let OnClose::Drain { limit } = options.on_close else {
+        return Ending::ClientGone;
+    };
+    let mut limit = pin!(timer.sleep(limit));
+    loop {
+        // Draining still waits on the worker: its timeouts apply (restarted).
+        let wait = if first {
+            options.first_chunk
+        } else {
+            options.idle
+        };
+        let mut idle = pin!(wait.map(|d| timer.sleep(d)));
+        let next = poll_fn(|cx| {
+            if let Poll::Ready(item) = upstream.as_mut().poll_next(cx) {
+                return Poll::Ready(Next::Item(item));
+            }
+            if let Some(sleep) = idle.as_mut().as_pin_mut() {
+                if sleep.poll(cx).is_ready() {
+                    return Poll::Ready(Next::TimedOut);
+                }
+            }
+            if limit.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Next::Closed);
+            }
+            Poll::Pending
+        })
+        .await;
+        match next {
+            // The item is discarded; an error item or the end is the verdict.
+            Next::Item(Some(Ok(_))) => first = false,
+            Next::Item(Some(Err(_)) | None) => return Ending::ClientGone,
+            Next::TimedOut => {
+                upstream.as_mut().handle(Event::Failed);
+                return Ending::ClientGone;
+            }
+            // The drain limit passed: give up as under `Cancel`.
+            Next::Closed => return Ending::ClientGone,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop under a scripted upstream, client and clock, driven by hand: every
+    //! poll is explicit, so each ordering is exact and nothing depends on time.
+    extern crate std;
+
+    use super::*;
+    use crate::Verdict;
+    use core::cell::{Cell, RefCell};
+    use core::task::{Context, Waker};
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+    use std::vec::Vec;
+
+    type Item = Result<&'static [u8], ()>;
+
+    /// One step of the scripted upstream; an empty script is pending.
+    enum Step {
+        Item(Item),
+        Pending,
+        End,
+    }
+
+    #[derive(Default)]
+    struct Script {
+        steps: VecDeque<Step>,
+        polls: usize,
+        dropped: bool,
+    }
+
+    struct Upstream(Rc<RefCell<Script>>);
+
+    impl Stream for Upstream {
+        type Item = Item;
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Item>> {
+            let mut script = self.0.borrow_mut();
+            script.polls += 1;
+            match script.steps.pop_front() {
+                Some(Step::Item(item)) => Poll::Ready(Some(item)),
+                Some(Step::End) => Poll::Ready(None),
+                Some(Step::Pending) | None => Poll::Pending,
+            }
+        }
+    }
+
+    impl Drop for Upstream {
+        fn drop(&mut self) {
+            self.0.borrow_mut().dropped = true;
+        }
+    }
+
+    /// A client with room for `room` items.
+    #[derive(Default)]
+    struct Client {
+        closed: Cell<bool>,
+        room: Cell<usize>,
+        got: RefCell<Vec<Item>>,
+    }
+
+    impl Downstream<Item> for Client {
+        fn send(&self, item: Item) -> impl Future<Output = Result<(), ClientGone>> {
+            let mut item = Some(item);
+            poll_fn(move |_| {
+                if self.closed.get() {
+                    return Poll::Ready(Err(ClientGone));
+                }
+                if self.room.get() == 0 {
+                    return Poll::Pending;
+                }
+                self.room.set(self.room.get() - 1);
+                self.got.borrow_mut().extend(item.take());
+                Poll::Ready(Ok(()))
+            })
+        }
+
+        fn closed(&self) -> impl Future<Output = ()> {
+            poll_fn(|_| match self.closed.get() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Clock(Cell<Duration>);
+
+    impl Clock {
+        fn advance(&self, by: Duration) {
+            self.0.set(self.0.get() + by);
+        }
+    }
+
+    impl Timer for Clock {
+        fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+            let end = self.0.get() + duration;
+            poll_fn(move |_| match self.0.get() >= end {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            })
+        }
+    }
+
+    /// One scripted run: the upstream, what it recorded, the client and the clock.
+    struct Rig {
+        script: Rc<RefCell<Script>>,
+        records: Rc<RefCell<Vec<Outcome>>>,
+        client: Client,
+        clock: Clock,
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    impl Rig {
+        fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+            let script = Script {
+                steps: steps.into_iter().collect(),
+                ..Script::default()
+            };
+            let client = Client::default();
+            client.room.set(usize::MAX);
+            Self {
+                script: Rc::new(RefCell::new(script)),
+                records: Rc::default(),
+                client,
+                clock: Clock::default(),
+            }
+        }
+
+        fn tracked(&self) -> TrackedStream<Upstream, impl Recorder + use<>> {
+            let records = self.records.clone();
+            TrackedStream::new(Upstream(self.script.clone()), move |o: Outcome| {
+                records.borrow_mut().push(o)
+            })
+        }
+
+        fn push(&self, step: Step) {
+            self.script.borrow_mut().steps.push_back(step);
+        }
+
+        fn polls(&self) -> usize {
+            self.script.borrow().polls
+        }
+
+        fn dropped(&self) -> bool {
+            self.script.borrow().dropped
+        }
+
+        fn recorded(&self) -> Vec<Verdict> {
+            self.records.borrow().iter().map(|o| o.verdict).collect()
+        }
+    }
+
+    /// The tiny executor: one poll with a no-op waker.
+    fn poll<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
+        fut.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn done<F: Future>(fut: Pin<&mut F>) -> F::Output {
+        match poll(fut) {
+            Poll::Ready(out) => out,
+            Poll::Pending => panic!("still pending"),
+        }
+    }
+
+    const A: &[u8] = b"data: a\n\n";
+    const B: &[u8] = b"data: b\n\n";
+
+    #[test]
+    fn forwards_in_order_and_records_before_returning() {
+        let rig = Rig::new([Step::Item(Ok(A)), Step::Pending, Step::Item(Ok(B))]);
+        let mut fut = pin!(forward(
+            rig.tracked(),
+            &rig.client,
+            &rig.clock,
+            ForwardOptions::default()
+        ));
+        assert!(poll(fut.as_mut()).is_pending());
+        assert_eq!(*rig.client.got.borrow(), [Ok(A)]);
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.push(Step::End);
+        let out = done(fut.as_mut());
+        assert_eq!(out.ending, Ending::Completed);
+        assert_eq!(out.outcome, Outcome::new(Verdict::Success, 2, 18));
+        assert_eq!(*rig.client.got.borrow(), [Ok(A), Ok(B)]);
+        assert!(rig.dropped());
+        assert_eq!(rig.recorded(), [Verdict::Success]);
+    }
+
+    #[test]
+    fn close_wins_over_a_ready_item_and_drops_the_upstream_unpolled() {
+        let rig = Rig::new([Step::Item(Ok(A))]);
+        let mut fut = pin!(forward(
+            rig.tracked(),
+            &rig.client,
+            &rig.clock,
+            ForwardOptions::default()
+        ));
+        assert!(poll(fut.as_mut()).is_pending()); // A sent, upstream pending
+        let polls = rig.polls();
+        rig.push(Step::Item(Ok(B)));
+        rig.client.closed.set(true);
+        let out = done(fut.as_mut());
+        assert_eq!(out.ending, Ending::ClientGone);
+        assert_eq!(out.outcome.verdict, Verdict::Abandoned);
+        assert_eq!(
+            rig.polls(),
+            polls,
+            "the upstream was polled after the close"
+        );
+        assert!(rig.dropped());
+        assert_eq!(rig.recorded(), [Verdict::Abandoned]);
+        assert_eq!(*rig.client.got.borrow(), [Ok(A)]);
+    }
+
+    #[test]
+    fn client_gone_before_start_never_polls_the_upstream() {
+        let rig = Rig::new([Step::Item(Ok(A))]);
+        rig.client.closed.set(true);
+        let fut = pin!(forward(
+            rig.tracked(),
+            &rig.client,
+            &rig.clock,
+            ForwardOptions::default()
+        ));
+        assert_eq!(done(fut).ending, Ending::ClientGone);
+        assert_eq!(
+            (rig.polls(), rig.recorded()),
+            (0, [Verdict::Abandoned].into())
+        );
+    }
+
+    #[test]
+    fn close_while_a_send_waits_for_room() {
+        let rig = Rig::new([Step::Item(Ok(A))]);
+        rig.client.room.set(0);
+        let mut fut = pin!(forward(
+            rig.tracked(),
+            &rig.client,
+            &rig.clock,
+            ForwardOptions::default()
+        ));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.client.closed.set(true);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict),
+            (Ending::ClientGone, Verdict::Abandoned)
+        );
+        assert!(rig.dropped());
+    }
+
+    #[test]
+    fn an_error_item_is_passed_on_then_forwarding_stops() {
+        let rig = Rig::new([Step::Item(Ok(A)), Step::Item(Err(())), Step::Item(Ok(B))]);
+        let fut = pin!(forward(
+            rig.tracked(),
+            &rig.client,
+            &rig.clock,
+            ForwardOptions::default()
+        ));
+        let out = done(fut);
+        assert_eq!(
+            (out.ending, out.outcome.verdict),
+            (Ending::UpstreamError, Verdict::Failure)
+        );
+        assert_eq!(*rig.client.got.borrow(), [Ok(A), Err(())]);
+        assert_eq!(rig.polls(), 2);
+        assert_eq!(rig.recorded(), [Verdict::Failure]);
+    }
+
+    #[test]
+    fn done_then_close_is_a_success() {
+        let rig = Rig::new([Step::Item(Ok(b"data: [DONE]\n\n"))]);
+        let tracked = rig.tracked().with_sse(crate::sse::SseRules::openai_chat());
+        let mut fut = pin!(forward(
+            tracked,
+            &rig.client,
+            &rig.clock,
+            ForwardOptions::default()
+        ));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.client.closed.set(true);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict),
+            (Ending::ClientGone, Verdict::Success)
+        );
+    }
+
+    #[test]
+    fn first_chunk_timeout_marks_a_failure() {
+        let rig = Rig::new([]);
+        let options = ForwardOptions::default()
+            .first_chunk_timeout(SEC)
+            .idle_timeout(SEC * 10);
+        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC - Duration::from_nanos(1));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(Duration::from_nanos(1));
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict),
+            (Ending::TimedOut, Verdict::Failure)
+        );
+        assert!(rig.dropped());
+    }
+
+    #[test]
+    fn idle_timeout_restarts_after_each_item_and_marks_a_failure() {
+        let rig = Rig::new([]);
+        let options = ForwardOptions::default()
+            .first_chunk_timeout(SEC * 10)
+            .idle_timeout(SEC);
+        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC * 9); // prefill: within the first-chunk timeout
+        rig.push(Step::Item(Ok(A)));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC / 2);
+        rig.push(Step::Item(Ok(B)));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC / 2); // one second since A, half since B
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC / 2);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict),
+            (Ending::TimedOut, Verdict::Failure)
+        );
+        assert_eq!(out.outcome.chunks, 2);
+    }
+
+    #[test]
+    fn an_item_ready_when_the_timer_fires_is_taken() {
+        let rig = Rig::new([]);
+        let options = ForwardOptions::default().first_chunk_timeout(SEC);
+        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC);
+        rig.push(Step::Item(Ok(A)));
+        rig.push(Step::End);
+        assert_eq!(done(fut.as_mut()).ending, Ending::Completed);
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_times_out_without_blaming_the_worker() {
+        let rig = Rig::new([Step::Item(Ok(A)), Step::Item(Ok(B))]);
+        rig.client.room.set(1);
+        let options = ForwardOptions::default().send_timeout(SEC);
+        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict),
+            (Ending::TimedOut, Verdict::Abandoned)
+        );
+        assert_eq!(*rig.client.got.borrow(), [Ok(A)]);
+    }
+
+    #[test]
+    fn drain_reads_the_rest_and_takes_the_upstream_verdict() {
+        for (last, verdict) in [
+            (Step::End, Verdict::Success),
+            (Step::Item(Err(())), Verdict::Failure),
+        ] {
+            let rig = Rig::new([Step::Item(Ok(A))]);
+            let options = ForwardOptions::default().drain_on_close(SEC);
+            let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+            assert!(poll(fut.as_mut()).is_pending());
+            rig.client.closed.set(true);
+            assert!(poll(fut.as_mut()).is_pending());
+            assert!(!rig.dropped());
+            rig.push(Step::Item(Ok(B)));
+            rig.push(last);
+            let out = done(fut.as_mut());
+            assert_eq!(
+                (out.ending, out.outcome.verdict),
+                (Ending::ClientGone, verdict)
+            );
+            assert_eq!(
+                *rig.client.got.borrow(),
+                [Ok(A)],
+                "drained items are discarded"
+            );
+            assert_eq!(rig.recorded(), [verdict]);
+        }
+    }
+
+    #[test]
+    fn the_drain_limit_gives_up_as_cancel_would() {
+        let rig = Rig::new([Step::Item(Ok(A))]);
+        let options = ForwardOptions::default().drain_on_close(SEC);
+        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.client.closed.set(true);
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict),
+            (Ending::ClientGone, Verdict::Abandoned)
+        );
+        assert!(rig.dropped());
+    }
+
+    #[test]
+    fn a_stalled_drain_hits_the_idle_timeout() {
+        let rig = Rig::new([Step::Item(Ok(A))]);
+        let options = ForwardOptions::default()
+            .drain_on_close(SEC * 10)
+            .idle_timeout(SEC);
+        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.client.closed.set(true);
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict),
+            (Ending::ClientGone, Verdict::Failure)
+        );
+    }
+
+    #[test]
+    fn dropping_the_forward_future_drops_the_upstream() {
+        let rig = Rig::new([Step::Item(Ok(A))]);
+        {
+            let mut fut = pin!(forward(
+                rig.tracked(),
+                &rig.client,
+                &rig.clock,
+                ForwardOptions::default()
+            ));
+            assert!(poll(fut.as_mut()).is_pending());
+            assert!(!rig.dropped());
+        }
+        assert!(rig.dropped());
+        assert_eq!(rig.recorded(), [Verdict::Abandoned]);
+    }
+
+    #[test]
+    fn until_closed_runs_the_future_or_drops_it_when_the_client_leaves() {
+        let rig = Rig::new([]);
+        let ok = pin!(until_closed(&rig.client, async { 7 }));
+        assert_eq!(done(ok), Ok(7));
+
+        let dropped = Rc::new(Cell::new(false));
+        struct Flag(Rc<Cell<bool>>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let flag = Flag(dropped.clone());
+        let mut fut = pin!(until_closed(&rig.client, async move {
+            let _flag = flag;
+            core::future::pending::<()>().await
+        }));
+        assert!(poll(fut.as_mut()).is_pending());
+        assert!(!dropped.get());
+        rig.client.closed.set(true);
+        assert_eq!(done(fut.as_mut()), Err(ClientGone));
+        assert!(dropped.get());
+    }
+}
