@@ -1,0 +1,165 @@
+//! Throughput of the SSE scanner, with its baselines measured in the same run.
+//!
+//! `cargo bench --bench sse`. Two groups, both in bytes per second:
+//!
+//! * `sse_chat_1mib_64b_chunks`: a realistic ~1 MiB OpenAI Chat Completions stream fed
+//!   in 64-byte chunks to the scanner; to a `memchr` newline count (the practical
+//!   limit for anything that looks at every line end); to a per-chunk substring search
+//!   for `[DONE]` (fast, and wrong: it matches inside JSON and misses a split
+//!   pattern); and to `eventsource-stream`, a full SSE parser that builds every event.
+//! * `sse_8mib_line`: one 8 MiB `data` line fed whole and in 1,024 chunks: the cost
+//!   of splitting; and the same for a bare `memchr2` line-end search, which is what
+//!   the scanner runs inside a value.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::pin::pin;
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use sluice::sse::{Signal, SseRules, SseScanner};
+
+const CHUNK: usize = 64;
+const MIB: usize = 1 << 20;
+
+/// A Chat Completions stream of about `size` bytes: one chunk object per token, each
+/// followed by a blank line, and `data: [DONE]` at the end.
+fn chat_stream(size: usize) -> Vec<u8> {
+    const TOKENS: &[&str] = &[
+        "Hello",
+        ",",
+        " world",
+        " the",
+        " stream",
+        "ing",
+        " of",
+        " tokens",
+        "\\n\\n",
+        " \\\"quoted\\\"",
+        " caf\u{e9}",
+        " 42",
+        ".",
+        " [DONE]",
+        " data:",
+        " async",
+        " fn",
+        " main",
+        "()",
+    ];
+    const TAIL: &[u8] = b"data: [DONE]\n\n";
+    let mut out = Vec::with_capacity(size + 512);
+    for i in 0.. {
+        let line = format!(
+            "data: {{\"id\":\"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT\",\"object\":\"chat.completion.chunk\",\
+             \"created\":{},\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_44709d6fcb\",\
+             \"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n",
+            1_741_569_952 + i / 40,
+            TOKENS[(i * 7 + 3) % TOKENS.len()],
+        );
+        if out.len() + line.len() + TAIL.len() > size {
+            break;
+        }
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.extend_from_slice(TAIL);
+    out
+}
+
+fn scan(chunks: &[&[u8]]) -> Option<Signal> {
+    let mut scanner = SseScanner::new(SseRules::openai_chat());
+    let mut signal = None;
+    for chunk in chunks {
+        signal = signal.max(scanner.feed(black_box(chunk)));
+    }
+    signal
+}
+
+fn count_newlines(chunks: &[&[u8]]) -> usize {
+    chunks
+        .iter()
+        .map(|chunk| memchr::memchr_iter(b'\n', black_box(chunk)).count())
+        .sum()
+}
+
+/// The first CR or LF of every chunk, as the scanner looks for it inside a value.
+fn find_line_ends(chunks: &[&[u8]]) -> usize {
+    chunks
+        .iter()
+        .map(|chunk| memchr::memchr2(b'\r', b'\n', black_box(chunk)).unwrap_or(0))
+        .sum()
+}
+
+fn naive_done(finder: &memchr::memmem::Finder<'_>, chunks: &[&[u8]]) -> bool {
+    let mut done = false;
+    for chunk in chunks {
+        done |= finder.find(black_box(chunk)).is_some();
+    }
+    done
+}
+
+/// Runs `eventsource-stream` over the chunks; true if an event's data is `[DONE]`.
+fn eventsource_done(chunks: Vec<Bytes>) -> bool {
+    futures_executor::block_on(async {
+        let mut events = pin!(
+            futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>)).eventsource()
+        );
+        let mut done = false;
+        while let Some(event) = events.next().await {
+            if let Ok(event) = event {
+                done |= event.data == "[DONE]";
+            }
+        }
+        done
+    })
+}
+
+fn chat(c: &mut Criterion) {
+    let input = chat_stream(MIB);
+    let chunks: Vec<&[u8]> = input.chunks(CHUNK).collect();
+    let owned: Vec<Bytes> = chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect();
+    let finder = memchr::memmem::Finder::new(b"[DONE]");
+
+    // Every contender gets the answer it should before it is timed.
+    assert_eq!(scan(&chunks), Some(Signal::Done));
+    assert_eq!(scan(&[&input]), Some(Signal::Done));
+    assert!(count_newlines(&chunks) > 0);
+    assert!(eventsource_done(owned.clone()));
+
+    let mut group = c.benchmark_group("sse_chat_1mib_64b_chunks");
+    group.throughput(Throughput::Bytes(input.len() as u64));
+    group.bench_function("scanner", |b| b.iter(|| scan(&chunks)));
+    group.bench_function("memchr_newlines", |b| b.iter(|| count_newlines(&chunks)));
+    group.bench_function("naive_substring", |b| {
+        b.iter(|| naive_done(&finder, &chunks))
+    });
+    group.bench_function("eventsource_stream", |b| {
+        b.iter_batched(|| owned.clone(), eventsource_done, BatchSize::LargeInput)
+    });
+    group.finish();
+}
+
+fn long_line(c: &mut Criterion) {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/";
+    let mut input = b"data: ".to_vec();
+    input.extend((0..8 * MIB).map(|i| ALPHABET[i % ALPHABET.len()]));
+    input.extend_from_slice(b"\n\n");
+    let split: Vec<&[u8]> = input.chunks(input.len().div_ceil(1024)).collect();
+    assert_eq!(split.len(), 1024);
+    let whole: Vec<&[u8]> = vec![&input];
+    assert_eq!(scan(&split), None);
+    assert_eq!(scan(&whole), None);
+
+    let mut group = c.benchmark_group("sse_8mib_line");
+    group.throughput(Throughput::Bytes(input.len() as u64));
+    group.bench_function("unsplit", |b| b.iter(|| scan(&whole)));
+    group.bench_function("split_1024", |b| b.iter(|| scan(&split)));
+    // What the same splits cost the line-end search alone.
+    group.bench_function("memchr2_unsplit", |b| b.iter(|| find_line_ends(&whole)));
+    group.bench_function("memchr2_split_1024", |b| b.iter(|| find_line_ends(&split)));
+    group.finish();
+}
+
+criterion_group!(benches, chat, long_line);
+criterion_main!(benches);
