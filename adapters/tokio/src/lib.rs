@@ -1,6 +1,143 @@
-//! The tokio adapter for [sluice](https://docs.rs/sluice).
+//! The tokio adapter for [sluice](https://docs.rs/sluice): forward a tracked
+//! upstream to a client over a `tokio::sync::mpsc` channel, and drop the upstream the
+//! moment the client leaves.
 //!
-//! Forwarding lands with the adapters issue; this crate is a placeholder so the
-//! workspace has its final shape.
+//! # Two ways to hand a stream to a client
+//!
+//! **The direct body.** With axum (or any hyper server), give the
+//! [`TrackedStream`] straight to the response: `axum::body::Body::from_stream(tracked)`.
+//! No task and no channel: when the client closes its connection, hyper drops the
+//! body, which drops the `TrackedStream`, which drops the upstream response (closing
+//! the worker's connection) and records [`Abandoned`](sluice::Verdict::Abandoned)
+//! unless an end was seen. This is the shortest path and the one to prefer when the
+//! handler can return the upstream's stream as it is.
+//!
+//! **[`forward`].** Use it when there is a task boundary between the upstream and the
+//! client (a channel feeding a response body, a websocket writer, a non-hyper
+//! server), when you need timeouts (first chunk, idle, a client that stops reading),
+//! or when the answer must be read to its end after the client left
+//! ([`OnClose::Drain`](sluice::forward::OnClose)). The loop (in
+//! [`sluice::forward`]) waits on [`Sender::closed`] and reserves room with
+//! [`Sender::reserve`] (a full channel is a client that stopped reading); the
+//! client leaving, i.e. the receiver being dropped, ends it at once. Wrap the wait
+//! for the upstream's response headers in [`until_closed`] so a client that leaves
+//! during prefill cancels the request too.
+//!
+//! Nothing here spawns a task: the futures run where the caller awaits them.
+//!
+//! ```
+//! use futures_util::stream;
+//! use sluice::forward::Ending;
+//! use sluice::{Outcome, TrackedStream, Verdict};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+//! let upstream = stream::iter([Ok::<_, std::io::Error>("data: hi\n\n"), Ok("data: [DONE]\n\n")]);
+//! let tracked = TrackedStream::new(upstream, |o: Outcome| assert_eq!(o.verdict, Verdict::Success))
+//!     .with_sse(sluice::sse::SseRules::openai_chat());
+//! let forwarded = sluice_tokio::forward(tracked, &tx).await;
+//! assert_eq!(forwarded.ending, Ending::Completed);
+//! assert_eq!(rx.recv().await.unwrap().unwrap(), "data: hi\n\n");
+//! # });
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+use core::future::Future;
+use core::time::Duration;
+
+use futures_core::Stream;
+use sluice::forward::{self, ClientGone, Downstream, ForwardOptions, Forwarded, Timer};
+use sluice::{Recorder, TrackedStream};
+use tokio::sync::mpsc::Sender;
+
+/// Forwards `upstream` to `tx` with the default [`ForwardOptions`] (no timeouts,
+/// cancel on close). Returns once the upstream ended, erred, or the client dropped
+/// its receiver; the upstream is dropped, and has recorded, by then.
+///
+/// See the [crate docs](crate) for an example.
+pub async fn forward<S, B, E, R>(upstream: TrackedStream<S, R>, tx: &Sender<S::Item>) -> Forwarded
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    R: Recorder,
+{
+    forward_with(upstream, tx, ForwardOptions::default()).await
+}
+
+/// Forwards `upstream` to `tx` with `options`: timeouts run on `tokio::time`, so
+/// they follow a paused test clock.
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::stream;
+/// use sluice::forward::{Ending, ForwardOptions};
+/// use sluice::{Outcome, TrackedStream, Verdict};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+/// let (tx, _rx) = tokio::sync::mpsc::channel::<Result<&str, ()>>(8);
+/// // A worker that never answers.
+/// let tracked = TrackedStream::new(stream::pending(), |_: Outcome| {});
+/// let options = ForwardOptions::default().first_chunk_timeout(Duration::from_secs(30));
+/// let forwarded = sluice_tokio::forward_with(tracked, &tx, options).await;
+/// assert_eq!(forwarded.ending, Ending::TimedOut);
+/// assert_eq!(forwarded.outcome.verdict, Verdict::Failure);
+/// # });
+/// ```
+pub async fn forward_with<S, B, E, R>(
+    upstream: TrackedStream<S, R>,
+    tx: &Sender<S::Item>,
+    options: ForwardOptions,
+) -> Forwarded
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    R: Recorder,
+{
+    forward::forward(upstream, &Tx(tx), &TokioTimer, options).await
+}
+
+/// Runs `fut` unless the receiver of `tx` is dropped first; then `fut` is dropped
+/// and the result is [`ClientGone`]. Wrap the upstream request's `send()` (the wait
+/// for response headers) in it, so a client that leaves during prefill cancels the
+/// request.
+///
+/// ```
+/// use std::future::pending;
+/// use sluice::forward::ClientGone;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let (tx, rx) = tokio::sync::mpsc::channel::<u8>(1);
+/// assert_eq!(sluice_tokio::until_closed(&tx, async { 200 }).await, Ok(200));
+/// drop(rx); // the client leaves
+/// let headers = pending::<u16>(); // e.g. `client.get(url).send()`
+/// assert_eq!(sluice_tokio::until_closed(&tx, headers).await, Err(ClientGone));
+/// # });
+/// ```
+pub async fn until_closed<T, F: Future>(tx: &Sender<T>, fut: F) -> Result<F::Output, ClientGone> {
+    forward::until_closed(&Tx(tx), fut).await
+}
+
+/// The client's side of the channel.
+struct Tx<'a, T>(&'a Sender<T>);
+
+impl<T> Downstream<T> for Tx<'_, T> {
+    async fn send(&self, item: T) -> Result<(), ClientGone> {
+        let permit = self.0.reserve().await.map_err(|_| ClientGone)?;
+        permit.send(item);
+        Ok(())
+    }
+
+    fn closed(&self) -> impl Future<Output = ()> {
+        self.0.closed()
+    }
+}
+
+/// Sleeps on `tokio::time`.
+struct TokioTimer;
+
+impl Timer for TokioTimer {
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+        tokio::time::sleep(duration)
+    }
+}

@@ -1,0 +1,25 @@
+//! Compile-time check: the adapter's futures are `Send` when their inputs are, so a
+//! multi-threaded runtime can spawn them.
+
+use std::io;
+
+use bytes::Bytes;
+use futures_util::stream;
+use sluice::forward::ForwardOptions;
+use sluice::{Outcome, TrackedStream};
+
+fn assert_send<T: Send>(_: &T) {}
+
+#[test]
+fn forward_futures_are_send() {
+    let (tx, _rx) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(1);
+    let upstream =
+        || TrackedStream::new(stream::empty::<Result<Bytes, io::Error>>(), |_: Outcome| {});
+    assert_send(&sluice_tokio::forward(upstream(), &tx));
+    assert_send(&sluice_tokio::forward_with(
+        upstream(),
+        &tx,
+        ForwardOptions::default(),
+    ));
+    assert_send(&sluice_tokio::until_closed(&tx, async { 1 }));
+}
