@@ -1,6 +1,125 @@
-//! The smol adapter for [sluice](https://docs.rs/sluice).
+//! The smol adapter for [sluice](https://docs.rs/sluice): forward a tracked upstream
+//! to a client over an [`async_channel`], and drop the upstream the moment the
+//! client leaves.
 //!
-//! Forwarding lands with the adapters issue; this crate is a placeholder so the
-//! workspace has its final shape.
+//! The loop lives in [`sluice::forward`]; this crate only supplies the channel and
+//! the timer. A client leaving is every receiver being dropped
+//! ([`Sender::closed`]); with a bounded channel, a full channel is a client that
+//! stopped reading, bounded by [`ForwardOptions::send_timeout`]. Timeouts sleep on
+//! [`async_io::Timer`]. Wrap the wait for the upstream's response headers in
+//! [`until_closed`] so a client that leaves during prefill cancels the request too.
+//!
+//! Nothing here spawns a task: the futures run where the caller awaits them.
+//!
+//! ```
+//! use futures_lite::stream;
+//! use sluice::forward::Ending;
+//! use sluice::{Outcome, TrackedStream, Verdict};
+//!
+//! # smol::block_on(async {
+//! let (tx, rx) = async_channel::bounded(8);
+//! let upstream = stream::iter([Ok::<_, std::io::Error>("data: hi\n\n"), Ok("data: [DONE]\n\n")]);
+//! let tracked = TrackedStream::new(upstream, |o: Outcome| assert_eq!(o.verdict, Verdict::Success))
+//!     .with_sse(sluice::sse::SseRules::openai_chat());
+//! let forwarded = sluice_smol::forward(tracked, &tx).await;
+//! assert_eq!(forwarded.ending, Ending::Completed);
+//! assert_eq!(rx.recv().await.unwrap().unwrap(), "data: hi\n\n");
+//! # });
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+use core::future::Future;
+use core::time::Duration;
+
+use async_channel::Sender;
+use futures_core::Stream;
+use sluice::forward::{self, ClientGone, Downstream, ForwardOptions, Forwarded, Timer};
+use sluice::{Recorder, TrackedStream};
+
+/// Forwards `upstream` to `tx` with the default [`ForwardOptions`] (no timeouts,
+/// cancel on close). Returns once the upstream ended, erred, or every receiver was
+/// dropped; the upstream is dropped, and has recorded, by then.
+///
+/// See the [crate docs](crate) for an example.
+pub async fn forward<S, B, E, R>(upstream: TrackedStream<S, R>, tx: &Sender<S::Item>) -> Forwarded
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    R: Recorder,
+{
+    forward_with(upstream, tx, ForwardOptions::default()).await
+}
+
+/// Forwards `upstream` to `tx` with `options`; timeouts sleep on
+/// [`async_io::Timer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_lite::stream;
+/// use sluice::forward::{Ending, ForwardOptions};
+/// use sluice::{Outcome, TrackedStream, Verdict};
+///
+/// # smol::block_on(async {
+/// let (tx, _rx) = async_channel::bounded::<Result<&str, ()>>(8);
+/// // A worker that never answers.
+/// let tracked = TrackedStream::new(stream::pending(), |_: Outcome| {});
+/// let options = ForwardOptions::default().first_chunk_timeout(Duration::from_millis(10));
+/// let forwarded = sluice_smol::forward_with(tracked, &tx, options).await;
+/// assert_eq!(forwarded.ending, Ending::TimedOut);
+/// assert_eq!(forwarded.outcome.verdict, Verdict::Failure);
+/// # });
+/// ```
+pub async fn forward_with<S, B, E, R>(
+    upstream: TrackedStream<S, R>,
+    tx: &Sender<S::Item>,
+    options: ForwardOptions,
+) -> Forwarded
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    R: Recorder,
+{
+    forward::forward(upstream, &Tx(tx), &AsyncIoTimer, options).await
+}
+
+/// Runs `fut` unless every receiver of `tx` is dropped first; then `fut` is dropped
+/// and the result is [`ClientGone`].
+///
+/// ```
+/// use std::future::pending;
+/// use sluice::forward::ClientGone;
+///
+/// # smol::block_on(async {
+/// let (tx, rx) = async_channel::bounded::<u8>(1);
+/// assert_eq!(sluice_smol::until_closed(&tx, async { 200 }).await, Ok(200));
+/// drop(rx); // the client leaves
+/// let headers = pending::<u16>(); // the upstream's response head
+/// assert_eq!(sluice_smol::until_closed(&tx, headers).await, Err(ClientGone));
+/// # });
+/// ```
+pub async fn until_closed<T, F: Future>(tx: &Sender<T>, fut: F) -> Result<F::Output, ClientGone> {
+    forward::until_closed(&Tx(tx), fut).await
+}
+
+/// The client's side of the channel.
+struct Tx<'a, T>(&'a Sender<T>);
+
+impl<T> Downstream<T> for Tx<'_, T> {
+    async fn send(&self, item: T) -> Result<(), ClientGone> {
+        self.0.send(item).await.map_err(|_| ClientGone)
+    }
+
+    fn closed(&self) -> impl Future<Output = ()> {
+        self.0.closed()
+    }
+}
+
+/// Sleeps on `async-io`'s reactor.
+struct AsyncIoTimer;
+
+impl Timer for AsyncIoTimer {
+    async fn sleep(&self, duration: Duration) {
+        async_io::Timer::after(duration).await;
+    }
+}
