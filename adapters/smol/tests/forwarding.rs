@@ -15,7 +15,7 @@ async fn rig() -> (Worker, Gateway) {
     (worker, gateway)
 }
 
-/// 1. The client leaves mid-stream: the upstream is dropped at once.
+/// Scenario 1: The client leaves mid-stream: the upstream is dropped at once.
 #[test]
 fn client_leaves_mid_stream() {
     smol::block_on(async {
@@ -33,7 +33,7 @@ fn client_leaves_mid_stream() {
     });
 }
 
-/// 2. The client leaves after the headers, during prefill.
+/// Scenario 2: The client leaves after the headers, during prefill.
 #[test]
 fn client_leaves_during_prefill() {
     smol::block_on(async {
@@ -48,7 +48,7 @@ fn client_leaves_during_prefill() {
     });
 }
 
-/// 3. The client leaves while the gateway waits for the worker's headers.
+/// Scenario 3: The client leaves while the gateway waits for the worker's headers.
 #[test]
 fn client_leaves_while_waiting_for_headers() {
     smol::block_on(async {
@@ -65,7 +65,7 @@ fn client_leaves_while_waiting_for_headers() {
     });
 }
 
-/// 4. The client reads to the end: one Success.
+/// Scenario 4: The client reads to the end: one Success.
 #[test]
 fn client_reads_to_the_end() {
     smol::block_on(async {
@@ -85,8 +85,8 @@ fn client_reads_to_the_end() {
     });
 }
 
-/// 5. The worker breaks its body mid-stream: the client sees the error, the verdict
-/// is a Failure.
+/// Scenario 5: The worker breaks its body mid-stream: the client sees the error, and the
+/// verdict is a Failure.
 #[test]
 fn worker_errors_mid_stream() {
     smol::block_on(async {

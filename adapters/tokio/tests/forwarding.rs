@@ -11,7 +11,7 @@ use common::{BodyEnd, Reader, Rig};
 use sluice::Verdict;
 use sluice::forward::{Ending, ForwardOptions};
 
-/// 1. The client leaves mid-stream: the upstream is dropped at once.
+/// Scenario 1: The client leaves mid-stream: the upstream is dropped at once.
 #[tokio::test]
 async fn client_leaves_mid_stream() {
     let mut rig = Rig::start(ForwardOptions::default()).await;
@@ -33,7 +33,7 @@ async fn client_leaves_mid_stream() {
     rig.shutdown().await;
 }
 
-/// 2. The client leaves after the headers, while the worker is still in prefill.
+/// Scenario 2: The client leaves after the headers, while the worker is still in prefill.
 #[tokio::test]
 async fn client_leaves_during_prefill() {
     let mut rig = Rig::start(ForwardOptions::default()).await;
@@ -49,7 +49,7 @@ async fn client_leaves_during_prefill() {
     rig.shutdown().await;
 }
 
-/// 3. The client leaves while the gateway waits for the worker's response headers:
+/// Scenario 3: The client leaves while the gateway waits for the worker's response headers:
 /// `until_closed` drops the upstream request.
 #[tokio::test]
 async fn client_leaves_while_waiting_for_headers() {
@@ -76,7 +76,7 @@ async fn client_leaves_while_waiting_for_headers() {
     rig.shutdown().await;
 }
 
-/// 4. The client reads to the end: one Success.
+/// Scenario 4: The client reads to the end: one Success.
 #[tokio::test]
 async fn client_reads_to_the_end() {
     let mut rig = Rig::start(ForwardOptions::default()).await;
@@ -101,7 +101,7 @@ async fn client_reads_to_the_end() {
     rig.shutdown().await;
 }
 
-/// 5. The worker fails mid-stream: the error reaches the client, and the verdict is
+/// Scenario 5: The worker fails mid-stream: the error reaches the client, and the verdict is
 /// a Failure, not an abandoned stream.
 #[tokio::test]
 async fn worker_errors_mid_stream() {
@@ -123,7 +123,7 @@ async fn worker_errors_mid_stream() {
     rig.shutdown().await;
 }
 
-/// 6. `[DONE]` arrived, then the client left before the upstream's end: Success.
+/// Scenario 6: `[DONE]` arrived, then the client left before the upstream's end: Success.
 #[tokio::test]
 async fn done_then_client_leaves() {
     let mut rig = Rig::start(ForwardOptions::default()).await;
@@ -139,7 +139,7 @@ async fn done_then_client_leaves() {
     rig.shutdown().await;
 }
 
-/// 8. One client leaving does not disturb the streams around it.
+/// Scenario 8: One client leaving does not disturb the streams around it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_leaving_leaves_the_others_alone() {
     let mut rig = Rig::start(ForwardOptions::default()).await;
@@ -174,7 +174,7 @@ async fn one_client_leaving_leaves_the_others_alone() {
     rig.shutdown().await;
 }
 
-/// 11. Drain: after the client left, the full answer is still read, and the verdict
+/// Scenario 11: Drain: after the client left, the full answer is still read, and the verdict
 /// is the upstream's.
 #[tokio::test]
 async fn drain_reads_the_answer_after_the_client_left() {
@@ -207,7 +207,7 @@ async fn drain_reads_the_answer_after_the_client_left() {
     rig.shutdown().await;
 }
 
-/// 12. A worker that stalls mid-stream hits the idle timeout: Failure, and the
+/// Scenario 12: A worker that stalls mid-stream hits the idle timeout: Failure, and the
 /// upstream is dropped. Paused time: the clock jumps when everything waits.
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_on_a_stalled_worker() {
@@ -229,7 +229,7 @@ async fn idle_timeout_on_a_stalled_worker() {
     rig.shutdown().await;
 }
 
-/// 13. The direct-body path: axum drops the body when the client closes, which
+/// Scenario 13: The direct-body path: axum drops the body when the client closes, which
 /// drops the `TrackedStream` and the upstream.
 #[tokio::test]
 async fn direct_body_drops_the_upstream_on_client_close() {
