@@ -538,10 +538,12 @@ impl Rig {
     }
 
     pub async fn get(&self, route: &str, query: &str) -> reqwest::Response {
+        self.try_get(route, query).await.expect("gateway request")
+    }
+
+    pub async fn try_get(&self, route: &str, query: &str) -> reqwest::Result<reqwest::Response> {
         let url = self.gateway.url(route, query);
-        within("gateway response", self.client.get(url).send())
-            .await
-            .expect("gateway request")
+        within("gateway response", self.client.get(url).send()).await
     }
 
     pub async fn shutdown(mut self) {
