@@ -13,10 +13,8 @@
 //! drop guard notes when its response was dropped (its connection closed). Run with
 //! `cargo run --release -p sluice-tokio --example disconnect_latency [trials]`.
 
-#[allow(dead_code, unused_imports, unreachable_pub)]
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[allow(dead_code, unused_imports, unreachable_pub)]
 #[path = "../../smol/tests/common/mod.rs"]
 mod smol_common;
 
