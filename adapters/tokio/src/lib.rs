@@ -12,7 +12,7 @@
 //! unless an end was seen. This is the shortest path and the one to prefer when the
 //! handler can return the upstream's stream as it is.
 //!
-//! **[`forward`].** Use it when there is a task boundary between the upstream and the
+//! **[`forward()`].** Use it when there is a task boundary between the upstream and the
 //! client (a channel feeding a response body, a websocket writer, a non-hyper
 //! server), when you need timeouts (first chunk, idle, a client that stops reading),
 //! or when the answer must be read to its end after the client left
