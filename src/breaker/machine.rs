@@ -1,0 +1,569 @@
+//! The sans-io breaker of SPEC section 3.
+
+use core::time::Duration;
+
+use super::config::{Config, ConfigError};
+use super::window::RateWindow;
+use crate::Verdict;
+
+/// Where a breaker stands, as seen at some `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Admits every call and counts the verdicts.
+    Closed,
+    /// Rejects every call until `until`; from then on it is [`HalfOpen`](State::HalfOpen).
+    Open {
+        /// When probes may start (same origin as the `now` the caller passes).
+        until: Duration,
+    },
+    /// Admits up to `half_open_max_probes` calls at once, to probe the worker.
+    HalfOpen,
+    /// Opened by hand ([`CircuitBreaker::force_open`]): rejects everything until a
+    /// [`reset`](CircuitBreaker::reset) or [`disable`](CircuitBreaker::disable).
+    ForcedOpen,
+    /// Switched off by hand ([`CircuitBreaker::disable`]): admits everything, counts
+    /// nothing.
+    Disabled,
+}
+
+/// Why a [`Transition`] happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// Closed to Open: `failure_threshold` failures in a row.
+    ConsecutiveFailures,
+    /// Closed to Open: the failure-rate rule fired.
+    FailureRate,
+    /// Open to HalfOpen: the open duration has elapsed.
+    OpenElapsed,
+    /// HalfOpen to Open: a probe failed.
+    ProbeFailed,
+    /// HalfOpen to Closed: `success_threshold` probes in a row succeeded.
+    ProbesSucceeded,
+    /// To ForcedOpen, by [`CircuitBreaker::force_open`].
+    Forced,
+    /// To Disabled, by [`CircuitBreaker::disable`].
+    Disabled,
+    /// To Closed, by [`CircuitBreaker::reset`].
+    Reset,
+    /// No change of state: the breaker would have opened, but a
+    /// [`BreakerSet`](super::BreakerSet) already ejects as many workers as it may, so
+    /// this one stays admitted (`from == to`, and no new generation).
+    EjectionCapped,
+}
+
+/// One change of state, for the caller to log or export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Transition {
+    /// The state left (Open as it was set, with its `until`).
+    pub from: State,
+    /// The state entered.
+    pub to: State,
+    /// The `now` of the call that made the change.
+    pub at: Duration,
+    /// Why.
+    pub reason: Reason,
+    /// The generation the breaker is in after the change.
+    pub generation: u32,
+}
+
+/// Leave to make one call. Give it back with [`CircuitBreaker::record`].
+///
+/// A token: it cannot be cloned, so each permit is recorded at most once. It knows its
+/// generation (a permit from before the breaker's last transition is stale) and
+/// whether it holds one of HalfOpen's probe slots. A permit that is never recorded
+/// keeps its probe slot until the breaker's next transition, so record
+/// [`Verdict::Abandoned`] when the call is given up.
+#[must_use = "a permit must be recorded, or a half-open probe slot stays taken"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Permit {
+    generation: u32,
+    probe: bool,
+    transition: Option<Transition>,
+}
+
+impl Permit {
+    pub(crate) const fn new(generation: u32, probe: bool) -> Self {
+        Self {
+            generation,
+            probe,
+            transition: None,
+        }
+    }
+
+    /// The breaker generation this permit was issued in.
+    pub const fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Whether it holds a HalfOpen probe slot.
+    pub const fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The transition [`try_acquire`](CircuitBreaker::try_acquire) made before issuing
+    /// this permit: Open to HalfOpen when the open duration had elapsed.
+    pub const fn transition(&self) -> Option<Transition> {
+        self.transition
+    }
+}
+
+/// The breaker said no. `retry_after` is how long until it lets a probe through, when
+/// that is known (Open); `None` in ForcedOpen, or in HalfOpen with every probe slot
+/// taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("circuit breaker rejected the call (retry after {retry_after:?})")]
+pub struct Rejected {
+    /// How long until the breaker admits a probe, if known.
+    pub retry_after: Option<Duration>,
+}
+
+/// What [`CircuitBreaker::record`] did with a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Recorded {
+    /// The permit was current and its verdict counted (an `Abandoned` one counts
+    /// nothing but frees its probe slot; in Disabled nothing counts), with the
+    /// transition it caused, if any.
+    Counted(Option<Transition>),
+    /// The permit was from an older generation: nothing counted, nothing freed.
+    Stale,
+}
+
+impl Recorded {
+    /// The transition this record caused, if any.
+    pub const fn transition(&self) -> Option<Transition> {
+        match self {
+            Self::Counted(t) => *t,
+            Self::Stale => None,
+        }
+    }
+}
+
+/// The internal state, with its counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Closed { failures: u32 },
+    Open { until: Duration },
+    HalfOpen { in_flight: u32, successes: u32 },
+    ForcedOpen,
+    Disabled,
+}
+
+/// A circuit breaker for one worker: sans-io, deterministic, `no_std`.
+///
+/// It reads no clock and no random source: every call that depends on time takes
+/// `now`, a [`Duration`] since an origin the caller chooses (monotonic: a `now` earlier
+/// than one already seen is taken as the latest seen). Every change of state comes
+/// back as a [`Transition`]; nothing is logged inside.
+///
+/// # States
+///
+/// Closed counts verdicts and opens after `failure_threshold` failures in a row (a
+/// success resets the run) or when the optional failure-rate rule fires. Open rejects
+/// until its `until`; the first [`try_acquire`](Self::try_acquire) at or after it
+/// moves to HalfOpen, which admits up to `half_open_max_probes` probes at once;
+/// `success_threshold` successes in a row close it, one failure opens it again (for
+/// longer, with [`Config::backoff`]). [`Verdict::Abandoned`] counts nothing and only
+/// frees the probe slot. [`force_open`](Self::force_open), [`disable`](Self::disable)
+/// and [`reset`](Self::reset) are the manual overrides.
+///
+/// Every transition starts a new generation; a [`Permit`] from an older one is stale:
+/// [`record`](Self::record) counts it nowhere and returns [`Recorded::Stale`].
+///
+/// # Methods
+///
+/// * Inputs: [`try_acquire`](Self::try_acquire) before a call, [`record`](Self::record)
+///   after it, [`handle_timeout`](Self::handle_timeout) when the timer fires, and the
+///   overrides.
+/// * Outputs: the [`Transition`]s those return, and
+///   [`poll_timeout`](Self::poll_timeout), when time alone would next change the state.
+/// * Getters: [`state`](Self::state), [`generation`](Self::generation),
+///   [`consecutive_failures`](Self::consecutive_failures),
+///   [`probes_in_flight`](Self::probes_in_flight).
+///
+/// # Driving it
+///
+/// ```
+/// use core::time::Duration;
+/// use sluice::Verdict;
+/// use sluice::breaker::{CircuitBreaker, Config, Recorded, State};
+///
+/// let mut breaker = CircuitBreaker::new(Config::default().failure_threshold(2));
+/// let mut log = Vec::new();
+/// // The driver's loop: one iteration per request, `now` from the driver's clock.
+/// for (secs, verdict) in [(0, Verdict::Failure), (1, Verdict::Failure), (2, Verdict::Success)] {
+///     let now = Duration::from_secs(secs);
+///     // 1. When the timer from poll_timeout fires, tell the breaker.
+///     if breaker.poll_timeout().is_some_and(|at| at <= now) {
+///         log.extend(breaker.handle_timeout(now));
+///     }
+///     // 2. Ask for leave before sending.
+///     let permit = match breaker.try_acquire(now) {
+///         Ok(permit) => permit,
+///         Err(rejected) => {
+///             // Fail fast; `rejected.retry_after` says when to come back.
+///             assert_eq!(rejected.retry_after, Some(Duration::from_secs(29)));
+///             continue;
+///         }
+///     };
+///     log.extend(permit.transition());
+///     // 3. Send, stream, and record the verdict (Abandoned if the client left).
+///     if let Recorded::Counted(Some(transition)) = breaker.record(permit, verdict, now) {
+///         log.push(transition);
+///     }
+/// }
+/// assert_eq!(breaker.state(Duration::from_secs(2)), State::Open { until: Duration::from_secs(31) });
+/// assert_eq!(log.len(), 1);
+/// assert_eq!(breaker.state(Duration::from_secs(31)), State::HalfOpen);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    config: Config,
+    phase: Phase,
+    generation: u32,
+    /// Openings since the last close, for the backoff.
+    openings: u32,
+    window: Option<RateWindow>,
+    /// The latest `now` seen.
+    latest: Duration,
+}
+
+/// One splitmix64 step.
+const fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl CircuitBreaker {
+    /// A Closed breaker. An invalid `config` does not panic: each invalid field is
+    /// replaced by the nearest valid value (a zero threshold counts as 1, an invalid
+    /// rate rule is left out, a zero backoff factor is 1). Use
+    /// [`try_new`](Self::try_new) to be told instead.
+    pub fn new(config: Config) -> Self {
+        let config = config.sanitized();
+        Self {
+            window: config.rate.as_ref().map(RateWindow::new),
+            config,
+            phase: Phase::Closed { failures: 0 },
+            generation: 0,
+            openings: 0,
+            latest: Duration::ZERO,
+        }
+    }
+
+    /// A Closed breaker, or what is wrong with `config` (see [`Config::validate`]).
+    pub fn try_new(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::new(config))
+    }
+
+    /// The configuration in force (after [`new`](Self::new)'s corrections).
+    pub const fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current generation; it changes at every transition.
+    pub const fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Failures in a row counted in Closed (0 in any other state).
+    pub const fn consecutive_failures(&self) -> u32 {
+        match self.phase {
+            Phase::Closed { failures } => failures,
+            _ => 0,
+        }
+    }
+
+    /// Probe permits issued in this HalfOpen generation and not yet recorded.
+    pub const fn probes_in_flight(&self) -> u32 {
+        match self.phase {
+            Phase::HalfOpen { in_flight, .. } => in_flight,
+            _ => 0,
+        }
+    }
+
+    /// The state at `now`: an Open breaker whose `until` has come is HalfOpen.
+    pub fn state(&self, now: Duration) -> State {
+        let now = now.max(self.latest);
+        match self.phase {
+            Phase::Closed { .. } => State::Closed,
+            Phase::Open { until } if now < until => State::Open { until },
+            Phase::Open { .. } | Phase::HalfOpen { .. } => State::HalfOpen,
+            Phase::ForcedOpen => State::ForcedOpen,
+            Phase::Disabled => State::Disabled,
+        }
+    }
+
+    /// When time alone would next change the state (Open's `until`), if ever.
+    pub const fn poll_timeout(&self) -> Option<Duration> {
+        match self.phase {
+            Phase::Open { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Applies what time alone changes: Open becomes HalfOpen at `until`. Calling it is
+    /// optional ([`try_acquire`](Self::try_acquire) does the same lazily), but a
+    /// driver that calls it when [`poll_timeout`](Self::poll_timeout) fires reports the
+    /// transition on time.
+    pub fn handle_timeout(&mut self, now: Duration) -> Option<Transition> {
+        let now = self.observe(now);
+        match self.phase {
+            Phase::Open { until } if now >= until => Some(self.enter(
+                Phase::HalfOpen {
+                    in_flight: 0,
+                    successes: 0,
+                },
+                now,
+                Reason::OpenElapsed,
+            )),
+            _ => None,
+        }
+    }
+
+    /// Asks leave to make one call at `now`.
+    ///
+    /// Closed and Disabled admit; Open rejects until `until` and then turns HalfOpen
+    /// (the permit carries that [`transition`](Permit::transition)); HalfOpen admits
+    /// while fewer than `half_open_max_probes` probes are in flight; ForcedOpen
+    /// rejects.
+    pub fn try_acquire(&mut self, now: Duration) -> Result<Permit, Rejected> {
+        let transition = self.handle_timeout(now);
+        let now = self.latest;
+        let permit = match &mut self.phase {
+            Phase::Closed { .. } | Phase::Disabled => Permit::new(self.generation, false),
+            Phase::Open { until } => {
+                return Err(Rejected {
+                    retry_after: Some(until.saturating_sub(now)),
+                });
+            }
+            Phase::ForcedOpen => return Err(Rejected { retry_after: None }),
+            Phase::HalfOpen { in_flight, .. } => {
+                if *in_flight >= self.config.half_open_max_probes {
+                    return Err(Rejected { retry_after: None });
+                }
+                *in_flight += 1;
+                Permit::new(self.generation, true)
+            }
+        };
+        Ok(Permit {
+            transition,
+            ..permit
+        })
+    }
+
+    /// Takes back a permit with the verdict of its call, at `now`.
+    ///
+    /// A permit from an older generation is [`Recorded::Stale`] and changes nothing.
+    /// Otherwise the verdict is counted (see the type's docs) and any transition it
+    /// causes is returned.
+    pub fn record(&mut self, permit: Permit, verdict: Verdict, now: Duration) -> Recorded {
+        self.record_capped(permit, verdict, now, true)
+    }
+
+    /// [`record`](Self::record), where `may_open` false keeps a Closed breaker from
+    /// opening (the set's ejection cap): the refusal is returned as a same-state
+    /// transition with [`Reason::EjectionCapped`].
+    pub(crate) fn record_capped(
+        &mut self,
+        permit: Permit,
+        verdict: Verdict,
+        now: Duration,
+        may_open: bool,
+    ) -> Recorded {
+        let now = self.observe(now);
+        if permit.generation != self.generation {
+            return Recorded::Stale;
+        }
+        let transition = match &mut self.phase {
+            Phase::Disabled | Phase::Open { .. } | Phase::ForcedOpen => None,
+            Phase::Closed { failures } => {
+                let failed = match verdict {
+                    Verdict::Abandoned => return Recorded::Counted(None),
+                    Verdict::Success => {
+                        *failures = 0;
+                        false
+                    }
+                    Verdict::Failure => {
+                        *failures = failures.saturating_add(1);
+                        true
+                    }
+                };
+                let consecutive = *failures >= self.config.failure_threshold;
+                let rate = self.window.as_mut().is_some_and(|w| w.push(failed, now));
+                let reason = match (consecutive, rate) {
+                    (true, _) => Reason::ConsecutiveFailures,
+                    (false, true) => Reason::FailureRate,
+                    (false, false) => return Recorded::Counted(None),
+                };
+                Some(if may_open {
+                    self.open(now, reason)
+                } else {
+                    Transition {
+                        from: State::Closed,
+                        to: State::Closed,
+                        at: now,
+                        reason: Reason::EjectionCapped,
+                        generation: self.generation,
+                    }
+                })
+            }
+            Phase::HalfOpen {
+                in_flight,
+                successes,
+            } => {
+                if permit.probe {
+                    *in_flight = in_flight.saturating_sub(1);
+                }
+                match verdict {
+                    Verdict::Abandoned => None,
+                    Verdict::Failure => Some(self.open(now, Reason::ProbeFailed)),
+                    Verdict::Success => {
+                        *successes += 1;
+                        if *successes >= self.config.success_threshold {
+                            self.openings = 0;
+                            Some(self.enter(
+                                Phase::Closed { failures: 0 },
+                                now,
+                                Reason::ProbesSucceeded,
+                            ))
+                        } else {
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        Recorded::Counted(transition)
+    }
+
+    /// Opens by hand until [`reset`](Self::reset) or [`disable`](Self::disable).
+    /// Returns the transition, or `None` if already ForcedOpen.
+    pub fn force_open(&mut self, now: Duration) -> Option<Transition> {
+        let now = self.observe(now);
+        (self.phase != Phase::ForcedOpen)
+            .then(|| self.enter(Phase::ForcedOpen, now, Reason::Forced))
+    }
+
+    /// Switches the breaker off: it admits everything and counts nothing until
+    /// [`reset`](Self::reset) or [`force_open`](Self::force_open). Returns the
+    /// transition, or `None` if already Disabled.
+    pub fn disable(&mut self, now: Duration) -> Option<Transition> {
+        let now = self.observe(now);
+        (self.phase != Phase::Disabled).then(|| self.enter(Phase::Disabled, now, Reason::Disabled))
+    }
+
+    /// Back to Closed with every count, the rate window and the backoff cleared.
+    /// Returns the transition, or `None` if it was Closed already (the counts are
+    /// cleared all the same, and the generation stays).
+    pub fn reset(&mut self, now: Duration) -> Option<Transition> {
+        let now = self.observe(now);
+        self.openings = 0;
+        if let Phase::Closed { failures } = &mut self.phase {
+            *failures = 0;
+            if let Some(window) = &mut self.window {
+                window.clear();
+            }
+            return None;
+        }
+        Some(self.enter(Phase::Closed { failures: 0 }, now, Reason::Reset))
+    }
+
+    /// Takes `now` into account and returns the time to use: never before the latest.
+    fn observe(&mut self, now: Duration) -> Duration {
+        self.latest = self.latest.max(now);
+        self.latest
+    }
+
+    /// Opens for the (backed-off, jittered) open duration.
+    fn open(&mut self, now: Duration, reason: Reason) -> Transition {
+        self.openings = self.openings.saturating_add(1);
+        let duration = self.open_duration(self.openings, self.generation.wrapping_add(1));
+        let until = now.checked_add(duration).unwrap_or(Duration::MAX);
+        self.enter(Phase::Open { until }, now, reason)
+    }
+
+    /// The open duration of the `opening`-th consecutive opening, entering
+    /// `generation`.
+    fn open_duration(&self, opening: u32, generation: u32) -> Duration {
+        let base = self.config.open_duration;
+        let mut duration = match self.config.backoff {
+            Some(backoff) if backoff.factor > 1 => {
+                let mut d = base;
+                for _ in 1..opening {
+                    d = d.checked_mul(backoff.factor).unwrap_or(backoff.cap);
+                    if d >= backoff.cap {
+                        d = backoff.cap;
+                        break;
+                    }
+                }
+                d
+            }
+            _ => base,
+        };
+        if let Some(jitter) = self.config.jitter {
+            let draw =
+                splitmix64(jitter.seed ^ u64::from(generation).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let max = jitter.max.as_nanos();
+            let extra = (max * u128::from(draw)) >> 64;
+            let extra = Duration::from_nanos(u64::try_from(extra).unwrap_or(u64::MAX));
+            duration = duration.checked_add(extra).unwrap_or(Duration::MAX);
+        }
+        duration
+    }
+
+    /// Moves to `phase`, starting a new generation.
+    fn enter(&mut self, phase: Phase, now: Duration, reason: Reason) -> Transition {
+        let from = Self::state_of(self.phase);
+        self.phase = phase;
+        self.generation = self.generation.wrapping_add(1);
+        if let Some(window) = &mut self.window {
+            window.clear();
+        }
+        Transition {
+            from,
+            to: Self::state_of(phase),
+            at: now,
+            reason,
+            generation: self.generation,
+        }
+    }
+
+    const fn state_of(phase: Phase) -> State {
+        match phase {
+            Phase::Closed { .. } => State::Closed,
+            Phase::Open { until } => State::Open { until },
+            Phase::HalfOpen { .. } => State::HalfOpen,
+            Phase::ForcedOpen => State::ForcedOpen,
+            Phase::Disabled => State::Disabled,
+        }
+    }
+
+    // What the shared handle needs to mirror the Closed state in its atomic word.
+
+    /// Whether the Closed and Disabled/ForcedOpen states can run without the core:
+    /// no rate window, and a failure threshold that fits the shared word.
+    #[cfg(feature = "std")]
+    pub(crate) const fn has_rate_window(&self) -> bool {
+        self.window.is_some()
+    }
+
+    /// In Closed, sets the consecutive-failure count (the shared word's copy).
+    #[cfg(feature = "std")]
+    pub(crate) fn set_consecutive_failures(&mut self, count: u32) {
+        if let Phase::Closed { failures } = &mut self.phase {
+            *failures = count;
+        }
+    }
+
+    /// The latest `now` seen.
+    #[cfg(feature = "std")]
+    pub(crate) const fn latest(&self) -> Duration {
+        self.latest
+    }
+}

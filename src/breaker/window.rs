@@ -1,0 +1,174 @@
+//! The failure-rate windows, inline (no allocator): a ring of bits for the last N
+//! calls, or a ring of time buckets.
+
+use core::time::Duration;
+
+use super::config::{MAX_WINDOW_CALLS, RateRule, TIME_WINDOW_BUCKETS, Window};
+
+const WORDS: usize = (MAX_WINDOW_CALLS as usize).div_ceil(64);
+
+/// One time bucket: the calls counted while `now / width == epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Bucket {
+    epoch: u64,
+    calls: u32,
+    failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ring {
+    Calls {
+        /// Bit `i` is set when call slot `i` failed.
+        bits: [u64; WORDS],
+        len: u32,
+        filled: u32,
+        head: u32,
+        failures: u32,
+    },
+    Time {
+        buckets: [Bucket; TIME_WINDOW_BUCKETS],
+        width_nanos: u64,
+    },
+}
+
+/// A failure-rate rule and its window's counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RateWindow {
+    ring: Ring,
+    minimum_calls: u64,
+    rate_ppm: u64,
+}
+
+impl RateWindow {
+    /// The window for a validated rule.
+    pub(crate) fn new(rule: &RateRule) -> Self {
+        let ring = match rule.window {
+            Window::Calls(len) => Ring::Calls {
+                bits: [0; WORDS],
+                len: len.clamp(1, MAX_WINDOW_CALLS),
+                filled: 0,
+                head: 0,
+                failures: 0,
+            },
+            Window::Time(span) => {
+                let width = span.as_nanos() / TIME_WINDOW_BUCKETS as u128;
+                Ring::Time {
+                    buckets: [Bucket::default(); TIME_WINDOW_BUCKETS],
+                    width_nanos: u64::try_from(width).unwrap_or(u64::MAX).max(1),
+                }
+            }
+        };
+        Self {
+            ring,
+            minimum_calls: u64::from(rule.minimum_calls),
+            rate_ppm: rule.rate_ppm(),
+        }
+    }
+
+    /// Forgets every call.
+    pub(crate) fn clear(&mut self) {
+        match &mut self.ring {
+            Ring::Calls {
+                bits,
+                filled,
+                head,
+                failures,
+                ..
+            } => {
+                *bits = [0; WORDS];
+                *filled = 0;
+                *head = 0;
+                *failures = 0;
+            }
+            Ring::Time { buckets, .. } => *buckets = [Bucket::default(); TIME_WINDOW_BUCKETS],
+        }
+    }
+
+    /// Counts one call at `now` (never earlier than the last) and says whether the
+    /// rule now fires.
+    pub(crate) fn push(&mut self, failed: bool, now: Duration) -> bool {
+        let (calls, failures) = match &mut self.ring {
+            Ring::Calls {
+                bits,
+                len,
+                filled,
+                head,
+                failures,
+            } => {
+                let (word, bit) = ((*head / 64) as usize, *head % 64);
+                let old = bits[word] >> bit & 1 == 1;
+                if *filled == *len {
+                    *failures -= u32::from(old);
+                } else {
+                    *filled += 1;
+                }
+                bits[word] = bits[word] & !(1 << bit) | u64::from(failed) << bit;
+                *failures += u32::from(failed);
+                *head = (*head + 1) % *len;
+                (u64::from(*filled), u64::from(*failures))
+            }
+            Ring::Time {
+                buckets,
+                width_nanos,
+            } => {
+                let epoch =
+                    u64::try_from(now.as_nanos() / u128::from(*width_nanos)).unwrap_or(u64::MAX);
+                let slot = &mut buckets[(epoch % TIME_WINDOW_BUCKETS as u64) as usize];
+                if slot.epoch != epoch {
+                    *slot = Bucket {
+                        epoch,
+                        calls: 0,
+                        failures: 0,
+                    };
+                }
+                slot.calls = slot.calls.saturating_add(1);
+                slot.failures = slot.failures.saturating_add(u32::from(failed));
+                buckets
+                    .iter()
+                    .filter(|b| epoch - b.epoch.min(epoch) < TIME_WINDOW_BUCKETS as u64)
+                    .fold((0, 0), |(c, f), b| {
+                        (c + u64::from(b.calls), f + u64::from(b.failures))
+                    })
+            }
+        };
+        calls >= self.minimum_calls && failures * 1_000_000 >= self.rate_ppm * calls
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::Config;
+
+    fn window(config: Config) -> RateWindow {
+        RateWindow::new(&config.rate.expect("a rate rule"))
+    }
+
+    #[test]
+    fn count_window_forgets_the_oldest_call() {
+        let mut w = window(Config::default().failure_rate(0.5, Window::Calls(4), 4));
+        let ms = Duration::from_millis;
+        // F S S S: 1 of 4 failed, below half.
+        assert!(!w.push(true, ms(0)));
+        assert!(!w.push(false, ms(0)));
+        assert!(!w.push(false, ms(0)));
+        assert!(!w.push(false, ms(0)));
+        // S S S F: still 1 of 4 (the first failure slid out).
+        assert!(!w.push(true, ms(0)));
+        // S S F F: 2 of 4, the rate is reached.
+        assert!(w.push(true, ms(0)));
+        w.clear();
+        assert!(!w.push(true, ms(0)), "minimum_calls after clear");
+    }
+
+    #[test]
+    fn time_window_forgets_old_buckets() {
+        let secs = Duration::from_secs;
+        let mut w = window(Config::default().failure_rate(1.0, Window::Time(secs(16)), 2));
+        assert!(!w.push(true, secs(0)));
+        // 20 s later the first failure has left the window.
+        assert!(!w.push(true, secs(20)));
+        assert!(w.push(true, secs(21)));
+        assert!(!w.push(false, secs(22)), "3 of 4 is below a rate of 1");
+    }
+}
