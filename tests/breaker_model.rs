@@ -1,0 +1,547 @@
+//! The breaker against a reference model written from SPEC section 3, on random
+//! histories of acquire / record / advance-time / force / disable / reset / timeout
+//! (proptest-state-machine). The sans-io `CircuitBreaker` and a `SharedBreaker` on a
+//! `ManualClock` run the same history side by side and must give the model's answer at
+//! every step; invariants are checked after every step.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
+use sluice::Verdict;
+use sluice::breaker::{
+    CircuitBreaker, Config, ManualClock, Permit, Reason, Recorded, SharedBreaker, SharedPermit,
+    State, Transition, Window,
+};
+
+/// The parameters the model draws.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    failure_threshold: u32,
+    success_threshold: u32,
+    probes: u32,
+    open: Duration,
+    /// (factor, cap)
+    backoff: Option<(u32, Duration)>,
+    /// (window length, minimum calls, rate in quarters)
+    rate: Option<(u32, u32, u32)>,
+    /// (max, seed)
+    jitter: Option<(Duration, u64)>,
+}
+
+impl Params {
+    fn config(&self) -> Config {
+        let mut c = Config::default()
+            .failure_threshold(self.failure_threshold)
+            .success_threshold(self.success_threshold)
+            .half_open_max_probes(self.probes)
+            .open_duration(self.open);
+        if let Some((factor, cap)) = self.backoff {
+            c = c.backoff(factor, cap);
+        }
+        if let Some((len, min, quarters)) = self.rate {
+            c = c.failure_rate(f64::from(quarters) / 4.0, Window::Calls(len), min);
+        }
+        if let Some((max, seed)) = self.jitter {
+            c = c.jitter(max, seed);
+        }
+        c
+    }
+}
+
+/// The model's state, straight from SPEC section 3.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Closed {
+        failures: u32,
+        window: VecDeque<bool>,
+    },
+    Open {
+        until: Duration,
+    },
+    HalfOpen {
+        in_flight: u32,
+        successes: u32,
+    },
+    ForcedOpen,
+    Disabled,
+}
+
+/// What the model says the last step must answer.
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    Nothing,
+    Acquired {
+        generation: u32,
+        probe: bool,
+        transition: Option<Transition>,
+    },
+    Rejected {
+        retry_after: Option<Duration>,
+    },
+    Recorded(Recorded),
+    Changed(Option<Transition>),
+}
+
+#[derive(Debug, Clone)]
+struct Model {
+    p: Params,
+    now: Duration,
+    phase: Phase,
+    generation: u32,
+    openings: u32,
+    /// Outstanding permits: (generation, probe).
+    permits: Vec<(u32, bool)>,
+    expect: Expect,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire,
+    Record { pick: usize, verdict: Verdict },
+    Advance(Duration),
+    HandleTimeout,
+    ForceOpen,
+    Disable,
+    Reset,
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Model {
+    fn state(&self) -> State {
+        match &self.phase {
+            Phase::Closed { .. } => State::Closed,
+            Phase::Open { until } if self.now < *until => State::Open { until: *until },
+            Phase::Open { .. } | Phase::HalfOpen { .. } => State::HalfOpen,
+            Phase::ForcedOpen => State::ForcedOpen,
+            Phase::Disabled => State::Disabled,
+        }
+    }
+
+    fn raw_state(phase: &Phase) -> State {
+        match phase {
+            Phase::Closed { .. } => State::Closed,
+            Phase::Open { until } => State::Open { until: *until },
+            Phase::HalfOpen { .. } => State::HalfOpen,
+            Phase::ForcedOpen => State::ForcedOpen,
+            Phase::Disabled => State::Disabled,
+        }
+    }
+
+    /// Every transition starts a new generation.
+    fn go(&mut self, phase: Phase, reason: Reason) -> Transition {
+        let from = Self::raw_state(&self.phase);
+        self.phase = phase;
+        self.generation = self.generation.wrapping_add(1);
+        Transition {
+            from,
+            to: Self::raw_state(&self.phase),
+            at: self.now,
+            reason,
+            generation: self.generation,
+        }
+    }
+
+    fn open(&mut self, reason: Reason) -> Transition {
+        self.openings += 1;
+        let mut d = self.p.open;
+        if let Some((factor, cap)) = self.p.backoff {
+            for _ in 1..self.openings {
+                d = (d * factor).min(cap);
+            }
+        }
+        if let Some((max, seed)) = self.p.jitter {
+            let g = u64::from(self.generation.wrapping_add(1));
+            let draw = splitmix64(seed ^ g.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            d += Duration::from_nanos(((max.as_nanos() * u128::from(draw)) >> 64) as u64);
+        }
+        let until = self.now + d;
+        self.go(Phase::Open { until }, reason)
+    }
+
+    fn timeout(&mut self) -> Option<Transition> {
+        match self.phase {
+            Phase::Open { until } if self.now >= until => Some(self.go(
+                Phase::HalfOpen {
+                    in_flight: 0,
+                    successes: 0,
+                },
+                Reason::OpenElapsed,
+            )),
+            _ => None,
+        }
+    }
+
+    fn acquire(&mut self) -> Expect {
+        let transition = self.timeout();
+        let generation = self.generation;
+        let probe = match &mut self.phase {
+            Phase::Closed { .. } | Phase::Disabled => false,
+            Phase::Open { until } => {
+                return Expect::Rejected {
+                    retry_after: Some(*until - self.now),
+                };
+            }
+            Phase::ForcedOpen => return Expect::Rejected { retry_after: None },
+            Phase::HalfOpen { in_flight, .. } if *in_flight >= self.p.probes => {
+                return Expect::Rejected { retry_after: None };
+            }
+            Phase::HalfOpen { in_flight, .. } => {
+                *in_flight += 1;
+                true
+            }
+        };
+        self.permits.push((generation, probe));
+        Expect::Acquired {
+            generation,
+            probe,
+            transition,
+        }
+    }
+
+    fn record(&mut self, pick: usize, verdict: Verdict) -> Expect {
+        let (generation, probe) = self.permits.remove(pick);
+        if generation != self.generation {
+            return Expect::Recorded(Recorded::Stale);
+        }
+        let p = self.p;
+        let t = match (&mut self.phase, verdict) {
+            (_, Verdict::Abandoned) => {
+                if let Phase::HalfOpen { in_flight, .. } = &mut self.phase {
+                    assert!(probe);
+                    *in_flight -= 1;
+                }
+                None
+            }
+            (Phase::Disabled, _) => None,
+            (Phase::Closed { failures, window }, v) => {
+                let failed = v == Verdict::Failure;
+                *failures = if failed { *failures + 1 } else { 0 };
+                let consecutive = *failures >= p.failure_threshold;
+                let mut rate = false;
+                if let Some((len, min, quarters)) = p.rate {
+                    window.push_back(failed);
+                    if window.len() > len as usize {
+                        window.pop_front();
+                    }
+                    let calls = window.len() as u32;
+                    let fails = window.iter().filter(|f| **f).count() as u32;
+                    rate = calls >= min && fails * 4 >= quarters * calls;
+                }
+                if consecutive {
+                    Some(self.open(Reason::ConsecutiveFailures))
+                } else if rate {
+                    Some(self.open(Reason::FailureRate))
+                } else {
+                    None
+                }
+            }
+            (
+                Phase::HalfOpen {
+                    in_flight,
+                    successes,
+                },
+                v,
+            ) => {
+                *in_flight -= 1;
+                if v == Verdict::Failure {
+                    Some(self.open(Reason::ProbeFailed))
+                } else {
+                    *successes += 1;
+                    if *successes >= p.success_threshold {
+                        self.openings = 0;
+                        Some(self.go(
+                            Phase::Closed {
+                                failures: 0,
+                                window: VecDeque::new(),
+                            },
+                            Reason::ProbesSucceeded,
+                        ))
+                    } else {
+                        None
+                    }
+                }
+            }
+            (Phase::Open { .. } | Phase::ForcedOpen, _) => {
+                unreachable!("no permit of an open generation")
+            }
+        };
+        Expect::Recorded(Recorded::Counted(t))
+    }
+}
+
+struct Reference;
+
+impl ReferenceStateMachine for Reference {
+    type State = Model;
+    type Transition = Op;
+
+    fn init_state() -> BoxedStrategy<Model> {
+        let backoff = prop::option::of((1u32..4, 0u64..200).prop_map(|(f, extra)| (f, extra)));
+        let rate = prop::option::of((1u32..9, 1u32..9, 1u32..=4));
+        let jitter = prop::option::of((0u64..5_000, any::<u64>()));
+        (1u32..5, 1u32..4, 1u32..4, 0u64..20, backoff, rate, jitter)
+            .prop_map(|(ft, st, probes, open_s, backoff, rate, jitter)| {
+                let open = Duration::from_secs(open_s);
+                let p = Params {
+                    failure_threshold: ft,
+                    success_threshold: st,
+                    probes,
+                    open,
+                    backoff: backoff.map(|(f, extra)| (f, open + Duration::from_secs(extra))),
+                    rate: rate.map(|(len, min, q)| (len, min.min(len), q)),
+                    jitter: jitter.map(|(ms, seed)| (Duration::from_millis(ms), seed)),
+                };
+                Model {
+                    p,
+                    now: Duration::ZERO,
+                    phase: Phase::Closed {
+                        failures: 0,
+                        window: VecDeque::new(),
+                    },
+                    generation: 0,
+                    openings: 0,
+                    permits: Vec::new(),
+                    expect: Expect::Nothing,
+                }
+            })
+            .boxed()
+    }
+
+    fn transitions(state: &Model) -> BoxedStrategy<Op> {
+        let verdict = prop_oneof![
+            3 => Just(Verdict::Failure),
+            2 => Just(Verdict::Success),
+            1 => Just(Verdict::Abandoned),
+        ];
+        let n = state.permits.len().max(1);
+        prop_oneof![
+            6 => Just(Op::Acquire),
+            6 => (0..n, verdict).prop_map(|(pick, verdict)| Op::Record { pick, verdict }),
+            3 => prop_oneof![0u64..2_000, 0u64..60_000].prop_map(|ms| Op::Advance(Duration::from_millis(ms))),
+            1 => Just(Op::HandleTimeout),
+            1 => Just(Op::ForceOpen),
+            1 => Just(Op::Disable),
+            1 => Just(Op::Reset),
+        ]
+        .boxed()
+    }
+
+    fn preconditions(state: &Model, op: &Op) -> bool {
+        match op {
+            Op::Record { pick, .. } => *pick < state.permits.len(),
+            _ => true,
+        }
+    }
+
+    fn apply(mut m: Model, op: &Op) -> Model {
+        m.expect = match op {
+            Op::Acquire => m.acquire(),
+            Op::Record { pick, verdict } => m.record(*pick, *verdict),
+            Op::Advance(by) => {
+                m.now += *by;
+                Expect::Nothing
+            }
+            Op::HandleTimeout => Expect::Changed(m.timeout()),
+            Op::ForceOpen => Expect::Changed(
+                (m.phase != Phase::ForcedOpen).then(|| m.go(Phase::ForcedOpen, Reason::Forced)),
+            ),
+            Op::Disable => Expect::Changed(
+                (m.phase != Phase::Disabled).then(|| m.go(Phase::Disabled, Reason::Disabled)),
+            ),
+            Op::Reset => {
+                m.openings = 0;
+                Expect::Changed(match &mut m.phase {
+                    Phase::Closed { failures, window } => {
+                        *failures = 0;
+                        window.clear();
+                        None
+                    }
+                    _ => Some(m.go(
+                        Phase::Closed {
+                            failures: 0,
+                            window: VecDeque::new(),
+                        },
+                        Reason::Reset,
+                    )),
+                })
+            }
+        };
+        m
+    }
+}
+
+/// The sans-io breaker and the shared one, side by side, with their outstanding
+/// permits in the model's order.
+struct Real {
+    core: CircuitBreaker,
+    permits: Vec<Permit>,
+    clock: ManualClock,
+    shared: SharedBreaker,
+    shared_permits: Vec<SharedPermit>,
+    now: Duration,
+}
+
+struct BreakerTest;
+
+impl StateMachineTest for BreakerTest {
+    type SystemUnderTest = Real;
+    type Reference = Reference;
+
+    fn init_test(m: &Model) -> Real {
+        let config = m.p.config();
+        assert_eq!(config.validate(), Ok(()));
+        let clock = ManualClock::new();
+        Real {
+            core: CircuitBreaker::try_new(config).expect("valid"),
+            permits: Vec::new(),
+            shared: SharedBreaker::try_with_clock(config, clock.clone()).expect("valid"),
+            clock,
+            shared_permits: Vec::new(),
+            now: Duration::ZERO,
+        }
+    }
+
+    fn apply(mut r: Real, m: &Model, op: Op) -> Real {
+        let before = (
+            r.core.state(r.now),
+            r.core.generation(),
+            r.core.consecutive_failures(),
+            r.core.probes_in_flight(),
+        );
+        match op {
+            Op::Acquire => {
+                let got = r.core.try_acquire(r.now);
+                let shared = r.shared.try_acquire();
+                match (&m.expect, got, shared) {
+                    (
+                        Expect::Acquired {
+                            generation,
+                            probe,
+                            transition,
+                        },
+                        Ok(p),
+                        Ok(sp),
+                    ) => {
+                        assert_eq!(
+                            (p.generation(), p.is_probe(), p.transition()),
+                            (*generation, *probe, *transition)
+                        );
+                        assert_eq!(
+                            (sp.generation(), sp.is_probe(), sp.transition()),
+                            (*generation, *probe, *transition)
+                        );
+                        if let State::Open { until } = before.0 {
+                            assert!(r.now >= until, "admitted before until");
+                        }
+                        r.permits.push(p);
+                        r.shared_permits.push(sp);
+                    }
+                    (Expect::Rejected { retry_after }, Err(e), Err(se)) => {
+                        assert_eq!(e.retry_after, *retry_after);
+                        assert_eq!(se.retry_after, *retry_after);
+                    }
+                    (want, got, shared) => {
+                        panic!("model {want:?}, core {got:?}, shared {shared:?}")
+                    }
+                }
+            }
+            Op::Record { pick, verdict } => {
+                let permit = r.permits.remove(pick);
+                let shared_permit = r.shared_permits.remove(pick);
+                let got = r.core.record(permit, verdict, r.now);
+                assert_eq!(Expect::Recorded(got), m.expect);
+                assert_eq!(shared_permit.report(verdict), got, "shared");
+                let after = (
+                    r.core.state(r.now),
+                    r.core.generation(),
+                    r.core.consecutive_failures(),
+                    r.core.probes_in_flight(),
+                );
+                if got == Recorded::Stale {
+                    assert_eq!(after, before, "a stale record changed the breaker");
+                }
+                if verdict == Verdict::Abandoned {
+                    assert_eq!(after.1, before.1, "abandoned made a transition");
+                    assert_eq!(after.2, before.2, "abandoned moved the failure count");
+                }
+            }
+            Op::Advance(by) => {
+                r.now += by;
+                r.clock.advance(by);
+            }
+            Op::HandleTimeout => {
+                let t = r.core.handle_timeout(r.now);
+                assert_eq!(Expect::Changed(t), m.expect);
+                assert_eq!(r.shared.handle_timeout(), t, "shared");
+            }
+            Op::ForceOpen => {
+                let t = r.core.force_open(r.now);
+                assert_eq!(Expect::Changed(t), m.expect);
+                assert_eq!(r.shared.force_open(), t, "shared");
+            }
+            Op::Disable => {
+                let t = r.core.disable(r.now);
+                assert_eq!(Expect::Changed(t), m.expect);
+                assert_eq!(r.shared.disable(), t, "shared");
+            }
+            Op::Reset => {
+                let t = r.core.reset(r.now);
+                assert_eq!(Expect::Changed(t), m.expect);
+                assert_eq!(r.shared.reset(), t, "shared");
+            }
+        }
+        r
+    }
+
+    fn check_invariants(r: &Real, m: &Model) {
+        assert_eq!(r.now, m.now);
+        assert_eq!(r.core.state(r.now), m.state(), "core state");
+        assert_eq!(r.shared.state(), m.state(), "shared state");
+        assert_eq!(r.core.generation(), m.generation);
+        assert!(
+            r.core.probes_in_flight() <= m.p.probes,
+            "probes above the limit"
+        );
+        if let Phase::HalfOpen { in_flight, .. } = m.phase {
+            assert_eq!(r.core.probes_in_flight(), in_flight);
+        }
+        if let Phase::Closed { failures, .. } = m.phase {
+            assert_eq!(r.core.consecutive_failures(), failures);
+        }
+        assert_eq!(
+            r.core.poll_timeout(),
+            match m.phase {
+                Phase::Open { until } => Some(until),
+                _ => None,
+            }
+        );
+        // The shared core, folded, is the sans-io breaker.
+        let snap = r.shared.snapshot();
+        assert_eq!(
+            (
+                snap.generation(),
+                snap.consecutive_failures(),
+                snap.probes_in_flight()
+            ),
+            (
+                r.core.generation(),
+                r.core.consecutive_failures(),
+                r.core.probes_in_flight()
+            )
+        );
+    }
+}
+
+prop_state_machine! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #[test]
+    fn breaker_agrees_with_the_spec_model(sequential 1..80 => BreakerTest);
+}
