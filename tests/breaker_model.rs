@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use sluice::Verdict;
 use sluice::breaker::{
-    CircuitBreaker, Config, ManualClock, Permit, Reason, Recorded, SharedBreaker, SharedPermit,
-    State, Transition, Window,
+    CircuitBreaker, Config, ManualClock, OwnedSharedPermit, Permit, Reason, Recorded,
+    SharedBreaker, State, Transition, Window,
 };
 
 /// The parameters the model draws.
@@ -385,7 +385,7 @@ struct Real {
     permits: Vec<Permit>,
     clock: ManualClock,
     shared: SharedBreaker,
-    shared_permits: Vec<SharedPermit>,
+    shared_permits: Vec<OwnedSharedPermit>,
     now: Duration,
 }
 
@@ -419,7 +419,7 @@ impl StateMachineTest for BreakerTest {
         match op {
             Op::Acquire => {
                 let got = r.core.try_acquire(r.now);
-                let shared = r.shared.try_acquire();
+                let shared = r.shared.try_acquire_owned();
                 match (&m.expect, got, shared) {
                     (
                         Expect::Acquired {

@@ -77,7 +77,7 @@ fn abandoned_half_open_probe_frees_its_slot() {
     assert_eq!(shared.state(), State::HalfOpen);
 
     // Also when the thread holding the permit panics.
-    let probe = shared.try_acquire().expect("a probe");
+    let probe = shared.try_acquire_owned().expect("a probe");
     let result = std::thread::spawn(move || {
         let _probe = probe;
         panic!("worker thread dies holding a probe");
@@ -146,7 +146,7 @@ fn late_result_from_a_previous_generation_does_not_close_the_breaker() {
     // And through the shared handle.
     let clock = ManualClock::new();
     let shared = SharedBreaker::with_clock(config.failure_threshold(1), clock.clone());
-    let slow_call = shared.try_acquire().expect("closed");
+    let slow_call = shared.try_acquire_owned().expect("closed");
     let _ = shared
         .try_acquire()
         .expect("closed")

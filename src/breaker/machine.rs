@@ -311,6 +311,7 @@ impl CircuitBreaker {
     /// optional ([`try_acquire`](Self::try_acquire) does the same lazily), but a
     /// driver that calls it when [`poll_timeout`](Self::poll_timeout) fires reports the
     /// transition on time.
+    #[inline]
     pub fn handle_timeout(&mut self, now: Duration) -> Option<Transition> {
         let now = self.observe(now);
         match self.phase {
@@ -332,6 +333,7 @@ impl CircuitBreaker {
     /// (the permit carries that [`transition`](Permit::transition)); HalfOpen admits
     /// while fewer than `half_open_max_probes` probes are in flight; ForcedOpen
     /// rejects.
+    #[inline]
     pub fn try_acquire(&mut self, now: Duration) -> Result<Permit, Rejected> {
         let transition = self.handle_timeout(now);
         let now = self.latest;
@@ -362,6 +364,7 @@ impl CircuitBreaker {
     /// A permit from an older generation is [`Recorded::Stale`] and changes nothing.
     /// Otherwise the verdict is counted (see the type's docs) and any transition it
     /// causes is returned.
+    #[inline]
     pub fn record(&mut self, permit: Permit, verdict: Verdict, now: Duration) -> Recorded {
         self.record_capped(permit, verdict, now, true)
     }
@@ -369,6 +372,7 @@ impl CircuitBreaker {
     /// [`record`](Self::record), where `may_open` false keeps a Closed breaker from
     /// opening (the set's ejection cap): the refusal is returned as a same-state
     /// transition with [`Reason::EjectionCapped`].
+    #[inline]
     pub(crate) fn record_capped(
         &mut self,
         permit: Permit,
@@ -475,12 +479,14 @@ impl CircuitBreaker {
     }
 
     /// Takes `now` into account and returns the time to use: never before the latest.
+    #[inline]
     fn observe(&mut self, now: Duration) -> Duration {
         self.latest = self.latest.max(now);
         self.latest
     }
 
     /// Opens for the (backed-off, jittered) open duration.
+    #[cold]
     fn open(&mut self, now: Duration, reason: Reason) -> Transition {
         self.openings = self.openings.saturating_add(1);
         let duration = self.open_duration(self.openings, self.generation.wrapping_add(1));

@@ -31,4 +31,6 @@ pub use self::policy::{Classified, StatusPolicy};
 #[cfg(feature = "alloc")]
 pub use self::set::{BreakerSet, SetError, WorkerPermit};
 #[cfg(feature = "std")]
-pub use self::shared::{Clock, ManualClock, SharedBreaker, SharedPermit, StdClock};
+pub use self::shared::{
+    Clock, ManualClock, OwnedSharedPermit, SharedBreaker, SharedPermit, StdClock,
+};

@@ -152,7 +152,8 @@ const fn failures(w: u64) -> u32 {
 #[repr(align(64))]
 struct Padded(AtomicU64);
 
-struct Inner {
+/// What the handles share.
+pub(crate) struct Inner {
     word: Padded,
     /// The failure threshold if a Closed breaker may run on the word; 0 if it may not
     /// (a rate window, which needs the core on every record, or a huge threshold).
@@ -200,6 +201,7 @@ impl Inner {
         out
     }
 
+    #[inline]
     fn record(&self, permit_generation: u32, probe: bool, verdict: Verdict) -> Recorded {
         let mut w = self.word.0.load(Ordering::Acquire);
         loop {
@@ -235,7 +237,29 @@ impl Inner {
                 _ => break,
             }
         }
+        self.record_slow(permit_generation, probe, verdict)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_slow(&self, permit_generation: u32, probe: bool, verdict: Verdict) -> Recorded {
         self.slow(|core, now| core.record(Permit::new(permit_generation, probe), verdict, now))
+    }
+
+    #[inline]
+    fn acquire(&self) -> Result<Permit, Rejected> {
+        let w = self.word.0.load(Ordering::Acquire);
+        match mode(w) {
+            CLOSED | DISABLED => Ok(Permit::new(generation(w), false)),
+            FORCED => Err(Rejected { retry_after: None }),
+            _ => self.acquire_slow(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self) -> Result<Permit, Rejected> {
+        self.slow(|core, now| core.try_acquire(now))
     }
 }
 
@@ -249,9 +273,10 @@ impl Inner {
 /// ForcedOpen are decided without a lock too. Transitions, HalfOpen, Open and the rate
 /// window go through a mutex around the core.
 ///
-/// A [`SharedPermit`] is a [`Recorder`], so a [`TrackedStream`](crate::TrackedStream)
-/// can carry it and report its verdict; dropped unrecorded, it records
-/// [`Verdict::Abandoned`].
+/// A [`SharedPermit`] (borrowing the breaker) or an [`OwnedSharedPermit`] (from
+/// [`try_acquire_owned`](Self::try_acquire_owned), for streams that move to another
+/// task) is a [`Recorder`], so a [`TrackedStream`](crate::TrackedStream) can carry it
+/// and report its verdict; dropped unrecorded, it records [`Verdict::Abandoned`].
 ///
 /// ```
 /// use core::time::Duration;
@@ -327,15 +352,26 @@ impl SharedBreaker {
         Ok(Self::with_clock(config, clock))
     }
 
-    /// Asks leave to make one call now. See [`CircuitBreaker::try_acquire`].
-    pub fn try_acquire(&self) -> Result<SharedPermit, Rejected> {
-        let w = self.inner.word.0.load(Ordering::Acquire);
-        let permit = match mode(w) {
-            CLOSED | DISABLED => Permit::new(generation(w), false),
-            FORCED => return Err(Rejected { retry_after: None }),
-            _ => self.inner.slow(|core, now| core.try_acquire(now))?,
-        };
+    /// Asks leave to make one call now. See [`CircuitBreaker::try_acquire`]. The
+    /// permit borrows the breaker; see [`try_acquire_owned`](Self::try_acquire_owned)
+    /// for one that does not.
+    #[inline]
+    pub fn try_acquire(&self) -> Result<SharedPermit<'_>, Rejected> {
+        let permit = self.inner.acquire()?;
         Ok(SharedPermit {
+            breaker: Some(&self.inner),
+            generation: permit.generation(),
+            probe: permit.is_probe(),
+            transition: permit.transition(),
+        })
+    }
+
+    /// [`try_acquire`](Self::try_acquire), for a permit that holds its own handle to
+    /// the breaker (`'static`, `Send`).
+    #[inline]
+    pub fn try_acquire_owned(&self) -> Result<OwnedSharedPermit, Rejected> {
+        let permit = self.inner.acquire()?;
+        Ok(OwnedSharedPermit {
             breaker: Some(Arc::clone(&self.inner)),
             generation: permit.generation(),
             probe: permit.is_probe(),
@@ -401,65 +437,92 @@ impl SharedBreaker {
     }
 }
 
-/// Leave to make one call through a [`SharedBreaker`].
+macro_rules! permit_impl {
+    ($permit:ty) => {
+        impl fmt::Debug for $permit {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($permit))
+                    .field("generation", &self.generation)
+                    .field("probe", &self.probe)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl $permit {
+            /// The breaker generation it was issued in.
+            pub const fn generation(&self) -> u32 {
+                self.generation
+            }
+
+            /// Whether it holds a HalfOpen probe slot.
+            pub const fn is_probe(&self) -> bool {
+                self.probe
+            }
+
+            /// The transition acquiring it made (Open to HalfOpen), if any.
+            pub const fn transition(&self) -> Option<Transition> {
+                self.transition
+            }
+
+            /// Records `verdict` and says what the breaker did with it.
+            #[inline]
+            pub fn report(mut self, verdict: Verdict) -> Recorded {
+                match self.breaker.take() {
+                    Some(inner) => inner.record(self.generation, self.probe, verdict),
+                    None => Recorded::Stale,
+                }
+            }
+        }
+
+        impl Recorder for $permit {
+            /// Records `outcome.verdict` (what a [`TrackedStream`](crate::TrackedStream)
+            /// does when its stream ends or is dropped).
+            #[inline]
+            fn record(self, outcome: Outcome) {
+                let _ = self.report(outcome.verdict);
+            }
+        }
+
+        impl Drop for $permit {
+            /// Records [`Verdict::Abandoned`] if the permit was not recorded. Never
+            /// panics (a poisoned lock is taken as it is).
+            #[inline]
+            fn drop(&mut self) {
+                if let Some(inner) = self.breaker.take() {
+                    let _ = inner.record(self.generation, self.probe, Verdict::Abandoned);
+                }
+            }
+        }
+    };
+}
+
+/// Leave to make one call through a [`SharedBreaker`], borrowing it (like tokio's
+/// `SemaphorePermit`): the cheapest permit, with no reference count. For a permit that
+/// must outlive the borrow (a stream handed to a spawned task or a response body),
+/// use [`SharedBreaker::try_acquire_owned`].
 ///
 /// Record it once: with [`report`](Self::report) (which returns what the breaker did),
 /// or as a [`Recorder`] (a [`TrackedStream`](crate::TrackedStream) records
 /// `outcome.verdict`). Dropped unrecorded, it records [`Verdict::Abandoned`], which
 /// counts nothing and frees a HalfOpen probe slot. It never panics in `Drop`.
 #[must_use = "dropping a permit at once records it as Abandoned"]
-pub struct SharedPermit {
+pub struct SharedPermit<'a> {
+    breaker: Option<&'a Inner>,
+    generation: u32,
+    probe: bool,
+    transition: Option<Transition>,
+}
+
+permit_impl!(SharedPermit<'_>);
+
+/// A [`SharedPermit`] that owns a handle to its breaker (one reference count), so it
+/// is `'static` and can travel with a stream into another task. Same recording rules.
+#[must_use = "dropping a permit at once records it as Abandoned"]
+pub struct OwnedSharedPermit {
     breaker: Option<Arc<Inner>>,
     generation: u32,
     probe: bool,
     transition: Option<Transition>,
 }
 
-impl fmt::Debug for SharedPermit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedPermit")
-            .field("generation", &self.generation)
-            .field("probe", &self.probe)
-            .field("recorded", &self.breaker.is_none())
-            .finish()
-    }
-}
-
-impl SharedPermit {
-    /// The breaker generation it was issued in.
-    pub const fn generation(&self) -> u32 {
-        self.generation
-    }
-
-    /// Whether it holds a HalfOpen probe slot.
-    pub const fn is_probe(&self) -> bool {
-        self.probe
-    }
-
-    /// The transition acquiring it made (Open to HalfOpen), if any.
-    pub const fn transition(&self) -> Option<Transition> {
-        self.transition
-    }
-
-    /// Records `verdict` and says what the breaker did with it.
-    pub fn report(mut self, verdict: Verdict) -> Recorded {
-        match self.breaker.take() {
-            Some(inner) => inner.record(self.generation, self.probe, verdict),
-            None => Recorded::Stale,
-        }
-    }
-}
-
-impl Recorder for SharedPermit {
-    fn record(self, outcome: Outcome) {
-        let _ = self.report(outcome.verdict);
-    }
-}
-
-impl Drop for SharedPermit {
-    fn drop(&mut self) {
-        if let Some(inner) = self.breaker.take() {
-            let _ = inner.record(self.generation, self.probe, Verdict::Abandoned);
-        }
-    }
-}
+permit_impl!(OwnedSharedPermit);
