@@ -100,24 +100,24 @@ impl<S, R: Recorder> TrackedStream<S, R> {
 
     /// Marks the stream complete (the caller knows it is done), as [`Event::Done`].
     pub fn mark_completed(&mut self) {
-        self.ledger.tracker.handle(Event::Done);
+        self.ledger.handle(Event::Done);
     }
 
     /// Marks the stream failed (a timeout, a bad payload), as [`Event::Failed`].
     pub fn mark_errored(&mut self) {
-        self.ledger.tracker.handle(Event::Failed);
+        self.ledger.handle(Event::Failed);
     }
 
     /// Feeds an event to the machine through a pin, for a driver that holds the
     /// stream pinned: [`Event::Done`] and [`Event::Failed`] are the pinned
     /// `mark_completed` and `mark_errored`.
     pub fn handle(self: Pin<&mut Self>, event: Event) -> Terminal {
-        self.project().ledger.tracker.handle(event)
+        self.project().ledger.handle(event)
     }
 
     /// Where the stream stands now.
     pub fn terminal(&self) -> Terminal {
-        self.ledger.tracker.terminal()
+        self.ledger.tracker().terminal()
     }
 
     /// The outcome that would be recorded now.
@@ -138,17 +138,37 @@ impl<S, R: Recorder> TrackedStream<S, R> {
 }
 
 impl<R: Recorder> Ledger<R> {
-    fn outcome(&self) -> Outcome {
-        Outcome::new(self.tracker.verdict(), self.chunks, self.bytes)
+    /// The machine as it stands, counting a panic out of the inner stream's
+    /// `poll_next` (seen as `Inside` from anywhere but that poll) as an error.
+    fn tracker(&self) -> Tracker {
+        let mut tracker = self.tracker;
+        if self.state == Polling::Inside {
+            tracker.handle(Event::Error);
+        }
+        tracker
     }
 
-    /// Records once: the first call hands the outcome over, later calls do nothing.
-    fn report(&mut self) {
+    /// Makes a panic out of the inner stream final: it ended, in an error.
+    fn settle(&mut self) {
         if self.state == Polling::Inside {
-            // Dropped while unwinding out of the inner stream's `poll_next`.
             self.state = Polling::Ended;
             self.tracker.handle(Event::Error);
         }
+    }
+
+    fn handle(&mut self, event: Event) -> Terminal {
+        self.settle();
+        self.tracker.handle(event)
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome::new(self.tracker().verdict(), self.chunks, self.bytes)
+    }
+
+    /// Records once: the first call hands the outcome over, later calls do nothing.
+    /// Also called from `Drop` while unwinding out of the inner stream.
+    fn report(&mut self) {
+        self.settle();
         if let Some(recorder) = self.recorder.take() {
             recorder.record(self.outcome());
         }
@@ -196,8 +216,7 @@ where
             Polling::Ended => return Poll::Ready(None),
             Polling::Inside => {
                 // The last poll panicked and the caller caught it: that is the end.
-                ledger.state = Polling::Ended;
-                ledger.tracker.handle(Event::Error);
+                ledger.settle();
                 return Poll::Ready(None);
             }
         }
