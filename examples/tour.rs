@@ -36,7 +36,12 @@ enum Client {
 }
 
 /// Runs one scripted stream and returns what its recorder heard, and how often.
-fn run(upstream: Vec<Up>, rules: SseRules, client: Client, panic_at_end: bool) -> (Vec<Outcome>, usize) {
+fn run(
+    upstream: Vec<Up>,
+    rules: SseRules,
+    client: Client,
+    panic_at_end: bool,
+) -> (Vec<Outcome>, usize) {
     let (tx, rx) = mpsc::channel();
     let items = stream::iter(upstream).map(|up| match up {
         Up::Sse(text) => Ok(text.as_bytes()),
@@ -46,7 +51,8 @@ fn run(upstream: Vec<Up>, rules: SseRules, client: Client, panic_at_end: bool) -
         assert!(!panic_at_end, "decoder bug in the upstream body");
         std::task::Poll::Ready(None::<Result<&[u8], &str>>)
     }));
-    let mut tracked = TrackedStream::new(items, move |o: Outcome| tx.send(o).unwrap_or(())).with_sse(rules);
+    let mut tracked =
+        TrackedStream::new(items, move |o: Outcome| tx.send(o).unwrap_or(())).with_sse(rules);
     let mut forwarded = 0;
     let _ = catch_unwind(AssertUnwindSafe(|| {
         block_on(async {
@@ -74,26 +80,85 @@ fn main() {
     std::panic::set_hook(Box::new(|_| {})); // the panic case below is expected
 
     println!("sluice tour: how a stream ends -> what the breaker hears\n");
-    println!("{:<58} {:>9} {:>10} {:>8}", "scenario", "forwarded", "verdict", "records");
+    println!(
+        "{:<58} {:>9} {:>10} {:>8}",
+        "scenario", "forwarded", "verdict", "records"
+    );
     let chat = SseRules::openai_chat;
     let full = || [&TOKENS[..], &[DONE]].concat();
     let cases: Vec<(&str, Vec<Up>, SseRules, Client, bool)> = vec![
-        ("client reads to the end", full(), chat(), Client::ReadsToEnd, false),
-        ("[DONE] seen, client leaves before the upstream EOF", full(), chat(), Client::LeavesAfter(4), false),
-        ("client disconnects mid-stream", full(), chat(), Client::LeavesAfter(2), false),
-        ("client disconnects before the first token", full(), chat(), Client::LeavesAfter(0), false),
-        ("upstream breaks mid-stream (error item)", vec![TOKENS[0], Up::Broken], chat(), Client::ReadsToEnd, false),
-        ("error after [DONE] (still a failure)", [full(), vec![Up::Broken]].concat(), chat(), Client::ReadsToEnd, false),
+        (
+            "client reads to the end",
+            full(),
+            chat(),
+            Client::ReadsToEnd,
+            false,
+        ),
+        (
+            "[DONE] seen, client leaves before the upstream EOF",
+            full(),
+            chat(),
+            Client::LeavesAfter(4),
+            false,
+        ),
+        (
+            "client disconnects mid-stream",
+            full(),
+            chat(),
+            Client::LeavesAfter(2),
+            false,
+        ),
+        (
+            "client disconnects before the first token",
+            full(),
+            chat(),
+            Client::LeavesAfter(0),
+            false,
+        ),
+        (
+            "upstream breaks mid-stream (error item)",
+            vec![TOKENS[0], Up::Broken],
+            chat(),
+            Client::ReadsToEnd,
+            false,
+        ),
+        (
+            "error after [DONE] (still a failure)",
+            [full(), vec![Up::Broken]].concat(),
+            chat(),
+            Client::ReadsToEnd,
+            false,
+        ),
         (
             "Anthropic in-band `event: error`",
-            vec![Up::Sse("event: error\ndata: {\"type\":\"overloaded_error\"}\n\n")],
+            vec![Up::Sse(
+                "event: error\ndata: {\"type\":\"overloaded_error\"}\n\n",
+            )],
             SseRules::anthropic(),
             Client::LeavesAfter(1),
             false,
         ),
-        ("worker stalls, gateway idle timeout fires", TOKENS.to_vec(), chat(), Client::TimesOutAfter(1), false),
-        ("upstream body decoder panics", TOKENS.to_vec(), chat(), Client::ReadsToEnd, true),
-        ("upstream ends without [DONE] (clean EOF)", TOKENS.to_vec(), chat(), Client::ReadsToEnd, false),
+        (
+            "worker stalls, gateway idle timeout fires",
+            TOKENS.to_vec(),
+            chat(),
+            Client::TimesOutAfter(1),
+            false,
+        ),
+        (
+            "upstream body decoder panics",
+            TOKENS.to_vec(),
+            chat(),
+            Client::ReadsToEnd,
+            true,
+        ),
+        (
+            "upstream ends without [DONE] (clean EOF)",
+            TOKENS.to_vec(),
+            chat(),
+            Client::ReadsToEnd,
+            false,
+        ),
     ];
     for (name, upstream, rules, client, panics) in cases {
         let (records, forwarded) = run(upstream, rules, client, panics);
@@ -101,7 +166,10 @@ fn main() {
             [one] => format!("{:?}", one.verdict),
             _ => "LOST/DOUBLED".to_owned(),
         };
-        println!("{name:<58} {forwarded:>9} {verdict:>10} {:>8}", records.len());
+        println!(
+            "{name:<58} {forwarded:>9} {verdict:>10} {:>8}",
+            records.len()
+        );
         assert_eq!(records.len(), 1, "exactly one verdict per stream");
     }
 
@@ -110,7 +178,18 @@ fn main() {
 
     println!("The scanner finds `data: [DONE]` split across chunks, and only as a whole event:");
     let mut scanner = SseScanner::new(SseRules::openai_chat());
-    for chunk in ["data: {\"text\":\"data: [DONE]\"}\n\n", "da", "ta: [DO", "NE]\r", "\n", "\r\n"] {
-        println!("  feed {:<36} -> {:?}", format!("{chunk:?}"), scanner.feed(chunk.as_bytes()));
+    for chunk in [
+        "data: {\"text\":\"data: [DONE]\"}\n\n",
+        "da",
+        "ta: [DO",
+        "NE]\r",
+        "\n",
+        "\r\n",
+    ] {
+        println!(
+            "  feed {:<36} -> {:?}",
+            format!("{chunk:?}"),
+            scanner.feed(chunk.as_bytes())
+        );
     }
 }

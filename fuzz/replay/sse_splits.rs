@@ -39,13 +39,19 @@ pub fn replay(input: &Input) {
     let data = &input.data[..];
     let whole = scan(&rules, [data]);
 
-    let mut cuts: Vec<usize> = input.cuts.iter().map(|&c| usize::from(c) % (data.len() + 1)).collect();
+    let mut cuts: Vec<usize> = input
+        .cuts
+        .iter()
+        .map(|&c| usize::from(c) % (data.len() + 1))
+        .collect();
     cuts.sort_unstable();
     let pieces = cuts
         .iter()
         .copied()
         .chain([data.len()])
-        .scan(0, |start, end| Some(&data[core::mem::replace(start, end)..end]));
+        .scan(0, |start, end| {
+            Some(&data[core::mem::replace(start, end)..end])
+        });
     assert_eq!(scan(&rules, pieces), whole, "cut at {cuts:?}");
     assert_eq!(scan(&rules, data.chunks(1)), whole, "byte by byte");
 }

@@ -58,7 +58,11 @@ impl Stream for Upstream {
             self.polls_after_end.set(self.polls_after_end.get() + 1);
             return Poll::Ready(None);
         }
-        let answer = self.queue.borrow_mut().pop_front().unwrap_or(Answer::Pending);
+        let answer = self
+            .queue
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or(Answer::Pending);
         match answer {
             Answer::Item(item) => Poll::Ready(Some(item)),
             Answer::End => {
@@ -105,7 +109,11 @@ pub fn replay(script: &Script, panics: bool) {
     let sink = records.clone();
     let recorder = move |o: Outcome| sink.borrow_mut().push(o);
     let tracked = TrackedStream::new(upstream, recorder);
-    let mut tracked = if script.sse { tracked.with_sse(SseRules::openai_chat()) } else { tracked };
+    let mut tracked = if script.sse {
+        tracked.with_sse(SseRules::openai_chat())
+    } else {
+        tracked
+    };
     let mut scanner = SseScanner::new(SseRules::openai_chat());
 
     let mut cx = Context::from_waker(Waker::noop());
@@ -139,7 +147,9 @@ pub fn replay(script: &Script, panics: bool) {
         };
         let panicked = matches!(answer, Answer::Panic);
         queue.borrow_mut().push_back(answer);
-        let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut tracked).poll_next(&mut cx)));
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            Pin::new(&mut tracked).poll_next(&mut cx)
+        }));
         let Ok(poll) = polled else {
             assert!(panicked && !ended, "only a scripted panic unwinds");
             queue.borrow_mut().clear();
@@ -176,10 +186,16 @@ pub fn replay(script: &Script, panics: bool) {
     }
     let expected = Outcome::new(verdict(state), chunks, bytes);
     if finish {
-        assert!(records.borrow().is_empty(), "nothing recorded before finish");
+        assert!(
+            records.borrow().is_empty(),
+            "nothing recorded before finish"
+        );
         assert_eq!(tracked.finish(), expected, "finish returns what it records");
     } else {
-        assert!(records.borrow().is_empty(), "nothing recorded before the end");
+        assert!(
+            records.borrow().is_empty(),
+            "nothing recorded before the end"
+        );
         drop(tracked);
     }
     assert_eq!(*records.borrow(), [expected], "exactly one record");
