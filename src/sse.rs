@@ -251,15 +251,23 @@ impl Matcher {
 
     fn push(&mut self, table: &Table, bytes: &[u8]) {
         for &b in bytes {
-            if !self.is_alive() {
+            if !self.push_byte(table, b) {
                 return;
             }
-            let at = |i: usize| table.get(i).0.as_bytes().get(self.len).copied();
-            // Within the range, patterns that end here sort first, then by this byte.
-            self.lo = partition_point(self.lo, self.hi, |i| at(i).is_none_or(|c| c < b));
-            self.hi = partition_point(self.lo, self.hi, |i| at(i) == Some(b));
-            self.len += 1;
         }
+    }
+
+    /// Narrows the range by one byte; says whether any pattern is left.
+    fn push_byte(&mut self, table: &Table, b: u8) -> bool {
+        if !self.is_alive() {
+            return false;
+        }
+        let at = |i: usize| table.get(i).0.as_bytes().get(self.len).copied();
+        // Within the range, patterns that end here sort first, then by this byte.
+        self.lo = partition_point(self.lo, self.hi, |i| at(i).is_none_or(|c| c < b));
+        self.hi = partition_point(self.lo, self.hi, |i| at(i) == Some(b));
+        self.len += 1;
+        self.is_alive()
     }
 
     fn matched(&self, table: &Table) -> Option<Signal> {
@@ -292,7 +300,6 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 enum Field {
     Data,
     Event,
-    Other,
 }
 
 /// Where in a line the scanner stands.
@@ -302,8 +309,9 @@ enum Line {
     Start,
     /// Inside the field name; its first bytes are in `SseScanner::name`.
     Name,
-    /// Inside a comment.
-    Comment,
+    /// In a comment, an unknown field, or a value no rule can match any more: the
+    /// rest of the line is skipped.
+    Skip,
     /// Just after the colon: one space may be dropped.
     ValueStart(Field),
     /// Inside the value.
@@ -326,7 +334,7 @@ pub struct SseScanner {
     /// The last byte was a CR: an LF right after it ends no second line.
     cr: bool,
     line: Line,
-    /// The field name's first bytes, and its length (capped one past the buffer).
+    /// The field name so far: a longer one is no field a rule reads.
     name: [u8; 5],
     name_len: u8,
     /// The current event has at least one `data` field.
@@ -385,11 +393,13 @@ impl SseScanner {
             }
         }
         while let Some(&first) = bytes.first() {
+            // Each arm stops at a line end or consumes something, so the loop is
+            // linear; the line end itself is handled below.
             let consumed = match self.line {
                 Line::Start => match first {
                     b'\r' | b'\n' => 0,
                     b':' => {
-                        self.line = Line::Comment;
+                        self.line = Line::Skip;
                         1
                     }
                     _ => {
@@ -398,36 +408,15 @@ impl SseScanner {
                         0
                     }
                 },
-                Line::Name => {
-                    let end = memchr::memchr3(b':', b'\r', b'\n', bytes).unwrap_or(bytes.len());
-                    self.push_name(&bytes[..end]);
-                    if bytes.get(end) == Some(&b':') {
-                        let field = self.start_field();
-                        self.line = Line::ValueStart(field);
-                        end + 1
-                    } else {
-                        end
-                    }
-                }
-                Line::Comment => line_end(bytes),
+                Line::Name => self.scan_name(bytes),
+                Line::Skip => line_end(bytes),
                 Line::ValueStart(field) => {
                     self.line = Line::Value(field);
                     usize::from(first == b' ')
                 }
-                Line::Value(field) => {
-                    let end = line_end(bytes);
-                    let value = &bytes[..end];
-                    match field {
-                        Field::Data => self.data.push(&self.rules.data, value),
-                        Field::Event => self.event.push(&self.rules.event, value),
-                        Field::Other => {}
-                    }
-                    end
-                }
+                Line::Value(field) => self.scan_value(field, bytes),
             };
             bytes = &bytes[consumed..];
-            // Every arm stops at a line end or consumes something, so this loop is
-            // linear; handle the line end here.
             if let Some((&b, rest)) = bytes.split_first() {
                 if b == b'\r' || b == b'\n' {
                     signal = signal.max(self.end_line());
@@ -445,33 +434,69 @@ impl SseScanner {
         signal
     }
 
-    fn push_name(&mut self, part: &[u8]) {
-        let at = usize::from(self.name_len);
-        match self.name.get_mut(at..at + part.len()) {
-            Some(slot) => {
-                slot.copy_from_slice(part);
-                self.name_len += part.len() as u8;
+    /// Reads field name bytes; returns how many it consumed (the colon too).
+    fn scan_name(&mut self, bytes: &[u8]) -> usize {
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'\r' | b'\n' => return i,
+                b':' => {
+                    self.line = match self.start_field() {
+                        Some(field) => Line::ValueStart(field),
+                        None => Line::Skip,
+                    };
+                    return i + 1;
+                }
+                _ if usize::from(self.name_len) == self.name.len() => {
+                    // Longer than any field a rule reads: skip the line.
+                    self.line = Line::Skip;
+                    return i;
+                }
+                _ => {
+                    self.name[usize::from(self.name_len)] = b;
+                    self.name_len += 1;
+                }
             }
-            None => self.name_len = self.name.len() as u8 + 1,
         }
+        bytes.len()
     }
 
-    /// The field name is complete: classify it and open its value.
-    fn start_field(&mut self) -> Field {
-        match &self.name[..usize::from(self.name_len).min(self.name.len())] {
-            b"data" if self.name_len == 4 => {
+    /// Feeds value bytes to the field's matcher until the line ends or no pattern is
+    /// left; returns how many it consumed.
+    fn scan_value(&mut self, field: Field, bytes: &[u8]) -> usize {
+        let (matcher, table) = match field {
+            Field::Data => (&mut self.data, &self.rules.data),
+            Field::Event => (&mut self.event, &self.rules.event),
+        };
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\r' || b == b'\n' {
+                return i;
+            }
+            if !matcher.push_byte(table, b) {
+                self.line = Line::Skip;
+                return i + 1;
+            }
+        }
+        bytes.len()
+    }
+
+    /// The field name is complete: classify it and open its value. Returns the field
+    /// if its value can still match a rule.
+    fn start_field(&mut self) -> Option<Field> {
+        let (field, matcher) = match (self.name_len, self.name) {
+            (4, [b'd', b'a', b't', b'a', _]) => {
                 if self.has_data {
                     self.data.push(&self.rules.data, b"\n");
                 }
                 self.has_data = true;
-                Field::Data
+                (Field::Data, &self.data)
             }
-            b"event" if self.name_len == 5 => {
+            (5, [b'e', b'v', b'e', b'n', b't']) => {
                 self.event = Matcher::new(&self.rules.event);
-                Field::Event
+                (Field::Event, &self.event)
             }
-            _ => Field::Other,
-        }
+            _ => return None,
+        };
+        matcher.is_alive().then_some(field)
     }
 
     fn end_line(&mut self) -> Option<Signal> {
@@ -482,7 +507,7 @@ impl SseScanner {
                 self.start_field();
                 None
             }
-            Line::Comment | Line::ValueStart(_) | Line::Value(_) => None,
+            Line::Skip | Line::ValueStart(_) | Line::Value(_) => None,
         }
     }
 
