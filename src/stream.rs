@@ -67,7 +67,7 @@ struct Ledger<R> {
 enum Polling {
     /// Between polls.
     Idle,
-    /// Inside the inner `poll_next`: seen from `Drop` or a later poll, it panicked.
+    /// The inner `poll_next` panicked, and nobody has settled that yet.
     Inside,
     /// The inner stream ended (or panicked): never poll it again.
     Ended,
@@ -134,6 +134,15 @@ impl<S, R: Recorder> TrackedStream<S, R> {
     pub fn finish(mut self) -> Outcome {
         self.ledger.report();
         self.ledger.outcome()
+    }
+}
+
+/// Set on the stack around the inner `poll_next`; dropped only while unwinding.
+struct Unwinding<'a>(&'a mut Polling);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        *self.0 = Polling::Inside;
     }
 }
 
@@ -220,9 +229,11 @@ where
                 return Poll::Ready(None);
             }
         }
-        ledger.state = Polling::Inside;
+        // Marks the stream as panicked only if `poll_next` unwinds; the normal path
+        // forgets the guard and pays nothing.
+        let unwinding = Unwinding(&mut ledger.state);
         let poll = this.inner.poll_next(cx);
-        ledger.state = Polling::Idle;
+        core::mem::forget(unwinding);
         ledger.observe(&poll);
         poll
     }
