@@ -1,0 +1,220 @@
+//! The gateway's metrics, kept with `prometheus-client` and rendered in the
+//! OpenMetrics text format (which Prometheus scrapes) at `GET /metrics`.
+//!
+//! * `sluice_breaker_state{worker,state}`: 1 for the state each worker's breaker is
+//!   in, 0 for the others (read at scrape time);
+//! * `sluice_verdicts_total{worker,verdict}`: one per request that reached a worker;
+//! * `sluice_streams_cancelled_total{worker}`: requests whose client left before the
+//!   upstream ended (the upstream was dropped, so the engine stopped generating);
+//! * `sluice_breaker_transitions_total{worker,from,to,reason}`;
+//! * `sluice_unavailable_total`: requests answered 503 because no worker was admitted.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sluice::Verdict;
+use sluice::breaker::{Reason, State, Transition};
+
+/// The content type of [`Metrics::render`]'s output.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The states a breaker can be in, as label values.
+const STATES: [&str; 5] = ["closed", "open", "half_open", "forced_open", "disabled"];
+
+/// Labels of a per-worker series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
+/// Labels of `sluice_breaker_state`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    worker: String,
+    state: String,
+}
+
+/// Labels of `sluice_verdicts_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    worker: String,
+    verdict: String,
+}
+
+/// Labels of `sluice_breaker_transitions_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    worker: String,
+    from: String,
+    to: String,
+    reason: String,
+}
+
+/// The registry and its metric families.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    workers: Vec<String>,
+    state: Family<StateLabels, Gauge>,
+    verdicts: Family<VerdictLabels, Counter>,
+    cancelled: Family<WorkerLabels, Counter>,
+    transitions: Family<TransitionLabels, Counter>,
+    unavailable: Counter,
+}
+
+/// A breaker state's label value.
+pub(crate) fn state_name(state: State) -> &'static str {
+    match state {
+        State::Closed => "closed",
+        State::Open { .. } => "open",
+        State::HalfOpen => "half_open",
+        State::ForcedOpen => "forced_open",
+        State::Disabled => "disabled",
+        _ => "other",
+    }
+}
+
+/// A transition reason's label value.
+pub(crate) fn reason_name(reason: Reason) -> &'static str {
+    match reason {
+        Reason::ConsecutiveFailures => "consecutive_failures",
+        Reason::FailureRate => "failure_rate",
+        Reason::OpenElapsed => "open_elapsed",
+        Reason::ProbeFailed => "probe_failed",
+        Reason::ProbesSucceeded => "probes_succeeded",
+        Reason::Forced => "forced",
+        Reason::Disabled => "disabled",
+        Reason::Reset => "reset",
+        Reason::EjectionCapped => "ejection_capped",
+        _ => "other",
+    }
+}
+
+/// A verdict's label value.
+pub(crate) fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Success => "success",
+        Verdict::Failure => "failure",
+        Verdict::Abandoned => "abandoned",
+    }
+}
+
+impl Metrics {
+    /// Metrics for these workers, every per-worker series present from the start
+    /// (at zero), so a scrape shows each worker before its first request.
+    pub(crate) fn new(workers: &[String]) -> Self {
+        let mut registry = Registry::default();
+        let state = Family::<StateLabels, Gauge>::default();
+        let verdicts = Family::<VerdictLabels, Counter>::default();
+        let cancelled = Family::<WorkerLabels, Counter>::default();
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        let unavailable = Counter::default();
+        registry.register(
+            "sluice_breaker_state",
+            "Whether each worker's circuit breaker is in this state (1) or not (0)",
+            state.clone(),
+        );
+        registry.register(
+            "sluice_verdicts",
+            "Verdicts told to the worker's breaker, one per request that reached a worker",
+            verdicts.clone(),
+        );
+        registry.register(
+            "sluice_streams_cancelled",
+            "Requests whose client left before the upstream ended; the upstream was dropped",
+            cancelled.clone(),
+        );
+        registry.register(
+            "sluice_breaker_transitions",
+            "Circuit breaker state changes, by reason",
+            transitions.clone(),
+        );
+        registry.register(
+            "sluice_unavailable",
+            "Requests answered 503 because no worker's breaker admitted them",
+            unavailable.clone(),
+        );
+        for worker in workers {
+            for verdict in [Verdict::Success, Verdict::Failure, Verdict::Abandoned] {
+                drop(verdicts.get_or_create(&VerdictLabels {
+                    worker: worker.clone(),
+                    verdict: verdict_name(verdict).to_owned(),
+                }));
+            }
+            drop(cancelled.get_or_create(&WorkerLabels {
+                worker: worker.clone(),
+            }));
+        }
+        Self {
+            registry,
+            workers: workers.to_vec(),
+            state,
+            verdicts,
+            cancelled,
+            transitions,
+            unavailable,
+        }
+    }
+
+    /// Counts one verdict of `worker`; `cancelled` when the client left first.
+    pub(crate) fn verdict(&self, worker: usize, verdict: Verdict, cancelled: bool) {
+        let Some(name) = self.workers.get(worker) else {
+            return;
+        };
+        self.verdicts
+            .get_or_create(&VerdictLabels {
+                worker: name.clone(),
+                verdict: verdict_name(verdict).to_owned(),
+            })
+            .inc();
+        if cancelled {
+            self.cancelled
+                .get_or_create(&WorkerLabels {
+                    worker: name.clone(),
+                })
+                .inc();
+        }
+    }
+
+    /// Counts one transition of `worker`'s breaker.
+    pub(crate) fn transition(&self, worker: usize, t: &Transition) {
+        let Some(name) = self.workers.get(worker) else {
+            return;
+        };
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                worker: name.clone(),
+                from: state_name(t.from).to_owned(),
+                to: state_name(t.to).to_owned(),
+                reason: reason_name(t.reason).to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one request refused for want of an admitted worker.
+    pub(crate) fn unavailable(&self) {
+        self.unavailable.inc();
+    }
+
+    /// The text exposition, with the breaker states (`states[i]` of worker `i`) as
+    /// they are now.
+    pub(crate) fn render(&self, states: &[State]) -> Result<String, std::fmt::Error> {
+        for (worker, state) in self.workers.iter().zip(states) {
+            let now = state_name(*state);
+            for s in STATES {
+                self.state
+                    .get_or_create(&StateLabels {
+                        worker: worker.clone(),
+                        state: s.to_owned(),
+                    })
+                    .set(i64::from(s == now));
+            }
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,171 @@
+//! `--serve`: the gateway as a server in front of real workers (vLLM, SGLang,
+//! llama.cpp server, or anything that speaks the OpenAI HTTP API).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sluice::breaker::{Config, StdClock};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::gateway::{Gateway, GatewayError, WorkerSpec};
+
+/// The `--serve` flags.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (with --serve).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+
+    /// Base URL of an upstream worker, e.g. http://127.0.0.1:8000 (with --serve;
+    /// repeat the flag for several workers, served round-robin). The request's path
+    /// (/v1/chat/completions or /v1/completions) is appended to it.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub(crate) upstreams: Vec<String>,
+
+    /// Failures in a row that open a worker's circuit breaker (with --serve).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub(crate) failure_threshold: u32,
+
+    /// Successful half-open probes in a row that close it again (with --serve).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub(crate) success_threshold: u32,
+
+    /// Seconds an open breaker rejects calls before it lets a probe through (with
+    /// --serve).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub(crate) open_secs: u64,
+}
+
+/// Why `--serve` cannot start (or stopped).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    /// No `--upstream` was given.
+    #[error("--serve needs at least one --upstream URL")]
+    NoUpstream,
+    /// An `--upstream` is not a usable URL.
+    #[error("invalid --upstream URL `{url}`: {reason}")]
+    Upstream {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The listen address cannot be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// The gateway cannot be built.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// The server stopped with an error.
+    #[error("the server stopped: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Checks one `--upstream` value: an `http` URL with a host, no query or fragment.
+/// Returns the base the request paths are appended to.
+pub(crate) fn parse_upstream(url: &str) -> Result<String, ServeError> {
+    let bad = |reason: &str| ServeError::Upstream {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(bad(
+                "https is not supported by this example (it is built without TLS); \
+                 put the worker on http or behind a local TLS terminator",
+            ));
+        }
+        other => return Err(bad(&format!("the scheme must be http, not `{other}`"))),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(bad("a worker's base URL takes no query or fragment"));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A running `--serve` gateway.
+#[derive(Debug)]
+pub(crate) struct Serving {
+    /// The address it listens on (the real port when `--listen` asked for port 0).
+    pub(crate) addr: SocketAddr,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Serving {
+    /// Serves until the server fails.
+    pub(crate) async fn wait(mut self) -> Result<(), ServeError> {
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(result) => result.map_err(ServeError::Serve),
+                Err(join) => Err(ServeError::Serve(std::io::Error::other(join))),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Checks the flags, binds the listen address and starts serving in a task.
+pub(crate) async fn start(args: &ServeArgs) -> Result<Serving, ServeError> {
+    if args.upstreams.is_empty() {
+        return Err(ServeError::NoUpstream);
+    }
+    let mut workers = Vec::new();
+    for url in &args.upstreams {
+        let base = parse_upstream(url)?;
+        workers.push(WorkerSpec {
+            name: base.clone(),
+            base,
+        });
+    }
+    let config = Config::default()
+        .failure_threshold(args.failure_threshold)
+        .success_threshold(args.success_threshold)
+        .open_duration(Duration::from_secs(args.open_secs));
+    let gateway = Gateway::new(workers, config, StdClock::new(), None)?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: args.listen,
+        source,
+    })?;
+    let router = gateway.router();
+    let task = tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(Serving {
+        addr,
+        task: Some(task),
+    })
+}
+
+/// `--serve`: starts, says where it listens, and serves until stopped.
+pub(crate) async fn run(args: &ServeArgs) -> Result<(), ServeError> {
+    let serving = start(args).await?;
+    eprintln!(
+        "sluice gateway on http://{} -> {} (POST /v1/chat/completions, /v1/completions; GET /metrics)",
+        serving.addr,
+        args.upstreams.join(", ")
+    );
+    serving.wait().await
+}
