@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
+use sluice::breaker::{Classified, StatusPolicy};
 use sluice::forward::{ClientGone, ForwardOptions, Forwarded};
 use sluice::sse::SseRules;
 use sluice::{Outcome, Recorder, TrackedStream, Verdict};
@@ -387,10 +388,10 @@ fn rejected(retry_after: u64) -> Response {
 
 /// The verdict for a response that will not be streamed (default status policy).
 fn status_verdict(status: StatusCode) -> Verdict {
-    if status.is_server_error() {
-        Verdict::Failure
-    } else {
-        Verdict::Abandoned
+    // Called for non-2xx statuses only, which the default policy settles at once.
+    match StatusPolicy::default().classify(status.as_u16()) {
+        Classified::Settle(verdict) => verdict,
+        other => unreachable!("{status} classified as {other:?}"),
     }
 }
 
