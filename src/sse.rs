@@ -367,6 +367,7 @@ impl SseScanner {
 
     /// Scans the next chunk of the stream. Returns the strongest signal (`Failed` over
     /// `Done`) of the events this chunk dispatched, or `None`.
+    #[inline]
     pub fn feed(&mut self, mut bytes: &[u8]) -> Option<Signal> {
         let mut signal = None;
         while usize::from(self.bom) < BOM.len() {
