@@ -74,6 +74,11 @@ pub(crate) fn parse_upstream(url: &str) -> Result<String, ServeError> {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
+    if !url.contains("://") {
+        return Err(bad(&format!(
+            "it has no scheme (did you mean http://{url}?)"
+        )));
+    }
     let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     match parsed.scheme() {
         "http" => {}

@@ -1,0 +1,386 @@
+//! The gateway example's `--serve` mode, in-process on loopback: `serve::start` (what
+//! `--serve` runs) in front of the example's mock worker, driven with reqwest; the
+//! numbers checked on `GET /metrics`; and the answers to bad input.
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/gateway.rs"]
+mod gateway;
+#[allow(dead_code)]
+#[path = "../examples/gateway/metrics.rs"]
+mod metrics;
+#[allow(dead_code)]
+#[path = "../examples/gateway/mock.rs"]
+mod mock;
+#[allow(dead_code)]
+#[path = "../examples/gateway/serve.rs"]
+mod serve;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mock::MockWorker;
+use serve::{ServeArgs, ServeError, Serving};
+
+/// How long a test waits for an effect before it fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(DEADLINE, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("no {what} within {DEADLINE:?}"),
+    }
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn args(upstreams: Vec<String>) -> ServeArgs {
+    ServeArgs {
+        listen: local(0),
+        upstreams,
+        failure_threshold: 2,
+        success_threshold: 1,
+        open_secs: 3600,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// A chat request; `extra` adds or overrides fields.
+fn chat(stream: bool, extra: serde_json::Value) -> String {
+    let mut body = serde_json::json!({
+        "model": "mock",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": stream,
+        "max_tokens": 4,
+    });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body.to_string()
+}
+
+struct Rig {
+    worker: MockWorker,
+    serving: Serving,
+    client: reqwest::Client,
+}
+
+impl Rig {
+    async fn start() -> Self {
+        let worker = MockWorker::start("w", Duration::from_millis(5))
+            .await
+            .expect("mock worker");
+        let serving = serve::start(&args(vec![worker.url()]))
+            .await
+            .expect("serve");
+        Self {
+            worker,
+            serving,
+            client: client(),
+        }
+    }
+
+    async fn post(&self, path: &str, id: &str, body: String) -> reqwest::Response {
+        let url = format!("http://{}{path}", self.serving.addr);
+        let send = self
+            .client
+            .post(url)
+            .header("x-request-id", id)
+            .header("content-type", "application/json")
+            .body(body)
+            .send();
+        within("response", send).await.expect("gateway answers")
+    }
+
+    async fn scrape(&self) -> String {
+        let url = format!("http://{}/metrics", self.serving.addr);
+        let response = within("scrape", self.client.get(url).send())
+            .await
+            .expect("metrics");
+        assert_eq!(response.status(), 200);
+        let ct = response.headers()["content-type"].to_str().expect("ascii");
+        assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+        response.text().await.expect("metrics text")
+    }
+
+    /// Scrapes until `pred` holds of the text (the verdict of a stream is counted
+    /// when the gateway drops it, just after the client saw its end).
+    async fn metrics_until(&self, what: &str, pred: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let m = Metrics(self.scrape().await);
+            if pred(&m) {
+                return m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {what} within {DEADLINE:?}:\n{}",
+                m.0
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn name(&self) -> String {
+        self.worker.url()
+    }
+}
+
+/// A scraped exposition.
+struct Metrics(String);
+
+impl Metrics {
+    /// The value of the series `name{labels}`, if present.
+    fn get(&self, series: &str) -> Option<f64> {
+        self.0.lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            value.trim().parse().ok()
+        })
+    }
+
+    fn verdicts(&self, worker: &str, verdict: &str) -> Option<f64> {
+        self.get(&format!(
+            "sluice_verdicts_total{{worker=\"{worker}\",verdict=\"{verdict}\"}}"
+        ))
+    }
+
+    fn cancelled(&self, worker: &str) -> Option<f64> {
+        self.get(&format!(
+            "sluice_streams_cancelled_total{{worker=\"{worker}\"}}"
+        ))
+    }
+
+    fn state(&self, worker: &str, state: &str) -> Option<f64> {
+        self.get(&format!(
+            "sluice_breaker_state{{worker=\"{worker}\",state=\"{state}\"}}"
+        ))
+    }
+}
+
+/// Reads a streamed body to its end; returns the text and whether it ended cleanly.
+async fn read_all(mut response: reqwest::Response) -> (String, bool) {
+    let mut text = Vec::new();
+    loop {
+        match within("chunk", response.chunk()).await {
+            Ok(Some(bytes)) => text.extend_from_slice(&bytes),
+            Ok(None) => return (String::from_utf8_lossy(&text).into_owned(), true),
+            Err(_) => return (String::from_utf8_lossy(&text).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_disconnects_and_metrics() {
+    let rig = Rig::start().await;
+    let w = rig.name();
+    let m = rig.scrape().await;
+    let m = Metrics(m);
+    assert_eq!(m.state(&w, "closed"), Some(1.0));
+    assert_eq!(m.verdicts(&w, "success"), Some(0.0));
+
+    // A streamed chat answer, read to its end.
+    let response = rig
+        .post(
+            "/v1/chat/completions",
+            "s1",
+            chat(true, serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let ct = response.headers()["content-type"].to_str().expect("ascii");
+    assert!(ct.starts_with("text/event-stream"), "{ct}");
+    let (text, clean) = read_all(response).await;
+    assert!(clean);
+    assert_eq!(text.matches("\"delta\"").count(), 4);
+    assert!(text.ends_with("data: [DONE]\n\n"));
+
+    // A plain completion, not streamed.
+    let response = rig
+        .post("/v1/completions", "s2", chat(false, serde_json::json!({})))
+        .await;
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json_body().await;
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 tok3"
+    );
+
+    // The client leaves mid-stream: the worker's connection closes at once.
+    let slow = serde_json::json!({"max_tokens": 100_000, "mock_pace_ms": 50});
+    let mut response = rig
+        .post("/v1/chat/completions", "s3", chat(true, slow))
+        .await;
+    let mut seen = Vec::new();
+    while seen.windows(2).filter(|w| w == b"\n\n").count() < 2 {
+        let bytes = within("token", response.chunk())
+            .await
+            .expect("stream")
+            .expect("more tokens");
+        seen.extend_from_slice(&bytes);
+    }
+    let mut progress = rig.worker.progress("s3");
+    let at_leave = progress.borrow().tokens;
+    drop(response);
+    let after = within("upstream close", progress.wait_for(|p| p.dropped))
+        .await
+        .expect("worker log")
+        .tokens;
+    assert!(
+        after <= at_leave + 1,
+        "{} tokens after the client left",
+        after - at_leave
+    );
+
+    let m = rig
+        .metrics_until("three verdicts", |m| {
+            m.verdicts(&w, "success") == Some(2.0) && m.verdicts(&w, "abandoned") == Some(1.0)
+        })
+        .await;
+    assert_eq!(m.verdicts(&w, "failure"), Some(0.0));
+    assert_eq!(m.cancelled(&w), Some(1.0));
+    assert_eq!(m.state(&w, "closed"), Some(1.0));
+    assert_eq!(m.state(&w, "open"), Some(0.0));
+    assert_eq!(m.get("sluice_unavailable_total"), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_worker_opens_its_breaker_then_503_with_retry_after() {
+    let rig = Rig::start().await;
+    let w = rig.name();
+    for id in ["f1", "f2"] {
+        let broken = serde_json::json!({"mock_status": 500});
+        let response = rig
+            .post("/v1/chat/completions", id, chat(true, broken))
+            .await;
+        assert_eq!(response.status(), 500, "the worker's status is passed on");
+    }
+    let m = Metrics(rig.scrape().await);
+    assert_eq!(m.verdicts(&w, "failure"), Some(2.0));
+    assert_eq!(m.state(&w, "open"), Some(1.0));
+    assert_eq!(m.state(&w, "closed"), Some(0.0));
+    let transition = format!(
+        "sluice_breaker_transitions_total{{worker=\"{w}\",from=\"closed\",to=\"open\",reason=\"consecutive_failures\"}}"
+    );
+    assert_eq!(m.get(&transition), Some(1.0));
+
+    // No worker is admitted now.
+    let response = rig
+        .post(
+            "/v1/chat/completions",
+            "f3",
+            chat(true, serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=3600).contains(&retry), "{retry}");
+    let body: serde_json::Value = response.json_body().await;
+    assert_eq!(body["error"]["type"], "unavailable");
+    assert!(
+        !rig.worker.progress("f3").borrow().arrived,
+        "nothing reached the worker"
+    );
+    let m = Metrics(rig.scrape().await);
+    assert_eq!(m.get("sluice_unavailable_total"), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_sse_answer_to_a_streaming_request_is_502_json() {
+    let rig = Rig::start().await;
+    let plain = serde_json::json!({"mock_plain": true});
+    let response = rig
+        .post("/v1/chat/completions", "p1", chat(true, plain))
+        .await;
+    assert_eq!(response.status(), 502);
+    let body: serde_json::Value = response.json_body().await;
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("not an event stream"), "{message}");
+    assert!(message.contains("application/json"), "{message}");
+    let m = Metrics(rig.scrape().await);
+    assert_eq!(m.verdicts(&rig.name(), "failure"), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_is_502_json() {
+    // A port nobody listens on: bound, then closed.
+    let port = {
+        let listener = std::net::TcpListener::bind(local(0)).expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let upstream = format!("http://127.0.0.1:{port}");
+    let serving = serve::start(&args(vec![upstream.clone()]))
+        .await
+        .expect("serve starts: unreachable is found per request");
+    let url = format!("http://{}/v1/chat/completions", serving.addr);
+    let send = client()
+        .post(url)
+        .body(chat(true, serde_json::json!({})))
+        .send();
+    let response = within("response", send).await.expect("gateway answers");
+    assert_eq!(response.status(), 502);
+    let ct = response.headers()["content-type"].to_str().expect("ascii");
+    assert_eq!(ct, "application/json");
+    let body: serde_json::Value = response.json_body().await;
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("unreachable"), "{message}");
+    assert!(message.contains(&upstream), "{message}");
+}
+
+#[tokio::test]
+async fn malformed_upstream_urls_are_refused_at_start() {
+    for (url, why) in [
+        ("not a url", "no scheme"),
+        ("127.0.0.1:8000", "did you mean http://127.0.0.1:8000"),
+        ("http://", "empty host"),
+        ("ftp://127.0.0.1:8000", "scheme must be http"),
+        ("https://127.0.0.1:8000", "https"),
+        ("http://127.0.0.1:8000/?x=1", "query"),
+    ] {
+        let err = serve::start(&args(vec![url.to_owned()]))
+            .await
+            .expect_err(url);
+        assert!(matches!(err, ServeError::Upstream { .. }), "{url}: {err:?}");
+        let message = err.to_string();
+        assert!(message.contains(url), "{message}");
+        assert!(message.contains(why), "{url}: {message}");
+    }
+    let err = serve::start(&args(Vec::new())).await.expect_err("none");
+    assert!(matches!(err, ServeError::NoUpstream), "{err:?}");
+}
+
+#[tokio::test]
+async fn port_in_use_is_refused_at_start() {
+    let taken = tokio::net::TcpListener::bind(local(0)).await.expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let mut a = args(vec!["http://127.0.0.1:9".to_owned()]);
+    a.listen = addr;
+    let err = serve::start(&a).await.expect_err("the port is taken");
+    assert!(matches!(err, ServeError::Bind { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains(&addr.port().to_string()), "{message}");
+    assert!(message.starts_with("cannot listen on"), "{message}");
+}
+
+/// `response.json()` needs reqwest's `json` feature; parse the text instead.
+trait JsonBody {
+    async fn json_body(self) -> serde_json::Value;
+}
+
+impl JsonBody for reqwest::Response {
+    async fn json_body(self) -> serde_json::Value {
+        let text = within("body", self.text()).await.expect("body");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+}
