@@ -390,9 +390,11 @@ async fn proxy(
                 "unavailable",
                 "no worker is admitted: every worker's circuit breaker is open",
             );
+            // Whole seconds, rounded up: a client that waits that long finds a probe slot.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs()));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             return response;
         }
     };
