@@ -164,7 +164,7 @@ pub(crate) async fn start(args: &ServeArgs) -> Result<Serving, ServeError> {
     })
 }
 
-/// `--serve`: starts, says where it listens, and serves until stopped.
+/// `--serve`: starts, says where it listens, and serves until stopped or Ctrl-C.
 pub(crate) async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let serving = start(args).await?;
     eprintln!(
@@ -172,5 +172,17 @@ pub(crate) async fn run(args: &ServeArgs) -> Result<(), ServeError> {
         serving.addr,
         args.upstreams.join(", ")
     );
-    serving.wait().await
+    let interrupted = async {
+        // Without a signal handler, serve until killed.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serving.wait() => served,
+        () = interrupted => {
+            eprintln!("interrupted: stopping (in-flight streams are dropped, their upstreams closed)");
+            Ok(())
+        }
+    }
 }
