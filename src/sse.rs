@@ -233,6 +233,8 @@ impl Table {
 struct Matcher {
     lo: usize,
     hi: usize,
+    /// Bytes pushed, up to and including the one that left the range empty: zero
+    /// means an empty value (an event without a name is a `message`).
     len: usize,
 }
 
@@ -261,6 +263,14 @@ impl Matcher {
     fn push_byte(&mut self, table: &Table, b: u8) -> bool {
         if !self.is_alive() {
             return false;
+        }
+        if self.hi - self.lo == 1 {
+            // One candidate left (the usual case after the first byte): compare.
+            if table.get(self.lo).0.as_bytes().get(self.len) != Some(&b) {
+                self.hi = self.lo;
+            }
+            self.len += 1;
+            return self.is_alive();
         }
         let at = |i: usize| table.get(i).0.as_bytes().get(self.len).copied();
         // Within the range, patterns that end here sort first, then by this byte.

@@ -137,6 +137,13 @@ impl<S, R: Recorder> TrackedStream<S, R> {
     }
 }
 
+/// The scanner, kept out of line: inlined, it would weigh on the wrapper's hot path
+/// even for streams that scan nothing.
+#[inline(never)]
+fn scan(scanner: &mut SseScanner, chunk: &[u8]) -> Option<Signal> {
+    scanner.feed(chunk)
+}
+
 /// Set on the stack around the inner `poll_next`; dropped only while unwinding.
 struct Unwinding<'a>(&'a mut Polling);
 
@@ -192,7 +199,7 @@ impl<R: Recorder> Ledger<R> {
                 self.chunks += 1;
                 self.bytes += chunk.len() as u64;
                 self.tracker.handle(Event::Chunk);
-                match self.scanner.as_mut().and_then(|s| s.feed(chunk)) {
+                match self.scanner.as_mut().and_then(|s| scan(s, chunk)) {
                     Some(Signal::Done) => self.tracker.handle(Event::Done),
                     Some(Signal::Failed) => self.tracker.handle(Event::Failed),
                     None => self.tracker.terminal(),
