@@ -141,3 +141,9 @@ impl Timer for TokioTimer {
         tokio::time::sleep(duration)
     }
 }
+
+/// The workspace README's Rust examples, compiled (and the smol one run) as doc tests
+/// of this crate, whose dev-dependencies they use.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
