@@ -606,6 +606,11 @@ mod tests {
             })
         }
 
+        /// `forward` over this rig's upstream, client and clock.
+        fn forward(&self, options: ForwardOptions) -> impl Future<Output = Forwarded> + '_ {
+            forward(self.tracked(), &self.client, &self.clock, options)
+        }
+
         fn push(&self, step: Step) {
             self.script.borrow_mut().steps.push_back(step);
         }
@@ -641,12 +646,7 @@ mod tests {
     #[test]
     fn forwards_in_order_and_records_before_returning() {
         let rig = Rig::new([Step::Item(Ok(A)), Step::Pending, Step::Item(Ok(B))]);
-        let mut fut = pin!(forward(
-            rig.tracked(),
-            &rig.client,
-            &rig.clock,
-            ForwardOptions::default()
-        ));
+        let mut fut = pin!(rig.forward(ForwardOptions::default()));
         assert!(poll(fut.as_mut()).is_pending());
         assert_eq!(*rig.client.got.borrow(), [Ok(A)]);
         assert!(poll(fut.as_mut()).is_pending());
@@ -662,12 +662,7 @@ mod tests {
     #[test]
     fn close_wins_over_a_ready_item_and_drops_the_upstream_unpolled() {
         let rig = Rig::new([Step::Item(Ok(A))]);
-        let mut fut = pin!(forward(
-            rig.tracked(),
-            &rig.client,
-            &rig.clock,
-            ForwardOptions::default()
-        ));
+        let mut fut = pin!(rig.forward(ForwardOptions::default()));
         assert!(poll(fut.as_mut()).is_pending()); // A sent, upstream pending
         let polls = rig.polls();
         rig.push(Step::Item(Ok(B)));
@@ -689,12 +684,7 @@ mod tests {
     fn client_gone_before_start_never_polls_the_upstream() {
         let rig = Rig::new([Step::Item(Ok(A))]);
         rig.client.closed.set(true);
-        let fut = pin!(forward(
-            rig.tracked(),
-            &rig.client,
-            &rig.clock,
-            ForwardOptions::default()
-        ));
+        let fut = pin!(rig.forward(ForwardOptions::default()));
         assert_eq!(done(fut).ending, Ending::ClientGone);
         assert_eq!(
             (rig.polls(), rig.recorded()),
@@ -706,12 +696,7 @@ mod tests {
     fn close_while_a_send_waits_for_room() {
         let rig = Rig::new([Step::Item(Ok(A))]);
         rig.client.room.set(0);
-        let mut fut = pin!(forward(
-            rig.tracked(),
-            &rig.client,
-            &rig.clock,
-            ForwardOptions::default()
-        ));
+        let mut fut = pin!(rig.forward(ForwardOptions::default()));
         assert!(poll(fut.as_mut()).is_pending());
         rig.client.closed.set(true);
         let out = done(fut.as_mut());
@@ -725,12 +710,7 @@ mod tests {
     #[test]
     fn an_error_item_is_passed_on_then_forwarding_stops() {
         let rig = Rig::new([Step::Item(Ok(A)), Step::Item(Err(())), Step::Item(Ok(B))]);
-        let fut = pin!(forward(
-            rig.tracked(),
-            &rig.client,
-            &rig.clock,
-            ForwardOptions::default()
-        ));
+        let fut = pin!(rig.forward(ForwardOptions::default()));
         let out = done(fut);
         assert_eq!(
             (out.ending, out.outcome.verdict),
@@ -766,7 +746,7 @@ mod tests {
         let options = ForwardOptions::default()
             .first_chunk_timeout(SEC)
             .idle_timeout(SEC * 10);
-        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        let mut fut = pin!(rig.forward(options));
         assert!(poll(fut.as_mut()).is_pending());
         rig.clock.advance(SEC - Duration::from_nanos(1));
         assert!(poll(fut.as_mut()).is_pending());
@@ -785,7 +765,7 @@ mod tests {
         let options = ForwardOptions::default()
             .first_chunk_timeout(SEC * 10)
             .idle_timeout(SEC);
-        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        let mut fut = pin!(rig.forward(options));
         assert!(poll(fut.as_mut()).is_pending());
         rig.clock.advance(SEC * 9); // prefill: within the first-chunk timeout
         rig.push(Step::Item(Ok(A)));
@@ -808,7 +788,7 @@ mod tests {
     fn an_item_ready_when_the_timer_fires_is_taken() {
         let rig = Rig::new([]);
         let options = ForwardOptions::default().first_chunk_timeout(SEC);
-        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        let mut fut = pin!(rig.forward(options));
         assert!(poll(fut.as_mut()).is_pending());
         rig.clock.advance(SEC);
         rig.push(Step::Item(Ok(A)));
@@ -821,7 +801,7 @@ mod tests {
         let rig = Rig::new([Step::Item(Ok(A)), Step::Item(Ok(B))]);
         rig.client.room.set(1);
         let options = ForwardOptions::default().send_timeout(SEC);
-        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        let mut fut = pin!(rig.forward(options));
         assert!(poll(fut.as_mut()).is_pending());
         rig.clock.advance(SEC);
         let out = done(fut.as_mut());
@@ -840,7 +820,7 @@ mod tests {
         ] {
             let rig = Rig::new([Step::Item(Ok(A))]);
             let options = ForwardOptions::default().drain_on_close(SEC);
-            let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+            let mut fut = pin!(rig.forward(options));
             assert!(poll(fut.as_mut()).is_pending());
             rig.client.closed.set(true);
             assert!(poll(fut.as_mut()).is_pending());
@@ -865,7 +845,7 @@ mod tests {
     fn the_drain_limit_gives_up_as_cancel_would() {
         let rig = Rig::new([Step::Item(Ok(A))]);
         let options = ForwardOptions::default().drain_on_close(SEC);
-        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        let mut fut = pin!(rig.forward(options));
         assert!(poll(fut.as_mut()).is_pending());
         rig.client.closed.set(true);
         assert!(poll(fut.as_mut()).is_pending());
@@ -884,7 +864,7 @@ mod tests {
         let options = ForwardOptions::default()
             .drain_on_close(SEC * 10)
             .idle_timeout(SEC);
-        let mut fut = pin!(forward(rig.tracked(), &rig.client, &rig.clock, options));
+        let mut fut = pin!(rig.forward(options));
         assert!(poll(fut.as_mut()).is_pending());
         rig.client.closed.set(true);
         assert!(poll(fut.as_mut()).is_pending());
@@ -900,12 +880,7 @@ mod tests {
     fn dropping_the_forward_future_drops_the_upstream() {
         let rig = Rig::new([Step::Item(Ok(A))]);
         {
-            let mut fut = pin!(forward(
-                rig.tracked(),
-                &rig.client,
-                &rig.clock,
-                ForwardOptions::default()
-            ));
+            let mut fut = pin!(rig.forward(ForwardOptions::default()));
             assert!(poll(fut.as_mut()).is_pending());
             assert!(!rig.dropped());
         }
