@@ -65,7 +65,8 @@ pub trait Downstream<T> {
 
 /// A source of sleeps: the runtime's timer.
 pub trait Timer {
-    /// Resolves after `duration`.
+    /// Resolves `duration` after this call (the deadline is set when `sleep` is
+    /// called, not when the future is first polled).
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
 }
 
@@ -313,6 +314,34 @@ where
     .await
 }
 
+/// Items handled in a row before the loop yields to its executor once, so an upstream
+/// that is always ready can neither hog a thread nor outrun a timer that only fires
+/// when the executor runs.
+const YIELD_EVERY: u32 = 64;
+
+/// Returns `Pending` once (waking itself at once), then `Ready`.
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
+/// Counts items and yields every [`YIELD_EVERY`] of them.
+async fn fair(count: &mut u32) {
+    *count += 1;
+    if *count == YIELD_EVERY {
+        *count = 0;
+        yield_now().await;
+    }
+}
+
 /// What one wait for the upstream gave.
 enum Next<T> {
     Item(Option<T>),
@@ -343,6 +372,7 @@ where
 {
     let mut closed = pin!(downstream.closed());
     let mut first = true;
+    let mut handled = 0;
     loop {
         let wait = if first {
             options.first_chunk
@@ -380,7 +410,9 @@ where
         let timeout = pin!(options.send.map(|d| timer.sleep(d)));
         match hand_over(closed.as_mut(), send, timeout).await {
             HandOver::Taken if errored => return Ending::UpstreamError,
-            HandOver::Taken => {}
+            HandOver::Taken => fair(&mut handled).await,
+            // After an error item there is nothing left to drain.
+            HandOver::Closed if errored => return Ending::ClientGone,
             HandOver::Closed => return on_close(upstream, timer, options, false).await,
             HandOver::TimedOut => return Ending::TimedOut,
         }
@@ -434,6 +466,7 @@ where
         return Ending::ClientGone;
     };
     let mut limit = pin!(timer.sleep(limit));
+    let mut handled = 0;
     loop {
         // Draining still waits on the worker: its timeouts apply (restarted).
         let wait = if first {
@@ -443,6 +476,10 @@ where
         };
         let mut idle = pin!(wait.map(|d| timer.sleep(d)));
         let next = poll_fn(|cx| {
+            // The limit first: an upstream that is always ready must not outrun it.
+            if limit.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Next::Closed);
+            }
             if let Poll::Ready(item) = upstream.as_mut().poll_next(cx) {
                 return Poll::Ready(Next::Item(item));
             }
@@ -451,15 +488,15 @@ where
                     return Poll::Ready(Next::TimedOut);
                 }
             }
-            if limit.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Next::Closed);
-            }
             Poll::Pending
         })
         .await;
         match next {
             // The item is discarded; an error item or the end is the verdict.
-            Next::Item(Some(Ok(_))) => first = false,
+            Next::Item(Some(Ok(_))) => {
+                first = false;
+                fair(&mut handled).await;
+            }
             Next::Item(Some(Err(_)) | None) => return Ending::ClientGone,
             Next::TimedOut => {
                 upstream.as_mut().handle(Event::Failed);
@@ -856,6 +893,51 @@ mod tests {
             (Ending::ClientGone, Verdict::Abandoned)
         );
         assert!(rig.dropped());
+    }
+
+    #[test]
+    fn the_drain_limit_holds_against_an_always_ready_upstream() {
+        let rig = Rig::new([Step::Item(Ok(A))]);
+        let options = ForwardOptions::default().drain_on_close(SEC);
+        let mut fut = pin!(rig.forward(options));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.client.closed.set(true);
+        assert!(poll(fut.as_mut()).is_pending());
+        let polls = rig.polls();
+        for _ in 0..1_000 {
+            rig.push(Step::Item(Ok(B)));
+        }
+        rig.clock.advance(SEC);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict),
+            (Ending::ClientGone, Verdict::Abandoned)
+        );
+        assert_eq!(rig.polls(), polls, "nothing read past the limit");
+    }
+
+    #[test]
+    fn an_always_ready_upstream_yields_to_the_executor() {
+        for options in [
+            ForwardOptions::default(),
+            ForwardOptions::default().drain_on_close(SEC),
+        ] {
+            let rig = Rig::new((0..200).map(|_| Step::Item(Ok(A))).chain([Step::End]));
+            let mut fut = pin!(rig.forward(options));
+            if options.on_close() != OnClose::Cancel {
+                rig.client.closed.set(true);
+            }
+            let mut polls = 0;
+            let out = loop {
+                polls += 1;
+                assert!(polls < 1_000, "never finished");
+                if let Poll::Ready(out) = poll(fut.as_mut()) {
+                    break out;
+                }
+            };
+            assert!(polls > 200 / YIELD_EVERY as usize, "{polls} polls");
+            assert_eq!(out.outcome.verdict, Verdict::Success);
+        }
     }
 
     #[test]

@@ -119,7 +119,11 @@ impl<T> Downstream<T> for Tx<'_, T> {
 struct AsyncIoTimer;
 
 impl Timer for AsyncIoTimer {
-    async fn sleep(&self, duration: Duration) {
-        async_io::Timer::after(duration).await;
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+        // The deadline is set now, not at the first poll.
+        let timer = async_io::Timer::after(duration);
+        async move {
+            timer.await;
+        }
     }
 }
