@@ -418,3 +418,65 @@ fn invalid_configs_are_errors_not_panics() {
         })
     ));
 }
+
+#[test]
+fn a_jitter_beyond_u64_nanoseconds_neither_panics_nor_wedges() {
+    // Review finding: `max * draw` overflowed a u128 for max >= 2^64 ns, panicking
+    // (also inside a permit's Drop) and leaving the counts half-updated.
+    let config = Config::default()
+        .failure_threshold(1)
+        .jitter(Duration::MAX, 7);
+    let mut breaker = CircuitBreaker::new(config);
+    let permit = breaker.try_acquire(T0).expect("closed admits");
+    let Recorded::Counted(Some(t)) = breaker.record(permit, Verdict::Failure, T0) else {
+        panic!("one failure at threshold 1 opens");
+    };
+    assert_eq!(t.to, breaker.state(T0));
+    assert!(matches!(t.to, State::Open { until } if until > T0));
+
+    let shared = SharedBreaker::with_clock(config, ManualClock::new());
+    drop(shared.try_acquire().expect("closed admits")); // Abandoned: counts nothing
+    let permit = shared.try_acquire().expect("still closed");
+    assert!(matches!(
+        permit.report(Verdict::Failure),
+        Recorded::Counted(Some(_))
+    ));
+    assert!(matches!(shared.state(), State::Open { .. }));
+}
+
+#[test]
+fn an_open_until_that_saturated_stays_open() {
+    // Review finding: at `now` near Duration::MAX, `until` saturates to MAX and the
+    // breaker used to be HalfOpen at once, so every failed probe flipped it back.
+    let near_end = Duration::MAX - secs(1);
+    let mut breaker = CircuitBreaker::new(Config::default().failure_threshold(1));
+    let permit = breaker.try_acquire(near_end).expect("closed admits");
+    let _ = breaker.record(permit, Verdict::Failure, near_end);
+    assert_eq!(
+        breaker.state(Duration::MAX),
+        State::Open {
+            until: Duration::MAX
+        }
+    );
+    assert!(breaker.try_acquire(Duration::MAX).is_err());
+    assert_eq!(breaker.handle_timeout(Duration::MAX), None);
+}
+
+#[test]
+fn backoff_from_a_zero_open_duration_stays_zero() {
+    // A zero base stays zero however many openings back off from it. (Review finding:
+    // the loop used to run once per past opening on every opening, quadratic time
+    // under the shared breaker's lock; that cost is measured, not asserted, here.)
+    let config = Config::default()
+        .failure_threshold(1)
+        .open_duration(Duration::ZERO)
+        .backoff(2, secs(60));
+    let mut breaker = CircuitBreaker::new(config);
+    let mut now = T0;
+    for _ in 0..1_000 {
+        let permit = breaker.try_acquire(now).expect("admits at once");
+        let _ = breaker.record(permit, Verdict::Failure, now);
+        assert_eq!(breaker.state(now), State::HalfOpen, "open for zero time");
+        now += Duration::from_nanos(1);
+    }
+}

@@ -292,7 +292,7 @@ impl CircuitBreaker {
         let now = now.max(self.latest);
         match self.phase {
             Phase::Closed { .. } => State::Closed,
-            Phase::Open { until } if now < until => State::Open { until },
+            Phase::Open { until } if !elapsed(until, now) => State::Open { until },
             Phase::Open { .. } | Phase::HalfOpen { .. } => State::HalfOpen,
             Phase::ForcedOpen => State::ForcedOpen,
             Phase::Disabled => State::Disabled,
@@ -315,7 +315,7 @@ impl CircuitBreaker {
     pub fn handle_timeout(&mut self, now: Duration) -> Option<Transition> {
         let now = self.observe(now);
         match self.phase {
-            Phase::Open { until } if now >= until => Some(self.enter(
+            Phase::Open { until } if elapsed(until, now) => Some(self.enter(
                 Phase::HalfOpen {
                     in_flight: 0,
                     successes: 0,
@@ -499,7 +499,8 @@ impl CircuitBreaker {
     fn open_duration(&self, opening: u32, generation: u32) -> Duration {
         let base = self.config.open_duration;
         let mut duration = match self.config.backoff {
-            Some(backoff) if backoff.factor > 1 => {
+            // A zero base stays zero: no loop over every past opening.
+            Some(backoff) if backoff.factor > 1 && !base.is_zero() => {
                 let mut d = base;
                 for _ in 1..opening {
                     d = d.checked_mul(backoff.factor).unwrap_or(backoff.cap);
@@ -515,8 +516,9 @@ impl CircuitBreaker {
         if let Some(jitter) = self.config.jitter {
             let draw =
                 splitmix64(jitter.seed ^ u64::from(generation).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let max = jitter.max.as_nanos();
-            let extra = (max * u128::from(draw)) >> 64;
+            // At most u64::MAX ns (584 years), so the product fits in a u128.
+            let max = u64::try_from(jitter.max.as_nanos()).unwrap_or(u64::MAX);
+            let extra = (u128::from(max) * u128::from(draw)) >> 64;
             let extra = Duration::from_nanos(u64::try_from(extra).unwrap_or(u64::MAX));
             duration = duration.checked_add(extra).unwrap_or(Duration::MAX);
         }
@@ -572,4 +574,10 @@ impl CircuitBreaker {
     pub(crate) const fn latest(&self) -> Duration {
         self.latest
     }
+}
+
+/// Whether an Open breaker's `until` has come at `now`. An `until` that saturated at
+/// `Duration::MAX` (a clock near its end, or a huge backoff) never comes.
+fn elapsed(until: Duration, now: Duration) -> bool {
+    now >= until && until != Duration::MAX
 }

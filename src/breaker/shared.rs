@@ -178,6 +178,9 @@ impl Inner {
 
     /// Runs `op` on the core, under the lock, with the word claimed.
     fn slow<R>(&self, op: impl FnOnce(&mut CircuitBreaker, Duration) -> R) -> R {
+        // The caller's clock runs before the lock is taken: no user code under it (the
+        // core keeps time monotonic if another thread's reading was later).
+        let now = self.clock.now();
         let mut core = lock(&self.core);
         let mut w = self.word.0.load(Ordering::Acquire);
         while mode(w) != SLOW {
@@ -196,7 +199,7 @@ impl Inner {
                 Err(actual) => w = actual,
             }
         }
-        let out = op(&mut core, self.clock.now());
+        let out = op(&mut core, now);
         self.word.0.store(self.publish(&core), Ordering::Release);
         out
     }
@@ -386,8 +389,8 @@ impl SharedBreaker {
             DISABLED => State::Disabled,
             FORCED => State::ForcedOpen,
             _ => {
-                let core = lock(&self.inner.core);
-                core.state(self.inner.clock.now())
+                let now = self.inner.clock.now();
+                lock(&self.inner.core).state(now)
             }
         }
     }
