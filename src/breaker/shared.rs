@@ -479,7 +479,10 @@ macro_rules! permit_impl {
 
         impl Recorder for $permit {
             /// Records `outcome.verdict` (what a [`TrackedStream`](crate::TrackedStream)
-            /// does when its stream ends or is dropped).
+            /// does when its stream ends or is dropped). The [`Recorded`] answer, and
+            /// so any [`Transition`] it caused, is dropped: to log or export it, give
+            /// the stream a closure instead,
+            /// `move |o: Outcome| log(permit.report(o.verdict))`.
             #[inline]
             fn record(self, outcome: Outcome) {
                 let _ = self.report(outcome.verdict);
