@@ -374,27 +374,7 @@ where
     let mut first = true;
     let mut handled = 0;
     loop {
-        let wait = if first {
-            options.first_chunk
-        } else {
-            options.idle
-        };
-        let mut timeout = pin!(wait.map(|d| timer.sleep(d)));
-        let next = poll_fn(|cx| {
-            if closed.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Next::Closed);
-            }
-            if let Poll::Ready(item) = upstream.as_mut().poll_next(cx) {
-                return Poll::Ready(Next::Item(item));
-            }
-            if let Some(sleep) = timeout.as_mut().as_pin_mut() {
-                if sleep.poll(cx).is_ready() {
-                    return Poll::Ready(Next::TimedOut);
-                }
-            }
-            Poll::Pending
-        })
-        .await;
+        let next = next_item(upstream.as_mut(), closed.as_mut(), timer, options, first).await;
         let item = match next {
             Next::Item(Some(item)) => item,
             Next::Item(None) => return Ending::Completed,
@@ -417,6 +397,46 @@ where
             HandOver::TimedOut => return Ending::TimedOut,
         }
     }
+}
+
+/// Waits for the upstream's next item, unless `stop` (the client's close, or the drain
+/// limit) is ready first, which it wins on a tie, or the worker's timeout (first chunk,
+/// then idle) passes; that timer starts now.
+async fn next_item<S, B, E, R, T, F>(
+    mut upstream: Pin<&mut TrackedStream<S, R>>,
+    mut stop: Pin<&mut F>,
+    timer: &T,
+    options: &ForwardOptions,
+    first: bool,
+) -> Next<Result<B, E>>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    R: Recorder,
+    T: Timer + ?Sized,
+    F: Future<Output = ()>,
+{
+    let wait = if first {
+        options.first_chunk
+    } else {
+        options.idle
+    };
+    let mut timeout = pin!(wait.map(|d| timer.sleep(d)));
+    poll_fn(|cx| {
+        if stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Next::Closed);
+        }
+        if let Poll::Ready(item) = upstream.as_mut().poll_next(cx) {
+            return Poll::Ready(Next::Item(item));
+        }
+        if let Some(sleep) = timeout.as_mut().as_pin_mut() {
+            if sleep.poll(cx).is_ready() {
+                return Poll::Ready(Next::TimedOut);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Waits until the client takes an item, leaves, or the send timeout passes.
@@ -468,29 +488,9 @@ where
     let mut limit = pin!(timer.sleep(limit));
     let mut handled = 0;
     loop {
-        // Draining still waits on the worker: its timeouts apply (restarted).
-        let wait = if first {
-            options.first_chunk
-        } else {
-            options.idle
-        };
-        let mut idle = pin!(wait.map(|d| timer.sleep(d)));
-        let next = poll_fn(|cx| {
-            // The limit first: an upstream that is always ready must not outrun it.
-            if limit.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Next::Closed);
-            }
-            if let Poll::Ready(item) = upstream.as_mut().poll_next(cx) {
-                return Poll::Ready(Next::Item(item));
-            }
-            if let Some(sleep) = idle.as_mut().as_pin_mut() {
-                if sleep.poll(cx).is_ready() {
-                    return Poll::Ready(Next::TimedOut);
-                }
-            }
-            Poll::Pending
-        })
-        .await;
+        // Draining still waits on the worker: its timeouts apply (restarted). The
+        // limit is polled first, so an always-ready upstream cannot outrun it.
+        let next = next_item(upstream.as_mut(), limit.as_mut(), timer, options, first).await;
         match next {
             // The item is discarded; an error item or the end is the verdict.
             Next::Item(Some(Ok(_))) => {
