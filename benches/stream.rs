@@ -29,7 +29,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_core::Stream;
 use sluice::sse::SseRules;
-use sluice::{Outcome, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, TrackedStream, Verdict};
 
 type Item<'a> = Result<&'a [u8], Infallible>;
 
@@ -183,7 +183,12 @@ fn chunks_group(c: &mut Criterion, name: &str, count: usize, size: usize) {
         .with_sse(SseRules::openai_chat());
         assert_eq!(drain(Pin::new(&mut s)), input.len());
     }
-    let expected = Outcome::new(Verdict::Success, count as u64, input.len() as u64);
+    let expected = Outcome::new(
+        Verdict::Success,
+        Cause::Done,
+        count as u64,
+        input.len() as u64,
+    );
     assert_eq!(*seen.lock().expect("unpoisoned"), Some(expected));
 
     let mut group = c.benchmark_group(name);

@@ -21,32 +21,47 @@
 //!    bounded by the drain limit, so the verdict is the upstream's.
 //! 2. **While an item is being handed over**: the send ([`Downstream::send`]), then
 //!    the send timeout ([`ForwardOptions::send_timeout`]).
-//! 3. **While waiting for the upstream**: the upstream's next item, then its timeout
-//!    (first chunk, then idle between chunks). An item that is ready when the timer
-//!    fires is taken: it arrived in time, the loop was late.
+//! 3. **While waiting for the upstream**: the upstream's next item, then the worker's
+//!    timers (first token or idle, then the deadline). An item that is ready when a
+//!    timer fires is taken: it arrived in time, the loop was late.
 //!
 //! Every item goes to the client in order, an error item too; after an error item
 //! the loop stops. The upstream's end stops it as well. In every case the upstream is
 //! dropped (and has recorded) before [`forward`] returns, and [`Forwarded`] says how
 //! it went.
 //!
-//! Timeouts on the upstream (first chunk, idle) are the worker's fault: they feed
-//! [`Event::Failed`] (the pinned `mark_errored`), so the verdict is
-//! [`Failure`](crate::Verdict::Failure). A client that stops reading (the send
-//! timeout) is not the worker's fault: the loop gives up without marking anything,
-//! so a stream with no end yet is [`Abandoned`](crate::Verdict::Abandoned).
+//! # Timers judge progress
+//!
+//! The worker's timers count **progress**, not bytes: with SSE rules, the dispatched
+//! events that are not keep-alives (a `:` comment or Anthropic's `ping` keeps no
+//! timer at bay); without them, every item. The first-token timer runs from the start
+//! of forwarding to the first progress; the idle timer from the end of each wait that
+//! brought progress (the time the client takes to accept an item does not count) to
+//! the next; the deadline from the start to the end. A timer that fires is the
+//! worker's fault: the stream is marked failed with the timer as its
+//! [`Cause`](crate::Cause), and the verdict is [`Failure`](crate::Verdict::Failure).
+//! Once the stream has completed in-band (its done event), no timer can blame the
+//! worker: the loop waits at most the idle time (or until the deadline) for the
+//! upstream's end, then stops with [`Ending::Completed`], and the verdict stays
+//! [`Success`](crate::Verdict::Success).
+//!
+//! A client that stops reading (the send timeout) is not the worker's fault: the loop
+//! gives up without marking anything, so a stream with no end yet is
+//! [`Abandoned`](crate::Verdict::Abandoned), cause
+//! [`ClientStalled`](crate::Cause::ClientStalled).
 //!
 //! The loop spawns nothing and allocates nothing; it is one future, and dropping it
 //! drops the upstream (an `Abandoned` verdict if no end was seen).
 
 use core::future::{Future, poll_fn};
 use core::pin::{Pin, pin};
-use core::task::Poll;
+use core::task::{Context, Poll};
 use core::time::Duration;
 
 use futures_core::Stream;
+use pin_project_lite::pin_project;
 
-use crate::{Event, Outcome, Recorder, TrackedStream};
+use crate::{Cause, Outcome, Recorder, Terminal, TrackedStream};
 
 /// Where forwarded items go: the client's side of a channel, or any sink that can
 /// tell when its reader has gone.
@@ -65,9 +80,12 @@ pub trait Downstream<T> {
 
 /// A source of sleeps: the runtime's timer.
 pub trait Timer {
+    /// A sleep: a future that resolves once its time has come.
+    type Sleep: Future<Output = ()>;
+
     /// Resolves `duration` after this call (the deadline is set when `sleep` is
     /// called, not when the future is first polled).
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+    fn sleep(&self, duration: Duration) -> Self::Sleep;
 }
 
 /// The client has gone: its receiver was dropped.
@@ -92,49 +110,65 @@ pub enum OnClose {
     },
 }
 
-/// How [`forward`] behaves: timeouts and the policy on client close. All timeouts
-/// are off by default.
+/// How [`forward`] behaves: the worker's timers, the client's send timeout, and the
+/// policy on client close. All timeouts are off by default.
 ///
 /// ```
 /// use core::time::Duration;
 /// use sluice::forward::{ForwardOptions, OnClose};
 ///
 /// let options = ForwardOptions::default()
-///     .first_chunk_timeout(Duration::from_secs(30))
+///     .first_token_timeout(Duration::from_secs(30))
 ///     .idle_timeout(Duration::from_secs(10))
+///     .deadline(Duration::from_secs(600))
 ///     .send_timeout(Duration::from_secs(5))
 ///     .drain_on_close(Duration::from_secs(60));
 /// assert_eq!(options.on_close(), OnClose::Drain { limit: Duration::from_secs(60) });
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ForwardOptions {
-    first_chunk: Option<Duration>,
+    first_token: Option<Duration>,
     idle: Option<Duration>,
+    deadline: Option<Duration>,
     send: Option<Duration>,
     on_close: OnClose,
 }
 
 impl ForwardOptions {
-    /// The upstream must yield its first item within `timeout` of the start of
-    /// forwarding (prefill), or the stream is marked failed.
+    /// The upstream must make its first progress (with SSE rules, an event that is
+    /// not a keep-alive: the first token; without, any item) within `timeout` of the
+    /// start of forwarding (prefill), or the stream fails with cause
+    /// [`FirstTokenTimeout`](Cause::FirstTokenTimeout).
     #[must_use]
-    pub const fn first_chunk_timeout(mut self, timeout: Duration) -> Self {
-        self.first_chunk = Some(timeout);
+    pub const fn first_token_timeout(mut self, timeout: Duration) -> Self {
+        self.first_token = Some(timeout);
         self
     }
 
-    /// After an item was handed to the client, the upstream must yield the next one
-    /// within `timeout`, or the stream is marked failed. The time the client takes
-    /// to accept an item does not count.
+    /// After progress was handed to the client, the upstream must make progress
+    /// again within `timeout`, or the stream fails with cause
+    /// [`IdleTimeout`](Cause::IdleTimeout). Keep-alives do not reset it; the time
+    /// the client takes to accept an item does not count. After the done event, it
+    /// bounds the wait for the upstream's end (which then blames nobody).
     #[must_use]
     pub const fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle = Some(timeout);
         self
     }
 
+    /// The whole stream must end within `deadline` of the start of forwarding, or it
+    /// fails with cause [`Deadline`](Cause::Deadline). Time spent waiting on a slow
+    /// client counts too: bound that with [`send_timeout`](Self::send_timeout).
+    #[must_use]
+    pub const fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
     /// The client must accept each item within `timeout` (a full bounded channel
     /// means it stopped reading), or forwarding ends with [`Ending::TimedOut`]. The
-    /// worker is not blamed: nothing is marked.
+    /// worker is not blamed: nothing is marked (cause
+    /// [`ClientStalled`](Cause::ClientStalled) if no end was seen).
     #[must_use]
     pub const fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send = Some(timeout);
@@ -154,32 +188,19 @@ impl ForwardOptions {
         self.with_on_close(OnClose::Drain { limit })
     }
 
-    /// The first-chunk timeout, if any.
-    pub const fn first_chunk(&self) -> Option<Duration> {
-        self.first_chunk
-    }
-
-    /// The idle timeout, if any.
-    pub const fn idle(&self) -> Option<Duration> {
-        self.idle
-    }
-
-    /// The send timeout, if any.
-    pub const fn send(&self) -> Option<Duration> {
-        self.send
-    }
-
     /// The policy when the client leaves.
     pub const fn on_close(&self) -> OnClose {
         self.on_close
     }
 }
 
-/// Why forwarding stopped. The verdict is in [`Forwarded::outcome`].
+/// Why forwarding stopped. The verdict, and its cause, are in [`Forwarded::outcome`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Ending {
-    /// The upstream ended and every item reached the client.
+    /// The upstream ended and every item reached the client; or it completed in-band
+    /// and then did not end within the idle time (or the deadline), and the loop
+    /// stopped waiting.
     Completed,
     /// The upstream yielded an error item; it was passed on, then forwarding
     /// stopped.
@@ -187,7 +208,7 @@ pub enum Ending {
     /// The client left. Under [`OnClose::Drain`] the upstream was read on (the
     /// outcome tells how that went).
     ClientGone,
-    /// A timeout passed: first chunk or idle (the stream is marked failed), or the
+    /// A timeout passed: a worker's timer (the stream is marked failed), or the
     /// client stopped reading (nothing marked).
     TimedOut,
 }
@@ -196,7 +217,7 @@ pub enum Ending {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Forwarded {
-    /// What the upstream's recorder was given.
+    /// What the upstream's recorder was given, with its [`Cause`].
     pub outcome: Outcome,
     /// Why forwarding stopped.
     pub ending: Ending,
@@ -222,7 +243,7 @@ impl Forwarded {
 /// use std::cell::RefCell;
 /// use futures_util::stream;
 /// use sluice::forward::{self, ClientGone, Downstream, Ending, ForwardOptions, Timer};
-/// use sluice::{Outcome, TrackedStream, Verdict};
+/// use sluice::{Cause, Outcome, TrackedStream, Verdict};
 ///
 /// /// A client that keeps everything and never leaves.
 /// struct Keep(RefCell<Vec<&'static [u8]>>);
@@ -238,13 +259,15 @@ impl Forwarded {
 /// /// A timer that never fires (no timeouts are set anyway).
 /// struct Never;
 /// impl Timer for Never {
-///     fn sleep(&self, _: Duration) -> impl Future<Output = ()> {
+///     type Sleep = core::future::Pending<()>;
+///     fn sleep(&self, _: Duration) -> Self::Sleep {
 ///         pending()
 ///     }
 /// }
 ///
 /// let upstream = stream::iter([Ok(&b"data: hi\n\n"[..]), Ok(&b"data: [DONE]\n\n"[..])]);
-/// let tracked = TrackedStream::new(upstream, |_: Outcome| {});
+/// let tracked = TrackedStream::new(upstream, |_: Outcome| {})
+///     .with_sse(sluice::sse::SseRules::openai_chat());
 /// let client = Keep(RefCell::new(Vec::new()));
 /// let out = futures_executor::block_on(forward::forward(
 ///     tracked,
@@ -253,6 +276,7 @@ impl Forwarded {
 ///     ForwardOptions::default(),
 /// ));
 /// assert_eq!((out.ending, out.outcome.verdict), (Ending::Completed, Verdict::Success));
+/// assert_eq!(out.outcome.cause, Cause::Done);
 /// assert_eq!(client.0.borrow().len(), 2);
 /// ```
 pub async fn forward<S, B, E, R, D, T>(
@@ -270,7 +294,8 @@ where
 {
     let (ending, outcome) = {
         let mut upstream = pin!(upstream);
-        let ending = drive(upstream.as_mut(), downstream, timer, &options).await;
+        let mut watch = pin!(Watch::new(timer, &options));
+        let ending = drive(upstream.as_mut(), downstream, watch.as_mut(), &options).await;
         (ending, upstream.outcome())
         // The upstream is dropped here and records the outcome just read.
     };
@@ -342,11 +367,81 @@ async fn fair(count: &mut u32) {
     }
 }
 
+pin_project! {
+    /// The worker's timers: first token, then idle, restarted by progress; and the
+    /// deadline, from the start.
+    struct Watch<'t, T>
+    where
+        T: Timer,
+        T: ?Sized,
+    {
+        timer: &'t T,
+        first_token: Option<Duration>,
+        idle: Option<Duration>,
+        // The progress count when `wait` was started; `None` before the first wait.
+        started_at: Option<u64>,
+        #[pin]
+        wait: Option<T::Sleep>,
+        #[pin]
+        deadline: Option<T::Sleep>,
+    }
+}
+
+impl<'t, T: Timer + ?Sized> Watch<'t, T> {
+    /// Starts the deadline now; the other timers start with the first wait.
+    fn new(timer: &'t T, options: &ForwardOptions) -> Self {
+        Self {
+            timer,
+            first_token: options.first_token,
+            idle: options.idle,
+            started_at: None,
+            wait: None,
+            deadline: options.deadline.map(|d| timer.sleep(d)),
+        }
+    }
+
+    /// Restarts the first-token or idle timer if there was progress since it
+    /// started (or it never did); call it as a wait on the upstream begins.
+    fn rearm(self: Pin<&mut Self>, progress: u64) {
+        let mut this = self.project();
+        if *this.started_at == Some(progress) {
+            return;
+        }
+        *this.started_at = Some(progress);
+        let timeout = match progress {
+            0 => *this.first_token,
+            _ => *this.idle,
+        };
+        this.wait.set(timeout.map(|d| this.timer.sleep(d)));
+    }
+
+    /// Ready with the cause when a timer has fired.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cause> {
+        let this = self.project();
+        if let Some(wait) = this.wait.as_pin_mut() {
+            if wait.poll(cx).is_ready() {
+                return Poll::Ready(match this.started_at {
+                    Some(0) => Cause::FirstTokenTimeout,
+                    _ => Cause::IdleTimeout,
+                });
+            }
+        }
+        if let Some(deadline) = this.deadline.as_pin_mut() {
+            if deadline.poll(cx).is_ready() {
+                return Poll::Ready(Cause::Deadline);
+            }
+        }
+        Poll::Pending
+    }
+}
+
 /// What one wait for the upstream gave.
 enum Next<T> {
     Item(Option<T>),
-    Closed,
-    TimedOut,
+    /// The client left, or the drain limit passed.
+    Stopped,
+    /// A worker's timer fired.
+    TimedOut(Cause),
 }
 
 /// What one hand-over to the client gave.
@@ -360,7 +455,7 @@ enum HandOver {
 async fn drive<S, B, E, R, D, T>(
     mut upstream: Pin<&mut TrackedStream<S, R>>,
     downstream: &D,
-    timer: &T,
+    mut watch: Pin<&mut Watch<'_, T>>,
     options: &ForwardOptions,
 ) -> Ending
 where
@@ -371,43 +466,55 @@ where
     T: Timer + ?Sized,
 {
     let mut closed = pin!(downstream.closed());
-    let mut first = true;
     let mut handled = 0;
     loop {
-        let next = next_item(upstream.as_mut(), closed.as_mut(), timer, options, first).await;
+        let next = next_item(upstream.as_mut(), closed.as_mut(), watch.as_mut()).await;
         let item = match next {
             Next::Item(Some(item)) => item,
             Next::Item(None) => return Ending::Completed,
-            Next::TimedOut => {
-                upstream.as_mut().handle(Event::Failed);
-                return Ending::TimedOut;
-            }
-            Next::Closed => return on_close(upstream, timer, options, first).await,
+            Next::TimedOut(cause) => return timed_out(upstream, cause, Ending::TimedOut),
+            Next::Stopped => return on_close(upstream, watch, options).await,
         };
-        first = false;
         let errored = item.is_err();
         let send = pin!(downstream.send(item));
-        let timeout = pin!(options.send.map(|d| timer.sleep(d)));
+        let timeout = pin!(options.send.map(|d| watch.timer.sleep(d)));
         match hand_over(closed.as_mut(), send, timeout).await {
             HandOver::Taken if errored => return Ending::UpstreamError,
             HandOver::Taken => fair(&mut handled).await,
             // After an error item there is nothing left to drain.
             HandOver::Closed if errored => return Ending::ClientGone,
-            HandOver::Closed => return on_close(upstream, timer, options, false).await,
-            HandOver::TimedOut => return Ending::TimedOut,
+            HandOver::Closed => return on_close(upstream, watch, options).await,
+            HandOver::TimedOut => {
+                upstream.abandon_pinned(Cause::ClientStalled);
+                return Ending::TimedOut;
+            }
         }
     }
 }
 
+/// A worker's timer fired: the stream fails for `cause`, unless it already completed
+/// in-band, in which case the loop only stops waiting for the end.
+fn timed_out<S, R: Recorder>(
+    upstream: Pin<&mut TrackedStream<S, R>>,
+    cause: Cause,
+    ending: Ending,
+) -> Ending {
+    if upstream.terminal() == Terminal::Completed {
+        return match ending {
+            Ending::TimedOut => Ending::Completed,
+            other => other,
+        };
+    }
+    upstream.mark_errored_pinned(cause);
+    ending
+}
+
 /// Waits for the upstream's next item, unless `stop` (the client's close, or the drain
-/// limit) is ready first, which it wins on a tie, or the worker's timeout (first chunk,
-/// then idle) passes; that timer starts now.
+/// limit) is ready first, which it wins on a tie, or a worker's timer fires.
 async fn next_item<S, B, E, R, T, F>(
     mut upstream: Pin<&mut TrackedStream<S, R>>,
     mut stop: Pin<&mut F>,
-    timer: &T,
-    options: &ForwardOptions,
-    first: bool,
+    mut watch: Pin<&mut Watch<'_, T>>,
 ) -> Next<Result<B, E>>
 where
     S: Stream<Item = Result<B, E>>,
@@ -416,25 +523,15 @@ where
     T: Timer + ?Sized,
     F: Future<Output = ()>,
 {
-    let wait = if first {
-        options.first_chunk
-    } else {
-        options.idle
-    };
-    let mut timeout = pin!(wait.map(|d| timer.sleep(d)));
+    watch.as_mut().rearm(upstream.ledger().progress());
     poll_fn(|cx| {
         if stop.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Next::Closed);
+            return Poll::Ready(Next::Stopped);
         }
         if let Poll::Ready(item) = upstream.as_mut().poll_next(cx) {
             return Poll::Ready(Next::Item(item));
         }
-        if let Some(sleep) = timeout.as_mut().as_pin_mut() {
-            if sleep.poll(cx).is_ready() {
-                return Poll::Ready(Next::TimedOut);
-            }
-        }
-        Poll::Pending
+        watch.as_mut().poll(cx).map(Next::TimedOut)
     })
     .await
 }
@@ -472,9 +569,8 @@ where
 /// The client left: return at once, or drain the upstream within the limit.
 async fn on_close<S, B, E, R, T>(
     mut upstream: Pin<&mut TrackedStream<S, R>>,
-    timer: &T,
+    mut watch: Pin<&mut Watch<'_, T>>,
     options: &ForwardOptions,
-    mut first: bool,
 ) -> Ending
 where
     S: Stream<Item = Result<B, E>>,
@@ -485,25 +581,19 @@ where
     let OnClose::Drain { limit } = options.on_close else {
         return Ending::ClientGone;
     };
-    let mut limit = pin!(timer.sleep(limit));
+    let mut limit = pin!(watch.timer.sleep(limit));
     let mut handled = 0;
     loop {
-        // Draining still waits on the worker: its timeouts apply (restarted). The
-        // limit is polled first, so an always-ready upstream cannot outrun it.
-        let next = next_item(upstream.as_mut(), limit.as_mut(), timer, options, first).await;
+        // Draining still waits on the worker: its timers go on. The limit is polled
+        // first, so an always-ready upstream cannot outrun it.
+        let next = next_item(upstream.as_mut(), limit.as_mut(), watch.as_mut()).await;
         match next {
             // The item is discarded; an error item or the end is the verdict.
-            Next::Item(Some(Ok(_))) => {
-                first = false;
-                fair(&mut handled).await;
-            }
+            Next::Item(Some(Ok(_))) => fair(&mut handled).await,
             Next::Item(Some(Err(_)) | None) => return Ending::ClientGone,
-            Next::TimedOut => {
-                upstream.as_mut().handle(Event::Failed);
-                return Ending::ClientGone;
-            }
+            Next::TimedOut(cause) => return timed_out(upstream, cause, Ending::ClientGone),
             // The drain limit passed: give up as under `Cancel`.
-            Next::Closed => return Ending::ClientGone,
+            Next::Stopped => return Ending::ClientGone,
         }
     }
 }
@@ -516,8 +606,9 @@ mod tests {
 
     use super::*;
     use crate::Verdict;
+    use crate::sse::SseRules;
     use core::cell::{Cell, RefCell};
-    use core::task::{Context, Waker};
+    use core::task::Waker;
     use std::collections::VecDeque;
     use std::rc::Rc;
     use std::vec::Vec;
@@ -591,8 +682,9 @@ mod tests {
         }
     }
 
+    /// A clock moved by hand; its sleeps share its time.
     #[derive(Default)]
-    struct Clock(Cell<Duration>);
+    struct Clock(Rc<Cell<Duration>>);
 
     impl Clock {
         fn advance(&self, by: Duration) {
@@ -600,13 +692,28 @@ mod tests {
         }
     }
 
-    impl Timer for Clock {
-        fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
-            let end = self.0.get() + duration;
-            poll_fn(move |_| match self.0.get() >= end {
+    struct Sleep {
+        now: Rc<Cell<Duration>>,
+        end: Duration,
+    }
+
+    impl Future for Sleep {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            match self.now.get() >= self.end {
                 true => Poll::Ready(()),
                 false => Poll::Pending,
-            })
+            }
+        }
+    }
+
+    impl Timer for Clock {
+        type Sleep = Sleep;
+        fn sleep(&self, duration: Duration) -> Sleep {
+            Sleep {
+                now: self.0.clone(),
+                end: self.0.get() + duration,
+            }
         }
     }
 
@@ -646,6 +753,20 @@ mod tests {
         /// `forward` over this rig's upstream, client and clock.
         fn forward(&self, options: ForwardOptions) -> impl Future<Output = Forwarded> + '_ {
             forward(self.tracked(), &self.client, &self.clock, options)
+        }
+
+        /// The same with the upstream scanned as SSE under `rules`.
+        fn forward_sse(
+            &self,
+            rules: SseRules,
+            options: ForwardOptions,
+        ) -> impl Future<Output = Forwarded> + '_ {
+            forward(
+                self.tracked().with_sse(rules),
+                &self.client,
+                &self.clock,
+                options,
+            )
         }
 
         fn push(&self, step: Step) {
@@ -690,7 +811,10 @@ mod tests {
         rig.push(Step::End);
         let out = done(fut.as_mut());
         assert_eq!(out.ending, Ending::Completed);
-        assert_eq!(out.outcome, Outcome::new(Verdict::Success, 2, 18));
+        assert_eq!(
+            out.outcome,
+            Outcome::new(Verdict::Success, Cause::End, 2, 18)
+        );
         assert_eq!(*rig.client.got.borrow(), [Ok(A), Ok(B)]);
         assert!(rig.dropped());
         assert_eq!(rig.recorded(), [Verdict::Success]);
@@ -778,10 +902,10 @@ mod tests {
     }
 
     #[test]
-    fn first_chunk_timeout_marks_a_failure() {
+    fn first_token_timeout_marks_a_failure() {
         let rig = Rig::new([]);
         let options = ForwardOptions::default()
-            .first_chunk_timeout(SEC)
+            .first_token_timeout(SEC)
             .idle_timeout(SEC * 10);
         let mut fut = pin!(rig.forward(options));
         assert!(poll(fut.as_mut()).is_pending());
@@ -800,7 +924,7 @@ mod tests {
     fn idle_timeout_restarts_after_each_item_and_marks_a_failure() {
         let rig = Rig::new([]);
         let options = ForwardOptions::default()
-            .first_chunk_timeout(SEC * 10)
+            .first_token_timeout(SEC * 10)
             .idle_timeout(SEC);
         let mut fut = pin!(rig.forward(options));
         assert!(poll(fut.as_mut()).is_pending());
@@ -824,7 +948,7 @@ mod tests {
     #[test]
     fn an_item_ready_when_the_timer_fires_is_taken() {
         let rig = Rig::new([]);
-        let options = ForwardOptions::default().first_chunk_timeout(SEC);
+        let options = ForwardOptions::default().first_token_timeout(SEC);
         let mut fut = pin!(rig.forward(options));
         assert!(poll(fut.as_mut()).is_pending());
         rig.clock.advance(SEC);
@@ -955,6 +1079,162 @@ mod tests {
         assert_eq!(
             (out.ending, out.outcome.verdict),
             (Ending::ClientGone, Verdict::Failure)
+        );
+    }
+
+    const PING: &[u8] = b":\n\n";
+    const TOKEN: &[u8] = b"data: {\"choices\":[]}\n\n";
+    const DONE: &[u8] = b"data: [DONE]\n\n";
+
+    #[test]
+    fn keep_alives_do_not_satisfy_the_first_token_timeout() {
+        let rig = Rig::new([Step::Item(Ok(PING))]);
+        let options = ForwardOptions::default().first_token_timeout(SEC);
+        let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC / 2);
+        rig.push(Step::Item(Ok(PING)));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC / 2);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict, out.outcome.cause),
+            (Ending::TimedOut, Verdict::Failure, Cause::FirstTokenTimeout)
+        );
+        assert_eq!(
+            *rig.client.got.borrow(),
+            [Ok(PING), Ok(PING)],
+            "pings still pass"
+        );
+    }
+
+    #[test]
+    fn anthropic_pings_do_not_reset_the_idle_timer() {
+        const EVENT: &[u8] = b"event: content_block_delta\ndata: {}\n\n";
+        const PING: &[u8] = b"event: ping\ndata: {\"type\": \"ping\"}\n\n";
+        let rig = Rig::new([Step::Item(Ok(EVENT))]);
+        let options = ForwardOptions::default().idle_timeout(SEC);
+        let mut fut = pin!(rig.forward_sse(SseRules::anthropic(), options));
+        assert!(poll(fut.as_mut()).is_pending());
+        for _ in 0..3 {
+            rig.clock.advance(SEC / 4);
+            rig.push(Step::Item(Ok(PING)));
+            assert!(poll(fut.as_mut()).is_pending());
+        }
+        rig.clock.advance(SEC / 4);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict, out.outcome.cause),
+            (Ending::TimedOut, Verdict::Failure, Cause::IdleTimeout)
+        );
+    }
+
+    #[test]
+    fn progress_resets_the_idle_timer() {
+        let rig = Rig::new([Step::Item(Ok(TOKEN))]);
+        let options = ForwardOptions::default().idle_timeout(SEC);
+        let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
+        assert!(poll(fut.as_mut()).is_pending());
+        for _ in 0..5 {
+            rig.clock.advance(SEC * 3 / 4);
+            rig.push(Step::Item(Ok(TOKEN)));
+            assert!(poll(fut.as_mut()).is_pending());
+        }
+        rig.push(Step::Item(Ok(DONE)));
+        rig.push(Step::End);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict, out.outcome.cause),
+            (Ending::Completed, Verdict::Success, Cause::Done)
+        );
+    }
+
+    #[test]
+    fn a_timer_after_the_done_event_blames_nobody() {
+        let rig = Rig::new([Step::Item(Ok(TOKEN)), Step::Item(Ok(DONE))]);
+        let options = ForwardOptions::default()
+            .idle_timeout(SEC)
+            .deadline(SEC * 60);
+        let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
+        // The worker said `[DONE]` and keeps the connection open.
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict, out.outcome.cause),
+            (Ending::Completed, Verdict::Success, Cause::Done)
+        );
+        assert!(rig.dropped());
+        assert_eq!(rig.recorded(), [Verdict::Success]);
+    }
+
+    #[test]
+    fn the_deadline_fires_however_busy_the_worker_is() {
+        let rig = Rig::new([Step::Item(Ok(TOKEN))]);
+        let options = ForwardOptions::default()
+            .idle_timeout(SEC)
+            .deadline(SEC * 3);
+        let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
+        assert!(poll(fut.as_mut()).is_pending());
+        for _ in 0..5 {
+            rig.clock.advance(SEC / 2);
+            rig.push(Step::Item(Ok(TOKEN)));
+            assert!(poll(fut.as_mut()).is_pending());
+        }
+        rig.clock.advance(SEC / 2);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict, out.outcome.cause),
+            (Ending::TimedOut, Verdict::Failure, Cause::Deadline)
+        );
+        assert_eq!(out.outcome.chunks, 6);
+    }
+
+    #[test]
+    fn an_error_object_is_a_failure_even_when_done_follows() {
+        const ERROR: &[u8] = b"data: {\"error\": {\"message\": \"boom\", \"code\": 500}}\n\n";
+        let rig = Rig::new([
+            Step::Item(Ok(TOKEN)),
+            Step::Item(Ok(ERROR)),
+            Step::Item(Ok(DONE)),
+            Step::End,
+        ]);
+        let fut = pin!(rig.forward_sse(SseRules::openai_chat(), ForwardOptions::default()));
+        let out = done(fut);
+        assert_eq!(
+            (out.ending, out.outcome.verdict, out.outcome.cause),
+            (Ending::Completed, Verdict::Failure, Cause::ErrorEvent)
+        );
+        assert_eq!(
+            rig.client.got.borrow().len(),
+            3,
+            "every item reached the client"
+        );
+    }
+
+    #[test]
+    fn an_end_before_done_is_truncated() {
+        let rig = Rig::new([Step::Item(Ok(TOKEN)), Step::End]);
+        let fut = pin!(rig.forward_sse(SseRules::openai_chat(), ForwardOptions::default()));
+        let out = done(fut);
+        assert_eq!(
+            (out.ending, out.outcome.verdict, out.outcome.cause),
+            (Ending::Completed, Verdict::Failure, Cause::Truncated)
+        );
+    }
+
+    #[test]
+    fn a_stalled_client_is_abandoned_with_its_own_cause() {
+        let rig = Rig::new([Step::Item(Ok(TOKEN)), Step::Item(Ok(TOKEN))]);
+        rig.client.room.set(1);
+        let options = ForwardOptions::default().send_timeout(SEC);
+        let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            (out.ending, out.outcome.verdict, out.outcome.cause),
+            (Ending::TimedOut, Verdict::Abandoned, Cause::ClientStalled)
         );
     }
 

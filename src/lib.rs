@@ -24,7 +24,8 @@
 //!     Ok(&b"data: [DONE]\n\n"[..]),
 //! ]);
 //! let (tx, rx) = std::sync::mpsc::channel();
-//! let mut tracked = TrackedStream::new(upstream, move |o: Outcome| tx.send(o).unwrap())
+//! // A recorder must not panic: it may run in `Drop`. A closed channel is ignored.
+//! let mut tracked = TrackedStream::new(upstream, move |o: Outcome| drop(tx.send(o)))
 //!     .with_sse(sluice::sse::SseRules::openai_chat());
 //! // The client reads the first chunk, then walks away after `[DONE]`.
 //! tracked.next().await;
@@ -43,6 +44,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod ledger;
 mod stream;
 mod tracker;
 
@@ -50,5 +52,6 @@ pub mod breaker;
 pub mod forward;
 pub mod sse;
 
+pub use ledger::Ledger;
 pub use stream::TrackedStream;
-pub use tracker::{Event, Outcome, Recorder, Terminal, Tracker, Verdict};
+pub use tracker::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Verdict};

@@ -2,9 +2,10 @@
 //!
 //! An upstream that streams SSE says in-band when it is done (`data: [DONE]` for
 //! OpenAI Chat Completions, `event: message_stop` for Anthropic Messages) or failed
-//! (`event: error`). The [`SseScanner`] reads the raw bytes in whatever chunks the
-//! network hands over and reports those [`Signal`]s as they are dispatched, following
-//! the WHATWG event-stream rules that matter:
+//! (`event: error`, or an error object in the data: `data: {"error": {...}}`). The
+//! [`SseScanner`] reads the raw bytes in whatever chunks the network hands over and
+//! reports those [`Signal`]s as they are dispatched, following the WHATWG event-stream
+//! rules that matter:
 //!
 //! * one optional UTF-8 byte order mark at the very start is skipped;
 //! * lines end in CRLF, LF or CR, and a CRLF split across two chunks is one line end;
@@ -15,7 +16,18 @@
 //!
 //! [`SseRules`] match a dispatched event **as a whole**: its exact data, or its exact
 //! event name, never a substring, so `data: {"text":"data: [DONE]"}` is not done.
-//! Matching is on the raw bytes (invalid UTF-8 matches no rule).
+//! Matching is on the raw bytes (invalid UTF-8 matches no rule). The
+//! [`openai_chat`](SseRules::openai_chat) preset also finds **error objects**: data that
+//! is a JSON object with a top-level `error` member (not `null`), wherever it stands
+//! among the members, or with `"object": "error"`. That is a structural walk of the
+//! data (strings, escapes, depth), not a parser: members nested deeper and text inside
+//! strings never count, and a key or value spelled with escapes is not recognised.
+//!
+//! **Keep-alives are not progress.** Comments never are, nor the events a rule set
+//! names as keep-alives (Anthropic's `ping`); every other dispatched event is, and
+//! [`SseScanner::progress`] counts them, so a driver can time a worker by its tokens
+//! rather than its bytes. The presets also **require their end marker**: a stream that
+//! ends before its done event was cut short ([`SseRules::requires_done`]).
 //!
 //! The scanner never buffers event data: its memory is fixed when it is made, however
 //! long a line or an event grows, and its time is linear in the bytes (line ends and
@@ -35,6 +47,10 @@
 use alloc::{boxed::Box, sync::Arc, vec::Vec};
 use core::fmt;
 
+use self::json::ErrorObject;
+
+mod json;
+
 /// What a dispatched event says about the stream. `Failed` is stronger than `Done`
 /// (`Ord` follows: `Done < Failed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,104 +61,159 @@ pub enum Signal {
     Failed,
 }
 
-/// Which dispatched events are done and which failed.
+/// Which dispatched events are done, failed, or keep-alives, and whether the stream
+/// must end with a done event.
 ///
 /// Presets cost nothing to make or clone; custom rules (feature `alloc`) are built
 /// once and shared by clones without copying. Where a data value or an event name is
-/// given twice, `Failed` wins.
+/// given twice, the stronger wins (`Failed` over `Done` over a keep-alive).
 ///
 /// ```
 /// use sluice::sse::{Signal, SseRules, SseScanner};
 ///
 /// let rules = SseRules::openai_chat().failed_on_event("error").done_on_data("[END]");
+/// assert!(rules.requires_done()); // a preset, extended: still requires its end
 /// let mut scanner = SseScanner::new(rules);
 /// assert_eq!(scanner.feed(b"event: error\ndata: {}\n\n"), Some(Signal::Failed));
 /// assert_eq!(scanner.feed(b"data: [END]\n\n"), Some(Signal::Done));
+/// assert_eq!(scanner.feed(b"data: {\"error\": {\"code\": 500}}\n\n"), Some(Signal::Failed));
 /// ```
 #[derive(Clone)]
 pub struct SseRules {
     data: Table,
     event: Table,
+    /// Data that is a JSON object with a top-level error member failed.
+    error_objects: bool,
+    /// The stream must end with a done event.
+    require_done: bool,
 }
 
 impl SseRules {
-    /// No rules: the scanner reports nothing.
+    /// No rules: the scanner reports nothing, every event is progress, and no end
+    /// marker is required. The start of a custom rule set.
     pub const fn empty() -> Self {
         Self {
             data: Table::Static(&[]),
             event: Table::Static(&[]),
+            error_objects: false,
+            require_done: false,
         }
     }
 
-    /// OpenAI Chat Completions (and compatible engines: vLLM, SGLang, llama.cpp
-    /// server): data exactly `[DONE]` is done. The default.
+    /// OpenAI Chat Completions, and every OpenAI-compatible engine (vLLM, SGLang,
+    /// llama.cpp server, TGI, Ollama, OpenRouter): data exactly `[DONE]` is done; data
+    /// that is an error object (a top-level `error` member that is not `null`, or
+    /// `"object": "error"`) failed. Requires `[DONE]`. The default.
     pub const fn openai_chat() -> Self {
         Self {
-            data: Table::Static(&[("[DONE]", Signal::Done)]),
+            data: Table::Static(&[("[DONE]", Kind::Done)]),
             event: Table::Static(&[]),
+            error_objects: true,
+            require_done: true,
         }
     }
 
     /// OpenAI Responses: events `response.completed` and `response.incomplete` are
-    /// done; `response.failed` and `error` failed.
+    /// done; `response.failed` and `error` failed. Requires a done event.
     pub const fn openai_responses() -> Self {
         Self {
             data: Table::Static(&[]),
-            // Sorted by bytes: the matcher relies on it.
+            // Sorted by bytes: the matcher relies on it (a test checks every preset).
             event: Table::Static(&[
-                ("error", Signal::Failed),
-                ("response.completed", Signal::Done),
-                ("response.failed", Signal::Failed),
-                ("response.incomplete", Signal::Done),
+                ("error", Kind::Failed),
+                ("response.completed", Kind::Done),
+                ("response.failed", Kind::Failed),
+                ("response.incomplete", Kind::Done),
             ]),
+            error_objects: false,
+            require_done: true,
         }
     }
 
-    /// Anthropic Messages: event `message_stop` is done; event `error` failed.
+    /// Anthropic Messages: event `message_stop` is done; event `error` failed; event
+    /// `ping` is a keep-alive. Requires `message_stop`.
     pub const fn anthropic() -> Self {
         Self {
             data: Table::Static(&[]),
-            event: Table::Static(&[("error", Signal::Failed), ("message_stop", Signal::Done)]),
+            event: Table::Static(&[
+                ("error", Kind::Failed),
+                ("message_stop", Kind::Done),
+                ("ping", Kind::KeepAlive),
+            ]),
+            error_objects: false,
+            require_done: true,
         }
+    }
+
+    /// Whether a stream that ends (EOF) before its done event was cut short: a
+    /// [`Failure`](crate::Verdict::Failure) with cause
+    /// [`Truncated`](crate::Cause::Truncated). On for the presets, off for
+    /// [`empty`](Self::empty).
+    pub const fn requires_done(&self) -> bool {
+        self.require_done
+    }
+
+    /// Sets whether the stream must end with a done event; turn it off for an API
+    /// without an end marker.
+    #[must_use]
+    pub const fn require_done(mut self, required: bool) -> Self {
+        self.require_done = required;
+        self
+    }
+
+    /// Sets whether data that is a JSON error object (a top-level `error` member that
+    /// is not `null`, or `"object": "error"`) failed. On for
+    /// [`openai_chat`](Self::openai_chat).
+    #[must_use]
+    pub const fn failed_on_error_object(mut self, on: bool) -> Self {
+        self.error_objects = on;
+        self
     }
 
     /// Adds a rule: an event whose data is exactly `data` is done.
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn done_on_data(self, data: &str) -> Self {
-        self.with_data(data, Signal::Done)
+        self.with_data(data, Kind::Done)
     }
 
     /// Adds a rule: an event named exactly `event` is done.
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn done_on_event(self, event: &str) -> Self {
-        self.with_event(event, Signal::Done)
+        self.with_event(event, Kind::Done)
     }
 
     /// Adds a rule: an event whose data is exactly `data` failed.
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn failed_on_data(self, data: &str) -> Self {
-        self.with_data(data, Signal::Failed)
+        self.with_data(data, Kind::Failed)
     }
 
     /// Adds a rule: an event named exactly `event` failed.
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn failed_on_event(self, event: &str) -> Self {
-        self.with_event(event, Signal::Failed)
+        self.with_event(event, Kind::Failed)
+    }
+
+    /// Adds a rule: an event named exactly `event` is a keep-alive, not progress.
+    #[cfg(feature = "alloc")]
+    #[must_use]
+    pub fn keep_alive_on_event(self, event: &str) -> Self {
+        self.with_event(event, Kind::KeepAlive)
     }
 
     #[cfg(feature = "alloc")]
-    fn with_data(mut self, data: &str, signal: Signal) -> Self {
-        self.data = self.data.with(data, signal);
+    fn with_data(mut self, data: &str, kind: Kind) -> Self {
+        self.data = self.data.with(data, kind);
         self
     }
 
     #[cfg(feature = "alloc")]
-    fn with_event(mut self, event: &str, signal: Signal) -> Self {
-        self.event = self.event.with(event, signal);
+    fn with_event(mut self, event: &str, kind: Kind) -> Self {
+        self.event = self.event.with(event, kind);
         self
     }
 }
@@ -155,7 +226,10 @@ impl Default for SseRules {
 
 impl PartialEq for SseRules {
     fn eq(&self, other: &Self) -> bool {
-        self.data.iter().eq(other.data.iter()) && self.event.iter().eq(other.event.iter())
+        self.data.iter().eq(other.data.iter())
+            && self.event.iter().eq(other.event.iter())
+            && self.error_objects == other.error_objects
+            && self.require_done == other.require_done
     }
 }
 
@@ -172,16 +246,37 @@ impl fmt::Debug for SseRules {
         f.debug_struct("SseRules")
             .field("data", &Rules(&self.data))
             .field("event", &Rules(&self.event))
+            .field("error_objects", &self.error_objects)
+            .field("require_done", &self.require_done)
             .finish()
+    }
+}
+
+/// What a rule makes of the events it matches; the stronger wins (`Ord`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Kind {
+    /// Not progress: the worker is only saying it is alive.
+    KeepAlive,
+    Done,
+    Failed,
+}
+
+impl Kind {
+    fn signal(kind: Option<Self>) -> Option<Signal> {
+        match kind? {
+            Kind::KeepAlive => None,
+            Kind::Done => Some(Signal::Done),
+            Kind::Failed => Some(Signal::Failed),
+        }
     }
 }
 
 /// Patterns sorted by their bytes, each at most once.
 #[derive(Clone)]
 enum Table {
-    Static(&'static [(&'static str, Signal)]),
+    Static(&'static [(&'static str, Kind)]),
     #[cfg(feature = "alloc")]
-    Shared(Arc<[(Box<str>, Signal)]>),
+    Shared(Arc<[(Box<str>, Kind)]>),
 }
 
 impl Table {
@@ -193,7 +288,7 @@ impl Table {
         }
     }
 
-    fn get(&self, i: usize) -> (&str, Signal) {
+    fn get(&self, i: usize) -> (&str, Kind) {
         match self {
             Self::Static(t) => t[i],
             #[cfg(feature = "alloc")]
@@ -201,22 +296,28 @@ impl Table {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&str, Signal)> {
+    fn iter(&self) -> impl Iterator<Item = (&str, Kind)> {
         (0..self.len()).map(|i| self.get(i))
     }
 
     #[cfg(feature = "alloc")]
-    fn with(self, pattern: &str, signal: Signal) -> Self {
-        let mut rules: Vec<(Box<str>, Signal)> = self.iter().map(|(p, s)| (p.into(), s)).collect();
+    fn with(self, pattern: &str, kind: Kind) -> Self {
+        let mut rules: Vec<(Box<str>, Kind)> = self.iter().map(|(p, k)| (p.into(), k)).collect();
         match rules.binary_search_by(|(p, _)| (**p).cmp(pattern)) {
-            Ok(i) => rules[i].1 = rules[i].1.max(signal),
-            Err(i) => rules.insert(i, (pattern.into(), signal)),
+            Ok(i) => rules[i].1 = rules[i].1.max(kind),
+            Err(i) => rules.insert(i, (pattern.into(), kind)),
         }
         Self::Shared(rules.into())
     }
 
-    /// The signal of the pattern equal to `bytes`, if any.
-    fn lookup(&self, bytes: &[u8]) -> Option<Signal> {
+    /// Whether the patterns are sorted and distinct, as the matcher needs.
+    #[cfg(test)]
+    fn is_sorted(&self) -> bool {
+        (1..self.len()).all(|i| self.get(i - 1).0 < self.get(i).0)
+    }
+
+    /// The kind of the pattern equal to `bytes`, if any.
+    fn lookup(&self, bytes: &[u8]) -> Option<Kind> {
         let mut m = Matcher::new(self);
         m.push(self, bytes);
         m.matched(self)
@@ -229,7 +330,7 @@ impl Table {
 /// extensions together), so two indices and a length are all the state there is, and
 /// each byte narrows the range by binary search. Once the range is empty the rest of
 /// the value is skipped.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Matcher {
     lo: usize,
     hi: usize,
@@ -280,12 +381,12 @@ impl Matcher {
         self.is_alive()
     }
 
-    fn matched(&self, table: &Table) -> Option<Signal> {
+    fn matched(&self, table: &Table) -> Option<Kind> {
         if !self.is_alive() {
             return None;
         }
-        let (pattern, signal) = table.get(self.lo);
-        (pattern.len() == self.len).then_some(signal)
+        let (pattern, kind) = table.get(self.lo);
+        (pattern.len() == self.len).then_some(kind)
     }
 }
 
@@ -334,11 +435,23 @@ enum Line {
 /// signal among the events that chunk dispatched. An event is dispatched by the blank
 /// line that ends it, so a signal is reported with the chunk that holds that line end.
 /// An event left undispatched when the stream ends reports nothing (as in a browser).
-#[derive(Clone)]
+/// [`progress`](Self::progress) counts the dispatched events that are not keep-alives.
+///
+/// ```
+/// use sluice::sse::{Signal, SseRules, SseScanner};
+///
+/// let mut scanner = SseScanner::new(SseRules::anthropic());
+/// assert_eq!(scanner.feed(b"event: ping\ndata: {\"type\": \"ping\"}\n\n: hi\n\n"), None);
+/// assert_eq!(scanner.progress(), 0); // a keep-alive and a comment: no progress
+/// scanner.feed(b"event: content_block_delta\ndata: {}\n\n");
+/// assert_eq!(scanner.progress(), 1);
+/// assert_eq!(scanner.feed(b"event: message_stop\ndata: {}\n\n"), Some(Signal::Done));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 pub struct SseScanner {
     rules: SseRules,
-    /// The signal of an event without an `event` field (a `message`).
-    message: Option<Signal>,
+    /// The kind of an event without an `event` field (a `message`).
+    message: Option<Kind>,
     /// How many bytes of the BOM have been seen at the start; past the start, 3.
     bom: u8,
     /// The last byte was a CR: an LF right after it ends no second line.
@@ -351,6 +464,10 @@ pub struct SseScanner {
     has_data: bool,
     data: Matcher,
     event: Matcher,
+    /// The data's error-object walk, when the rules look for one.
+    json: ErrorObject,
+    /// Dispatched events that are not keep-alives.
+    progress: u64,
 }
 
 impl SseScanner {
@@ -366,6 +483,8 @@ impl SseScanner {
             has_data: false,
             data: Matcher::new(&rules.data),
             event: Matcher::new(&rules.event),
+            json: ErrorObject::new(),
+            progress: 0,
             rules,
         }
     }
@@ -373,6 +492,12 @@ impl SseScanner {
     /// The rules this scanner applies.
     pub fn rules(&self) -> &SseRules {
         &self.rules
+    }
+
+    /// How many events were dispatched so far that are progress: every event with
+    /// data but the rules' keep-alives. Comments are never progress.
+    pub const fn progress(&self) -> u64 {
+        self.progress
     }
 
     /// Scans the next chunk of the stream. Returns the strongest signal (`Failed` over
@@ -474,6 +599,9 @@ impl SseScanner {
     /// Feeds value bytes to the field's matcher until the line ends or no pattern is
     /// left; returns how many it consumed.
     fn scan_value(&mut self, field: Field, bytes: &[u8]) -> usize {
+        if field == Field::Data && self.rules.error_objects {
+            return self.scan_data(bytes);
+        }
         let (matcher, table) = match field {
             Field::Data => (&mut self.data, &self.rules.data),
             Field::Event => (&mut self.event, &self.rules.event),
@@ -490,24 +618,40 @@ impl SseScanner {
         bytes.len()
     }
 
+    /// A data value, when the rules look for error objects: up to the line end, it
+    /// goes to both the matcher and the error-object walk; returns how many bytes it
+    /// consumed. Once neither can match, the rest of the line is skipped.
+    fn scan_data(&mut self, bytes: &[u8]) -> usize {
+        let end = line_end(bytes);
+        let value = &bytes[..end];
+        self.data.push(&self.rules.data, value);
+        self.json.feed(value);
+        if !self.data.is_alive() && self.json.is_dead() {
+            self.line = Line::Skip;
+        }
+        end
+    }
+
     /// The field name is complete: classify it and open its value. Returns the field
     /// if its value can still match a rule.
     fn start_field(&mut self) -> Option<Field> {
-        let (field, matcher) = match (self.name_len, self.name) {
+        match (self.name_len, self.name) {
             (4, [b'd', b'a', b't', b'a', _]) => {
                 if self.has_data {
                     self.data.push(&self.rules.data, b"\n");
+                    self.json.line_feed();
                 }
                 self.has_data = true;
-                (Field::Data, &self.data)
+                let alive =
+                    self.data.is_alive() || self.rules.error_objects && !self.json.is_dead();
+                alive.then_some(Field::Data)
             }
             (5, [b'e', b'v', b'e', b'n', b't']) => {
                 self.event = Matcher::new(&self.rules.event);
-                (Field::Event, &self.event)
+                self.event.is_alive().then_some(Field::Event)
             }
-            _ => return None,
-        };
-        matcher.is_alive().then_some(field)
+            _ => None,
+        }
     }
 
     fn end_line(&mut self) -> Option<Signal> {
@@ -523,20 +667,26 @@ impl SseScanner {
     }
 
     fn dispatch(&mut self) -> Option<Signal> {
-        let signal = if self.has_data {
+        let kind = if self.has_data {
             let event = if self.event.len == 0 {
                 self.message
             } else {
                 self.event.matched(&self.rules.event)
             };
-            self.data.matched(&self.rules.data).max(event)
+            let error = (self.rules.error_objects && self.json.is_error()).then_some(Kind::Failed);
+            let kind = self.data.matched(&self.rules.data).max(event).max(error);
+            if kind != Some(Kind::KeepAlive) {
+                self.progress += 1;
+            }
+            kind
         } else {
             None
         };
         self.has_data = false;
         self.data = Matcher::new(&self.rules.data);
         self.event = Matcher::new(&self.rules.event);
-        signal
+        self.json = ErrorObject::new();
+        Kind::signal(kind)
     }
 }
 
@@ -546,6 +696,7 @@ impl fmt::Debug for SseScanner {
             .field("rules", &self.rules)
             .field("line", &self.line)
             .field("has_data", &self.has_data)
+            .field("progress", &self.progress)
             .finish_non_exhaustive()
     }
 }
@@ -553,4 +704,23 @@ impl fmt::Debug for SseScanner {
 /// The index of the first CR or LF, or the length.
 fn line_end(bytes: &[u8]) -> usize {
     memchr::memchr2(b'\r', b'\n', bytes).unwrap_or(bytes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_tables_are_sorted() {
+        for rules in [
+            SseRules::openai_chat(),
+            SseRules::openai_responses(),
+            SseRules::anthropic(),
+        ] {
+            assert!(
+                rules.data.is_sorted() && rules.event.is_sorted(),
+                "{rules:?}"
+            );
+        }
+    }
 }

@@ -6,31 +6,35 @@ use core::task::{Context, Poll};
 use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 
-use crate::sse::{Signal, SseRules, SseScanner};
-use crate::{Event, Outcome, Recorder, Terminal, Tracker};
+use crate::sse::SseRules;
+use crate::{Cause, Ledger, Outcome, Recorder, Terminal};
 
 pin_project! {
     /// A stream of byte chunks that knows how it ended and says so exactly once.
     ///
     /// Items pass through unchanged and in order. Each `Ok` item is a
-    /// [`Event::Chunk`] (and, with [`with_sse`](Self::with_sse), is scanned for an
-    /// in-band done or failure), each `Err` item an [`Event::Error`], and the inner
-    /// stream's end an [`Event::End`]; after the end the inner stream is never polled
-    /// again. The [`Outcome`] goes to the recorder once: at [`finish`](Self::finish),
-    /// or when the wrapper is dropped, also while unwinding from a panic in the inner
-    /// stream (whose verdict is then [`Failure`](crate::Verdict::Failure)). A stream
-    /// dropped before any end is [`Abandoned`](crate::Verdict::Abandoned): the client
-    /// left, and the worker is not to blame.
+    /// [`Event::Chunk`](crate::Event::Chunk) (and, with [`with_sse`](Self::with_sse),
+    /// is scanned for an in-band done or failure), each `Err` item an
+    /// [`Event::Error`](crate::Event::Error), and the inner stream's end an
+    /// [`Event::End`](crate::Event::End) (or, when the SSE rules require a done event
+    /// that has not come, a failure: the stream was cut short); after the end the
+    /// inner stream is never polled again. The [`Outcome`] goes to the recorder once:
+    /// at [`finish`](Self::finish), or when the wrapper is dropped, also while
+    /// unwinding from a panic in the inner stream (whose verdict is then
+    /// [`Failure`](crate::Verdict::Failure)). A stream dropped before any end is
+    /// [`Abandoned`](crate::Verdict::Abandoned): the client left, and the worker is
+    /// not to blame. Every outcome says why ([`Outcome::cause`]).
     ///
-    /// The wrapper allocates nothing; it is as generic as its parts.
+    /// The wrapper allocates nothing; it is as generic as its parts. Its bookkeeping is
+    /// a [`Ledger`], which other wrappers share.
     ///
     /// ```
     /// use futures_util::{StreamExt, stream};
-    /// use sluice::{Outcome, Terminal, TrackedStream, Verdict};
+    /// use sluice::{Cause, Outcome, Terminal, TrackedStream, Verdict};
     /// # futures_executor::block_on(async {
     /// let upstream = stream::iter([b"token"; 3]).map(Ok::<_, std::io::Error>);
     /// let mut tracked = TrackedStream::new(upstream, |o: Outcome| {
-    ///     assert_eq!((o.verdict, o.chunks, o.bytes), (Verdict::Success, 3, 15));
+    ///     assert_eq!((o.verdict, o.cause, o.chunks, o.bytes), (Verdict::Success, Cause::End, 3, 15));
     /// });
     /// while let Some(item) = tracked.next().await {
     ///     assert_eq!(item.unwrap(), b"token");
@@ -44,85 +48,72 @@ pin_project! {
         inner: S,
         ledger: Ledger<R>,
     }
-
-    impl<S, R: Recorder> PinnedDrop for TrackedStream<S, R> {
-        fn drop(this: Pin<&mut Self>) {
-            this.project().ledger.report();
-        }
-    }
-}
-
-/// Everything but the inner stream: the machine, the counts and the recorder.
-struct Ledger<R> {
-    tracker: Tracker,
-    scanner: Option<SseScanner>,
-    recorder: Option<R>,
-    chunks: u64,
-    bytes: u64,
-    state: Polling,
-}
-
-/// Whether the inner stream may be polled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Polling {
-    /// Between polls.
-    Idle,
-    /// The inner `poll_next` panicked, and nobody has settled that yet.
-    Inside,
-    /// The inner stream ended (or panicked): never poll it again.
-    Ended,
 }
 
 impl<S, R: Recorder> TrackedStream<S, R> {
     /// Tracks `inner`, reporting to `recorder`. No SSE rules: only the end of the
     /// stream, an error item or a `mark_*` call decides.
-    pub fn new(inner: S, recorder: R) -> Self {
+    pub const fn new(inner: S, recorder: R) -> Self {
         Self {
             inner,
-            ledger: Ledger {
-                tracker: Tracker::new(),
-                scanner: None,
-                recorder: Some(recorder),
-                chunks: 0,
-                bytes: 0,
-                state: Polling::Idle,
-            },
+            ledger: Ledger::new(recorder),
         }
     }
 
-    /// Scans the chunks as Server-Sent Events, turning the rules' done and failed
-    /// events into [`Event::Done`] and [`Event::Failed`].
+    /// Scans the chunks as Server-Sent Events: the rules' done and failed events (an
+    /// error object, say) become [`Event::Done`](crate::Event::Done) and
+    /// [`Event::Failed`](crate::Event::Failed), and an end before a required done
+    /// event is a failure with cause [`Truncated`](Cause::Truncated).
     #[must_use]
-    pub fn with_sse(mut self, rules: SseRules) -> Self {
-        self.ledger.scanner = Some(SseScanner::new(rules));
-        self
+    pub fn with_sse(self, rules: SseRules) -> Self {
+        Self {
+            inner: self.inner,
+            ledger: self.ledger.with_sse(rules),
+        }
     }
 
-    /// Marks the stream complete (the caller knows it is done), as [`Event::Done`].
+    /// Marks the stream complete (the caller knows it is done), as
+    /// [`Event::Done`](crate::Event::Done) with cause [`Marked`](Cause::Marked).
     pub fn mark_completed(&mut self) {
-        self.ledger.handle(Event::Done);
+        self.ledger.mark_completed();
     }
 
-    /// Marks the stream failed (a timeout, a bad payload), as [`Event::Failed`].
+    /// Marks the stream failed (a bad payload, say), as
+    /// [`Event::Failed`](crate::Event::Failed) with cause [`Marked`](Cause::Marked).
     pub fn mark_errored(&mut self) {
-        self.ledger.handle(Event::Failed);
+        self.ledger.fail(Cause::Marked);
     }
 
-    /// Feeds an event to the machine through a pin, for a driver that holds the
-    /// stream pinned: [`Event::Done`] and [`Event::Failed`] are the pinned
-    /// `mark_completed` and `mark_errored`.
-    pub fn handle(self: Pin<&mut Self>, event: Event) -> Terminal {
-        self.project().ledger.handle(event)
+    /// [`mark_completed`](Self::mark_completed) through a pin, for a driver that
+    /// holds the stream pinned.
+    pub fn mark_completed_pinned(self: Pin<&mut Self>) {
+        self.project().ledger.mark_completed();
+    }
+
+    /// Marks the stream failed for `cause` through a pin (a driver's timeout, say).
+    pub fn mark_errored_pinned(self: Pin<&mut Self>, cause: Cause) {
+        self.project().ledger.fail(cause);
+    }
+
+    /// Gives the stream up for `cause` through a pin, without blaming the worker: see
+    /// [`Ledger::abandon`].
+    pub fn abandon_pinned(self: Pin<&mut Self>, cause: Cause) {
+        self.project().ledger.abandon(cause);
     }
 
     /// Where the stream stands now.
     pub fn terminal(&self) -> Terminal {
-        self.ledger.tracker().terminal()
+        self.ledger.terminal()
     }
 
     /// The outcome that would be recorded now.
     pub fn outcome(&self) -> Outcome {
         self.ledger.outcome()
+    }
+
+    /// The bookkeeping: counts, progress, the scanner.
+    pub fn ledger(&self) -> &Ledger<R> {
+        &self.ledger
     }
 
     /// The inner stream.
@@ -132,87 +123,7 @@ impl<S, R: Recorder> TrackedStream<S, R> {
 
     /// Records the outcome now and returns it; the drop that follows records nothing.
     pub fn finish(mut self) -> Outcome {
-        self.ledger.report();
-        self.ledger.outcome()
-    }
-}
-
-/// The scanner, kept out of line: inlined, it would weigh on the wrapper's hot path
-/// even for streams that scan nothing.
-#[inline(never)]
-fn scan(scanner: &mut SseScanner, chunk: &[u8]) -> Option<Signal> {
-    scanner.feed(chunk)
-}
-
-/// Set on the stack around the inner `poll_next`; dropped only while unwinding.
-struct Unwinding<'a>(&'a mut Polling);
-
-impl Drop for Unwinding<'_> {
-    fn drop(&mut self) {
-        *self.0 = Polling::Inside;
-    }
-}
-
-impl<R: Recorder> Ledger<R> {
-    /// The machine as it stands, counting a panic out of the inner stream's
-    /// `poll_next` (seen as `Inside` from anywhere but that poll) as an error.
-    fn tracker(&self) -> Tracker {
-        let mut tracker = self.tracker;
-        if self.state == Polling::Inside {
-            tracker.handle(Event::Error);
-        }
-        tracker
-    }
-
-    /// Makes a panic out of the inner stream final: it ended, in an error.
-    fn settle(&mut self) {
-        if self.state == Polling::Inside {
-            self.state = Polling::Ended;
-            self.tracker.handle(Event::Error);
-        }
-    }
-
-    fn handle(&mut self, event: Event) -> Terminal {
-        self.settle();
-        self.tracker.handle(event)
-    }
-
-    fn outcome(&self) -> Outcome {
-        Outcome::new(self.tracker().verdict(), self.chunks, self.bytes)
-    }
-
-    /// Records once: the first call hands the outcome over, later calls do nothing.
-    /// Also called from `Drop` while unwinding out of the inner stream.
-    fn report(&mut self) {
-        self.settle();
-        if let Some(recorder) = self.recorder.take() {
-            recorder.record(self.outcome());
-        }
-    }
-
-    /// Feeds what one poll of the inner stream gave.
-    fn observe<B: AsRef<[u8]>, E>(&mut self, poll: &Poll<Option<Result<B, E>>>) {
-        match poll {
-            Poll::Pending => {}
-            Poll::Ready(Some(Ok(chunk))) => {
-                let chunk = chunk.as_ref();
-                self.chunks += 1;
-                self.bytes += chunk.len() as u64;
-                self.tracker.handle(Event::Chunk);
-                match self.scanner.as_mut().and_then(|s| scan(s, chunk)) {
-                    Some(Signal::Done) => self.tracker.handle(Event::Done),
-                    Some(Signal::Failed) => self.tracker.handle(Event::Failed),
-                    None => self.tracker.terminal(),
-                };
-            }
-            Poll::Ready(Some(Err(_))) => {
-                self.tracker.handle(Event::Error);
-            }
-            Poll::Ready(None) => {
-                self.state = Polling::Ended;
-                self.tracker.handle(Event::End);
-            }
-        }
+        self.ledger.record()
     }
 }
 
@@ -224,31 +135,28 @@ where
 {
     type Item = Result<B, E>;
 
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
         let ledger = this.ledger;
-        match ledger.state {
-            Polling::Idle => {}
-            Polling::Ended => return Poll::Ready(None),
-            Polling::Inside => {
-                // The last poll panicked and the caller caught it: that is the end.
-                ledger.settle();
-                return Poll::Ready(None);
-            }
+        if ledger.is_ended() {
+            return Poll::Ready(None);
         }
-        // Marks the stream as panicked only if `poll_next` unwinds; the normal path
-        // forgets the guard and pays nothing.
-        let unwinding = Unwinding(&mut ledger.state);
-        let poll = this.inner.poll_next(cx);
-        core::mem::forget(unwinding);
-        ledger.observe(&poll);
+        let mut inner = this.inner;
+        let poll = ledger.guard(|| inner.as_mut().poll_next(cx));
+        match &poll {
+            Poll::Pending => {}
+            Poll::Ready(Some(Ok(chunk))) => ledger.on_chunk(chunk.as_ref()),
+            Poll::Ready(Some(Err(_))) => ledger.on_error(),
+            Poll::Ready(None) => ledger.on_end(),
+        }
         poll
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match self.ledger.state {
-            Polling::Idle => self.inner.size_hint(),
-            Polling::Inside | Polling::Ended => (0, Some(0)),
+        match self.ledger.is_ended() {
+            false => self.inner.size_hint(),
+            true => (0, Some(0)),
         }
     }
 }
@@ -260,18 +168,14 @@ where
     R: Recorder,
 {
     fn is_terminated(&self) -> bool {
-        self.ledger.state != Polling::Idle
+        self.ledger.is_ended()
     }
 }
 
 impl<S, R: Recorder> core::fmt::Debug for TrackedStream<S, R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TrackedStream")
-            .field("terminal", &self.terminal())
-            .field("chunks", &self.ledger.chunks)
-            .field("bytes", &self.ledger.bytes)
-            .field("sse", &self.ledger.scanner)
-            .field("recorded", &self.ledger.recorder.is_none())
+            .field("ledger", &self.ledger)
             .finish_non_exhaustive()
     }
 }

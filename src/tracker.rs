@@ -106,12 +106,85 @@ impl Tracker {
     }
 }
 
+/// Why a stream got its verdict: the event that settled it.
+///
+/// Metrics and logs label verdicts by it ([`as_str`](Self::as_str) is a stable
+/// snake_case label); breakers ignore it. More causes may follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The rules' done event (`data: [DONE]`, `message_stop`, `response.completed`).
+    Done,
+    /// The upstream ended cleanly, and nothing required an end marker (no SSE rules,
+    /// or rules that opted out with [`require_done(false)`](crate::sse::SseRules::require_done)).
+    End,
+    /// The upstream yielded an error item (a broken connection, a decode error).
+    ErrorItem,
+    /// An in-band error event: an error object in the data, or an `error` event.
+    ErrorEvent,
+    /// The upstream ended before the done event its rules require.
+    Truncated,
+    /// The worker sent no progress (a token, not a keep-alive) in time after the start.
+    FirstTokenTimeout,
+    /// The worker sent no progress in time after the last one.
+    IdleTimeout,
+    /// The stream's total deadline passed.
+    Deadline,
+    /// The inner stream panicked while being polled.
+    Panic,
+    /// The client left before any end: not the worker's fault.
+    ClientLeft,
+    /// The client stopped reading (a send timeout): not the worker's fault.
+    ClientStalled,
+    /// The start of the response decided (see `breaker::StatusPolicy`).
+    Status,
+    /// The request never got a response: connect error, send timeout.
+    SendFailed,
+    /// The caller said so: `mark_completed`, `mark_errored`, or a verdict handed in
+    /// whole (`Outcome::from(Verdict)`).
+    Marked,
+}
+
+impl Cause {
+    /// A stable snake_case label, for metrics and logs.
+    ///
+    /// ```
+    /// assert_eq!(sluice::Cause::FirstTokenTimeout.as_str(), "first_token_timeout");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::End => "end",
+            Self::ErrorItem => "error_item",
+            Self::ErrorEvent => "error_event",
+            Self::Truncated => "truncated",
+            Self::FirstTokenTimeout => "first_token_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::Deadline => "deadline",
+            Self::Panic => "panic",
+            Self::ClientLeft => "client_left",
+            Self::ClientStalled => "client_stalled",
+            Self::Status => "status",
+            Self::SendFailed => "send_failed",
+            Self::Marked => "marked",
+        }
+    }
+}
+
+impl core::fmt::Display for Cause {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What one tracked stream reports, exactly once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Outcome {
     /// How it ended, for the breaker.
     pub verdict: Verdict,
+    /// Why: the event that settled the verdict, for metrics and logs.
+    pub cause: Cause,
     /// Data items passed through (`Ok` items of the inner stream).
     pub chunks: u64,
     /// Bytes in those items.
@@ -119,19 +192,22 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// An outcome with the given counts.
-    pub const fn new(verdict: Verdict, chunks: u64, bytes: u64) -> Self {
+    /// An outcome with the given cause and counts.
+    pub const fn new(verdict: Verdict, cause: Cause, chunks: u64, bytes: u64) -> Self {
         Self {
             verdict,
+            cause,
             chunks,
             bytes,
         }
     }
 }
 
+/// A verdict handed in whole, with no stream behind it: cause [`Cause::Marked`], no
+/// counts.
 impl From<Verdict> for Outcome {
     fn from(verdict: Verdict) -> Self {
-        Self::new(verdict, 0, 0)
+        Self::new(verdict, Cause::Marked, 0, 0)
     }
 }
 

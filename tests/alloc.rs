@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Waker};
 use allocation_counter::measure;
 use futures_core::Stream;
 use sluice::sse::SseRules;
-use sluice::{Outcome, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, TrackedStream, Verdict};
 
 /// An inner stream over borrowed chunks: yields them, then `None`. Allocates nothing.
 struct Chunks<'a> {
@@ -165,7 +165,10 @@ fn a_plain_tracked_stream_allocates_nothing() {
     }
     let (allocs, last) = case(FAILED, None, Leave::DrainDrop);
     assert_eq!(allocs, 0);
-    assert_eq!(last, Some(Outcome::new(Verdict::Failure, 1, 7)));
+    assert_eq!(
+        last,
+        Some(Outcome::new(Verdict::Failure, Cause::ErrorItem, 1, 7))
+    );
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //! The steps are an `Ok` chunk, an `Err` item and the end of the inner stream (each one
 //! poll of the wrapper), and the caller's `mark_completed` and `mark_errored` between
 //! polls. For every sequence of up to 7 steps and every prefix of it, the wrapper is
-//! driven through the prefix and then dropped (or `finish`ed). What it records is
-//! compared with a reference model written here straight from SPEC section 1's table;
-//! the test never asks `Tracker` what the answer should be.
+//! driven through the prefix and then dropped (or `finish`ed). What it records (verdict,
+//! cause and counts) is compared with the shared reference model written straight from
+//! SPEC section 1's table (`fuzz/replay/model.rs`); the test never asks `Tracker` what
+//! the answer should be.
 //!
 //! Along the way: every item passes through unchanged (the very same bytes, not a
 //! copy) and in order, the inner stream is never polled after it returned `None`, the
@@ -16,7 +17,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use futures_core::{FusedStream, Stream};
-use sluice::{Outcome, Terminal, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, Terminal, TrackedStream, Verdict};
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../fuzz/replay/model.rs"]
+mod spec;
+use spec::Input;
 
 /// One step of a sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,98 +89,44 @@ impl Stream for Scripted<'_> {
     }
 }
 
-/// SPEC section 1, written out: the states and the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Active,
-    Completed,
-    Errored,
-}
-
-/// The event a step is, in the table's column order.
-#[derive(Debug, Clone, Copy)]
-enum Column {
-    Chunk = 0,
-    Error = 1,
-    End = 2,
-    Done = 3,
-    Failed = 4,
-}
-
-/// `TABLE[state][column]`, copied row by row from SPEC section 1.
-const TABLE: [[State; 5]; 3] = {
-    use State::{Active as A, Completed as C, Errored as E};
-    [
-        // Chunk, Error, End, Done, Failed
-        [A, E, C, C, E], // Active
-        [C, E, C, C, E], // Completed
-        [E, E, E, E, E], // Errored
-    ]
-};
-
-/// The reference model of a wrapper: the table, plus what the SPEC's guarantees say
-/// about the counts and the end.
+/// The shared reference model (SPEC section 1's table), plus what the guarantees say
+/// about the end: a poll step after it reaches nobody (the wrapper is fused).
 #[derive(Debug, Clone, Copy)]
 struct Model {
-    state: State,
+    spec: spec::Model,
     ended: bool,
-    chunks: u64,
-    bytes: u64,
 }
 
 impl Model {
     fn new() -> Self {
         Self {
-            state: State::Active,
+            spec: spec::Model::new(false),
             ended: false,
-            chunks: 0,
-            bytes: 0,
         }
     }
 
-    fn feed(&mut self, column: Column) {
-        let row = match self.state {
-            State::Active => 0,
-            State::Completed => 1,
-            State::Errored => 2,
-        };
-        self.state = TABLE[row][column as usize];
-    }
-
-    /// Applies step `i`; a poll step after the end reaches nobody (the wrapper is
-    /// fused).
+    /// Applies step `i`.
     fn step(&mut self, i: usize, step: Step) {
-        match step {
-            Step::Chunk | Step::Error | Step::End if self.ended => {}
-            Step::Chunk => {
-                self.chunks += 1;
-                self.bytes += PAYLOADS[i].len() as u64;
-                self.feed(Column::Chunk);
-            }
-            Step::Error => self.feed(Column::Error),
+        let input = match step {
+            Step::Chunk | Step::Error | Step::End if self.ended => return,
+            Step::Chunk => Input::Chunk(PAYLOADS[i].len()),
+            Step::Error => Input::Error,
             Step::End => {
                 self.ended = true;
-                self.feed(Column::End);
+                Input::End
             }
-            Step::MarkCompleted => self.feed(Column::Done),
-            Step::MarkErrored => self.feed(Column::Failed),
-        }
+            Step::MarkCompleted => Input::Done(Cause::Marked),
+            Step::MarkErrored => Input::Failed(Cause::Marked),
+        };
+        self.spec.feed(input);
     }
 
     fn terminal(&self) -> Terminal {
-        match self.state {
-            State::Active => Terminal::Active,
-            State::Completed => Terminal::Completed,
-            State::Errored => Terminal::Errored,
-        }
+        self.spec.state
     }
 
     fn verdict(&self) -> Verdict {
-        match self.state {
-            State::Active => Verdict::Abandoned,
-            State::Completed => Verdict::Success,
-            State::Errored => Verdict::Failure,
-        }
+        self.spec.verdict()
     }
 }
 
@@ -247,7 +199,7 @@ fn run(script: &[Step], steps: usize, exit: Exit) {
         ctx(steps)
     );
 
-    let expected = Outcome::new(model.verdict(), model.chunks, model.bytes);
+    let expected = model.spec.outcome();
     match exit {
         Exit::Drop => drop(tracked),
         Exit::Finish => {

@@ -28,7 +28,12 @@ use futures_core::Stream;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use sluice::sse::SseRules;
-use sluice::{Outcome, Terminal, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, Terminal, TrackedStream, Verdict};
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../fuzz/replay/model.rs"]
+mod spec;
+use spec::Input;
 
 /// What the inner stream does when polled.
 #[derive(Debug, Clone)]
@@ -146,42 +151,20 @@ impl Stream for Scripted {
     }
 }
 
-/// SPEC section 1's table, as a function of (state, event).
-fn next_state(state: Terminal, event: &str) -> Terminal {
-    use Terminal::{Completed, Errored};
-    match (state, event) {
-        (Errored, _) => Errored,
-        (_, "error" | "failed") => Errored,
-        (_, "end" | "done") => Completed,
-        (s, "chunk") => s,
-        (_, other) => unreachable!("no event {other}"),
-    }
-}
-
-fn verdict_of(state: Terminal) -> Verdict {
-    match state {
-        Terminal::Active => Verdict::Abandoned,
-        Terminal::Completed => Verdict::Success,
-        Terminal::Errored => Verdict::Failure,
-    }
-}
-
 /// The reference: what the wrapper should have done so far.
 #[derive(Debug)]
 struct Model {
     script: std::vec::IntoIter<Inner>,
-    state: Terminal,
+    spec: spec::Model,
     /// The inner stream ended or panicked: polls give `None` and reach nobody.
     ended: bool,
     /// The inner stream panicked.
     panicked: bool,
-    chunks: u64,
-    bytes: u64,
 }
 
 impl Model {
     fn outcome(&self) -> Outcome {
-        Outcome::new(verdict_of(self.state), self.chunks, self.bytes)
+        self.spec.outcome()
     }
 }
 
@@ -208,11 +191,11 @@ impl Driver {
         match act {
             Act::MarkCompleted => {
                 tracked.mark_completed();
-                self.model.state = next_state(self.model.state, "done");
+                self.model.spec.feed(Input::Done(Cause::Marked));
             }
             Act::MarkErrored => {
                 tracked.mark_errored();
-                self.model.state = next_state(self.model.state, "failed");
+                self.model.spec.feed(Input::Failed(Cause::Marked));
             }
             Act::WakeKept => {
                 let kept = self.shared.kept.borrow_mut().take();
@@ -226,7 +209,8 @@ impl Driver {
             }
             Act::Poll => self.poll(tracked)?,
         }
-        prop_assert_eq!(tracked.terminal(), self.model.state);
+        prop_assert_eq!(tracked.terminal(), self.model.spec.state);
+        prop_assert_eq!(tracked.outcome(), self.model.outcome());
         Ok(())
     }
 
@@ -240,7 +224,7 @@ impl Driver {
         };
         if matches!(expected, Inner::Panic) {
             self.model.ended = true;
-            self.model.state = Terminal::Errored;
+            self.model.spec.feed(Input::Panic);
             self.model.panicked = true;
         }
         let wakes = self.wakes();
@@ -264,13 +248,11 @@ impl Driver {
             (Inner::Chunk(e), Some(Poll::Ready(Some(Ok(g))))) => {
                 prop_assert_eq!(&g, &e);
                 prop_assert_eq!(g.as_ptr(), e.as_ptr(), "the chunk was copied");
-                self.model.chunks += 1;
-                self.model.bytes += e.len() as u64;
-                self.model.state = next_state(self.model.state, "chunk");
+                self.model.spec.feed(Input::Chunk(e.len()));
             }
             (Inner::Error(e), Some(Poll::Ready(Some(Err(g))))) => {
                 prop_assert_eq!(g, e);
-                self.model.state = next_state(self.model.state, "error");
+                self.model.spec.feed(Input::Error);
             }
             (Inner::PendingWakeNow, Some(Poll::Pending)) => {
                 prop_assert_eq!(self.wakes(), wakes + 1, "the inner wakeup was lost");
@@ -282,7 +264,7 @@ impl Driver {
             (Inner::End, Some(Poll::Ready(None))) => {
                 if !self.model.ended {
                     self.model.ended = true;
-                    self.model.state = next_state(self.model.state, "end");
+                    self.model.spec.feed(Input::End);
                 }
             }
             (expected, got) => {
@@ -337,11 +319,9 @@ fn check(
     let mut driver = Driver {
         model: Model {
             script: script.into_iter(),
-            state: Terminal::Active,
+            spec: spec::Model::new(false),
             ended: false,
             panicked: false,
-            chunks: 0,
-            bytes: 0,
         },
         shared: shared.clone(),
         waker: Arc::default(),
@@ -492,9 +472,9 @@ proptest! {
     ) {
         let chunks = split(&bytes, cuts);
         let outcome = sse_run(&chunks, dispatch, false)?;
-        prop_assert_eq!(outcome, Outcome::new(Verdict::Success, chunks.len() as u64, bytes.len() as u64));
+        prop_assert_eq!(outcome, Outcome::new(Verdict::Success, Cause::Done, chunks.len() as u64, bytes.len() as u64));
         let outcome = sse_run(&chunks, dispatch, true)?;
-        prop_assert_eq!(outcome, Outcome::new(Verdict::Failure, chunks.len() as u64, bytes.len() as u64));
+        prop_assert_eq!(outcome, Outcome::new(Verdict::Failure, Cause::ErrorItem, chunks.len() as u64, bytes.len() as u64));
     }
 }
 
@@ -527,7 +507,10 @@ fn a_caught_panic_then_drop_is_failure() {
             tracked.mark_completed();
         }
         drop(tracked);
-        assert_eq!(record.get(), Some(Outcome::new(Verdict::Failure, 1, 1)));
+        assert_eq!(
+            record.get(),
+            Some(Outcome::new(Verdict::Failure, Cause::Panic, 1, 1))
+        );
     }
 }
 

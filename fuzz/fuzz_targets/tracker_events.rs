@@ -1,5 +1,7 @@
 #![no_main]
 
+#[path = "../replay/model.rs"]
+mod model;
 #[path = "../replay/tracker_events.rs"]
 mod replay;
 

@@ -1,6 +1,7 @@
 //! Replays a script of upstream items and caller actions through a real
-//! `TrackedStream` and checks it against a reference model of SPEC section 1. Shared
-//! by the `tracker_events` fuzz target and `cargo test` (tests/fuzz_replay.rs).
+//! `TrackedStream` and checks it against the reference model of SPEC section 1
+//! (`model.rs`, which the including crate declares as `crate::model`). Shared by the
+//! `tracker_events` fuzz target and `cargo test` (tests/fuzz_replay.rs).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -12,7 +13,9 @@ use std::task::{Context, Poll, Waker};
 use arbitrary::Arbitrary;
 use futures_core::Stream;
 use sluice::sse::{Signal, SseRules, SseScanner};
-use sluice::{Outcome, Terminal, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, TrackedStream};
+
+use crate::model::{Input, Model};
 
 /// One step: the upstream's next answer (then one poll), or a caller action.
 #[derive(Arbitrary, Debug, Clone)]
@@ -75,26 +78,6 @@ impl Stream for Upstream {
     }
 }
 
-/// SPEC section 1's table, written out independently of `Tracker`.
-fn next(state: Terminal, event: &str) -> Terminal {
-    use Terminal::*;
-    match (state, event) {
-        (Errored, _) => Errored,
-        (_, "error" | "failed") => Errored,
-        (_, "end" | "done") => Completed,
-        (state, "chunk") => state,
-        _ => unreachable!("unknown event {event}"),
-    }
-}
-
-fn verdict(state: Terminal) -> Verdict {
-    match state {
-        Terminal::Active => Verdict::Abandoned,
-        Terminal::Completed => Verdict::Success,
-        Terminal::Errored => Verdict::Failure,
-    }
-}
-
 /// Panics if the wrapper disagrees with the model. Scripted panics are replayed only
 /// when `panics` is set (and are skipped otherwise).
 pub fn replay(script: &Script, panics: bool) {
@@ -117,7 +100,8 @@ pub fn replay(script: &Script, panics: bool) {
     let mut scanner = SseScanner::new(SseRules::openai_chat());
 
     let mut cx = Context::from_waker(Waker::noop());
-    let (mut state, mut ended, mut chunks, mut bytes) = (Terminal::Active, false, 0u64, 0u64);
+    let mut model = Model::new(script.sse);
+    let mut ended = false;
     let mut finish = false;
     for step in &script.steps {
         let answer = match step {
@@ -129,14 +113,14 @@ pub fn replay(script: &Script, panics: bool) {
             Step::Panic => continue,
             Step::MarkCompleted => {
                 tracked.mark_completed();
-                state = next(state, "done");
-                assert_eq!(tracked.terminal(), state);
+                model.feed(Input::Done(Cause::Marked));
+                assert_eq!(tracked.outcome(), model.outcome());
                 continue;
             }
             Step::MarkErrored => {
                 tracked.mark_errored();
-                state = next(state, "failed");
-                assert_eq!(tracked.terminal(), state);
+                model.feed(Input::Failed(Cause::Marked));
+                assert_eq!(tracked.outcome(), model.outcome());
                 continue;
             }
             Step::Finish => {
@@ -153,8 +137,9 @@ pub fn replay(script: &Script, panics: bool) {
         let Ok(poll) = polled else {
             assert!(panicked && !ended, "only a scripted panic unwinds");
             queue.borrow_mut().clear();
-            state = next(state, "error");
+            model.feed(Input::Panic);
             ended = true;
+            assert_eq!(tracked.outcome(), model.outcome());
             continue;
         };
         if ended {
@@ -165,26 +150,26 @@ pub fn replay(script: &Script, panics: bool) {
         match (step, poll) {
             (Step::Chunk(b), Poll::Ready(Some(Ok(item)))) => {
                 assert_eq!(&item, b, "items pass through unchanged");
-                chunks += 1;
-                bytes += b.len() as u64;
-                state = next(state, "chunk");
+                model.feed(Input::Chunk(b.len()));
                 match scanner.feed(b) {
-                    Some(Signal::Done) if script.sse => state = next(state, "done"),
-                    Some(Signal::Failed) if script.sse => state = next(state, "failed"),
+                    Some(Signal::Done) if script.sse => model.feed(Input::Done(Cause::Done)),
+                    Some(Signal::Failed) if script.sse => {
+                        model.feed(Input::Failed(Cause::ErrorEvent))
+                    }
                     _ => {}
                 }
             }
-            (Step::Error, Poll::Ready(Some(Err(())))) => state = next(state, "error"),
+            (Step::Error, Poll::Ready(Some(Err(())))) => model.feed(Input::Error),
             (Step::End, Poll::Ready(None)) => {
-                state = next(state, "end");
+                model.feed(Input::End);
                 ended = true;
             }
             (Step::Pending, Poll::Pending) => {}
             (step, poll) => panic!("{step:?} polled as {poll:?}"),
         }
-        assert_eq!(tracked.terminal(), state);
+        assert_eq!(tracked.outcome(), model.outcome());
     }
-    let expected = Outcome::new(verdict(state), chunks, bytes);
+    let expected: Outcome = model.outcome();
     if finish {
         assert!(
             records.borrow().is_empty(),

@@ -30,6 +30,8 @@
 #![deny(missing_docs)]
 
 use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
 use core::time::Duration;
 
 use async_channel::Sender;
@@ -64,7 +66,7 @@ where
 /// let (tx, _rx) = async_channel::bounded::<Result<&str, ()>>(8);
 /// // A worker that never answers.
 /// let tracked = TrackedStream::new(stream::pending(), |_: Outcome| {});
-/// let options = ForwardOptions::default().first_chunk_timeout(Duration::from_millis(10));
+/// let options = ForwardOptions::default().first_token_timeout(Duration::from_millis(10));
 /// let forwarded = sluice_smol::forward_with(tracked, &tx, options).await;
 /// assert_eq!(forwarded.ending, Ending::TimedOut);
 /// assert_eq!(forwarded.outcome.verdict, Verdict::Failure);
@@ -119,11 +121,22 @@ impl<T> Downstream<T> for Tx<'_, T> {
 struct AsyncIoTimer;
 
 impl Timer for AsyncIoTimer {
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+    type Sleep = Sleep;
+
+    fn sleep(&self, duration: Duration) -> Sleep {
         // The deadline is set now, not at the first poll.
-        let timer = async_io::Timer::after(duration);
-        async move {
-            timer.await;
-        }
+        Sleep(async_io::Timer::after(duration))
+    }
+}
+
+/// An `async-io` timer that resolves to `()`.
+#[derive(Debug)]
+struct Sleep(async_io::Timer);
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(drop)
     }
 }

@@ -78,7 +78,7 @@ where
 /// let (tx, _rx) = tokio::sync::mpsc::channel::<Result<&str, ()>>(8);
 /// // A worker that never answers.
 /// let tracked = TrackedStream::new(stream::pending(), |_: Outcome| {});
-/// let options = ForwardOptions::default().first_chunk_timeout(Duration::from_secs(30));
+/// let options = ForwardOptions::default().first_token_timeout(Duration::from_secs(30));
 /// let forwarded = sluice_tokio::forward_with(tracked, &tx, options).await;
 /// assert_eq!(forwarded.ending, Ending::TimedOut);
 /// assert_eq!(forwarded.outcome.verdict, Verdict::Failure);
@@ -137,7 +137,9 @@ impl<T> Downstream<T> for Tx<'_, T> {
 struct TokioTimer;
 
 impl Timer for TokioTimer {
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+    type Sleep = tokio::time::Sleep;
+
+    fn sleep(&self, duration: Duration) -> tokio::time::Sleep {
         tokio::time::sleep(duration)
     }
 }

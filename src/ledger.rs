@@ -1,0 +1,300 @@
+//! The bookkeeping of one tracked stream, shared by every wrapper.
+
+use crate::sse::{Signal, SseRules, SseScanner};
+use crate::{Cause, Event, Outcome, Recorder, Terminal, Tracker};
+
+/// Everything a wrapper around a stream or a body needs besides the inner value: the
+/// [`Tracker`], the cause of its state, the counts, the SSE scanner, the guard against
+/// a panicking inner poll, and the recorder that hears the [`Outcome`] exactly once.
+///
+/// [`TrackedStream`](crate::TrackedStream) is a `Ledger` beside a `Stream`, and
+/// `sluice-http`'s `TrackedBody` one beside an `http_body::Body`; write another wrapper
+/// the same way. The driving order, for each poll of the inner value:
+///
+/// 1. If [`is_ended`](Self::is_ended), do not poll again: the wrapper is fused.
+/// 2. Poll inside [`guard`](Self::guard), so a panic out of the inner poll counts as an
+///    error (cause [`Panic`](Cause::Panic)), settled while unwinding.
+/// 3. Feed what came out: [`on_chunk`](Self::on_chunk) (or
+///    [`on_chunk_parts`](Self::on_chunk_parts)) for data, [`on_error`](Self::on_error)
+///    for an error item, [`on_end`](Self::on_end) for the end.
+///
+/// The ledger records when it is dropped, or earlier at [`record`](Self::record);
+/// never twice.
+///
+/// ```
+/// use sluice::sse::SseRules;
+/// use sluice::{Cause, Ledger, Outcome, Verdict};
+///
+/// let mut ledger = Ledger::new(|o: Outcome| {
+///     assert_eq!((o.verdict, o.cause, o.chunks), (Verdict::Failure, Cause::Truncated, 1));
+/// })
+/// .with_sse(SseRules::openai_chat());
+/// ledger.on_chunk(b"data: {\"choices\":[]}\n\n");
+/// ledger.on_end(); // no `[DONE]`: cut short
+/// assert!(ledger.is_ended());
+/// ```
+pub struct Ledger<R: Recorder> {
+    tracker: Tracker,
+    /// What settled the tracker's state; while `Active`, the cause of abandoning it.
+    cause: Cause,
+    polling: Polling,
+    scanner: Option<SseScanner>,
+    recorder: Option<R>,
+    chunks: u64,
+    bytes: u64,
+}
+
+/// Whether the inner value may be polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polling {
+    /// Between polls.
+    Open,
+    /// The inner poll unwound, and nothing has settled that yet.
+    Panicked,
+    /// The inner value ended (or panicked): never poll it again.
+    Ended,
+}
+
+impl<R: Recorder> Ledger<R> {
+    /// A ledger for a stream in flight, reporting to `recorder`. No SSE rules: only
+    /// the end, an error item or a mark decides.
+    pub const fn new(recorder: R) -> Self {
+        Self {
+            tracker: Tracker::new(),
+            cause: Cause::ClientLeft,
+            polling: Polling::Open,
+            scanner: None,
+            recorder: Some(recorder),
+            chunks: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Scans the data as Server-Sent Events: the rules' done and failed events become
+    /// [`Event::Done`] and [`Event::Failed`], and an end before a required done event
+    /// is a failure (cause [`Truncated`](Cause::Truncated)).
+    #[must_use]
+    pub fn with_sse(mut self, rules: SseRules) -> Self {
+        self.scanner = Some(SseScanner::new(rules));
+        self
+    }
+
+    /// Polls the inner value through `poll`. If `poll` unwinds, the ledger counts an
+    /// error (cause [`Panic`](Cause::Panic)) and [`is_ended`](Self::is_ended) turns
+    /// true: even when the ledger is dropped during that unwinding, it records a
+    /// [`Failure`](crate::Verdict::Failure).
+    #[inline(always)]
+    pub fn guard<T>(&mut self, poll: impl FnOnce() -> T) -> T {
+        // Marks the poll as panicked only if `poll` unwinds; the normal path forgets
+        // the guard and pays nothing.
+        let unwinding = Unwinding(&mut self.polling);
+        let out = poll();
+        core::mem::forget(unwinding);
+        out
+    }
+
+    /// One data item of `bytes`: counted, and scanned when SSE rules are set.
+    #[inline(always)]
+    pub fn on_chunk(&mut self, bytes: &[u8]) {
+        self.count(bytes.len());
+        if let Some(scanner) = &mut self.scanner {
+            let signal = scan(scanner, bytes);
+            self.signal(signal);
+        }
+    }
+
+    /// One data item held in several slices (a non-contiguous buffer), in order.
+    pub fn on_chunk_parts<'a>(&mut self, parts: impl IntoIterator<Item = &'a [u8]>) {
+        let mut len = 0;
+        let mut signal = None;
+        for part in parts {
+            len += part.len();
+            if let Some(scanner) = &mut self.scanner {
+                signal = signal.max(scan(scanner, part));
+            }
+        }
+        self.count(len);
+        self.signal(signal);
+    }
+
+    /// The inner value yielded an error: [`Event::Error`], cause
+    /// [`ErrorItem`](Cause::ErrorItem).
+    pub fn on_error(&mut self) {
+        self.handle(Event::Error, Cause::ErrorItem);
+    }
+
+    /// The inner value ended: [`Event::End`] (cause [`End`](Cause::End)), or, when the
+    /// SSE rules require a done event that has not come, [`Event::Failed`] (cause
+    /// [`Truncated`](Cause::Truncated)). The ledger is ended after this.
+    pub fn on_end(&mut self) {
+        self.settle();
+        self.polling = Polling::Ended;
+        let required = self
+            .scanner
+            .as_ref()
+            .is_some_and(|s| s.rules().requires_done());
+        if required && self.tracker.terminal() == Terminal::Active {
+            self.handle(Event::Failed, Cause::Truncated);
+        } else {
+            self.handle(Event::End, Cause::End);
+        }
+    }
+
+    /// The caller knows the stream is complete: [`Event::Done`], cause
+    /// [`Marked`](Cause::Marked).
+    pub fn mark_completed(&mut self) {
+        self.handle(Event::Done, Cause::Marked);
+    }
+
+    /// The stream failed for `cause` (a timeout, a bad payload): [`Event::Failed`].
+    pub fn fail(&mut self, cause: Cause) {
+        self.handle(Event::Failed, cause);
+    }
+
+    /// The stream is given up for `cause` without blaming the worker (the client
+    /// stopped reading, say): if no end was seen, the verdict will be
+    /// [`Abandoned`](crate::Verdict::Abandoned) with this cause (by default
+    /// [`ClientLeft`](Cause::ClientLeft)). Changes nothing once the stream ended.
+    pub fn abandon(&mut self, cause: Cause) {
+        self.settle();
+        if self.tracker.terminal() == Terminal::Active {
+            self.cause = cause;
+        }
+    }
+
+    /// Where the stream stands now.
+    pub fn terminal(&self) -> Terminal {
+        self.settled().0.terminal()
+    }
+
+    /// Whether the inner value ended (or panicked): the wrapper must not poll it again.
+    pub fn is_ended(&self) -> bool {
+        self.polling != Polling::Open
+    }
+
+    /// Progress so far: the events that are not keep-alives with SSE rules (see
+    /// [`SseScanner::progress`]), the data items without.
+    pub fn progress(&self) -> u64 {
+        match &self.scanner {
+            Some(scanner) => scanner.progress(),
+            None => self.chunks,
+        }
+    }
+
+    /// The SSE scanner, if rules are set.
+    pub fn scanner(&self) -> Option<&SseScanner> {
+        self.scanner.as_ref()
+    }
+
+    /// The outcome that would be recorded now.
+    pub fn outcome(&self) -> Outcome {
+        let (tracker, cause) = self.settled();
+        Outcome::new(tracker.verdict(), cause, self.chunks, self.bytes)
+    }
+
+    /// Whether the recorder has heard the outcome.
+    pub fn is_recorded(&self) -> bool {
+        self.recorder.is_none()
+    }
+
+    /// Records the outcome now, once: the first call hands it over, later calls (and
+    /// the drop) record nothing. Returns the outcome as recorded, or as it stands.
+    pub fn record(&mut self) -> Outcome {
+        self.settle();
+        let outcome = self.outcome();
+        if let Some(recorder) = self.recorder.take() {
+            deliver(recorder, outcome);
+        }
+        outcome
+    }
+
+    #[inline(always)]
+    fn count(&mut self, len: usize) {
+        self.chunks += 1;
+        self.bytes += len as u64;
+    }
+
+    #[inline(always)]
+    fn signal(&mut self, signal: Option<Signal>) {
+        match signal {
+            None => {}
+            Some(Signal::Done) => self.handle(Event::Done, Cause::Done),
+            Some(Signal::Failed) => self.handle(Event::Failed, Cause::ErrorEvent),
+        }
+    }
+
+    /// Feeds `event`; if it changes the state, `cause` is why.
+    fn handle(&mut self, event: Event, cause: Cause) {
+        self.settle();
+        let before = self.tracker.terminal();
+        if self.tracker.handle(event) != before {
+            self.cause = cause;
+        }
+    }
+
+    /// The machine and cause as they stand, counting a panic out of the inner poll
+    /// (seen as `Panicked` from anywhere but that poll) as an error.
+    fn settled(&self) -> (Tracker, Cause) {
+        let mut tracker = self.tracker;
+        let mut cause = self.cause;
+        if self.polling == Polling::Panicked && tracker.terminal() != Terminal::Errored {
+            tracker.handle(Event::Error);
+            cause = Cause::Panic;
+        }
+        (tracker, cause)
+    }
+
+    /// Makes a panic out of the inner poll final: it ended, in an error.
+    fn settle(&mut self) {
+        if self.polling == Polling::Panicked {
+            (self.tracker, self.cause) = self.settled();
+            self.polling = Polling::Ended;
+        }
+    }
+}
+
+impl<R: Recorder> Drop for Ledger<R> {
+    fn drop(&mut self) {
+        self.record();
+    }
+}
+
+impl<R: Recorder> core::fmt::Debug for Ledger<R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("outcome", &self.outcome())
+            .field("sse", &self.scanner)
+            .field("recorded", &self.is_recorded())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The scanner, kept out of line: inlined, it would weigh on the wrappers' hot path
+/// even for streams that scan nothing.
+#[inline(never)]
+fn scan(scanner: &mut SseScanner, chunk: &[u8]) -> Option<Signal> {
+    scanner.feed(chunk)
+}
+
+/// Hands `outcome` to `recorder`. With `std`, a recorder that panics while the thread
+/// is already unwinding is caught there: a second panic would abort the process.
+fn deliver<R: Recorder>(recorder: R, outcome: Outcome) {
+    #[cfg(feature = "std")]
+    if std::thread::panicking() {
+        let record = core::panic::AssertUnwindSafe(|| recorder.record(outcome));
+        // The recorder's panic has been reported by the panic hook; the first panic
+        // goes on unwinding.
+        let _ = std::panic::catch_unwind(record);
+        return;
+    }
+    recorder.record(outcome);
+}
+
+/// Set on the stack around the inner poll; dropped only while unwinding.
+struct Unwinding<'a>(&'a mut Polling);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        *self.0 = Polling::Panicked;
+    }
+}
