@@ -13,27 +13,36 @@ pub struct Input {
 }
 
 fn rules(pick: u8) -> SseRules {
-    match pick % 5 {
+    match pick % 6 {
         0 => SseRules::openai_chat(),
         1 => SseRules::openai_responses(),
         2 => SseRules::anthropic(),
         3 => SseRules::empty(),
+        4 => SseRules::openai_chat()
+            .keep_alive_on_event("ping")
+            .failed_on_event("error"),
         _ => SseRules::anthropic()
             .done_on_data("[DONE]")
             .failed_on_data("[DONE]x")
             .done_on_data("a\nb")
             .done_on_event("message")
-            .failed_on_event(""),
+            .failed_on_event("")
+            .failed_on_error_object(true),
     }
 }
 
-/// The strongest signal over a sequence of chunks.
-fn scan<'a>(rules: &SseRules, chunks: impl IntoIterator<Item = &'a [u8]>) -> Option<Signal> {
+/// The strongest signal over a sequence of chunks, and the progress counted.
+fn scan<'a>(
+    rules: &SseRules,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (Option<Signal>, u64) {
     let mut scanner = SseScanner::new(rules.clone());
-    chunks.into_iter().map(|c| scanner.feed(c)).max().flatten()
+    let signal = chunks.into_iter().map(|c| scanner.feed(c)).max().flatten();
+    (signal, scanner.progress())
 }
 
-/// Panics unless every way of cutting the input gives the whole input's answer.
+/// Panics unless every way of cutting the input gives the whole input's answer: the
+/// same signal and the same progress.
 pub fn replay(input: &Input) {
     let rules = rules(input.rules);
     let data = &input.data[..];
