@@ -1,0 +1,107 @@
+//! The worker's timers judge progress, not bytes, on smol's real timers (`async-io`
+//! has no paused clock): keep-alives satisfy neither the first-token nor the idle
+//! timeout, a timer after the done event blames nobody, and the deadline fires however
+//! busy the worker is. Each scenario has one possible outcome whatever the machine's
+//! speed (pings and tokens never stop coming), so nothing here races the clock.
+
+use std::time::Duration;
+
+use futures_lite::stream::{self, Stream, StreamExt};
+use sluice::forward::{Ending, ForwardOptions, Forwarded};
+use sluice::sse::SseRules;
+use sluice::{Cause, Outcome, TrackedStream, Verdict};
+
+type Item = Result<&'static str, std::io::Error>;
+
+const PING: &str = ":\n\n";
+const ANTHROPIC_PING: &str = "event: ping\ndata: {\"type\": \"ping\"}\n\n";
+const TOKEN: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+const DONE: &str = "data: [DONE]\n\n";
+const MS: Duration = Duration::from_millis(1);
+
+/// `first`, then `every` forever, one item per `gap`.
+fn upstream(
+    first: &'static [&'static str],
+    every: &'static str,
+    gap: Duration,
+) -> impl Stream<Item = Item> {
+    stream::iter(first.iter().copied())
+        .chain(stream::repeat(every))
+        .then(move |item| async move {
+            async_io::Timer::after(gap).await;
+            Ok(item)
+        })
+}
+
+/// Forwards `upstream` under `rules` and `options` to a client that reads everything.
+fn run(upstream: impl Stream<Item = Item>, rules: SseRules, options: ForwardOptions) -> Forwarded {
+    smol::block_on(async {
+        let (tx, rx) = async_channel::bounded(4);
+        let reader = smol::spawn(async move { while rx.recv().await.is_ok() {} });
+        let (record, recorded) = async_channel::bounded(1);
+        let tracked = TrackedStream::new(upstream, move |o: Outcome| drop(record.try_send(o)))
+            .with_sse(rules);
+        let forwarded = sluice_smol::forward_with(tracked, &tx, options).await;
+        drop(tx);
+        reader.await;
+        assert_eq!(recorded.recv().await.ok(), Some(forwarded.outcome));
+        forwarded
+    })
+}
+
+fn summary(f: &Forwarded) -> (Ending, Verdict, Cause) {
+    (f.ending, f.outcome.verdict, f.outcome.cause)
+}
+
+#[test]
+fn comment_pings_do_not_satisfy_the_first_token_timeout() {
+    let options = ForwardOptions::default().first_token_timeout(MS * 40);
+    let forwarded = run(
+        upstream(&[], PING, MS * 2),
+        SseRules::openai_chat(),
+        options,
+    );
+    assert_eq!(
+        summary(&forwarded),
+        (Ending::TimedOut, Verdict::Failure, Cause::FirstTokenTimeout)
+    );
+}
+
+#[test]
+fn anthropic_pings_do_not_reset_the_idle_timeout() {
+    const START: &[&str] = &["event: message_start\ndata: {}\n\n"];
+    let options = ForwardOptions::default().idle_timeout(MS * 40);
+    let pings = upstream(START, ANTHROPIC_PING, MS * 2);
+    let forwarded = run(pings, SseRules::anthropic(), options);
+    assert_eq!(
+        summary(&forwarded),
+        (Ending::TimedOut, Verdict::Failure, Cause::IdleTimeout)
+    );
+}
+
+#[test]
+fn a_timeout_after_done_keeps_the_success() {
+    const ANSWER: &[&str] = &[TOKEN, DONE];
+    let options = ForwardOptions::default().idle_timeout(MS * 40);
+    let forwarded = run(
+        upstream(ANSWER, PING, MS * 2),
+        SseRules::openai_chat(),
+        options,
+    );
+    assert_eq!(
+        summary(&forwarded),
+        (Ending::Completed, Verdict::Success, Cause::Done)
+    );
+}
+
+#[test]
+fn the_deadline_fires_however_busy_the_worker_is() {
+    let options = ForwardOptions::default()
+        .idle_timeout(Duration::from_secs(60))
+        .deadline(MS * 50);
+    let forwarded = run(upstream(&[], TOKEN, MS), SseRules::openai_chat(), options);
+    assert_eq!(
+        summary(&forwarded),
+        (Ending::TimedOut, Verdict::Failure, Cause::Deadline)
+    );
+}

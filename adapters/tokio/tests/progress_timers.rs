@@ -1,0 +1,137 @@
+//! The worker's timers judge progress, not bytes, on tokio's paused clock: keep-alives
+//! satisfy neither the first-token nor the idle timeout, a timer after the done event
+//! blames nobody, and the total deadline fires however busy the worker is.
+
+use std::time::Duration;
+
+use futures_util::stream::{self, Stream, StreamExt};
+use sluice::forward::{Ending, ForwardOptions, Forwarded};
+use sluice::sse::SseRules;
+use sluice::{Cause, Outcome, TrackedStream, Verdict};
+use tokio::time::{Instant, sleep};
+
+type Item = Result<&'static str, std::io::Error>;
+
+const PING: &str = ":\n\n";
+const ANTHROPIC_PING: &str = "event: ping\ndata: {\"type\": \"ping\"}\n\n";
+const TOKEN: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+const DONE: &str = "data: [DONE]\n\n";
+
+/// `first`, then `every` forever, one item per `gap`.
+fn upstream(
+    first: &'static [&'static str],
+    every: &'static str,
+    gap: Duration,
+) -> impl Stream<Item = Item> {
+    stream::iter(first.iter().copied())
+        .chain(stream::repeat(every))
+        .then(move |item| async move {
+            sleep(gap).await;
+            Ok(item)
+        })
+}
+
+/// Forwards `upstream` under `rules` and `options` to a client that reads everything;
+/// returns what forwarding said and what was recorded.
+async fn run(
+    upstream: impl Stream<Item = Item>,
+    rules: SseRules,
+    options: ForwardOptions,
+) -> (Forwarded, Outcome) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let (record, recorded) = tokio::sync::oneshot::channel();
+    let tracked =
+        TrackedStream::new(upstream, move |o: Outcome| drop(record.send(o))).with_sse(rules);
+    let forwarded = sluice_tokio::forward_with(tracked, &tx, options).await;
+    drop(tx);
+    reader.await.expect("reader");
+    (forwarded, recorded.await.expect("recorded once"))
+}
+
+fn summary(f: &Forwarded) -> (Ending, Verdict, Cause) {
+    (f.ending, f.outcome.verdict, f.outcome.cause)
+}
+
+#[tokio::test(start_paused = true)]
+async fn comment_pings_do_not_satisfy_the_first_token_timeout() {
+    let start = Instant::now();
+    let options = ForwardOptions::default().first_token_timeout(Duration::from_secs(30));
+    let pings = upstream(&[], PING, Duration::from_secs(5));
+    let (forwarded, recorded) = run(pings, SseRules::openai_chat(), options).await;
+    assert_eq!(
+        summary(&forwarded),
+        (Ending::TimedOut, Verdict::Failure, Cause::FirstTokenTimeout)
+    );
+    assert_eq!(recorded, forwarded.outcome);
+    assert_eq!(start.elapsed(), Duration::from_secs(30));
+    // Pings at 5, 10, ..., 30 s passed through: the one due with the timer is taken
+    // (it arrived in time, the loop was late).
+    assert_eq!(forwarded.outcome.chunks, 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_pings_do_not_reset_the_idle_timeout() {
+    const START: &[&str] = &["event: message_start\ndata: {}\n\n"];
+    let options = ForwardOptions::default().idle_timeout(Duration::from_secs(10));
+    let pings = upstream(START, ANTHROPIC_PING, Duration::from_secs(3));
+    let (forwarded, _) = run(pings, SseRules::anthropic(), options).await;
+    assert_eq!(
+        summary(&forwarded),
+        (Ending::TimedOut, Verdict::Failure, Cause::IdleTimeout)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_rules_every_chunk_is_progress() {
+    let options = ForwardOptions::default()
+        .first_token_timeout(Duration::from_secs(30))
+        .deadline(Duration::from_secs(100));
+    let pings = upstream(&[], PING, Duration::from_secs(5));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let tracked = TrackedStream::new(pings, |_: Outcome| {});
+    let forwarded = sluice_tokio::forward_with(tracked, &tx, options).await;
+    drop(tx);
+    reader.await.expect("reader");
+    assert_eq!(
+        summary(&forwarded),
+        (Ending::TimedOut, Verdict::Failure, Cause::Deadline)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_after_done_keeps_the_success() {
+    let start = Instant::now();
+    const ANSWER: &[&str] = &[TOKEN, TOKEN, DONE];
+    let options = ForwardOptions::default()
+        .first_token_timeout(Duration::from_secs(30))
+        .idle_timeout(Duration::from_secs(10));
+    // After `[DONE]` the worker keeps the connection open, sending comments.
+    let lingering = upstream(ANSWER, PING, Duration::from_secs(4));
+    let (forwarded, recorded) = run(lingering, SseRules::openai_chat(), options).await;
+    assert_eq!(
+        summary(&forwarded),
+        (Ending::Completed, Verdict::Success, Cause::Done)
+    );
+    assert_eq!(recorded, forwarded.outcome);
+    // Three items 4 s apart, then at most the idle time for the end.
+    assert_eq!(start.elapsed(), Duration::from_secs(12 + 10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_fires_however_busy_the_worker_is() {
+    let options = ForwardOptions::default()
+        .idle_timeout(Duration::from_secs(5))
+        .deadline(Duration::from_secs(60));
+    let tokens = upstream(&[], TOKEN, Duration::from_secs(1));
+    let (forwarded, _) = run(tokens, SseRules::openai_chat(), options).await;
+    assert_eq!(
+        summary(&forwarded),
+        (Ending::TimedOut, Verdict::Failure, Cause::Deadline)
+    );
+    assert_eq!(
+        forwarded.outcome.chunks, 60,
+        "one token a second, the last one due with the deadline"
+    );
+}
