@@ -146,10 +146,26 @@ impl Metrics {
         })
     }
 
-    fn verdicts(&self, worker: &str, verdict: &str) -> Option<f64> {
+    /// The verdicts of `worker` with this verdict and cause, if any were counted.
+    fn verdicts(&self, worker: &str, verdict: &str, cause: &str) -> Option<f64> {
         self.get(&format!(
-            "sluice_verdicts_total{{worker=\"{worker}\",verdict=\"{verdict}\"}}"
+            "sluice_verdicts_total{{worker=\"{worker}\",verdict=\"{verdict}\",cause=\"{cause}\"}}"
         ))
+    }
+
+    /// All verdicts of `worker`, whatever their verdict and cause.
+    fn all_verdicts(&self, worker: &str) -> f64 {
+        let prefix = format!("sluice_verdicts_total{{worker=\"{worker}\",");
+        self.0
+            .lines()
+            .filter_map(|line| {
+                line.strip_prefix(&prefix)?
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .sum()
     }
 
     fn cancelled(&self, worker: &str) -> Option<f64> {
@@ -184,7 +200,7 @@ async fn streams_disconnects_and_metrics() {
     let m = rig.scrape().await;
     let m = Metrics(m);
     assert_eq!(m.state(&w, "closed"), Some(1.0));
-    assert_eq!(m.verdicts(&w, "success"), Some(0.0));
+    assert_eq!(m.all_verdicts(&w), 0.0);
 
     // A streamed chat answer, read to its end.
     let response = rig
@@ -241,10 +257,12 @@ async fn streams_disconnects_and_metrics() {
 
     let m = rig
         .metrics_until("three verdicts", |m| {
-            m.verdicts(&w, "success") == Some(2.0) && m.verdicts(&w, "abandoned") == Some(1.0)
+            m.verdicts(&w, "success", "done") == Some(1.0)
+                && m.verdicts(&w, "success", "end") == Some(1.0)
+                && m.verdicts(&w, "abandoned", "client_left") == Some(1.0)
         })
         .await;
-    assert_eq!(m.verdicts(&w, "failure"), Some(0.0));
+    assert_eq!(m.all_verdicts(&w), 3.0, "nothing else was counted");
     assert_eq!(m.cancelled(&w), Some(1.0));
     assert_eq!(m.state(&w, "closed"), Some(1.0));
     assert_eq!(m.state(&w, "open"), Some(0.0));
@@ -263,7 +281,7 @@ async fn failing_worker_opens_its_breaker_then_503_with_retry_after() {
         assert_eq!(response.status(), 500, "the worker's status is passed on");
     }
     let m = Metrics(rig.scrape().await);
-    assert_eq!(m.verdicts(&w, "failure"), Some(2.0));
+    assert_eq!(m.verdicts(&w, "failure", "status"), Some(2.0));
     assert_eq!(m.state(&w, "open"), Some(1.0));
     assert_eq!(m.state(&w, "closed"), Some(0.0));
     let transition = format!(
@@ -309,7 +327,7 @@ async fn non_sse_answer_to_a_streaming_request_is_502_json() {
     assert!(message.contains("not an event stream"), "{message}");
     assert!(message.contains("application/json"), "{message}");
     let m = Metrics(rig.scrape().await);
-    assert_eq!(m.verdicts(&rig.name(), "failure"), Some(1.0));
+    assert_eq!(m.verdicts(&rig.name(), "failure", "status"), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

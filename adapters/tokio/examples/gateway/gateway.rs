@@ -31,7 +31,7 @@ use sluice::breaker::{
     StatusPolicy, Transition,
 };
 use sluice::sse::SseRules;
-use sluice::{Outcome, Recorder, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, Recorder, TrackedStream, Verdict};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::{self, Metrics};
@@ -320,7 +320,7 @@ impl Ticket {
         }
         self.gw
             .metrics
-            .verdict(self.worker, outcome.verdict, how.cancelled(outcome.verdict));
+            .verdict(self.worker, outcome, how.cancelled(outcome.verdict));
         self.gw.emit(Event::Verdict {
             request: self.request.clone(),
             worker: self.worker,
@@ -338,7 +338,8 @@ impl Recorder for Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.settle(Verdict::Abandoned.into(), How::ClientLeft);
+        let left = Outcome::new(Verdict::Abandoned, Cause::ClientLeft, 0, 0);
+        self.settle(left, How::ClientLeft);
     }
 }
 
@@ -418,7 +419,8 @@ async fn proxy(
     let response = match call.send().await {
         Ok(response) => response,
         Err(err) => {
-            ticket.settle(gw.policy.send_failed().into(), How::SendFailed);
+            let failed = Outcome::new(gw.policy.send_failed(), Cause::SendFailed, 0, 0);
+            ticket.settle(failed, How::SendFailed);
             let message = format!("upstream {} ({url}) is unreachable: {err}", upstream.name);
             return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
         }
@@ -426,7 +428,8 @@ async fn proxy(
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     if let Classified::Settle(verdict) = gw.policy.classify(status.as_u16()) {
-        ticket.settle(verdict.into(), How::Status(status.as_u16()));
+        let settled = Outcome::new(verdict, Cause::Status, 0, 0);
+        ticket.settle(settled, How::Status(status.as_u16()));
         // Pass the worker's answer on (a 400 explains what was wrong with the request).
         let text = response.bytes().await.unwrap_or_default();
         let mut out = (status, text).into_response();
@@ -440,7 +443,11 @@ async fn proxy(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     if streaming && !is_sse {
-        ticket.settle(Verdict::Failure.into(), How::NotSse);
+        // Not what a streaming request asks for: the start of the response decides.
+        ticket.settle(
+            Outcome::new(Verdict::Failure, Cause::Status, 0, 0),
+            How::NotSse,
+        );
         let got = content_type
             .as_ref()
             .and_then(|v| v.to_str().ok())

@@ -3,7 +3,8 @@
 //!
 //! * `sluice_breaker_state{worker,state}`: 1 for the state each worker's breaker is
 //!   in, 0 for the others (read at scrape time);
-//! * `sluice_verdicts_total{worker,verdict}`: one per request that reached a worker;
+//! * `sluice_verdicts_total{worker,verdict,cause}`: one per request that reached a
+//!   worker, labelled by the verdict's cause (`done`, `error_event`, `truncated`, ...);
 //! * `sluice_streams_cancelled_total{worker}`: requests whose client left before the
 //!   upstream ended (the upstream was dropped, so the engine stopped generating);
 //! * `sluice_breaker_transitions_total{worker,from,to,reason}`;
@@ -15,8 +16,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use sluice::Verdict;
 use sluice::breaker::{Reason, State, Transition};
+use sluice::{Outcome, Verdict};
 
 /// The content type of [`Metrics::render`]'s output.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -42,6 +43,7 @@ struct StateLabels {
 struct VerdictLabels {
     worker: String,
     verdict: String,
+    cause: String,
 }
 
 /// Labels of `sluice_breaker_transitions_total`.
@@ -138,12 +140,6 @@ impl Metrics {
             unavailable.clone(),
         );
         for worker in workers {
-            for verdict in [Verdict::Success, Verdict::Failure, Verdict::Abandoned] {
-                drop(verdicts.get_or_create(&VerdictLabels {
-                    worker: worker.clone(),
-                    verdict: verdict_name(verdict).to_owned(),
-                }));
-            }
             drop(cancelled.get_or_create(&WorkerLabels {
                 worker: worker.clone(),
             }));
@@ -159,15 +155,17 @@ impl Metrics {
         }
     }
 
-    /// Counts one verdict of `worker`; `cancelled` when the client left first.
-    pub(crate) fn verdict(&self, worker: usize, verdict: Verdict, cancelled: bool) {
+    /// Counts one verdict of `worker`, by its cause; `cancelled` when the client left
+    /// first.
+    pub(crate) fn verdict(&self, worker: usize, outcome: Outcome, cancelled: bool) {
         let Some(name) = self.workers.get(worker) else {
             return;
         };
         self.verdicts
             .get_or_create(&VerdictLabels {
                 worker: name.clone(),
-                verdict: verdict_name(verdict).to_owned(),
+                verdict: verdict_name(outcome.verdict).to_owned(),
+                cause: outcome.cause.as_str().to_owned(),
             })
             .inc();
         if cancelled {

@@ -10,8 +10,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use sluice::Verdict;
 use sluice::breaker::{Config, ManualClock, Reason, State};
+use sluice::{Cause, Outcome, Verdict};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -113,6 +113,8 @@ pub(crate) struct RequestRecord {
     pub(crate) read: Read,
     /// The verdict the worker's breaker was told.
     pub(crate) verdict: Option<Verdict>,
+    /// Why: the verdict's cause.
+    pub(crate) cause: Option<Cause>,
     /// For a client that left: tokens the worker produced after it left.
     pub(crate) tokens_after_leave: Option<u64>,
 }
@@ -227,9 +229,10 @@ impl fmt::Display for Line {
                     Read::Left(n) => format!("left after {n} tokens"),
                     Read::Refused => "no stream".to_owned(),
                 };
-                let verdict = r
-                    .verdict
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:?}"));
+                let verdict = match (r.verdict, r.cause) {
+                    (Some(v), Some(c)) => format!("{v:?} ({c})"),
+                    _ => "-".to_owned(),
+                };
                 write!(
                     f,
                     "   {} -> {to:<15} {} {read:<38} verdict {verdict}",
@@ -557,7 +560,7 @@ impl<F: FnMut(&Line)> Run<F> {
             Event::Verdict {
                 request, outcome, ..
             } => {
-                scratch.verdicts.push((request, outcome.verdict));
+                scratch.verdicts.push((request, outcome));
             }
             Event::Unavailable { .. } | Event::Stale { .. } => {}
         }
@@ -578,7 +581,7 @@ impl<F: FnMut(&Line)> Run<F> {
     }
 
     /// Waits (with the deadline) until the verdict of `id` is in.
-    async fn verdict_of(&mut self, id: &str, scratch: &mut Scratch) -> Result<Verdict, DemoError> {
+    async fn verdict_of(&mut self, id: &str, scratch: &mut Scratch) -> Result<Outcome, DemoError> {
         loop {
             if let Some((_, v)) = scratch.verdicts.iter().find(|(r, _)| r == id) {
                 return Ok(*v);
@@ -661,7 +664,7 @@ impl<F: FnMut(&Line)> Run<F> {
                 }
             }
         };
-        let verdict = if status == 200 {
+        let outcome = if status == 200 {
             Some(self.verdict_of(&id, &mut scratch).await?)
         } else {
             self.drain(&mut scratch);
@@ -682,7 +685,8 @@ impl<F: FnMut(&Line)> Run<F> {
             status,
             tokens_read: count.tokens,
             read,
-            verdict,
+            verdict: outcome.map(|o| o.verdict),
+            cause: outcome.map(|o| o.cause),
             tokens_after_leave,
         };
         (self.out)(&Line::Request(record.clone()));
@@ -699,5 +703,5 @@ struct Scratch {
     probe: bool,
     skipped: Vec<(String, Option<Duration>)>,
     transitions: Vec<(String, TransitionRecord)>,
-    verdicts: Vec<(String, Verdict)>,
+    verdicts: Vec<(String, Outcome)>,
 }
