@@ -41,8 +41,10 @@ async fn run(
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let (record, recorded) = tokio::sync::oneshot::channel();
-    let tracked =
-        TrackedStream::new(upstream, move |o: Outcome| drop(record.send(o))).with_sse(rules);
+    let recorder = move |o: Outcome| {
+        let _ = record.send(o); // the test reads it below
+    };
+    let tracked = TrackedStream::new(upstream, recorder).with_sse(rules);
     let forwarded = sluice_tokio::forward_with(tracked, &tx, options).await;
     drop(tx);
     reader.await.expect("reader");

@@ -1,0 +1,223 @@
+//! The gateway's `--serve` mode in front of a real inference engine: llama.cpp's
+//! `llama-server` with a small model, built by `../shared/engines/llama-server.sh`.
+//!
+//! Skipped, with the reason printed, when the engine has not been built (building it
+//! takes ~15 minutes, so CI does not). When it has: a streamed answer read to its end
+//! is a Success with cause `done`; a client that leaves mid-stream is Abandoned with
+//! cause `client_left`, and the engine's own `/metrics` shows it stopped decoding.
+
+#[allow(dead_code)]
+#[path = "../examples/gateway/gateway.rs"]
+mod gateway;
+#[allow(dead_code)]
+#[path = "../examples/gateway/metrics.rs"]
+mod metrics;
+#[allow(dead_code)]
+#[path = "../examples/gateway/serve.rs"]
+mod serve;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serve::ServeArgs;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(DEADLINE, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("no {what} within {DEADLINE:?}"),
+    }
+}
+
+/// The engine script and whether its build is there.
+fn engine() -> Result<PathBuf, String> {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/engines/llama-server.sh");
+    if !script.exists() {
+        return Err(format!("no engine script at {}", script.display()));
+    }
+    let cache = std::env::var_os("SLUICE_ENGINE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("sluice-engines"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/sluice-engines"))
+        })
+        .ok_or("no cache directory")?;
+    let bin = cache.join("build/bin/llama-server");
+    if !bin.exists() {
+        return Err(format!(
+            "llama-server is not built ({}); run `{} build` once",
+            bin.display(),
+            script.display()
+        ));
+    }
+    Ok(script)
+}
+
+/// A running engine, stopped when dropped.
+struct Engine {
+    script: PathBuf,
+    port: u16,
+}
+
+impl Engine {
+    fn start(script: PathBuf) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let status = Command::new("bash")
+            .arg(&script)
+            .args(["start", &port.to_string()])
+            .status()
+            .expect("run the engine script");
+        assert!(status.success(), "the engine did not start");
+        Self { script, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .args(["stop", &self.port.to_string()])
+            .status();
+    }
+}
+
+/// The value of the first series of `text` that starts with `series`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.rsplit(' ').next()?;
+        value.parse().ok()
+    })
+}
+
+async fn get(client: &reqwest::Client, url: String) -> String {
+    let response = within("scrape", client.get(url).send())
+        .await
+        .expect("scrape");
+    response.text().await.expect("text")
+}
+
+fn chat(max_tokens: u32) -> String {
+    serde_json::json!({
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Count from one to one hundred."}],
+        "stream": true,
+        "max_tokens": max_tokens,
+        "ignore_eos": true,
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_in_front_of_llama_server() {
+    let script = match engine() {
+        Ok(script) => script,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let engine = Engine::start(script);
+    let args = ServeArgs {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        upstreams: vec![engine.url()],
+        failure_threshold: 5,
+        success_threshold: 2,
+        open_secs: 30,
+    };
+    let serving = serve::start(&args).await.expect("serve");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let gateway = format!("http://{}", serving.addr);
+    let series = |verdict: &str, cause: &str| {
+        format!(
+            "sluice_verdicts_total{{worker=\"{}\",verdict=\"{verdict}\",cause=\"{cause}\"}}",
+            engine.url()
+        )
+    };
+
+    // A whole answer: Success, cause `done`.
+    let response = within(
+        "answer",
+        client
+            .post(format!("{gateway}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(chat(16))
+            .send(),
+    )
+    .await
+    .expect("gateway answers");
+    assert_eq!(response.status(), 200);
+    let text = within("body", response.text()).await.expect("body");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let m = get(&client, format!("{gateway}/metrics")).await;
+    assert_eq!(metric(&m, &series("success", "done")), Some(1.0), "{m}");
+
+    // A client that leaves after a few tokens of a long answer.
+    let before = metric(
+        &get(&client, format!("{}/metrics", engine.url())).await,
+        "llamacpp:tokens_predicted_total",
+    )
+    .unwrap_or(0.0);
+    let mut response = within(
+        "answer",
+        client
+            .post(format!("{gateway}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(chat(2_000))
+            .send(),
+    )
+    .await
+    .expect("gateway answers");
+    let mut seen: u32 = 0;
+    while seen < 8 {
+        let chunk = within("token", response.chunk())
+            .await
+            .expect("stream")
+            .expect("more");
+        seen += String::from_utf8_lossy(&chunk).matches("data: ").count() as u32;
+    }
+    drop(response);
+    // The engine's own account: it stops processing, having decoded few more tokens.
+    let stopped = async {
+        loop {
+            let m = get(&client, format!("{}/metrics", engine.url())).await;
+            if metric(&m, "llamacpp:requests_processing") == Some(0.0) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll a remote process
+        }
+    };
+    let m = within("the engine to stop decoding", stopped).await;
+    let decoded = metric(&m, "llamacpp:tokens_predicted_total").unwrap_or(0.0) - before;
+    println!("client read {seen} events; the engine decoded {decoded} tokens for that request");
+    // A few tokens of slack: the engine decodes ~100 tokens/s here, so 16 is the
+    // time for the close to cross the gateway and reach the engine's loop, many times
+    // over; a gateway that kept reading would run on towards 2,000.
+    assert!(
+        decoded <= f64::from(seen) + 16.0,
+        "the engine went on decoding after the client left: {decoded} tokens for {seen} read"
+    );
+    let m = get(&client, format!("{gateway}/metrics")).await;
+    assert_eq!(
+        metric(&m, &series("abandoned", "client_left")),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, &series("failure", "truncated")), None, "{m}");
+}
