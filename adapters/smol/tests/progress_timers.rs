@@ -39,8 +39,10 @@ fn run(upstream: impl Stream<Item = Item>, rules: SseRules, options: ForwardOpti
         let (tx, rx) = async_channel::bounded(4);
         let reader = smol::spawn(async move { while rx.recv().await.is_ok() {} });
         let (record, recorded) = async_channel::bounded(1);
-        let tracked = TrackedStream::new(upstream, move |o: Outcome| drop(record.try_send(o)))
-            .with_sse(rules);
+        let recorder = move |o: Outcome| {
+            let _ = record.try_send(o); // the test reads it below
+        };
+        let tracked = TrackedStream::new(upstream, recorder).with_sse(rules);
         let forwarded = sluice_smol::forward_with(tracked, &tx, options).await;
         drop(tx);
         reader.await;
