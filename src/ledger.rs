@@ -97,8 +97,15 @@ impl<R: Recorder> Ledger<R> {
     #[inline(always)]
     pub fn on_chunk(&mut self, bytes: &[u8]) {
         self.count(bytes.len());
-        if let Some(scanner) = &mut self.scanner {
-            let signal = scan(scanner, bytes);
+        if self.scanner.is_none() {
+            return;
+        }
+        if let Some(scanner) = self.scanner.take() {
+            // By value, not by reference: a reference into the ledger handed to a call
+            // that is not inlined would keep every field of the wrapper in memory, and
+            // make the common path (no SSE rules) pay a load and a store per count.
+            let (scanner, signal) = scan(scanner, bytes);
+            self.scanner = Some(scanner);
             self.signal(signal);
         }
     }
@@ -110,7 +117,7 @@ impl<R: Recorder> Ledger<R> {
         for part in parts {
             len += part.len();
             if let Some(scanner) = &mut self.scanner {
-                signal = signal.max(scan(scanner, part));
+                signal = signal.max(scanner.feed(part));
             }
         }
         self.count(len);
@@ -272,8 +279,9 @@ impl<R: Recorder> core::fmt::Debug for Ledger<R> {
 /// The scanner, kept out of line: inlined, it would weigh on the wrappers' hot path
 /// even for streams that scan nothing.
 #[inline(never)]
-fn scan(scanner: &mut SseScanner, chunk: &[u8]) -> Option<Signal> {
-    scanner.feed(chunk)
+fn scan(mut scanner: SseScanner, chunk: &[u8]) -> (SseScanner, Option<Signal>) {
+    let signal = scanner.feed(chunk);
+    (scanner, signal)
 }
 
 /// Hands `outcome` to `recorder`. With `std`, a recorder that panics while the thread
