@@ -286,7 +286,7 @@ fn scan(mut scanner: SseScanner, chunk: &[u8]) -> (SseScanner, Option<Signal>) {
 
 /// Hands `outcome` to `recorder`. With `std`, a recorder that panics while the thread
 /// is already unwinding is caught there: a second panic would abort the process.
-fn deliver<R: Recorder>(recorder: R, outcome: Outcome) {
+pub(crate) fn deliver<R: Recorder>(recorder: R, outcome: Outcome) {
     #[cfg(feature = "std")]
     if std::thread::panicking() {
         let record = core::panic::AssertUnwindSafe(|| recorder.record(outcome));

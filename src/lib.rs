@@ -44,6 +44,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod guard;
 mod ledger;
 mod stream;
 mod tracker;
@@ -52,6 +53,7 @@ pub mod breaker;
 pub mod forward;
 pub mod sse;
 
+pub use guard::RecordGuard;
 pub use ledger::Ledger;
 pub use stream::TrackedStream;
 pub use tracker::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Verdict};

@@ -24,6 +24,27 @@ pub enum Verdict {
     Abandoned,
 }
 
+impl Verdict {
+    /// A stable snake_case label, for metrics and logs.
+    ///
+    /// ```
+    /// assert_eq!(sluice::Verdict::Abandoned.as_str(), "abandoned");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl core::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An input to the [`Tracker`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

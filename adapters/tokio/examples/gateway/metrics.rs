@@ -16,8 +16,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use sluice::Outcome;
 use sluice::breaker::{Reason, State, Transition};
-use sluice::{Outcome, Verdict};
 
 /// The content type of [`Metrics::render`]'s output.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -95,15 +95,6 @@ pub(crate) fn reason_name(reason: Reason) -> &'static str {
     }
 }
 
-/// A verdict's label value.
-pub(crate) fn verdict_name(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Success => "success",
-        Verdict::Failure => "failure",
-        Verdict::Abandoned => "abandoned",
-    }
-}
-
 impl Metrics {
     /// Metrics for these workers, every per-worker series present from the start
     /// (at zero), so a scrape shows each worker before its first request.
@@ -164,7 +155,7 @@ impl Metrics {
         self.verdicts
             .get_or_create(&VerdictLabels {
                 worker: name.clone(),
-                verdict: verdict_name(outcome.verdict).to_owned(),
+                verdict: outcome.verdict.as_str().to_owned(),
                 cause: outcome.cause.as_str().to_owned(),
             })
             .inc();
