@@ -418,7 +418,7 @@ async fn proxy(
     let response = match call.send().await {
         Ok(response) => response,
         Err(err) => {
-            ticket.settle(gw.policy.send_failed().into(), How::SendFailed);
+            ticket.settle(gw.policy.classify_send_failure().into(), How::SendFailed);
             let message = format!("upstream {} ({url}) is unreachable: {err}", upstream.name);
             return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
         }
