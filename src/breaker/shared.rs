@@ -241,6 +241,10 @@ pub(crate) struct Core {
     rate: bool,
     /// Whether the rate window is a time window (a success then needs the time).
     timed: bool,
+    /// With a count window, its length: that many pending successes fill it with
+    /// successes, so the one that reaches it goes to the core, which then publishes
+    /// `NOOP` (0: never).
+    noop_after: u64,
     /// With a time window: the end, in nanoseconds, of the core's current bucket.
     bucket_end: AtomicU64,
     core: Mutex<CircuitBreaker>,
@@ -251,15 +255,18 @@ impl Core {
         let core = CircuitBreaker::new(config);
         let threshold = core.config().failure_threshold;
         let rate = core.has_rate_window();
-        let timed = matches!(
-            core.config().rate.map(|r| r.window),
-            Some(super::Window::Time(_))
-        );
+        let window = core.config().rate.map(|r| r.window);
+        let timed = matches!(window, Some(super::Window::Time(_)));
+        let noop_after = match window {
+            Some(super::Window::Calls(len)) => u64::from(len),
+            _ => 0,
+        };
         let shared = Self {
             word: Padded(AtomicU64::new(0)),
             fast_threshold: if threshold > FAILS_MAX { 0 } else { threshold },
             rate,
             timed,
+            noop_after,
             bucket_end: AtomicU64::new(0),
             core: Mutex::new(core),
         };
@@ -359,7 +366,11 @@ impl Core {
                         match verdict {
                             Verdict::Abandoned => return Recorded::Counted(None),
                             Verdict::Success if w & NOOP != 0 => return Recorded::Counted(None),
-                            Verdict::Success if w & SAFE != 0 && pending(w) < PENDING_MAX => {
+                            Verdict::Success
+                                if w & SAFE != 0
+                                    && pending(w) < PENDING_MAX
+                                    && pending(w) + 1 != self.noop_after =>
+                            {
                                 if self.timed {
                                     // The success lands in the core's current bucket
                                     // only if it is not past that bucket's end.

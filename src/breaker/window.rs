@@ -136,6 +136,7 @@ impl RateWindow {
     /// Counts `count` successes at `now` (never earlier than the last): the same as
     /// `count` calls of [`push`](Self::push)`(false, now)`, in `O(min(count, len))`.
     /// Says whether the rule fires after the last one.
+    #[cfg(feature = "std")]
     pub(crate) fn push_successes(&mut self, count: u64, now: Duration) -> bool {
         if count == 0 {
             let (calls, failures) = self.counts(now);
@@ -203,6 +204,7 @@ impl RateWindow {
     /// the rate at `minimum_calls` calls. Time window: the failures in the window only
     /// leave it as time goes on, so if they are below the rate of `minimum_calls`
     /// calls now, they stay below it.
+    #[cfg(feature = "std")]
     pub(crate) fn successes_cannot_fire(&self, now: Duration) -> bool {
         let (calls, failures) = self.counts(now);
         let below_minimum_rate = failures * 1_000_000 < self.rate_ppm * self.minimum_calls;
@@ -217,12 +219,14 @@ impl RateWindow {
 
     /// Whether one more success would leave the window exactly as it is: a full count
     /// window with no failure in it.
+    #[cfg(feature = "std")]
     pub(crate) fn successes_change_nothing(&self) -> bool {
         matches!(self.ring, Ring::Calls { len, filled, failures, .. } if filled == len && failures == 0)
     }
 
     /// For a time window, when the bucket of `now` ends: calls counted before then
     /// (and not before `now`'s bucket) land in the same bucket.
+    #[cfg(feature = "std")]
     pub(crate) fn bucket_end(&self, now: Duration) -> Option<Duration> {
         match self.ring {
             Ring::Calls { .. } => None,
@@ -288,5 +292,32 @@ mod tests {
         assert!(!w.push(true, secs(20)));
         assert!(w.push(true, secs(21)));
         assert!(!w.push(false, secs(22)), "3 of 4 is below a rate of 1");
+    }
+
+    #[test]
+    #[cfg(feature = "std")]
+    fn pushing_successes_at_once_is_pushing_them_one_by_one() {
+        let secs = Duration::from_secs;
+        for config in [
+            Config::default().failure_rate(0.5, Window::Calls(7), 3),
+            Config::default().failure_rate(0.25, Window::Time(secs(16)), 3),
+        ] {
+            for history in 0u32..64 {
+                for count in [0u64, 1, 2, 6, 7, 8, 15, 100] {
+                    let mut one = window(config);
+                    for i in 0u32..6 {
+                        let _ = one.push(history >> i & 1 == 1, secs(i.into()));
+                    }
+                    let mut all = one.clone();
+                    let now = secs(6);
+                    let mut fired = one.fires(one.counts(now).0, one.counts(now).1);
+                    for _ in 0..count {
+                        fired = one.push(false, now);
+                    }
+                    assert_eq!(all.push_successes(count, now), fired, "{history:b} {count}");
+                    assert_eq!(all, one, "{history:b} {count}");
+                }
+            }
+        }
     }
 }
