@@ -73,8 +73,8 @@ pub enum Reason {
     /// the failure rate), but its [`SharedBreakerSet`](super::SharedBreakerSet)
     /// already ejects as many workers as its cap allows, so this one stays Closed
     /// and admitted (`from == to == Closed`, and no new generation). Reported at every
-    /// failure that would have opened it, until the cap has room or a success breaks
-    /// the run.
+    /// record that would have opened it (every failure of the run; with a rate rule,
+    /// also a success while the window stays at the rate), until the cap has room.
     EjectionCapped,
 }
 
