@@ -13,6 +13,24 @@
 //! * `shared_2t`, `mutex_2t`, `failsafe_2t`: the same on two threads at once over one
 //!   breaker; the figure is wall time divided by the calls of both threads (so per
 //!   call of the pair's aggregate throughput).
+//!
+//! Group `breaker_rate_rule`: the same call on a `SharedBreaker` with a failure-rate
+//! rule, against `plain` (no rule) in the same run:
+//!
+//! * `calls_idle`: count window of 100 calls, all successes (a success changes
+//!   nothing: a load, no write);
+//! * `calls_busy`: the same window holding one failure (each success is counted in the
+//!   word with a compare-and-swap; a failure every 50 calls keeps it so, recorded
+//!   outside the timed part);
+//! * `time`: a 60 s time window holding one failure (one clock read, `StdClock`, and a
+//!   compare-and-swap per success); `std_clock_read` is that clock read alone;
+//! * `plain_busy_2t`, `calls_busy_2t`: two threads over one breaker, one call in 50
+//!   a failure (timed; under the rate rule it takes the lock), counted per thread.
+//!
+//! Group `breaker_set`: `SharedBreakerSet::pick` + record success on 4 Closed workers
+//! (`round_robin`, `least_in_flight`, and `try_acquire` of a given worker), against a
+//! single `SharedBreaker` (`single_owned`: `try_acquire_owned`, the permit that is
+//! `'static` like the set's; `single`: the borrowed permit), in the same run.
 
 use std::hint::black_box;
 use std::sync::{Barrier, Mutex};
@@ -21,7 +39,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::failure_policy::consecutive_failures;
 use sluice::Verdict;
-use sluice::breaker::{CircuitBreaker, Config, SharedBreaker};
+use sluice::breaker::{
+    CircuitBreaker, Clock, Config, Pick, SharedBreaker, SharedBreakerSet, StdClock, Window,
+};
 
 fn mutex_call(breaker: &Mutex<CircuitBreaker>, origin: Instant) {
     let mut b = breaker.lock().expect("not poisoned");
@@ -123,12 +143,124 @@ fn closed_acquire_record(c: &mut Criterion) {
     g.finish();
 }
 
+thread_local! {
+    /// Calls made by this thread, to space its failures.
+    static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn shared_call(b: &SharedBreaker) {
+    let permit = b.try_acquire().expect("closed");
+    let recorded = permit.report(Verdict::Success);
+    black_box(&recorded);
+}
+
+/// A breaker whose window already holds one failure (then `window_calls` successes).
+fn with_one_failure(config: Config) -> SharedBreaker {
+    let b = SharedBreaker::new(config);
+    let _ = b.try_acquire().expect("closed").report(Verdict::Failure);
+    b
+}
+
+fn rate_rule(c: &mut Criterion) {
+    let mut g = c.benchmark_group("breaker_rate_rule");
+    let plain = SharedBreaker::new(Config::default());
+    let calls = Config::default().failure_rate(0.5, Window::Calls(100), 20);
+    let idle = SharedBreaker::new(calls);
+    for _ in 0..100 {
+        shared_call(&idle);
+    }
+    // Keep a failure in the busy window: one every 50 calls (a locked record, so 1 in
+    // 51 records of `calls_busy` takes the lock: the figure includes it).
+    let busy = with_one_failure(calls);
+    let time = with_one_failure(Config::default().failure_rate(
+        0.5,
+        Window::Time(Duration::from_secs(60)),
+        20,
+    ));
+    g.bench_function("plain", |b| b.iter(|| shared_call(black_box(&plain))));
+    g.bench_function("calls_idle", |b| b.iter(|| shared_call(black_box(&idle))));
+    g.bench_function("calls_busy", |b| {
+        b.iter_custom(|iters| {
+            // Only the successes are timed: a failure (locked) every 50 calls, outside.
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let _ = busy.try_acquire().expect("closed").report(Verdict::Failure);
+                let n = left.min(50);
+                let start = Instant::now();
+                for _ in 0..n {
+                    shared_call(black_box(&busy));
+                }
+                total += start.elapsed();
+                left -= n;
+            }
+            total
+        })
+    });
+    g.bench_function("time", |b| b.iter(|| shared_call(black_box(&time))));
+    let clock = StdClock::new();
+    g.bench_function("std_clock_read", |b| {
+        b.iter(|| black_box(black_box(&clock).now()))
+    });
+    // Two threads, a failure every 50 calls on each (timed, locked for the rate rule).
+    let with_failures = |b: &SharedBreaker| {
+        let i = CALLS.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        if i % 50 == 0 {
+            let _ = b.try_acquire().expect("closed").report(Verdict::Failure);
+        } else {
+            shared_call(b);
+        }
+    };
+    let plain_busy = SharedBreaker::new(Config::default());
+    g.bench_function("plain_busy_2t", |b| {
+        b.iter_custom(|iters| two_threads(iters, || with_failures(&plain_busy)))
+    });
+    g.bench_function("calls_busy_2t", |b| {
+        b.iter_custom(|iters| two_threads(iters, || with_failures(&busy)))
+    });
+    g.finish();
+}
+
+fn set(c: &mut Criterion) {
+    let mut g = c.benchmark_group("breaker_set");
+    let single = SharedBreaker::new(Config::default());
+    let set = SharedBreakerSet::new(4, Config::default());
+    g.bench_function("single", |b| b.iter(|| shared_call(black_box(&single))));
+    g.bench_function("single_owned", |b| {
+        b.iter(|| {
+            let permit = black_box(&single).try_acquire_owned().expect("closed");
+            let _ = black_box(permit.report(Verdict::Success));
+        })
+    });
+    for (name, how) in [
+        ("round_robin", Pick::RoundRobin),
+        ("least_in_flight", Pick::LeastInFlight),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let permit = black_box(&set).pick(how).expect("closed");
+                let _ = black_box(permit.report(Verdict::Success));
+            })
+        });
+    }
+    g.bench_function("try_acquire", |b| {
+        b.iter(|| {
+            let permit = black_box(&set).try_acquire(black_box(2)).expect("closed");
+            let _ = black_box(permit.report(Verdict::Success));
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
-    targets = closed_acquire_record
+    targets = closed_acquire_record, rate_rule, set
 }
 criterion_main!(benches);

@@ -11,9 +11,43 @@ use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use sluice::Verdict;
 use sluice::breaker::{
-    CircuitBreaker, Config, ManualClock, OwnedSharedPermit, Permit, Reason, Recorded,
-    SharedBreaker, State, Transition, Window,
+    CircuitBreaker, Config, ManualClock, OwnedSharedPermit, Permit, Pick, Reason, Recorded,
+    SetPermit, SharedBreaker, SharedBreakerSet, State, Transition, Window,
 };
+
+/// A transition as the model writes it (`Transition` is `#[non_exhaustive]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Tr {
+    from: State,
+    to: State,
+    at: Duration,
+    reason: Reason,
+    generation: u32,
+}
+
+fn tr(t: Transition) -> Tr {
+    Tr {
+        from: t.from,
+        to: t.to,
+        at: t.at,
+        reason: t.reason,
+        generation: t.generation,
+    }
+}
+
+/// `Recorded`, with the model's transitions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rec {
+    Counted(Option<Tr>),
+    Stale,
+}
+
+fn rec(r: Recorded) -> Rec {
+    match r {
+        Recorded::Stale => Rec::Stale,
+        other => Rec::Counted(other.transition().map(tr)),
+    }
+}
 
 /// The parameters the model draws.
 #[derive(Debug, Clone, Copy)]
@@ -75,13 +109,13 @@ enum Expect {
     Acquired {
         generation: u32,
         probe: bool,
-        transition: Option<Transition>,
+        transition: Option<Tr>,
     },
     Rejected {
         retry_after: Option<Duration>,
     },
-    Recorded(Recorded),
-    Changed(Option<Transition>),
+    Recorded(Rec),
+    Changed(Option<Tr>),
 }
 
 #[derive(Debug, Clone)]
@@ -136,11 +170,11 @@ impl Model {
     }
 
     /// Every transition starts a new generation.
-    fn go(&mut self, phase: Phase, reason: Reason) -> Transition {
+    fn go(&mut self, phase: Phase, reason: Reason) -> Tr {
         let from = Self::raw_state(&self.phase);
         self.phase = phase;
         self.generation = self.generation.wrapping_add(1);
-        Transition {
+        Tr {
             from,
             to: Self::raw_state(&self.phase),
             at: self.now,
@@ -149,7 +183,7 @@ impl Model {
         }
     }
 
-    fn open(&mut self, reason: Reason) -> Transition {
+    fn open(&mut self, reason: Reason) -> Tr {
         self.openings += 1;
         let mut d = self.p.open;
         if let Some((factor, cap)) = self.p.backoff {
@@ -166,7 +200,7 @@ impl Model {
         self.go(Phase::Open { until }, reason)
     }
 
-    fn timeout(&mut self) -> Option<Transition> {
+    fn timeout(&mut self) -> Option<Tr> {
         match self.phase {
             Phase::Open { until } if self.now >= until => Some(self.go(
                 Phase::HalfOpen {
@@ -208,8 +242,20 @@ impl Model {
 
     fn record(&mut self, pick: usize, verdict: Verdict) -> Expect {
         let (generation, probe) = self.permits.remove(pick);
+        Expect::Recorded(self.record_permit(generation, probe, verdict, true))
+    }
+
+    /// Records a permit of `generation`; `may_open` false holds a Closed breaker in
+    /// (the set's cap), reported as Closed to Closed with `EjectionCapped`.
+    fn record_permit(
+        &mut self,
+        generation: u32,
+        probe: bool,
+        verdict: Verdict,
+        may_open: bool,
+    ) -> Rec {
         if generation != self.generation {
-            return Expect::Recorded(Recorded::Stale);
+            return Rec::Stale;
         }
         let p = self.p;
         let t = match (&mut self.phase, verdict) {
@@ -235,7 +281,15 @@ impl Model {
                     let fails = window.iter().filter(|f| **f).count() as u32;
                     rate = calls >= min && fails * 4 >= quarters * calls;
                 }
-                if consecutive {
+                if (consecutive || rate) && !may_open {
+                    Some(Tr {
+                        from: State::Closed,
+                        to: State::Closed,
+                        at: self.now,
+                        reason: Reason::EjectionCapped,
+                        generation: self.generation,
+                    })
+                } else if consecutive {
                     Some(self.open(Reason::ConsecutiveFailures))
                 } else if rate {
                     Some(self.open(Reason::FailureRate))
@@ -273,7 +327,7 @@ impl Model {
                 unreachable!("no permit of an open generation")
             }
         };
-        Expect::Recorded(Recorded::Counted(t))
+        Rec::Counted(t)
     }
 }
 
@@ -431,11 +485,11 @@ impl StateMachineTest for BreakerTest {
                         Ok(sp),
                     ) => {
                         assert_eq!(
-                            (p.generation(), p.is_probe(), p.transition()),
+                            (p.generation(), p.is_probe(), p.transition().map(tr)),
                             (*generation, *probe, *transition)
                         );
                         assert_eq!(
-                            (sp.generation(), sp.is_probe(), sp.transition()),
+                            (sp.generation(), sp.is_probe(), sp.transition().map(tr)),
                             (*generation, *probe, *transition)
                         );
                         if let State::Open { until } = before.0 {
@@ -457,7 +511,7 @@ impl StateMachineTest for BreakerTest {
                 let permit = r.permits.remove(pick);
                 let shared_permit = r.shared_permits.remove(pick);
                 let got = r.core.record(permit, verdict, r.now);
-                assert_eq!(Expect::Recorded(got), m.expect);
+                assert_eq!(Expect::Recorded(rec(got)), m.expect);
                 assert_eq!(shared_permit.report(verdict), got, "shared");
                 let after = (
                     r.core.state(r.now),
@@ -479,22 +533,22 @@ impl StateMachineTest for BreakerTest {
             }
             Op::HandleTimeout => {
                 let t = r.core.handle_timeout(r.now);
-                assert_eq!(Expect::Changed(t), m.expect);
+                assert_eq!(Expect::Changed(t.map(tr)), m.expect);
                 assert_eq!(r.shared.handle_timeout(), t, "shared");
             }
             Op::ForceOpen => {
                 let t = r.core.force_open(r.now);
-                assert_eq!(Expect::Changed(t), m.expect);
+                assert_eq!(Expect::Changed(t.map(tr)), m.expect);
                 assert_eq!(r.shared.force_open(), t, "shared");
             }
             Op::Disable => {
                 let t = r.core.disable(r.now);
-                assert_eq!(Expect::Changed(t), m.expect);
+                assert_eq!(Expect::Changed(t.map(tr)), m.expect);
                 assert_eq!(r.shared.disable(), t, "shared");
             }
             Op::Reset => {
                 let t = r.core.reset(r.now);
-                assert_eq!(Expect::Changed(t), m.expect);
+                assert_eq!(Expect::Changed(t.map(tr)), m.expect);
                 assert_eq!(r.shared.reset(), t, "shared");
             }
         }
@@ -544,4 +598,295 @@ prop_state_machine! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
     #[test]
     fn breaker_agrees_with_the_spec_model(sequential 1..80 => BreakerTest);
+}
+
+// The shared set against the same model: one model breaker per worker, the ejection
+// cap of SPEC section 3 (at most max(1, floor(n * percent / 100)) workers Open or
+// HalfOpen at once; ForcedOpen neither counted nor capped), and picking.
+
+#[derive(Debug, Clone)]
+enum SetOp {
+    Pick(Pick),
+    Acquire(usize),
+    Record { pick: usize, verdict: Verdict },
+    Drop { pick: usize },
+    Advance(Duration),
+    HandleTimeout(usize),
+    ForceOpen(usize),
+    Disable(usize),
+    Reset(usize),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum SetExpect {
+    Nothing,
+    Acquired {
+        worker: usize,
+        generation: u32,
+        probe: bool,
+        transition: Option<Tr>,
+    },
+    Rejected(Option<Duration>),
+    Recorded(Rec),
+    Changed(Option<Tr>),
+}
+
+#[derive(Debug, Clone)]
+struct SetModel {
+    workers: Vec<Model>,
+    max_ejected: usize,
+    cursor: usize,
+    /// Outstanding permits: (worker, generation, probe).
+    permits: Vec<(usize, u32, bool)>,
+    expect: SetExpect,
+}
+
+impl SetModel {
+    fn ejected(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| matches!(w.phase, Phase::Open { .. } | Phase::HalfOpen { .. }))
+            .count()
+    }
+
+    fn in_flight(&self, worker: usize) -> usize {
+        self.permits.iter().filter(|p| p.0 == worker).count()
+    }
+
+    fn acquire(&mut self, worker: usize) -> Result<SetExpect, Option<Duration>> {
+        match self.workers[worker].acquire() {
+            Expect::Acquired {
+                generation,
+                probe,
+                transition,
+            } => {
+                // The worker model keeps its own list; the set's is the one used.
+                self.workers[worker].permits.pop();
+                self.permits.push((worker, generation, probe));
+                Ok(SetExpect::Acquired {
+                    worker,
+                    generation,
+                    probe,
+                    transition,
+                })
+            }
+            Expect::Rejected { retry_after } => Err(retry_after),
+            other => unreachable!("{other:?}"),
+        }
+    }
+
+    fn pick(&mut self, how: Pick) -> SetExpect {
+        let n = self.workers.len();
+        let start = self.cursor % n;
+        let mut order: Vec<usize> = (0..n).map(|i| (start + i) % n).collect();
+        if how == Pick::LeastInFlight {
+            let loads: Vec<usize> = (0..n).map(|w| self.in_flight(w)).collect();
+            order.sort_by_key(|w| (loads[*w], (*w + n - start) % n));
+        }
+        let mut soonest: Option<Duration> = None;
+        for worker in order {
+            match self.acquire(worker) {
+                Ok(got) => {
+                    self.cursor = worker + 1;
+                    return got;
+                }
+                Err(Some(after)) => soonest = Some(soonest.map_or(after, |s| s.min(after))),
+                Err(None) => {}
+            }
+        }
+        SetExpect::Rejected(soonest)
+    }
+
+    fn record(&mut self, pick: usize, verdict: Verdict) -> SetExpect {
+        let (worker, generation, probe) = self.permits.remove(pick);
+        let may_open = self.ejected() < self.max_ejected;
+        SetExpect::Recorded(
+            self.workers[worker].record_permit(generation, probe, verdict, may_open),
+        )
+    }
+}
+
+struct SetReference;
+
+impl ReferenceStateMachine for SetReference {
+    type State = SetModel;
+    type Transition = SetOp;
+
+    fn init_state() -> BoxedStrategy<SetModel> {
+        (Reference::init_state(), 1usize..6, 0u8..=100)
+            .prop_map(|(one, n, percent)| SetModel {
+                max_ejected: (n * usize::from(percent) / 100).max(1),
+                workers: vec![one; n],
+                cursor: 0,
+                permits: Vec::new(),
+                expect: SetExpect::Nothing,
+            })
+            .boxed()
+    }
+
+    fn transitions(state: &SetModel) -> BoxedStrategy<SetOp> {
+        let verdict = prop_oneof![
+            3 => Just(Verdict::Failure),
+            2 => Just(Verdict::Success),
+            1 => Just(Verdict::Abandoned),
+        ];
+        let n = state.workers.len();
+        let held = state.permits.len().max(1);
+        prop_oneof![
+            4 => prop_oneof![Just(Pick::RoundRobin), Just(Pick::LeastInFlight)].prop_map(SetOp::Pick),
+            2 => (0..n + 1).prop_map(SetOp::Acquire),
+            6 => (0..held, verdict).prop_map(|(pick, verdict)| SetOp::Record { pick, verdict }),
+            1 => (0..held).prop_map(|pick| SetOp::Drop { pick }),
+            3 => prop_oneof![0u64..2_000, 0u64..60_000].prop_map(|ms| SetOp::Advance(Duration::from_millis(ms))),
+            1 => (0..n).prop_map(SetOp::HandleTimeout),
+            1 => (0..n).prop_map(SetOp::ForceOpen),
+            1 => (0..n).prop_map(SetOp::Disable),
+            1 => (0..n).prop_map(SetOp::Reset),
+        ]
+        .boxed()
+    }
+
+    fn preconditions(state: &SetModel, op: &SetOp) -> bool {
+        match op {
+            SetOp::Record { pick, .. } | SetOp::Drop { pick } => *pick < state.permits.len(),
+            _ => true,
+        }
+    }
+
+    fn apply(mut m: SetModel, op: &SetOp) -> SetModel {
+        m.expect = match *op {
+            SetOp::Pick(how) => m.pick(how),
+            SetOp::Acquire(worker) if worker >= m.workers.len() => SetExpect::Rejected(None),
+            SetOp::Acquire(worker) => m.acquire(worker).unwrap_or_else(SetExpect::Rejected),
+            SetOp::Record { pick, verdict } => m.record(pick, verdict),
+            SetOp::Drop { pick } => m.record(pick, Verdict::Abandoned),
+            SetOp::Advance(by) => {
+                for w in &mut m.workers {
+                    w.now += by;
+                }
+                SetExpect::Nothing
+            }
+            SetOp::HandleTimeout(w) => SetExpect::Changed(m.workers[w].timeout()),
+            SetOp::ForceOpen(w) | SetOp::Disable(w) | SetOp::Reset(w) => {
+                let one = Reference::apply(
+                    m.workers[w].clone(),
+                    &match op {
+                        SetOp::ForceOpen(_) => Op::ForceOpen,
+                        SetOp::Disable(_) => Op::Disable,
+                        _ => Op::Reset,
+                    },
+                );
+                m.workers[w] = one;
+                match &m.workers[w].expect {
+                    Expect::Changed(t) => SetExpect::Changed(*t),
+                    other => unreachable!("{other:?}"),
+                }
+            }
+        };
+        m
+    }
+}
+
+struct RealSet {
+    set: SharedBreakerSet,
+    clock: ManualClock,
+    permits: Vec<SetPermit>,
+}
+
+struct SetTest;
+
+impl StateMachineTest for SetTest {
+    type SystemUnderTest = RealSet;
+    type Reference = SetReference;
+
+    fn init_test(m: &SetModel) -> RealSet {
+        let config = m.workers[0].p.config();
+        let clock = ManualClock::new();
+        let n = m.workers.len();
+        // Find the percent back from the model's cap: any percent giving it will do.
+        let percent = (0..=100u8)
+            .find(|p| (n * usize::from(*p) / 100).max(1) == m.max_ejected)
+            .expect("a percent");
+        let set = SharedBreakerSet::try_with_clock(n, config, clock.clone())
+            .expect("valid")
+            .with_max_ejected_percent(percent);
+        assert_eq!(set.max_ejected(), m.max_ejected);
+        RealSet {
+            set,
+            clock,
+            permits: Vec::new(),
+        }
+    }
+
+    fn apply(mut r: RealSet, m: &SetModel, op: SetOp) -> RealSet {
+        let got = match op {
+            SetOp::Pick(how) => acquired(r.set.pick(how), &mut r.permits),
+            SetOp::Acquire(worker) => acquired(r.set.try_acquire(worker), &mut r.permits),
+            SetOp::Record { pick, verdict } => {
+                let permit = r.permits.remove(pick);
+                SetExpect::Recorded(rec(permit.report(verdict)))
+            }
+            SetOp::Drop { pick } => {
+                drop(r.permits.remove(pick));
+                // The model records Abandoned: a current permit is Counted(None).
+                m.expect.clone()
+            }
+            SetOp::Advance(by) => {
+                r.clock.advance(by);
+                SetExpect::Nothing
+            }
+            SetOp::HandleTimeout(w) => {
+                SetExpect::Changed(r.set.handle_timeout(w).expect("known").map(tr))
+            }
+            SetOp::ForceOpen(w) => SetExpect::Changed(r.set.force_open(w).expect("known").map(tr)),
+            SetOp::Disable(w) => SetExpect::Changed(r.set.disable(w).expect("known").map(tr)),
+            SetOp::Reset(w) => SetExpect::Changed(r.set.reset(w).expect("known").map(tr)),
+        };
+        assert_eq!(got, m.expect, "{op:?}");
+        r
+    }
+
+    fn check_invariants(r: &RealSet, m: &SetModel) {
+        assert_eq!(r.set.ejected(), m.ejected(), "ejected");
+        assert!(r.set.ejected() <= m.max_ejected, "cap exceeded");
+        for (i, w) in m.workers.iter().enumerate() {
+            assert_eq!(r.set.state(i), w.state(), "worker {i} state");
+            assert_eq!(r.set.in_flight(i), m.in_flight(i), "worker {i} in flight");
+            let snap = r.set.snapshot(i).expect("known");
+            assert_eq!(snap.generation(), w.generation, "worker {i} generation");
+            if let Phase::Closed { failures, .. } = w.phase {
+                assert_eq!(snap.consecutive_failures(), failures, "worker {i} failures");
+            }
+        }
+        assert_eq!(
+            r.set.state(m.workers.len()),
+            State::ForcedOpen,
+            "unknown worker"
+        );
+    }
+}
+
+fn acquired(
+    got: Result<SetPermit, sluice::breaker::Rejected>,
+    permits: &mut Vec<SetPermit>,
+) -> SetExpect {
+    match got {
+        Ok(p) => {
+            let e = SetExpect::Acquired {
+                worker: p.worker(),
+                generation: p.generation(),
+                probe: p.is_probe(),
+                transition: p.transition().map(tr),
+            };
+            permits.push(p);
+            e
+        }
+        Err(rejected) => SetExpect::Rejected(rejected.retry_after),
+    }
+}
+
+prop_state_machine! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #[test]
+    fn breaker_set_agrees_with_the_spec_model(sequential 1..80 => SetTest);
 }

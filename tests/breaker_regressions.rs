@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
 use sluice::breaker::{
-    BreakerSet, CircuitBreaker, Classified, Config, ManualClock, Reason, Recorded, SharedBreaker,
-    State, StatusPolicy,
+    CircuitBreaker, Classified, Clock, Config, ConfigError, ManualClock, Pick, Reason, Recorded,
+    SetPermit, SharedBreaker, SharedBreakerSet, State, StatusPolicy, Window,
 };
 use sluice::{TrackedStream, Verdict};
 
@@ -157,75 +157,321 @@ fn late_result_from_a_previous_generation_does_not_close_the_breaker() {
     assert_eq!(shared.state(), State::HalfOpen);
 }
 
+/// A set of `n` workers on a manual clock, at `percent`.
+fn set(n: usize, config: Config, percent: u8) -> (SharedBreakerSet, ManualClock) {
+    let clock = ManualClock::new();
+    let set = SharedBreakerSet::try_with_clock(n, config, clock.clone())
+        .expect("valid")
+        .with_max_ejected_percent(percent);
+    (set, clock)
+}
+
+/// Records `verdict` on a fresh permit of `worker`; the transition, if any.
+fn fail_once(
+    set: &SharedBreakerSet,
+    worker: usize,
+    verdict: Verdict,
+) -> Option<sluice::breaker::Transition> {
+    set.try_acquire(worker)
+        .expect("admitted")
+        .report(verdict)
+        .transition()
+}
+
 #[test]
 fn client_errors_do_not_eject_every_worker() {
     // The bug: a client sending bad requests (4xx) to every worker in turn makes every
     // breaker open, until no worker is left.
     let policy = StatusPolicy::default();
-    let mut set = BreakerSet::new(3, Config::default().failure_threshold(2)).expect("valid");
-    for round in 0..10 {
-        for worker in 0..3 {
-            let now = secs(round);
-            let permit = set.try_acquire(worker, now).expect("admitted");
-            let Classified::Settle(verdict) = policy.classify(400 + round as u16 % 30) else {
+    let (set, clock) = set(3, Config::default().failure_threshold(2), 100);
+    for round in 0..10u16 {
+        for _ in 0..3 {
+            let permit = set.pick(Pick::RoundRobin).expect("admitted");
+            let Classified::Settle(verdict) = policy.classify(400 + round % 30) else {
                 panic!("4xx is settled at once");
             };
             assert_eq!(verdict, Verdict::Abandoned);
-            assert_eq!(
-                set.record(permit, verdict, now).expect("known worker"),
-                Recorded::Counted(None)
-            );
-            let permit = set.try_acquire(worker, now).expect("admitted");
+            assert_eq!(permit.report(verdict), Recorded::Counted(None));
+            let permit = set.pick(Pick::LeastInFlight).expect("admitted");
             let Classified::Settle(verdict) = policy.classify(429) else {
                 panic!()
             };
-            set.record(permit, verdict, now).expect("known worker");
+            assert_eq!(permit.report(verdict), Recorded::Counted(None));
+        }
+        clock.advance(secs(1));
+    }
+    assert_eq!(set.ejected(), 0);
+    assert!((0..3).all(|w| set.state(w) == State::Closed));
+}
+
+#[test]
+fn a_4xx_storm_ejects_nobody() {
+    // Named regression: a storm of client errors (Abandoned verdicts, as the default
+    // policy classifies them) on every worker, some dropped unrecorded, ejects no one,
+    // even at a 100 % cap and a threshold of one.
+    let policy = StatusPolicy::default();
+    let (set, _) = set(4, Config::default().failure_threshold(1), 100);
+    for i in 0..400u16 {
+        let permit = set.pick(Pick::RoundRobin).expect("nobody ejected");
+        let Classified::Settle(verdict) = policy.classify(400 + i % 100) else {
+            panic!("4xx is settled at once");
+        };
+        if i % 3 == 0 {
+            drop(permit);
+        } else {
+            assert_eq!(permit.report(verdict), Recorded::Counted(None));
         }
     }
-    assert_eq!(set.admitted(secs(10)).count(), 3);
+    assert_eq!(set.ejected(), 0);
+    assert!((0..4).all(|w| set.state(w) == State::Closed));
+    // The same storm counted as failures (a policy that blames the worker) does eject.
+    let permit = set.try_acquire(2).expect("closed");
+    let t = permit.report(Verdict::Failure).transition().expect("opens");
+    assert!(matches!(t.to, State::Open { .. }));
+    assert_eq!(set.ejected(), 1);
+}
 
-    // Even a policy that does count 4xx (or a real outage) leaves one worker admitted,
-    // and the set says why the last one was kept.
-    let mut set =
-        BreakerSet::with_max_ejected_percent(3, Config::default().failure_threshold(2), 100)
-            .expect("valid");
-    let counting = policy.client_errors(Verdict::Failure);
-    let mut capped = Vec::new();
-    for _ in 0..4 {
-        for worker in 0..3 {
-            let Ok(permit) = set.try_acquire(worker, T0) else {
+#[test]
+fn five_workers_at_ten_percent_eject_exactly_one() {
+    // max(1, floor(5 * 10 / 100)) = 1: the first worker to trip is ejected; every
+    // other trip is held in and reported, however many failures.
+    let (set, clock) = set(5, Config::default().failure_threshold(2), 10);
+    assert_eq!(set.max_ejected(), 1);
+    let mut capped = 0;
+    for _ in 0..6 {
+        for worker in 0..5 {
+            let Ok(permit) = set.try_acquire(worker) else {
                 continue;
             };
-            let Classified::Settle(verdict) = counting.classify(400) else {
-                panic!()
-            };
-            if let Some(t) = set.record(permit, verdict, T0).expect("known").transition() {
+            if let Some(t) = permit.report(Verdict::Failure).transition() {
                 if t.reason == Reason::EjectionCapped {
-                    capped.push(worker);
+                    assert_eq!((t.from, t.to), (State::Closed, State::Closed));
+                    capped += 1;
                 }
             }
         }
     }
-    assert_eq!(set.ejected(), 2);
-    assert_eq!(set.admitted(T0).collect::<Vec<_>>(), [2]);
-    assert!(
-        !capped.is_empty() && capped.iter().all(|w| *w == 2),
-        "{capped:?}"
-    );
-    assert!(
-        set.try_acquire(2, T0).is_ok(),
-        "the last worker still admits"
-    );
-
-    // A 50 % cap on 4 workers ejects two at most.
-    let mut set =
-        BreakerSet::with_max_ejected_percent(4, Config::default().failure_threshold(1), 50)
-            .expect("valid");
-    for worker in 0..4 {
-        let permit = set.try_acquire(worker, T0).expect("admitted");
-        set.record(permit, Verdict::Failure, T0).expect("known");
+    assert_eq!(set.ejected(), 1);
+    assert!(matches!(set.state(0), State::Open { .. }));
+    assert!((1..5).all(|w| set.state(w) == State::Closed));
+    assert!(capped >= 4 * 5, "each held-in trip is reported ({capped})");
+    // Worker 0 comes back (probe succeeds twice): the slot is free for the next trip.
+    clock.advance(secs(30));
+    for _ in 0..2 {
+        let probe = set.try_acquire(0).expect("probe");
+        let _ = probe.report(Verdict::Success);
     }
-    assert_eq!((set.max_ejected(), set.ejected()), (2, 2));
+    assert_eq!((set.state(0), set.ejected()), (State::Closed, 0));
+    let t = fail_once(&set, 3, Verdict::Failure).expect("trips now");
+    assert!(matches!(t.to, State::Open { .. }), "{t:?}");
+    assert_eq!(set.ejected(), 1);
+    // An operator may still force any worker open: not capped, not counted.
+    assert!(set.force_open(1).expect("known").is_some());
+    assert_eq!((set.state(1), set.ejected()), (State::ForcedOpen, 1));
+}
+
+#[test]
+fn a_one_worker_pool_ejects_its_worker_and_pick_says_when_to_retry() {
+    // At any percent, one worker may be ejected: a lone dead worker fails fast (the
+    // gateway answers 503 with Retry-After) instead of taking every request.
+    for percent in [0, 10, 100] {
+        let (set, clock) = set(1, Config::default().failure_threshold(1), percent);
+        let t = fail_once(&set, 0, Verdict::Failure).expect("opens");
+        assert_eq!(t.reason, Reason::ConsecutiveFailures);
+        assert_eq!(set.ejected(), 1);
+        clock.advance(secs(10));
+        for how in [Pick::RoundRobin, Pick::LeastInFlight] {
+            let rejected = set.pick(how).expect_err("no worker admitted");
+            assert_eq!(rejected.retry_after, Some(secs(20)), "{percent}% {how:?}");
+        }
+    }
+    // The soonest retry_after of several ejected workers.
+    let (set, clock) = set(3, Config::default().failure_threshold(1), 100);
+    for worker in 0..3 {
+        let _ = fail_once(&set, worker, Verdict::Failure);
+        clock.advance(secs(5));
+    }
+    assert_eq!(
+        set.pick(Pick::RoundRobin).expect_err("all out").retry_after,
+        Some(secs(15))
+    );
+    // Zero workers: nothing admitted, nothing to wait for; an unknown index likewise.
+    let empty = SharedBreakerSet::new(0, Config::default());
+    assert!(empty.is_empty());
+    assert_eq!(
+        empty.pick(Pick::RoundRobin).expect_err("empty").retry_after,
+        None
+    );
+    assert_eq!(set.try_acquire(9).expect_err("unknown").retry_after, None);
+    assert_eq!(set.state(9), State::ForcedOpen);
+    assert!(set.reset(9).is_err());
+}
+
+#[test]
+fn in_flight_counts_return_to_zero() {
+    let (set, clock) = set(3, Config::default().failure_threshold(3), 100);
+    let mut held: Vec<SetPermit> = Vec::new();
+    for _ in 0..9 {
+        held.push(set.pick(Pick::LeastInFlight).expect("admitted"));
+    }
+    assert_eq!(
+        [set.in_flight(0), set.in_flight(1), set.in_flight(2)],
+        [3, 3, 3]
+    );
+    // LeastInFlight goes where fewest are in flight.
+    let w1: Vec<SetPermit> = held.drain(..).filter(|p| p.worker() != 1).collect();
+    assert_eq!(set.in_flight(1), 0);
+    let next = set.pick(Pick::LeastInFlight).expect("admitted");
+    assert_eq!(next.worker(), 1);
+    // Recorded, dropped, stale, in a breaker that opened meanwhile: all come back.
+    let mut verdicts = [Verdict::Success, Verdict::Failure, Verdict::Abandoned]
+        .into_iter()
+        .cycle();
+    for (i, p) in w1.into_iter().enumerate() {
+        if i % 2 == 0 {
+            drop(p);
+        } else {
+            let _ = p.report(verdicts.next().expect("cycle"));
+        }
+    }
+    drop(next);
+    let a = set.try_acquire(2).expect("closed");
+    while set.state(2) == State::Closed {
+        let _ = fail_once(&set, 2, Verdict::Failure);
+    }
+    assert!(matches!(set.state(2), State::Open { .. }));
+    assert_eq!(a.report(Verdict::Success), Recorded::Stale);
+    clock.advance(secs(30));
+    let probe = set.try_acquire(2).expect("probe");
+    assert_eq!(set.in_flight(2), 1);
+    drop(probe);
+    assert_eq!(
+        [set.in_flight(0), set.in_flight(1), set.in_flight(2)],
+        [0, 0, 0]
+    );
+    assert_eq!(set.snapshot(2).expect("known").probes_in_flight(), 0);
+}
+
+/// A clock that panics when read while armed.
+#[derive(Clone)]
+struct PanickyClock {
+    inner: ManualClock,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Clock for PanickyClock {
+    fn now(&self) -> Duration {
+        if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("clock read while armed");
+        }
+        self.inner.now()
+    }
+}
+
+#[test]
+fn a_panicking_clock_is_not_read_by_a_permit_dropped_while_unwinding() {
+    // The bug: a permit dropped while the thread unwinds reads a user clock from
+    // `Drop`; if that clock panics too, the process aborts. Our permits never read
+    // the clock when abandoned, nor when recording while unwinding, and still free
+    // their slots.
+    let clock = PanickyClock {
+        inner: ManualClock::new(),
+        armed: Default::default(),
+    };
+    let config = Config::default().failure_threshold(1).success_threshold(2);
+    let shared = SharedBreaker::with_clock(config, clock.clone());
+    let set = SharedBreakerSet::with_clock(2, config, clock.clone()).with_max_ejected_percent(100);
+    let _ = shared
+        .try_acquire()
+        .expect("closed")
+        .report(Verdict::Failure);
+    let _ = fail_once(&set, 0, Verdict::Failure);
+    clock.inner.advance(secs(30));
+    let probe = shared.try_acquire_owned().expect("probe");
+    let set_probe = set.try_acquire(0).expect("probe");
+    let failing = set.try_acquire(1).expect("closed");
+    clock.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _held = (probe, set_probe);
+        // A stream's recorder reporting a failure while unwinding (its inner stream
+        // panicked): counted at the breaker's latest time, without the clock.
+        struct OnUnwind(Option<SetPermit>);
+        impl Drop for OnUnwind {
+            fn drop(&mut self) {
+                if let Some(p) = self.0.take() {
+                    sluice::Recorder::record(p, sluice::Outcome::from(Verdict::Failure));
+                }
+            }
+        }
+        let _record = OnUnwind(Some(failing));
+        panic!("the stream panicked");
+    }));
+    assert!(caught.is_err(), "the panic came through");
+    clock
+        .armed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    // The probe slots were freed; worker 1's failure was counted (it opened), at the
+    // latest time its breaker had seen (zero, so it is Open until 30 s).
+    assert_eq!(shared.snapshot().probes_in_flight(), 0);
+    assert_eq!(set.snapshot(0).expect("known").probes_in_flight(), 0);
+    assert_eq!(set.in_flight(0) + set.in_flight(1), 0);
+    assert!(shared.try_acquire().expect("probe slot free").is_probe());
+    assert_eq!(
+        set.snapshot(1).expect("known").poll_timeout(),
+        Some(secs(30))
+    );
+    assert_eq!(set.ejected(), 2);
+}
+
+#[test]
+fn the_rate_rule_counts_successes_without_the_core_and_loses_none() {
+    // The lock-free success path of a rate rule: successes counted in the word are
+    // all in the window when a failure comes, in order.
+    let config = Config::default()
+        .failure_threshold(100)
+        .failure_rate(0.5, Window::Calls(10), 10);
+    let shared = SharedBreaker::with_clock(config, ManualClock::new());
+    let mut core = CircuitBreaker::new(config);
+    let mut trace = Vec::new();
+    for i in 0..40 {
+        let verdict = if i % 7 < 3 && i > 20 {
+            Verdict::Failure
+        } else {
+            Verdict::Success
+        };
+        let a = shared.try_acquire().map(|p| p.report(verdict));
+        let b = core.try_acquire(T0).map(|p| core.record(p, verdict, T0));
+        assert_eq!(a, b, "call {i}");
+        trace.push(shared.snapshot().window_counts());
+        assert_eq!(
+            shared.snapshot().window_counts(),
+            core.window_counts(),
+            "call {i}"
+        );
+    }
+    assert!(matches!(shared.state(), State::Open { .. }), "{trace:?}");
+    // A time window: successes in one bucket, then the next.
+    let clock = ManualClock::new();
+    let config = Config::default().failure_rate(0.5, Window::Time(secs(16)), 4);
+    let shared = SharedBreaker::with_clock(config, clock.clone());
+    let mut core = CircuitBreaker::new(config);
+    for i in 0..64u64 {
+        let now = Duration::from_millis(i * 700);
+        clock.set(now);
+        let verdict = if i % 5 == 4 {
+            Verdict::Failure
+        } else {
+            Verdict::Success
+        };
+        let a = shared.try_acquire().map(|p| p.report(verdict));
+        let b = core.try_acquire(now).map(|p| core.record(p, verdict, now));
+        assert_eq!(a, b, "call {i}");
+        assert_eq!(
+            shared.snapshot().window_counts(),
+            core.window_counts(),
+            "call {i}"
+        );
+    }
 }
 
 #[test]
@@ -250,7 +496,7 @@ fn a_recorded_400_does_not_reset_the_failure_count() {
     assert_eq!(breaker.consecutive_failures(), 4, "the 400 moved the count");
     let permit = breaker.try_acquire(T0).expect("closed");
     let t = breaker
-        .record(permit, policy.send_failed(), T0)
+        .record(permit, policy.classify_send_failure(), T0)
         .transition()
         .expect("trips");
     assert_eq!(t.reason, Reason::ConsecutiveFailures);
@@ -397,10 +643,11 @@ fn invalid_configs_are_errors_not_panics() {
     let bad = Config::default().failure_threshold(0);
     assert!(CircuitBreaker::try_new(bad).is_err());
     assert!(SharedBreaker::try_new(bad).is_err());
-    assert!(BreakerSet::new(2, bad).is_err());
-    assert!(BreakerSet::new(0, Config::default()).is_err());
-    assert!(BreakerSet::with_max_ejected_percent(2, Config::default(), 101).is_err());
-    // `new` corrects instead: a zero threshold counts as one.
+    assert_eq!(
+        SharedBreakerSet::try_new(2, bad).map(|s| s.len()),
+        Err(ConfigError::ZeroFailureThreshold)
+    );
+    // `new` corrects instead: a zero threshold counts as one, on all three.
     let mut breaker = CircuitBreaker::new(bad);
     let permit = breaker.try_acquire(T0).expect("closed");
     assert!(
@@ -409,14 +656,9 @@ fn invalid_configs_are_errors_not_panics() {
             .transition()
             .is_some()
     );
-    let mut set = BreakerSet::new(1, Config::default()).expect("valid");
-    assert!(matches!(
-        set.try_acquire(7, T0),
-        Err(sluice::breaker::SetError::UnknownWorker {
-            worker: 7,
-            workers: 1
-        })
-    ));
+    let set = SharedBreakerSet::new(2, bad).with_max_ejected_percent(250);
+    assert_eq!(set.max_ejected(), 2, "a percent above 100 counts as 100");
+    assert!(fail_once(&set, 1, Verdict::Failure).is_some());
 }
 
 #[test]

@@ -1,14 +1,18 @@
-//! Model-checked concurrency of `SharedBreaker` (loom): no lost counts, the probe limit
-//! held, and only outcomes some sequential history of the sans-io breaker could give.
+//! Model-checked concurrency of `SharedBreaker` and `SharedBreakerSet` (loom): no lost
+//! counts (also on the failure-rate rule's lock-free path), the probe limit held, the
+//! ejection cap never exceeded, and only outcomes some sequential history of the
+//! sans-io breaker could give.
 //!
-//! `RUSTFLAGS="--cfg sluice_loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom_breaker`
+//! `RUSTFLAGS="--cfg sluice_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_breaker`
 #![cfg(sluice_loom)]
 
 use std::time::Duration;
 
 use loom::thread;
 use sluice::Verdict;
-use sluice::breaker::{Config, ManualClock, Reason, Recorded, SharedBreaker, State};
+use sluice::breaker::{
+    Config, ManualClock, Pick, Reason, Recorded, SharedBreaker, SharedBreakerSet, State, Window,
+};
 
 fn breaker(config: Config) -> (SharedBreaker, ManualClock) {
     let clock = ManualClock::new();
@@ -162,5 +166,169 @@ fn force_open_races_a_closed_record() {
             "{recorded:?}"
         );
         assert_eq!(b.snapshot().generation(), 1);
+    });
+}
+
+// The failure-rate rule's lock-free path: successes counted in the word.
+
+fn rated(window: Window, minimum_calls: u32) -> Config {
+    Config::default()
+        .failure_threshold(100)
+        .failure_rate(0.5, window, minimum_calls)
+}
+
+#[test]
+fn rate_rule_successes_are_all_counted() {
+    loom::model(|| {
+        // Three calls so far (one failure): successes may be counted in the word.
+        let (b, _) = breaker(rated(Window::Calls(8), 4));
+        for v in [Verdict::Success, Verdict::Failure, Verdict::Success] {
+            let _ = b.try_acquire().expect("closed").report(v);
+        }
+        let got = race(&b, &[Verdict::Success, Verdict::Success]);
+        assert_eq!(got, [Recorded::Counted(None); 2]);
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(
+            b.snapshot().window_counts(),
+            Some((5, 1)),
+            "a success was lost"
+        );
+    });
+}
+
+#[test]
+fn rate_rule_success_and_failure_give_a_sequential_outcome() {
+    loom::model(|| {
+        // Window of 4, minimum 4, rate 1/2: F S S, then a success and a failure at
+        // once. Either order fills the window with 2 failures of 4: the second record
+        // opens it, whichever it is; nothing is lost or counted twice.
+        let (b, _) = breaker(rated(Window::Calls(4), 4));
+        for v in [Verdict::Failure, Verdict::Success, Verdict::Success] {
+            let _ = b.try_acquire().expect("closed").report(v);
+        }
+        let got = race(&b, &[Verdict::Success, Verdict::Failure]);
+        let opened: Vec<_> = got.iter().filter_map(Recorded::transition).collect();
+        let state = b.state();
+        if opened.is_empty() {
+            // Both counted in Closed: then the window is S S S F or S S F S.
+            assert_eq!(state, State::Closed, "{got:?}");
+            assert_eq!(b.snapshot().window_counts(), Some((4, 1)), "{got:?}");
+        } else {
+            assert_eq!(opened.len(), 1, "{got:?}");
+            assert_eq!(opened[0].reason, Reason::FailureRate);
+            assert!(matches!(state, State::Open { .. }));
+        }
+    });
+}
+
+#[test]
+fn rate_rule_time_window_successes_land_in_their_bucket() {
+    loom::model(|| {
+        // 16 s window (1 s buckets): one success at 0.5 s, then the clock moves to
+        // 1.5 s while two threads record successes. Each lands in the bucket of a
+        // reading the breaker saw, none is lost.
+        let (b, clock) = breaker(rated(Window::Time(Duration::from_secs(16)), 4));
+        clock.set(Duration::from_millis(500));
+        let _ = b.try_acquire().expect("closed").report(Verdict::Success);
+        let c2 = clock.clone();
+        let mover = thread::spawn(move || c2.set(Duration::from_millis(1500)));
+        let got = race(&b, &[Verdict::Success, Verdict::Success]);
+        mover.join().expect("no panic");
+        assert_eq!(got, [Recorded::Counted(None); 2]);
+        assert_eq!(b.snapshot().window_counts(), Some((3, 0)));
+    });
+}
+
+// The set: the ejection cap under concurrent trips, and the in-flight counts.
+
+#[test]
+fn concurrent_trips_never_exceed_the_cap() {
+    loom::model(|| {
+        // Two workers at 50 %: one may be out. Both trip at once.
+        let clock = ManualClock::new();
+        let set = SharedBreakerSet::with_clock(2, Config::default().failure_threshold(1), clock)
+            .with_max_ejected_percent(50);
+        let handles: Vec<_> = (0..2)
+            .map(|worker| {
+                let set = set.clone();
+                thread::spawn(move || {
+                    let permit = set.try_acquire(worker).expect("closed");
+                    let recorded = permit.report(Verdict::Failure);
+                    assert!(set.ejected() <= 1, "cap exceeded");
+                    recorded.transition().expect("opened or held in")
+                })
+            })
+            .collect();
+        let got: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect();
+        let capped = got
+            .iter()
+            .filter(|t| t.reason == Reason::EjectionCapped)
+            .count();
+        assert_eq!(capped, 1, "{got:?}");
+        assert_eq!(set.ejected(), 1);
+        let open = (0..2)
+            .filter(|w| matches!(set.state(*w), State::Open { .. }))
+            .count();
+        assert_eq!(open, 1);
+    });
+}
+
+#[test]
+fn a_close_and_a_trip_race_within_the_cap() {
+    loom::model(|| {
+        // Worker 0 is HalfOpen (ejected, the cap of one is full); its probe succeeds
+        // while worker 1 trips. Worker 1 is ejected if and only if its trip came after
+        // the close; the cap holds either way.
+        let clock = ManualClock::new();
+        let config = Config::default().failure_threshold(1).success_threshold(1);
+        let set =
+            SharedBreakerSet::with_clock(2, config, clock.clone()).with_max_ejected_percent(50);
+        let _ = set.try_acquire(0).expect("closed").report(Verdict::Failure);
+        clock.advance(Duration::from_secs(30));
+        let probe = set.try_acquire(0).expect("probe");
+        let s2 = set.clone();
+        let tripper = thread::spawn(move || {
+            let permit = s2.try_acquire(1).expect("closed");
+            permit
+                .report(Verdict::Failure)
+                .transition()
+                .expect("a transition")
+        });
+        let closed = probe.report(Verdict::Success).transition().expect("closes");
+        assert_eq!(closed.to, State::Closed);
+        let t = tripper.join().expect("no panic");
+        assert!(set.ejected() <= 1);
+        match t.reason {
+            Reason::EjectionCapped => assert_eq!(set.ejected(), 0),
+            _ => assert!(matches!(set.state(1), State::Open { .. }) && set.ejected() == 1),
+        }
+        assert_eq!(set.in_flight(0) + set.in_flight(1), 0);
+    });
+}
+
+#[test]
+fn set_in_flight_counts_return_to_zero() {
+    loom::model(|| {
+        let set = SharedBreakerSet::with_clock(2, Config::default(), ManualClock::new());
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let set = set.clone();
+                thread::spawn(move || {
+                    let permit = set.pick(Pick::LeastInFlight).expect("closed");
+                    if i == 0 {
+                        drop(permit);
+                    } else {
+                        let _ = permit.report(Verdict::Success);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("no panic");
+        }
+        assert_eq!(set.in_flight(0) + set.in_flight(1), 0);
     });
 }

@@ -1,6 +1,7 @@
-//! Replays a list of breaker operations against the sans-io `CircuitBreaker` and a
-//! `SharedBreaker` on a `ManualClock`, under three configurations, and panics on any
-//! broken invariant of SPEC section 3 or any disagreement between the two. Shared by
+//! Replays a list of breaker operations against the sans-io `CircuitBreaker`, a
+//! `SharedBreaker` and a one-worker `SharedBreakerSet` (whose cap always lets its one
+//! worker out) on a `ManualClock`, under three configurations, and panics on any
+//! broken invariant of SPEC section 3 or any disagreement between them. Shared by
 //! the `breaker_ops` fuzz target and `cargo test` (tests/fuzz_breaker_ops.rs).
 
 use std::time::Duration;
@@ -8,8 +9,8 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use sluice::Verdict;
 use sluice::breaker::{
-    CircuitBreaker, Config, ManualClock, OwnedSharedPermit, Permit, Recorded, SharedBreaker, State,
-    Transition, Window,
+    CircuitBreaker, Config, ManualClock, OwnedSharedPermit, Permit, Pick, Recorded, SetPermit,
+    SharedBreaker, SharedBreakerSet, State, Transition, Window,
 };
 
 /// A verdict, as the input spells it.
@@ -93,8 +94,9 @@ fn run(config: Config, ops: &[Op]) {
     let mut b = CircuitBreaker::try_new(config).expect("valid config");
     let clock = ManualClock::new();
     let shared = SharedBreaker::with_clock(config, clock.clone());
+    let set = SharedBreakerSet::with_clock(1, config, clock.clone());
     let max_probes = config_probes(&config);
-    let mut permits: Vec<(Permit, OwnedSharedPermit)> = Vec::new();
+    let mut permits: Vec<(Permit, OwnedSharedPermit, SetPermit)> = Vec::new();
     let mut now = Duration::ZERO;
     for op in ops {
         let before = seen(&b, now);
@@ -102,11 +104,16 @@ fn run(config: Config, ops: &[Op]) {
             Op::Acquire => {
                 let got = b.try_acquire(now);
                 let other = shared.try_acquire_owned();
-                match (got, other) {
-                    (Ok(p), Ok(sp)) => {
+                let in_set = set.pick(Pick::LeastInFlight);
+                match (got, other, in_set) {
+                    (Ok(p), Ok(sp), Ok(setp)) => {
                         assert_eq!(
                             (p.generation(), p.is_probe(), p.transition()),
                             (sp.generation(), sp.is_probe(), sp.transition())
+                        );
+                        assert_eq!(
+                            (p.generation(), p.is_probe(), p.transition()),
+                            (setp.generation(), setp.is_probe(), setp.transition())
                         );
                         if let State::Open { until } = before.0 {
                             panic!("admitted at {now:?}, open until {until:?}");
@@ -120,10 +127,11 @@ fn run(config: Config, ops: &[Op]) {
                             None => assert_eq!(b.generation(), before.1),
                         }
                         assert_eq!(p.generation(), b.generation());
-                        permits.push((p, sp));
+                        permits.push((p, sp, setp));
                     }
-                    (Err(e), Err(se)) => {
+                    (Err(e), Err(se), Err(sete)) => {
                         assert_eq!(e, se);
+                        assert_eq!(e, sete, "set");
                         match before.0 {
                             State::Open { until } => assert_eq!(e.retry_after, Some(until - now)),
                             State::Closed | State::Disabled => panic!("{:?} rejected", before.0),
@@ -135,14 +143,16 @@ fn run(config: Config, ops: &[Op]) {
                             "a rejection changed the generation"
                         );
                     }
-                    (got, other) => panic!("core {got:?}, shared {other:?}"),
+                    (got, other, in_set) => {
+                        panic!("core {got:?}, shared {other:?}, set {in_set:?}")
+                    }
                 }
             }
             Op::Record { pick, verdict } => {
                 if permits.is_empty() {
                     continue;
                 }
-                let (p, sp) = permits.remove(usize::from(pick) % permits.len());
+                let (p, sp, setp) = permits.remove(usize::from(pick) % permits.len());
                 let verdict = match verdict {
                     V::Success => Verdict::Success,
                     V::Failure => Verdict::Failure,
@@ -151,6 +161,11 @@ fn run(config: Config, ops: &[Op]) {
                 let stale = p.generation() != b.generation();
                 let got = b.record(p, verdict, now);
                 assert_eq!(sp.report(verdict), got, "shared disagrees");
+                if verdict == Verdict::Abandoned {
+                    drop(setp);
+                } else {
+                    assert_eq!(setp.report(verdict), got, "set disagrees");
+                }
                 let after = seen(&b, now);
                 match got {
                     Recorded::Stale => {
@@ -187,17 +202,19 @@ fn run(config: Config, ops: &[Op]) {
             Op::HandleTimeout => {
                 let t = b.handle_timeout(now);
                 assert_eq!(shared.handle_timeout(), t);
+                assert_eq!(set.handle_timeout(0), Ok(t));
                 if let Some(t) = t {
                     check_transition(&t, before, &b, now);
                 }
             }
             Op::ForceOpen | Op::Disable | Op::Reset => {
-                let (t, st) = match op {
-                    Op::ForceOpen => (b.force_open(now), shared.force_open()),
-                    Op::Disable => (b.disable(now), shared.disable()),
-                    _ => (b.reset(now), shared.reset()),
+                let (t, st, sett) = match op {
+                    Op::ForceOpen => (b.force_open(now), shared.force_open(), set.force_open(0)),
+                    Op::Disable => (b.disable(now), shared.disable(), set.disable(0)),
+                    _ => (b.reset(now), shared.reset(), set.reset(0)),
                 };
                 assert_eq!(t, st, "shared disagrees");
+                assert_eq!(Ok(t), sett, "set disagrees");
                 if let Some(t) = t {
                     check_transition(&t, before, &b, now);
                 }
@@ -205,6 +222,10 @@ fn run(config: Config, ops: &[Op]) {
         }
         assert!(b.probes_in_flight() <= max_probes, "probes above the limit");
         assert_eq!(shared.state(), b.state(now), "shared state");
+        assert_eq!(set.state(0), b.state(now), "set state");
+        assert_eq!(set.in_flight(0), permits.len(), "set in flight");
+        let ejected = matches!(b.state(now), State::Open { .. } | State::HalfOpen);
+        assert_eq!(set.ejected(), usize::from(ejected), "set ejected");
         if let Some(until) = b.poll_timeout() {
             assert!(matches!(b.state(now), State::Open { .. } | State::HalfOpen));
             assert_eq!(b.state(until), State::HalfOpen);

@@ -27,6 +27,28 @@ pub enum State {
     Disabled,
 }
 
+impl State {
+    /// A stable snake_case label, for metrics and logs: `closed`, `open`, `half_open`,
+    /// `forced_open`, `disabled` (Open's `until` is left out).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use sluice::breaker::State;
+    ///
+    /// assert_eq!(State::Open { until: Duration::ZERO }.as_str(), "open");
+    /// assert_eq!(State::HalfOpen.as_str(), "half_open");
+    /// ```
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open { .. } => "open",
+            Self::HalfOpen => "half_open",
+            Self::ForcedOpen => "forced_open",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
 /// Why a [`Transition`] happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -47,14 +69,47 @@ pub enum Reason {
     Disabled,
     /// To Closed, by [`CircuitBreaker::reset`].
     Reset,
-    /// No change of state: the breaker would have opened, but a
-    /// [`BreakerSet`](super::BreakerSet) already ejects as many workers as it may, so
-    /// this one stays admitted (`from == to`, and no new generation).
+    /// No change of state: the breaker would have opened (by consecutive failures or
+    /// the failure rate), but its [`SharedBreakerSet`](super::SharedBreakerSet)
+    /// already ejects as many workers as its cap allows, so this one stays Closed
+    /// and admitted (`from == to == Closed`, and no new generation). Reported at every
+    /// record that would have opened it (every failure of the run; with a rate rule,
+    /// also a success while the window stays at the rate), until the cap has room.
     EjectionCapped,
 }
 
+impl Reason {
+    /// A stable snake_case label, for metrics and logs: `consecutive_failures`,
+    /// `failure_rate`, `open_elapsed`, `probe_failed`, `probes_succeeded`, `forced`,
+    /// `disabled`, `reset`, `ejection_capped`.
+    ///
+    /// ```
+    /// use sluice::breaker::Reason;
+    ///
+    /// assert_eq!(Reason::ProbesSucceeded.as_str(), "probes_succeeded");
+    /// assert_eq!(Reason::EjectionCapped.as_str(), "ejection_capped");
+    /// ```
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::ConsecutiveFailures => "consecutive_failures",
+            Self::FailureRate => "failure_rate",
+            Self::OpenElapsed => "open_elapsed",
+            Self::ProbeFailed => "probe_failed",
+            Self::ProbesSucceeded => "probes_succeeded",
+            Self::Forced => "forced",
+            Self::Disabled => "disabled",
+            Self::Reset => "reset",
+            Self::EjectionCapped => "ejection_capped",
+        }
+    }
+}
+
 /// One change of state, for the caller to log or export.
+///
+/// Its fields are public to read; it is `#[non_exhaustive]` (more may follow), so
+/// only the breaker makes one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Transition {
     /// The state left (Open as it was set, with its `until`).
     pub from: State,
@@ -120,6 +175,7 @@ pub struct Rejected {
 }
 
 /// What [`CircuitBreaker::record`] did with a verdict.
+#[must_use = "a record may have changed the state: log or export its transition"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Recorded {
@@ -312,6 +368,7 @@ impl CircuitBreaker {
     /// driver that calls it when [`poll_timeout`](Self::poll_timeout) fires reports the
     /// transition on time.
     #[inline]
+    #[must_use = "a transition to log or export"]
     pub fn handle_timeout(&mut self, now: Duration) -> Option<Transition> {
         let now = self.observe(now);
         match self.phase {
@@ -366,19 +423,34 @@ impl CircuitBreaker {
     /// causes is returned.
     #[inline]
     pub fn record(&mut self, permit: Permit, verdict: Verdict, now: Duration) -> Recorded {
-        self.record_capped(permit, verdict, now, true)
+        self.record_capped(permit, verdict, now, || true)
     }
 
-    /// [`record`](Self::record), where `may_open` false keeps a Closed breaker from
-    /// opening (the set's ejection cap): the refusal is returned as a same-state
-    /// transition with [`Reason::EjectionCapped`].
-    #[inline]
-    pub(crate) fn record_capped(
+    /// [`record`](Self::record) for a breaker in a pool with an ejection cap: a Closed
+    /// breaker that would open first calls `may_open` (at most once, and only then).
+    /// `false` keeps it Closed (its counts as they are after this verdict, so the
+    /// next failure asks again), and the refusal comes back as a same-state
+    /// transition, Closed to Closed, with [`Reason::EjectionCapped`] and no new
+    /// generation. [`SharedBreakerSet`](super::SharedBreakerSet) is built on it; a
+    /// sans-io pool can be too.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use sluice::Verdict;
+    /// use sluice::breaker::{CircuitBreaker, Config, Reason, State};
+    ///
+    /// let mut b = CircuitBreaker::new(Config::default().failure_threshold(1));
+    /// let permit = b.try_acquire(Duration::ZERO).expect("closed");
+    /// let t = b.record_capped(permit, Verdict::Failure, Duration::ZERO, || false);
+    /// let t = t.transition().expect("reported");
+    /// assert_eq!((t.to, t.reason), (State::Closed, Reason::EjectionCapped));
+    /// ```
+    pub fn record_capped(
         &mut self,
         permit: Permit,
         verdict: Verdict,
         now: Duration,
-        may_open: bool,
+        may_open: impl FnOnce() -> bool,
     ) -> Recorded {
         let now = self.observe(now);
         if permit.generation != self.generation {
@@ -405,7 +477,7 @@ impl CircuitBreaker {
                     (false, true) => Reason::FailureRate,
                     (false, false) => return Recorded::Counted(None),
                 };
-                Some(if may_open {
+                Some(if may_open() {
                     self.open(now, reason)
                 } else {
                     Transition {
@@ -448,6 +520,7 @@ impl CircuitBreaker {
 
     /// Opens by hand until [`reset`](Self::reset) or [`disable`](Self::disable).
     /// Returns the transition, or `None` if already ForcedOpen.
+    #[must_use = "a transition to log or export"]
     pub fn force_open(&mut self, now: Duration) -> Option<Transition> {
         let now = self.observe(now);
         (self.phase != Phase::ForcedOpen)
@@ -457,6 +530,7 @@ impl CircuitBreaker {
     /// Switches the breaker off: it admits everything and counts nothing until
     /// [`reset`](Self::reset) or [`force_open`](Self::force_open). Returns the
     /// transition, or `None` if already Disabled.
+    #[must_use = "a transition to log or export"]
     pub fn disable(&mut self, now: Duration) -> Option<Transition> {
         let now = self.observe(now);
         (self.phase != Phase::Disabled).then(|| self.enter(Phase::Disabled, now, Reason::Disabled))
@@ -465,6 +539,7 @@ impl CircuitBreaker {
     /// Back to Closed with every count, the rate window and the backoff cleared.
     /// Returns the transition, or `None` if it was Closed already (the counts are
     /// cleared all the same, and the generation stays).
+    #[must_use = "a transition to log or export"]
     pub fn reset(&mut self, now: Duration) -> Option<Transition> {
         let now = self.observe(now);
         self.openings = 0;
@@ -552,13 +627,49 @@ impl CircuitBreaker {
         }
     }
 
+    /// The calls counted in the failure-rate window and how many of them failed, as
+    /// of the latest `now` seen; `None` without a rate rule.
+    pub fn window_counts(&self) -> Option<(u64, u64)> {
+        self.window.as_ref().map(|w| w.counts(self.latest))
+    }
+
     // What the shared handle needs to mirror the Closed state in its atomic word.
 
-    /// Whether the Closed and Disabled/ForcedOpen states can run without the core:
-    /// no rate window, and a failure threshold that fits the shared word.
+    /// Whether a failure-rate rule is configured (then the shared handle counts
+    /// Closed successes in its word and the rest in the core).
     #[cfg(feature = "std")]
     pub(crate) const fn has_rate_window(&self) -> bool {
         self.window.is_some()
+    }
+
+    /// In Closed, counts `count` successes at the latest `now`, all at once (the shared
+    /// handle's pending successes); the caller has made sure they cannot open it.
+    #[cfg(feature = "std")]
+    pub(crate) fn fold_successes(&mut self, count: u64) {
+        if count == 0 {
+            return;
+        }
+        if let Phase::Closed { failures } = &mut self.phase {
+            *failures = 0;
+            if let Some(window) = &mut self.window {
+                let fired = window.push_successes(count, self.latest);
+                debug_assert!(!fired, "a folded success opened the breaker");
+            }
+        }
+    }
+
+    /// With a rate rule, in Closed: (one more success changes nothing, no run of
+    /// successes can open the breaker, the end of the current time bucket).
+    #[cfg(feature = "std")]
+    pub(crate) fn success_shortcuts(&self) -> (bool, bool, Option<Duration>) {
+        match (&self.window, self.phase) {
+            (Some(w), Phase::Closed { failures }) => (
+                failures == 0 && w.successes_change_nothing(),
+                w.successes_cannot_fire(self.latest),
+                w.bucket_end(self.latest),
+            ),
+            _ => (false, false, None),
+        }
     }
 
     /// In Closed, sets the consecutive-failure count (the shared word's copy).

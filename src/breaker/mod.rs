@@ -8,17 +8,55 @@
 //!   Sync` handle, reading time from a [`Clock`]; its Closed-state hot path takes no
 //!   lock. Its [`SharedPermit`] is a [`Recorder`](crate::Recorder), so a
 //!   [`TrackedStream`](crate::TrackedStream) reports straight to it.
-//! * [`BreakerSet`] (feature `alloc`) keeps one breaker per worker and caps how many
-//!   are ejected at once.
+//! * [`SharedBreakerSet`] (feature `std`) keeps one shared breaker per worker, picks
+//!   workers ([`Pick`]) and caps how many are ejected at once. (A sans-io pool can be
+//!   built on [`CircuitBreaker::record_capped`].)
 //! * [`StatusPolicy`] says what the start of a response (its status, or a failed send)
 //!   means for the breaker.
+//!
+//! # Configuration: one policy
+//!
+//! Every constructor comes in two forms. `new` / `with_clock` never fail and never
+//! panic: an invalid [`Config`] is corrected to the nearest valid one (a zero
+//! threshold counts as 1, an invalid rate rule is left out, a zero backoff factor is
+//! 1, a backoff cap below the open duration is raised to it; see
+//! [`CircuitBreaker::new`]). `try_new` / `try_with_clock` refuse it with the
+//! [`ConfigError`] that [`Config::validate`] gives. A set's other inputs need no
+//! error: zero workers make a set that admits nothing, and a `max_ejected_percent`
+//! above 100 counts as 100.
+//!
+//! # What the shared handle guarantees
+//!
+//! Every concurrent history of a [`SharedBreaker`] (or of one worker of a
+//! [`SharedBreakerSet`]) equals a sequential history of the sans-io [`CircuitBreaker`]
+//! (checked with loom in `tests/loom_breaker.rs`), in which each operation that ran on
+//! the lock-free path takes effect at its atomic load or compare-and-swap with `now`
+//! equal to the breaker's latest time, and each one that took the lock takes effect
+//! inside it at its own clock reading (or the latest, if that is later). So no count
+//! is lost and no transition is made twice or skipped. For a success counted
+//! lock-free under a time-window rate rule, the latest time is in the same window
+//! bucket as the success's own clock reading; the only thing that can differ from a
+//! history where every call passes its own reading is the breaker's latest time
+//! (the `at` of a later transition may be a little earlier).
+//!
+//! In Closed the lock-free path is: acquiring; recording an abandoned call; without a
+//! rate rule, recording a success or a failure below the threshold; with a rate rule,
+//! recording a success while no run of successes can fire the rule (with a time
+//! window, after one clock read, and once per bucket width through the lock). A
+//! success that changes nothing (a full count window with no failure in it) is a
+//! load, with no write at all. Failures under a rate rule take the lock.
+//!
+//! A permit dropped unrecorded (also while the thread unwinds) runs no user code: an
+//! abandoned call needs no clock reading. A verdict recorded while the thread
+//! unwinds (a [`TrackedStream`](crate::TrackedStream) whose inner stream panicked)
+//! does not read the clock either; it is counted at the breaker's latest time.
 
 mod config;
 mod machine;
 mod policy;
 mod window;
 
-#[cfg(feature = "alloc")]
+#[cfg(feature = "std")]
 mod set;
 #[cfg(feature = "std")]
 mod shared;
@@ -28,8 +66,10 @@ mod sync;
 pub use self::config::{Config, ConfigError, MAX_WINDOW_CALLS, TIME_WINDOW_BUCKETS, Window};
 pub use self::machine::{CircuitBreaker, Permit, Reason, Recorded, Rejected, State, Transition};
 pub use self::policy::{Classified, StatusPolicy};
-#[cfg(feature = "alloc")]
-pub use self::set::{BreakerSet, SetError, WorkerPermit};
+#[cfg(feature = "std")]
+pub use self::set::{
+    DEFAULT_MAX_EJECTED_PERCENT, Pick, SetPermit, SharedBreakerSet, UnknownWorker,
+};
 #[cfg(feature = "std")]
 pub use self::shared::{
     Clock, ManualClock, OwnedSharedPermit, SharedBreaker, SharedPermit, StdClock,

@@ -33,7 +33,7 @@ pub enum Classified {
 /// assert_eq!(policy.classify(503), Classified::Settle(Verdict::Failure));
 /// assert_eq!(policy.classify(429), Classified::Settle(Verdict::Abandoned));
 /// assert_eq!(policy.classify(404), Classified::Settle(Verdict::Abandoned));
-/// assert_eq!(policy.send_failed(), Verdict::Failure);
+/// assert_eq!(policy.classify_send_failure(), Verdict::Failure);
 ///
 /// // A gateway whose workers answer 429 when overloaded may count it against them.
 /// let strict = StatusPolicy::default().too_many_requests(Verdict::Failure);
@@ -94,7 +94,8 @@ impl StatusPolicy {
         self
     }
 
-    /// The verdict for a send that failed before any status (default `Failure`).
+    /// Sets the verdict for a send that failed before any status (default `Failure`);
+    /// [`classify_send_failure`](Self::classify_send_failure) reads it back.
     #[must_use]
     pub const fn send_failures(mut self, verdict: Verdict) -> Self {
         self.send_failed = verdict;
@@ -112,8 +113,10 @@ impl StatusPolicy {
         })
     }
 
-    /// The verdict for a send that failed before any status arrived.
-    pub const fn send_failed(&self) -> Verdict {
+    /// Classifies a send that failed before any status arrived (connect error,
+    /// timeout): the verdict to record, as [`classify`](Self::classify) does for a
+    /// status.
+    pub const fn classify_send_failure(&self) -> Verdict {
         self.send_failed
     }
 }
@@ -150,6 +153,6 @@ mod tests {
         assert_eq!(custom.classify(429), Classified::Settle(Verdict::Abandoned));
         assert_eq!(custom.classify(502), Classified::Settle(Verdict::Abandoned));
         assert_eq!(custom.classify(302), Classified::Settle(Verdict::Abandoned));
-        assert_eq!(custom.send_failed(), Verdict::Abandoned);
+        assert_eq!(custom.classify_send_failure(), Verdict::Abandoned);
     }
 }

@@ -1,233 +1,529 @@
-//! One breaker per worker, with a cap on how many are ejected at once.
+//! One shared breaker per worker, with a cap on how many are ejected at once.
 
-use alloc::vec::Vec;
+use alloc::boxed::Box;
+use core::fmt;
 use core::time::Duration;
 
-use super::{CircuitBreaker, Config, ConfigError, Permit, Recorded, Rejected, State, Transition};
-use crate::Verdict;
+use super::shared::{Cap, Clock, Core, StdClock};
+use super::sync::{Arc, AtomicUsize, Ordering};
+use super::{Config, ConfigError, Recorded, Rejected, State, Transition};
+use crate::{Outcome, Recorder, Verdict};
 
-/// Why a [`BreakerSet`] call was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+/// The default `max_ejected_percent`: Envoy's default for outlier detection.
+pub const DEFAULT_MAX_EJECTED_PERCENT: u8 = 10;
+
+/// How [`SharedBreakerSet::pick`] chooses a worker among those that admit a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
-pub enum SetError {
-    /// The breaker configuration is invalid.
-    #[error("invalid breaker configuration: {0}")]
-    Config(#[from] ConfigError),
-    /// A set needs at least one worker.
-    #[error("a breaker set needs at least one worker")]
-    NoWorkers,
-    /// `max_ejected_percent` is above 100.
-    #[error("max_ejected_percent must be at most 100, not {0}")]
-    Percent(u8),
-    /// The worker index is not in the set.
-    #[error("no worker {worker} in a set of {workers}")]
-    UnknownWorker {
-        /// The index asked for.
-        worker: usize,
-        /// How many workers the set has.
+pub enum Pick {
+    /// The next worker after the last one picked, in index order.
+    #[default]
+    RoundRobin,
+    /// The worker with the fewest calls in flight (permits issued and not yet
+    /// recorded or dropped); ties go in round-robin order.
+    LeastInFlight,
+}
+
+/// A worker index the set does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("no worker {worker} in a set of {workers}")]
+pub struct UnknownWorker {
+    /// The index asked for.
+    pub worker: usize,
+    /// How many workers the set has.
+    pub workers: usize,
+}
+
+struct Worker {
+    core: Core,
+    in_flight: AtomicUsize,
+}
+
+struct SetInner {
+    workers: Box<[Worker]>,
+    clock: Box<dyn Clock>,
+    /// Workers ejected (Open or HalfOpen) plus trips reserved and not yet published:
+    /// never above `max_ejected`.
+    ejected: AtomicUsize,
+    max_ejected: AtomicUsize,
+    /// Where the next round-robin scan starts. Loaded and stored, not incremented
+    /// atomically: concurrent picks may start at the same worker (no RMW on the hot
+    /// path); alone, the order is exact.
+    cursor: AtomicUsize,
+}
+
+impl SetInner {
+    fn cap(&self) -> Cap<'_> {
+        Cap {
+            ejected: &self.ejected,
+            max: self.max_ejected.load(Ordering::Relaxed),
+        }
+    }
+
+    fn worker(&self, worker: usize) -> Result<&Worker, UnknownWorker> {
+        self.workers.get(worker).ok_or(UnknownWorker {
+            worker,
+            workers: self.workers.len(),
+        })
+    }
+
+    /// Tries `worker`; on success counts the permit in flight.
+    #[inline]
+    fn acquire(&self, worker: usize) -> Result<(u32, bool, Option<Transition>), Rejected> {
+        let w = &self.workers[worker];
+        let permit = w.core.acquire(&*self.clock)?;
+        w.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok((permit.generation(), permit.is_probe(), permit.transition()))
+    }
+
+    #[inline]
+    fn record(&self, worker: usize, generation: u32, probe: bool, verdict: Verdict) -> Recorded {
+        let w = &self.workers[worker];
+        let cap = self.cap();
+        let recorded = w
+            .core
+            .record(&*self.clock, Some(&cap), generation, probe, verdict);
+        w.in_flight.fetch_sub(1, Ordering::Relaxed);
+        recorded
+    }
+}
+
+/// One [`SharedBreaker`](super::SharedBreaker) per worker of a pool, with a cap on
+/// how many are ejected at once: `Clone + Send + Sync`, lock-free on the Closed path
+/// like the single breaker.
+///
+/// A worker is *ejected* while its breaker is Open or HalfOpen (as in Envoy's
+/// outlier detection, where a host is out of the load balancing until its ejection
+/// ends: a HalfOpen worker takes probes only, and a failed probe opens it again
+/// without asking the cap, so it must already hold its slot). At most
+/// `max(1, floor(workers * percent / 100))` workers are ejected at once (default
+/// percent: [`DEFAULT_MAX_EJECTED_PERCENT`], Envoy's 10): one may always be ejected,
+/// so a one-worker pool still fails fast. A Closed worker that would open while the
+/// cap is full stays Closed, and the record that would have opened it reports a
+/// transition from Closed to Closed with [`Reason::EjectionCapped`](super::Reason).
+/// [`force_open`](Self::force_open) (an operator's decision) is never capped and
+/// does not count towards the cap; [`ejected`](Self::ejected) counts what the cap
+/// limits.
+///
+/// [`pick`](Self::pick) chooses a worker ([`Pick`]), [`try_acquire`](Self::try_acquire)
+/// asks one worker. Either gives a [`SetPermit`]: a [`Recorder`] that is `Send +
+/// 'static`, counted *in flight* until it is recorded or dropped (dropped unrecorded,
+/// it records [`Verdict::Abandoned`]).
+///
+/// A worker index the set does not have is treated as a worker forced open: it
+/// admits nothing (`Rejected { retry_after: None }`) and its [`state`](Self::state)
+/// is [`State::ForcedOpen`]; the overrides say [`UnknownWorker`].
+///
+/// ```
+/// use core::time::Duration;
+/// use sluice::breaker::{Config, ManualClock, Pick, Reason, SharedBreakerSet, State};
+/// use sluice::Verdict;
+///
+/// let clock = ManualClock::new();
+/// let config = Config::default().failure_threshold(1);
+/// // Two workers at 50 %: at most one ejected at once.
+/// let set = SharedBreakerSet::with_clock(2, config, clock.clone()).with_max_ejected_percent(50);
+///
+/// let permit = set.try_acquire(0)?;
+/// let t = permit.report(Verdict::Failure).transition().expect("worker 0 opens");
+/// assert!(matches!(t.to, State::Open { .. }));
+///
+/// // Worker 1 fails too, but the cap is full: it stays in, and says so.
+/// let permit = set.pick(Pick::RoundRobin)?;
+/// assert_eq!(permit.worker(), 1);
+/// let t = permit.report(Verdict::Failure).transition().expect("capped");
+/// assert_eq!((t.from, t.to, t.reason), (State::Closed, State::Closed, Reason::EjectionCapped));
+/// assert_eq!(set.ejected(), 1);
+///
+/// // Streams hold their permits; `LeastInFlight` sends the next call elsewhere.
+/// let held = set.pick(Pick::LeastInFlight)?;
+/// assert_eq!((held.worker(), set.in_flight(1)), (1, 1));
+/// drop(held); // unrecorded: Abandoned
+/// assert_eq!(set.in_flight(1), 0);
+/// # Ok::<(), sluice::breaker::Rejected>(())
+/// ```
+#[derive(Clone)]
+pub struct SharedBreakerSet {
+    inner: Arc<SetInner>,
+}
+
+impl fmt::Debug for SharedBreakerSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedBreakerSet")
+            .field("workers", &self.len())
+            .field("ejected", &self.ejected())
+            .field("max_ejected", &self.max_ejected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedBreakerSet {
+    /// `workers` Closed breakers on the system clock. An invalid `config` does not
+    /// panic: it is corrected as in [`CircuitBreaker::new`](super::CircuitBreaker::new)
+    /// ([`try_new`](Self::try_new) refuses it). Zero workers make a set that admits
+    /// nothing.
+    pub fn new(workers: usize, config: Config) -> Self {
+        Self::with_clock(workers, config, StdClock::new())
+    }
+
+    /// `workers` Closed breakers reading time from `clock` (one clock for all); an
+    /// invalid `config` is corrected as in [`new`](Self::new).
+    pub fn with_clock(workers: usize, config: Config, clock: impl Clock) -> Self {
+        let set = Self {
+            inner: Arc::new(SetInner {
+                workers: (0..workers)
+                    .map(|_| Worker {
+                        core: Core::new(config),
+                        in_flight: AtomicUsize::new(0),
+                    })
+                    .collect(),
+                clock: Box::new(clock),
+                ejected: AtomicUsize::new(0),
+                max_ejected: AtomicUsize::new(0),
+                cursor: AtomicUsize::new(0),
+            }),
+        };
+        set.with_max_ejected_percent(DEFAULT_MAX_EJECTED_PERCENT)
+    }
+
+    /// `workers` Closed breakers on the system clock, or what is wrong with `config`.
+    pub fn try_new(workers: usize, config: Config) -> Result<Self, ConfigError> {
+        Self::try_with_clock(workers, config, StdClock::new())
+    }
+
+    /// `workers` Closed breakers reading `clock`, or what is wrong with `config`.
+    pub fn try_with_clock(
         workers: usize,
-    },
-    /// The worker's breaker rejected the call.
-    #[error(transparent)]
-    Rejected(#[from] Rejected),
+        config: Config,
+        clock: impl Clock,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::with_clock(workers, config, clock))
+    }
+
+    /// Caps ejections at `max(1, floor(workers * percent / 100))` workers at once; a
+    /// `percent` above 100 counts as 100. Meant for a new set: it applies to every
+    /// clone, and does not eject or re-admit anyone by itself.
+    #[must_use]
+    pub fn with_max_ejected_percent(self, percent: u8) -> Self {
+        let percent = usize::from(percent.min(100));
+        let by_percent = self.len().saturating_mul(percent) / 100;
+        self.inner
+            .max_ejected
+            .store(by_percent.max(1), Ordering::Relaxed);
+        self
+    }
+
+    /// How many workers.
+    pub fn len(&self) -> usize {
+        self.inner.workers.len()
+    }
+
+    /// Whether the set has no worker (it then admits nothing).
+    pub fn is_empty(&self) -> bool {
+        self.inner.workers.is_empty()
+    }
+
+    /// How many workers may be ejected at once.
+    pub fn max_ejected(&self) -> usize {
+        self.inner.max_ejected.load(Ordering::Relaxed)
+    }
+
+    /// How many workers are ejected now (Open or HalfOpen; ForcedOpen is not
+    /// counted). Never above [`max_ejected`](Self::max_ejected).
+    pub fn ejected(&self) -> usize {
+        self.inner.ejected.load(Ordering::Acquire)
+    }
+
+    /// The state of `worker` now ([`State::ForcedOpen`] for a worker the set does not
+    /// have).
+    pub fn state(&self, worker: usize) -> State {
+        match self.inner.worker(worker) {
+            Ok(w) => w.core.state(&*self.inner.clock),
+            Err(_) => State::ForcedOpen,
+        }
+    }
+
+    /// Permits of `worker` issued and not yet recorded or dropped (0 for a worker the
+    /// set does not have).
+    pub fn in_flight(&self, worker: usize) -> usize {
+        self.inner
+            .worker(worker)
+            .map_or(0, |w| w.in_flight.load(Ordering::Relaxed))
+    }
+
+    /// The time on the set's clock.
+    pub fn now(&self) -> Duration {
+        self.inner.clock.now()
+    }
+
+    /// Asks `worker`'s breaker for leave to make one call now (see
+    /// [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire)).
+    #[inline]
+    pub fn try_acquire(&self, worker: usize) -> Result<SetPermit, Rejected> {
+        if worker >= self.len() {
+            return Err(Rejected { retry_after: None });
+        }
+        let (generation, probe, transition) = self.inner.acquire(worker)?;
+        Ok(self.permit(worker, generation, probe, transition))
+    }
+
+    /// Picks a worker that admits a call now, by `how`, and takes its permit. Workers
+    /// are asked in the order `how` gives until one admits (asking an Open worker
+    /// whose time has come makes it HalfOpen, as [`try_acquire`](Self::try_acquire)
+    /// does). When none admits: [`Rejected`] with the soonest `retry_after` any
+    /// worker gave (`None` if none gave one).
+    #[inline]
+    pub fn pick(&self, how: Pick) -> Result<SetPermit, Rejected> {
+        let n = self.len();
+        if n == 0 {
+            return Err(Rejected { retry_after: None });
+        }
+        let start = self.inner.cursor.load(Ordering::Relaxed) % n;
+        let mut soonest: Option<Duration> = None;
+        let mut note = |rejected: Rejected| {
+            if let Some(after) = rejected.retry_after {
+                soonest = Some(soonest.map_or(after, |s| s.min(after)));
+            }
+        };
+        match how {
+            Pick::RoundRobin => {
+                for i in 0..n {
+                    let worker = (start + i) % n;
+                    match self.inner.acquire(worker) {
+                        Ok((generation, probe, transition)) => {
+                            self.inner.cursor.store(worker + 1, Ordering::Relaxed);
+                            return Ok(self.permit(worker, generation, probe, transition));
+                        }
+                        Err(rejected) => note(rejected),
+                    }
+                }
+            }
+            Pick::LeastInFlight => {
+                // Ask the least loaded untried worker first; on a rejection, the next.
+                let mut tried = Tried::new(n);
+                while let Some(worker) = self.least_in_flight(start, &tried) {
+                    tried.mark(worker);
+                    match self.inner.acquire(worker) {
+                        Ok((generation, probe, transition)) => {
+                            self.inner.cursor.store(worker + 1, Ordering::Relaxed);
+                            return Ok(self.permit(worker, generation, probe, transition));
+                        }
+                        Err(rejected) => note(rejected),
+                    }
+                }
+            }
+        }
+        Err(Rejected {
+            retry_after: soonest,
+        })
+    }
+
+    /// The untried worker with the fewest in flight, first in round-robin order from
+    /// `start` among equals.
+    fn least_in_flight(&self, start: usize, tried: &Tried) -> Option<usize> {
+        let n = self.len();
+        let mut best: Option<(usize, usize)> = None;
+        for i in 0..n {
+            let worker = (start + i) % n;
+            if tried.has(worker) {
+                continue;
+            }
+            let load = self.inner.workers[worker].in_flight.load(Ordering::Relaxed);
+            if best.is_none_or(|(_, least)| load < least) {
+                best = Some((worker, load));
+                if load == 0 {
+                    break; // none can have fewer, and it is first in order
+                }
+            }
+        }
+        best.map(|(worker, _)| worker)
+    }
+
+    fn permit(
+        &self,
+        worker: usize,
+        generation: u32,
+        probe: bool,
+        transition: Option<Transition>,
+    ) -> SetPermit {
+        SetPermit {
+            set: Some(Arc::clone(&self.inner)),
+            worker,
+            generation,
+            probe,
+            transition,
+        }
+    }
+
+    /// Applies what time alone changes to `worker` now. See
+    /// [`CircuitBreaker::handle_timeout`](super::CircuitBreaker::handle_timeout).
+    pub fn handle_timeout(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
+        let cap = self.inner.cap();
+        Ok(self
+            .inner
+            .worker(worker)?
+            .core
+            .handle_timeout(&*self.inner.clock, Some(&cap)))
+    }
+
+    /// The earliest time at which time alone changes some worker's state.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.inner
+            .workers
+            .iter()
+            .filter_map(|w| w.core.poll_timeout())
+            .min()
+    }
+
+    /// Forces `worker` open (never capped, not counted). See
+    /// [`CircuitBreaker::force_open`](super::CircuitBreaker::force_open).
+    pub fn force_open(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
+        let cap = self.inner.cap();
+        Ok(self
+            .inner
+            .worker(worker)?
+            .core
+            .force_open(&*self.inner.clock, Some(&cap)))
+    }
+
+    /// Switches `worker`'s breaker off. See
+    /// [`CircuitBreaker::disable`](super::CircuitBreaker::disable).
+    pub fn disable(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
+        let cap = self.inner.cap();
+        Ok(self
+            .inner
+            .worker(worker)?
+            .core
+            .disable(&*self.inner.clock, Some(&cap)))
+    }
+
+    /// Resets `worker`'s breaker to Closed. See
+    /// [`CircuitBreaker::reset`](super::CircuitBreaker::reset).
+    pub fn reset(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
+        let cap = self.inner.cap();
+        Ok(self
+            .inner
+            .worker(worker)?
+            .core
+            .reset(&*self.inner.clock, Some(&cap)))
+    }
+
+    /// A copy of `worker`'s sans-io core as it stands (for inspection and tests).
+    pub fn snapshot(&self, worker: usize) -> Result<super::CircuitBreaker, UnknownWorker> {
+        Ok(self.inner.worker(worker)?.core.snapshot())
+    }
 }
 
-/// A [`Permit`] of one worker of a [`BreakerSet`].
-#[must_use = "a permit must be recorded, or a half-open probe slot stays taken"]
-#[derive(Debug, PartialEq, Eq)]
-pub struct WorkerPermit {
+/// Which workers a [`Pick::LeastInFlight`] scan has asked: a bit per worker, inline
+/// up to 128 workers (no allocation on the hot path).
+enum Tried {
+    Inline(u128),
+    Heap(alloc::vec::Vec<bool>),
+}
+
+impl Tried {
+    fn new(n: usize) -> Self {
+        if n <= 128 {
+            Self::Inline(0)
+        } else {
+            Self::Heap(alloc::vec![false; n])
+        }
+    }
+
+    fn mark(&mut self, worker: usize) {
+        match self {
+            Self::Inline(bits) => *bits |= 1 << worker,
+            Self::Heap(v) => v[worker] = true,
+        }
+    }
+
+    fn has(&self, worker: usize) -> bool {
+        match self {
+            Self::Inline(bits) => *bits >> worker & 1 == 1,
+            Self::Heap(v) => v[worker],
+        }
+    }
+}
+
+/// Leave to make one call to one worker of a [`SharedBreakerSet`]: `Send + 'static`,
+/// a [`Recorder`].
+///
+/// Counted in flight for its worker until it is recorded: with
+/// [`report`](Self::report) (which says what the breaker did, so a gateway can log or
+/// export the [`Transition`], and which worker it was), or as a [`Recorder`] (a
+/// [`TrackedStream`](crate::TrackedStream) records `outcome.verdict`). Dropped
+/// unrecorded, it records [`Verdict::Abandoned`], which counts nothing and frees a
+/// HalfOpen probe slot. `Drop` never panics and runs no user code (not the clock).
+#[must_use = "dropping a permit at once records it as Abandoned"]
+pub struct SetPermit {
+    set: Option<Arc<SetInner>>,
     worker: usize,
-    permit: Permit,
+    generation: u32,
+    probe: bool,
+    transition: Option<Transition>,
 }
 
-impl WorkerPermit {
+impl fmt::Debug for SetPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetPermit")
+            .field("worker", &self.worker)
+            .field("generation", &self.generation)
+            .field("probe", &self.probe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SetPermit {
     /// The worker it admits a call to.
     pub const fn worker(&self) -> usize {
         self.worker
     }
 
-    /// The worker breaker's permit.
-    pub const fn permit(&self) -> &Permit {
-        &self.permit
+    /// The worker breaker's generation it was issued in.
+    pub const fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Whether it holds a HalfOpen probe slot.
+    pub const fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The transition acquiring it made (Open to HalfOpen), if any.
+    pub const fn transition(&self) -> Option<Transition> {
+        self.transition
+    }
+
+    /// Records `verdict` and says what the worker's breaker did with it (a
+    /// [`Reason::EjectionCapped`](super::Reason::EjectionCapped) transition when the
+    /// cap held the worker in).
+    #[inline]
+    pub fn report(mut self, verdict: Verdict) -> Recorded {
+        match self.set.take() {
+            Some(set) => set.record(self.worker, self.generation, self.probe, verdict),
+            None => Recorded::Stale,
+        }
     }
 }
 
-/// One sans-io [`CircuitBreaker`] per worker, with a cap on ejections.
-///
-/// A worker is *ejected* while its breaker is Open, HalfOpen or ForcedOpen. With
-/// `max_ejected_percent` p, at most `floor(workers * p / 100)` workers are ejected
-/// at once, and never all of them: at least one stays admitted. When a Closed breaker
-/// would open and that would exceed the cap, it stays Closed, and
-/// [`record`](Self::record) reports the refusal as a transition from Closed to Closed
-/// with [`Reason::EjectionCapped`](super::Reason::EjectionCapped). (A manual
-/// [`force_open`](Self::force_open) is not capped.)
-///
-/// ```
-/// use core::time::Duration;
-/// use sluice::Verdict;
-/// use sluice::breaker::{BreakerSet, Config, Reason, State};
-///
-/// let now = Duration::ZERO;
-/// let mut set = BreakerSet::new(2, Config::default().failure_threshold(1))?;
-/// // Worker 0 fails and is ejected.
-/// let permit = set.try_acquire(0, now)?;
-/// let t = set.record(permit, Verdict::Failure, now)?.transition().unwrap();
-/// assert!(matches!(t.to, State::Open { .. }));
-/// // Worker 1 fails too, but it is the last admitted worker: it stays.
-/// let permit = set.try_acquire(1, now)?;
-/// let t = set.record(permit, Verdict::Failure, now)?.transition().unwrap();
-/// assert_eq!((t.to, t.reason), (State::Closed, Reason::EjectionCapped));
-/// assert_eq!(set.admitted(now).collect::<Vec<_>>(), [1]);
-/// # Ok::<(), sluice::breaker::SetError>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BreakerSet {
-    breakers: Vec<CircuitBreaker>,
-    max_ejected: usize,
+impl Recorder for SetPermit {
+    /// Records `outcome.verdict`. The [`Recorded`] answer is dropped: to log or export
+    /// a transition, give the stream a closure,
+    /// `move |o: Outcome| log(permit.worker(), permit.report(o.verdict))`.
+    #[inline]
+    fn record(self, outcome: Outcome) {
+        let _ = self.report(outcome.verdict);
+    }
 }
 
-impl BreakerSet {
-    /// `workers` Closed breakers with `config`, ejecting at most all but one.
-    pub fn new(workers: usize, config: Config) -> Result<Self, SetError> {
-        Self::with_max_ejected_percent(workers, config, 100)
-    }
-
-    /// `workers` Closed breakers with `config`, ejecting at most
-    /// `floor(workers * percent / 100)` of them (and never the last admitted one).
-    pub fn with_max_ejected_percent(
-        workers: usize,
-        config: Config,
-        percent: u8,
-    ) -> Result<Self, SetError> {
-        config.validate()?;
-        if workers == 0 {
-            return Err(SetError::NoWorkers);
+impl Drop for SetPermit {
+    /// Records [`Verdict::Abandoned`] if the permit was not recorded: frees its slot
+    /// in flight and its probe slot, without reading the clock. Never panics.
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(set) = self.set.take() {
+            let _ = set.record(self.worker, self.generation, self.probe, Verdict::Abandoned);
         }
-        if percent > 100 {
-            return Err(SetError::Percent(percent));
-        }
-        let by_percent = workers.saturating_mul(usize::from(percent)) / 100;
-        Ok(Self {
-            breakers: (0..workers).map(|_| CircuitBreaker::new(config)).collect(),
-            max_ejected: by_percent.min(workers - 1),
-        })
-    }
-
-    /// How many workers.
-    pub fn len(&self) -> usize {
-        self.breakers.len()
-    }
-
-    /// Always `false`: a set has at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.breakers.is_empty()
-    }
-
-    /// How many workers may be ejected at once.
-    pub const fn max_ejected(&self) -> usize {
-        self.max_ejected
-    }
-
-    /// The breaker of `worker`.
-    pub fn breaker(&self, worker: usize) -> Option<&CircuitBreaker> {
-        self.breakers.get(worker)
-    }
-
-    /// The state of `worker` at `now`.
-    pub fn state(&self, worker: usize, now: Duration) -> Result<State, SetError> {
-        Ok(self.get(worker)?.state(now))
-    }
-
-    /// How many workers are ejected (Open, HalfOpen or ForcedOpen).
-    pub fn ejected(&self) -> usize {
-        self.breakers.iter().filter(|b| Self::is_ejected(b)).count()
-    }
-
-    /// The workers whose breakers are Closed or Disabled at `now`.
-    pub fn admitted(&self, now: Duration) -> impl Iterator<Item = usize> + '_ {
-        self.breakers
-            .iter()
-            .enumerate()
-            .filter(move |(_, b)| matches!(b.state(now), State::Closed | State::Disabled))
-            .map(|(i, _)| i)
-    }
-
-    /// Asks leave to call `worker` at `now` (see [`CircuitBreaker::try_acquire`]).
-    pub fn try_acquire(&mut self, worker: usize, now: Duration) -> Result<WorkerPermit, SetError> {
-        let permit = self.get_mut(worker)?.try_acquire(now)?;
-        Ok(WorkerPermit { worker, permit })
-    }
-
-    /// Records the verdict of a call made with `permit` (see
-    /// [`CircuitBreaker::record`]), holding the worker Closed if opening it would
-    /// exceed the ejection cap.
-    pub fn record(
-        &mut self,
-        permit: WorkerPermit,
-        verdict: Verdict,
-        now: Duration,
-    ) -> Result<Recorded, SetError> {
-        let may_open = self.ejected() < self.max_ejected;
-        let breaker = self.get_mut(permit.worker)?;
-        Ok(breaker.record_capped(permit.permit, verdict, now, may_open))
-    }
-
-    /// Applies what time alone changes to every worker; returns the transitions.
-    pub fn handle_timeout(&mut self, now: Duration) -> Vec<(usize, Transition)> {
-        let mut out = Vec::new();
-        for (i, b) in self.breakers.iter_mut().enumerate() {
-            out.extend(b.handle_timeout(now).map(|t| (i, t)));
-        }
-        out
-    }
-
-    /// The earliest time at which time alone changes some worker's state.
-    pub fn poll_timeout(&self) -> Option<Duration> {
-        self.breakers
-            .iter()
-            .filter_map(CircuitBreaker::poll_timeout)
-            .min()
-    }
-
-    /// Forces `worker` open (not capped). See [`CircuitBreaker::force_open`].
-    pub fn force_open(
-        &mut self,
-        worker: usize,
-        now: Duration,
-    ) -> Result<Option<Transition>, SetError> {
-        Ok(self.get_mut(worker)?.force_open(now))
-    }
-
-    /// Disables `worker`'s breaker. See [`CircuitBreaker::disable`].
-    pub fn disable(
-        &mut self,
-        worker: usize,
-        now: Duration,
-    ) -> Result<Option<Transition>, SetError> {
-        Ok(self.get_mut(worker)?.disable(now))
-    }
-
-    /// Resets `worker`'s breaker. See [`CircuitBreaker::reset`].
-    pub fn reset(&mut self, worker: usize, now: Duration) -> Result<Option<Transition>, SetError> {
-        Ok(self.get_mut(worker)?.reset(now))
-    }
-
-    fn is_ejected(b: &CircuitBreaker) -> bool {
-        // Open, HalfOpen and ForcedOpen, whatever the time: HalfOpen admits probes only.
-        !matches!(b.state(Duration::ZERO), State::Closed | State::Disabled)
-    }
-
-    fn get(&self, worker: usize) -> Result<&CircuitBreaker, SetError> {
-        let workers = self.breakers.len();
-        self.breakers
-            .get(worker)
-            .ok_or(SetError::UnknownWorker { worker, workers })
-    }
-
-    fn get_mut(&mut self, worker: usize) -> Result<&mut CircuitBreaker, SetError> {
-        let workers = self.breakers.len();
-        self.breakers
-            .get_mut(worker)
-            .ok_or(SetError::UnknownWorker { worker, workers })
     }
 }

@@ -1,21 +1,44 @@
 //! The shared, thread-safe handle: the sans-io core behind a mutex, with the
 //! Closed-state hot path on one atomic word.
 //!
-//! The word packs `mode` (2 bits), the Closed consecutive-failure count (30 bits)
-//! and the generation (32 bits). In the modes `CLOSED`, `DISABLED` and `FORCED` the
-//! word is authoritative for what the hot path needs (a Closed breaker's failure count
-//! lives only there), and acquire, record and state are decided from it alone: a
-//! load, and at most one compare-and-swap. Every other operation locks the core,
-//! *claims* the word by swapping it to `SLOW` (folding the failure count into the
+//! The word packs `mode` (2 bits), a Closed count (30 bits) and the generation (32
+//! bits). In the modes `CLOSED`, `DISABLED` and `FORCED` the word is authoritative
+//! for what the hot path needs, and acquire, record and state are decided from it
+//! alone: a load, and at most one compare-and-swap. Every other operation locks the
+//! core, *claims* the word by swapping it to `SLOW` (folding the word's count into the
 //! core), runs the sans-io machine, and *publishes* the result as the new word before
 //! it unlocks. Fast operations linearize at their load or swap on a fast word; slow
 //! ones inside the lock, while the word is `SLOW` and so no fast one can take effect.
+//!
+//! The Closed count is one of two things:
+//!
+//! * Without a rate rule: the consecutive failures (the core's copy is stale while
+//!   the word is Closed). A success clears it, a failure below the threshold adds
+//!   one; the failure that reaches the threshold goes to the core.
+//! * With a rate rule: successes counted but not yet pushed into the core's window
+//!   (*pending*), and two flags the core computed when it published the word. `NOOP`:
+//!   the count window is full of successes and no failure is running, so a success
+//!   changes nothing (a load, no write). `SAFE`: no run of successes can fire the
+//!   rule (see `RateWindow::successes_cannot_fire`), so a success adds one to pending
+//!   with a compare-and-swap and folding them in later, all at once, is the same as
+//!   pushing them one by one at the core's latest time. Failures, and successes
+//!   without `SAFE`, go to the core. With a time window a pending success must fall
+//!   in the core's current bucket: the handle reads the clock once and compares it
+//!   with that bucket's end (published before the word), and goes to the core past
+//!   it, once per bucket width.
+//!
+//! The guarantee: every concurrent history equals a sequential history of the sans-io
+//! breaker in which each fast operation happens at its load or swap with `now` equal
+//! to the core's latest time (which, for a time window, is in the same bucket as the
+//! operation's own clock reading), and each slow one inside the lock at its own
+//! reading (or the latest, if later). Only the breaker's `latest` (the `at` of a later
+//! transition) can differ from a history where every call passes its own reading.
 
 use alloc::boxed::Box;
 use core::fmt;
 use core::time::Duration;
 
-use super::sync::{Arc, AtomicU64, Mutex, Ordering, lock};
+use super::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use super::{CircuitBreaker, Config, ConfigError, Permit, Recorded, Rejected, State, Transition};
 use crate::{Outcome, Recorder, Verdict};
 
@@ -124,7 +147,7 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-// The word: mode in bits 0..2, failures in 2..32, generation in 32..64.
+// The word: mode in bits 0..2, a Closed count in 2..32, generation in 32..64.
 const SLOW: u64 = 0;
 const CLOSED: u64 = 1;
 const DISABLED: u64 = 2;
@@ -134,6 +157,15 @@ const FAILS_SHIFT: u32 = 2;
 /// The largest failure count the word holds; larger thresholds run on the slow path.
 const FAILS_MAX: u32 = (1 << 30) - 1;
 const FAILS_MASK: u64 = (FAILS_MAX as u64) << FAILS_SHIFT;
+
+// With a rate rule, a Closed word's count is: successes counted in the word and not
+// yet in the core (bits 2..30), SAFE (bit 30: no run of successes can open the
+// breaker, so they may be counted here) and NOOP (bit 31: one more success leaves the
+// core as it is, so it need not be counted at all).
+const PENDING_MAX: u64 = (1 << 28) - 1;
+const PENDING_MASK: u64 = PENDING_MAX << FAILS_SHIFT;
+const SAFE: u64 = 1 << 30;
+const NOOP: u64 = 1 << 31;
 
 const fn word(mode: u64, generation: u32, failures: u32) -> u64 {
     ((generation as u64) << 32) | ((failures as u64) << FAILS_SHIFT) | mode
@@ -147,26 +179,115 @@ const fn generation(w: u64) -> u32 {
 const fn failures(w: u64) -> u32 {
     ((w & FAILS_MASK) >> FAILS_SHIFT) as u32
 }
+const fn pending(w: u64) -> u64 {
+    (w & PENDING_MASK) >> FAILS_SHIFT
+}
 
 /// The atomic word on a cache line of its own (away from the `Arc` counts).
 #[repr(align(64))]
 struct Padded(AtomicU64);
 
-/// What the handles share.
-pub(crate) struct Inner {
-    word: Padded,
-    /// The failure threshold if a Closed breaker may run on the word; 0 if it may not
-    /// (a rate window, which needs the core on every record, or a huge threshold).
-    fast_threshold: u32,
-    core: Mutex<CircuitBreaker>,
-    clock: Box<dyn Clock>,
+/// The time to run a slow operation at: the clock's, or `None` (the core's latest)
+/// while the thread is unwinding, so that no user code runs then (a clock that
+/// panics while a panic unwinds would abort the process).
+pub(crate) fn read_clock(clock: &dyn Clock) -> Option<Duration> {
+    if std::thread::panicking() {
+        None
+    } else {
+        Some(clock.now())
+    }
 }
 
-impl Inner {
-    /// The word that mirrors `core`.
+/// A set's ejection cap, as one breaker of it sees it.
+pub(crate) struct Cap<'a> {
+    /// Workers ejected now (Open or HalfOpen), plus trips reserved and not yet
+    /// published.
+    pub(crate) ejected: &'a AtomicUsize,
+    /// The most that may be ejected at once.
+    pub(crate) max: usize,
+}
+
+impl Cap<'_> {
+    /// Takes one ejection slot if there is one.
+    fn try_reserve(&self) -> bool {
+        self.ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
+                (e < self.max).then_some(e + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        self.ejected.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a breaker counts as ejected: Open or HalfOpen (a HalfOpen worker only takes
+/// probes, and a failed probe opens it again without asking the cap).
+fn is_ejected(core: &CircuitBreaker) -> bool {
+    matches!(
+        core.state(core.latest()),
+        State::Open { .. } | State::HalfOpen
+    )
+}
+
+/// One breaker's shared state: the word and the core. The clock is the owner's.
+pub(crate) struct Core {
+    word: Padded,
+    /// The failure threshold if a Closed breaker without a rate rule may count
+    /// failures in the word; 0 if it may not (a huge threshold).
+    fast_threshold: u32,
+    /// Whether a rate rule is configured (the word then counts successes).
+    rate: bool,
+    /// Whether the rate window is a time window (a success then needs the time).
+    timed: bool,
+    /// With a count window, its length: that many pending successes fill it with
+    /// successes, so the one that reaches it goes to the core, which then publishes
+    /// `NOOP` (0: never).
+    noop_after: u64,
+    /// With a time window: the end, in nanoseconds, of the core's current bucket.
+    bucket_end: AtomicU64,
+    core: Mutex<CircuitBreaker>,
+}
+
+impl Core {
+    pub(crate) fn new(config: Config) -> Self {
+        let core = CircuitBreaker::new(config);
+        let threshold = core.config().failure_threshold;
+        let rate = core.has_rate_window();
+        let window = core.config().rate.map(|r| r.window);
+        let timed = matches!(window, Some(super::Window::Time(_)));
+        let noop_after = match window {
+            Some(super::Window::Calls(len)) => u64::from(len),
+            _ => 0,
+        };
+        let shared = Self {
+            word: Padded(AtomicU64::new(0)),
+            fast_threshold: if threshold > FAILS_MAX { 0 } else { threshold },
+            rate,
+            timed,
+            noop_after,
+            bucket_end: AtomicU64::new(0),
+            core: Mutex::new(core),
+        };
+        let first = shared.publish(&lock(&shared.core));
+        shared.word.0.store(first, Ordering::Release);
+        shared
+    }
+
+    /// The word that mirrors `core` (with a time window, also publishes its bucket's
+    /// end, before the word).
     fn publish(&self, core: &CircuitBreaker) -> u64 {
         let generation = core.generation();
         match core.state(core.latest()) {
+            State::Closed if self.rate => {
+                let (noop, safe, end) = core.success_shortcuts();
+                if let Some(end) = end {
+                    self.bucket_end.store(nanos(end), Ordering::Release);
+                }
+                let flags = if noop { NOOP } else { 0 } | if safe { SAFE } else { 0 };
+                word(CLOSED, generation, 0) | flags
+            }
             State::Closed if self.fast_threshold > 0 => {
                 word(CLOSED, generation, core.consecutive_failures())
             }
@@ -176,11 +297,17 @@ impl Inner {
         }
     }
 
-    /// Runs `op` on the core, under the lock, with the word claimed.
-    fn slow<R>(&self, op: impl FnOnce(&mut CircuitBreaker, Duration) -> R) -> R {
-        // The caller's clock runs before the lock is taken: no user code under it (the
-        // core keeps time monotonic if another thread's reading was later).
-        let now = self.clock.now();
+    /// Runs `op` on the core at `now` (`None`: the core's latest time), under the
+    /// lock, with the word claimed; keeps `cap`'s count when the breaker stops being
+    /// ejected (a trip reserves its slot itself, through [`Cap`]).
+    fn slow<R>(
+        &self,
+        now: Option<Duration>,
+        cap: Option<&Cap<'_>>,
+        op: impl FnOnce(&mut CircuitBreaker, Duration) -> R,
+    ) -> R {
+        // The caller read the clock before the lock is taken: no user code under it
+        // (the core keeps time monotonic if another thread's reading was later).
         let mut core = lock(&self.core);
         let mut w = self.word.0.load(Ordering::Acquire);
         while mode(w) != SLOW {
@@ -192,37 +319,87 @@ impl Inner {
             {
                 Ok(_) => {
                     if mode(w) == CLOSED {
-                        core.set_consecutive_failures(failures(w));
+                        if self.rate {
+                            core.fold_successes(pending(w));
+                        } else {
+                            core.set_consecutive_failures(failures(w));
+                        }
                     }
                     break;
                 }
                 Err(actual) => w = actual,
             }
         }
+        let was_ejected = cap.is_some() && is_ejected(&core);
+        let now = now.unwrap_or_else(|| core.latest());
         let out = op(&mut core, now);
+        if let Some(cap) = cap {
+            let ejected = is_ejected(&core);
+            if was_ejected && !ejected {
+                cap.release();
+            }
+        }
         self.word.0.store(self.publish(&core), Ordering::Release);
         out
     }
 
+    /// Records a verdict; `clock` is read only if the slow path or a time window
+    /// needs it, and never while the thread unwinds.
     #[inline]
-    fn record(&self, permit_generation: u32, probe: bool, verdict: Verdict) -> Recorded {
+    pub(crate) fn record(
+        &self,
+        clock: &dyn Clock,
+        cap: Option<&Cap<'_>>,
+        permit_generation: u32,
+        probe: bool,
+        verdict: Verdict,
+    ) -> Recorded {
         let mut w = self.word.0.load(Ordering::Acquire);
+        let mut seen_at: Option<Duration> = None;
         loop {
             match mode(w) {
                 CLOSED => {
                     if generation(w) != permit_generation {
                         return Recorded::Stale;
                     }
-                    let count = failures(w);
-                    let next = match verdict {
-                        Verdict::Abandoned => return Recorded::Counted(None),
-                        Verdict::Success if count == 0 => return Recorded::Counted(None),
-                        Verdict::Success => word(CLOSED, permit_generation, 0),
-                        Verdict::Failure if count + 1 < self.fast_threshold => {
-                            word(CLOSED, permit_generation, count + 1)
+                    let next = if self.rate {
+                        match verdict {
+                            Verdict::Abandoned => return Recorded::Counted(None),
+                            Verdict::Success if w & NOOP != 0 => return Recorded::Counted(None),
+                            Verdict::Success
+                                if w & SAFE != 0
+                                    && pending(w) < PENDING_MAX
+                                    && pending(w) + 1 != self.noop_after =>
+                            {
+                                if self.timed {
+                                    // The success lands in the core's current bucket
+                                    // only if it is not past that bucket's end.
+                                    let at = match seen_at {
+                                        Some(at) => at,
+                                        None if std::thread::panicking() => break,
+                                        None => *seen_at.insert(clock.now()),
+                                    };
+                                    if nanos(at) >= self.bucket_end.load(Ordering::Acquire) {
+                                        break;
+                                    }
+                                }
+                                w + (1 << FAILS_SHIFT)
+                            }
+                            // A failure, or a success that might open: the core decides.
+                            _ => break,
                         }
-                        // This failure opens the breaker: a transition, on the slow path.
-                        Verdict::Failure => break,
+                    } else {
+                        let count = failures(w);
+                        match verdict {
+                            Verdict::Abandoned => return Recorded::Counted(None),
+                            Verdict::Success if count == 0 => return Recorded::Counted(None),
+                            Verdict::Success => word(CLOSED, permit_generation, 0),
+                            Verdict::Failure if count + 1 < self.fast_threshold => {
+                                word(CLOSED, permit_generation, count + 1)
+                            }
+                            // This failure opens the breaker: a transition, on the slow path.
+                            Verdict::Failure => break,
+                        }
                     };
                     match self.word.0.compare_exchange_weak(
                         w,
@@ -240,29 +417,115 @@ impl Inner {
                 _ => break,
             }
         }
-        self.record_slow(permit_generation, probe, verdict)
+        self.record_slow(clock, cap, permit_generation, probe, verdict, seen_at)
     }
 
     #[cold]
     #[inline(never)]
-    fn record_slow(&self, permit_generation: u32, probe: bool, verdict: Verdict) -> Recorded {
-        self.slow(|core, now| core.record(Permit::new(permit_generation, probe), verdict, now))
+    fn record_slow(
+        &self,
+        clock: &dyn Clock,
+        cap: Option<&Cap<'_>>,
+        permit_generation: u32,
+        probe: bool,
+        verdict: Verdict,
+        seen_at: Option<Duration>,
+    ) -> Recorded {
+        // An abandoned call never depends on the time: it runs at the core's latest,
+        // without reading the clock (so a permit's `Drop` runs no user code).
+        let now = match verdict {
+            Verdict::Abandoned => None,
+            _ => seen_at.or_else(|| read_clock(clock)),
+        };
+        self.slow(now, cap, |core, now| {
+            core.record_capped(Permit::new(permit_generation, probe), verdict, now, || {
+                cap.is_none_or(Cap::try_reserve)
+            })
+        })
     }
 
+    /// Asks leave for one call.
     #[inline]
-    fn acquire(&self) -> Result<Permit, Rejected> {
+    pub(crate) fn acquire(&self, clock: &dyn Clock) -> Result<Permit, Rejected> {
         let w = self.word.0.load(Ordering::Acquire);
         match mode(w) {
             CLOSED | DISABLED => Ok(Permit::new(generation(w), false)),
             FORCED => Err(Rejected { retry_after: None }),
-            _ => self.acquire_slow(),
+            _ => self.acquire_slow(clock),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn acquire_slow(&self) -> Result<Permit, Rejected> {
-        self.slow(|core, now| core.try_acquire(now))
+    fn acquire_slow(&self, clock: &dyn Clock) -> Result<Permit, Rejected> {
+        // Open to HalfOpen keeps a worker ejected: no cap to keep.
+        self.slow(read_clock(clock), None, |core, now| core.try_acquire(now))
+    }
+
+    /// The state now.
+    pub(crate) fn state(&self, clock: &dyn Clock) -> State {
+        match mode(self.word.0.load(Ordering::Acquire)) {
+            CLOSED => State::Closed,
+            DISABLED => State::Disabled,
+            FORCED => State::ForcedOpen,
+            _ => {
+                let now = clock.now();
+                lock(&self.core).state(now)
+            }
+        }
+    }
+
+    pub(crate) fn config(&self) -> Config {
+        *lock(&self.core).config()
+    }
+
+    pub(crate) fn handle_timeout(
+        &self,
+        clock: &dyn Clock,
+        cap: Option<&Cap<'_>>,
+    ) -> Option<Transition> {
+        if mode(self.word.0.load(Ordering::Acquire)) != SLOW {
+            return None;
+        }
+        self.slow(read_clock(clock), cap, |core, now| core.handle_timeout(now))
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Duration> {
+        lock(&self.core).poll_timeout()
+    }
+
+    pub(crate) fn force_open(
+        &self,
+        clock: &dyn Clock,
+        cap: Option<&Cap<'_>>,
+    ) -> Option<Transition> {
+        self.slow(read_clock(clock), cap, |core, now| core.force_open(now))
+    }
+
+    pub(crate) fn disable(&self, clock: &dyn Clock, cap: Option<&Cap<'_>>) -> Option<Transition> {
+        self.slow(read_clock(clock), cap, |core, now| core.disable(now))
+    }
+
+    pub(crate) fn reset(&self, clock: &dyn Clock, cap: Option<&Cap<'_>>) -> Option<Transition> {
+        self.slow(read_clock(clock), cap, |core, now| core.reset(now))
+    }
+
+    pub(crate) fn snapshot(&self) -> CircuitBreaker {
+        self.slow(None, None, |core, _| core.clone())
+    }
+}
+
+/// What the handles share.
+pub(crate) struct Inner {
+    core: Core,
+    clock: Box<dyn Clock>,
+}
+
+impl Inner {
+    #[inline]
+    fn record(&self, permit_generation: u32, probe: bool, verdict: Verdict) -> Recorded {
+        self.core
+            .record(&*self.clock, None, permit_generation, probe, verdict)
     }
 }
 
@@ -270,11 +533,14 @@ impl Inner {
 ///
 /// Same semantics as the sans-io breaker (every concurrent history of it equals some
 /// sequential history of a [`CircuitBreaker`]; checked with loom), with time read from
-/// a [`Clock`] ([`StdClock`] by default, [`ManualClock`] in tests). While Closed (and
-/// without a failure-rate rule), acquiring a permit and recording a success or a
-/// failure below the threshold take no lock and read no clock; Disabled and
-/// ForcedOpen are decided without a lock too. Transitions, HalfOpen, Open and the rate
-/// window go through a mutex around the core.
+/// a [`Clock`] ([`StdClock`] by default, [`ManualClock`] in tests). While Closed,
+/// acquiring a permit and recording a success take no lock and read no clock, also
+/// with a failure-rate rule (a time window reads the clock once per success, to
+/// place it in a bucket); without a rate rule, so does a failure below the threshold.
+/// Disabled and ForcedOpen are decided without a lock too. Transitions, HalfOpen,
+/// Open, and with a rate rule failures (and successes while the window is near the
+/// rate at `minimum_calls`) go through a mutex around the core. The module docs of
+/// [`breaker`](super) say exactly what is guaranteed.
 ///
 /// A [`SharedPermit`] (borrowing the breaker) or an [`OwnedSharedPermit`] (from
 /// [`try_acquire_owned`](Self::try_acquire_owned), for streams that move to another
@@ -315,32 +581,20 @@ impl fmt::Debug for SharedBreaker {
 }
 
 impl SharedBreaker {
-    /// A Closed breaker on the system clock; an invalid `config` is corrected as in
-    /// [`CircuitBreaker::new`].
+    /// A Closed breaker on the system clock. An invalid `config` does not panic: it is
+    /// corrected as in [`CircuitBreaker::new`]; [`try_new`](Self::try_new) refuses it.
     pub fn new(config: Config) -> Self {
         Self::with_clock(config, StdClock::new())
     }
 
     /// A Closed breaker reading time from `clock`; an invalid `config` is corrected as
-    /// in [`CircuitBreaker::new`].
+    /// in [`CircuitBreaker::new`] ([`try_with_clock`](Self::try_with_clock) refuses it).
     pub fn with_clock(config: Config, clock: impl Clock) -> Self {
-        let core = CircuitBreaker::new(config);
-        let threshold = core.config().failure_threshold;
-        let fast_threshold = if core.has_rate_window() || threshold > FAILS_MAX {
-            0
-        } else {
-            threshold
-        };
-        let inner = Inner {
-            word: Padded(AtomicU64::new(0)),
-            fast_threshold,
-            core: Mutex::new(core),
-            clock: Box::new(clock),
-        };
-        let first = inner.publish(&lock(&inner.core));
-        inner.word.0.store(first, Ordering::Release);
         Self {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner {
+                core: Core::new(config),
+                clock: Box::new(clock),
+            }),
         }
     }
 
@@ -360,7 +614,7 @@ impl SharedBreaker {
     /// for one that does not.
     #[inline]
     pub fn try_acquire(&self) -> Result<SharedPermit<'_>, Rejected> {
-        let permit = self.inner.acquire()?;
+        let permit = self.inner.core.acquire(&*self.inner.clock)?;
         Ok(SharedPermit {
             breaker: Some(&self.inner),
             generation: permit.generation(),
@@ -373,7 +627,7 @@ impl SharedBreaker {
     /// the breaker (`'static`, `Send`).
     #[inline]
     pub fn try_acquire_owned(&self) -> Result<OwnedSharedPermit, Rejected> {
-        let permit = self.inner.acquire()?;
+        let permit = self.inner.core.acquire(&*self.inner.clock)?;
         Ok(OwnedSharedPermit {
             breaker: Some(Arc::clone(&self.inner)),
             generation: permit.generation(),
@@ -384,15 +638,7 @@ impl SharedBreaker {
 
     /// The state now.
     pub fn state(&self) -> State {
-        match mode(self.inner.word.0.load(Ordering::Acquire)) {
-            CLOSED => State::Closed,
-            DISABLED => State::Disabled,
-            FORCED => State::ForcedOpen,
-            _ => {
-                let now = self.inner.clock.now();
-                lock(&self.inner.core).state(now)
-            }
-        }
+        self.inner.core.state(&*self.inner.clock)
     }
 
     /// The time on this breaker's clock.
@@ -402,41 +648,43 @@ impl SharedBreaker {
 
     /// The configuration in force.
     pub fn config(&self) -> Config {
-        *lock(&self.inner.core).config()
+        self.inner.core.config()
     }
 
     /// Applies what time alone changes now. See [`CircuitBreaker::handle_timeout`].
+    #[must_use = "a transition to log or export"]
     pub fn handle_timeout(&self) -> Option<Transition> {
-        if mode(self.inner.word.0.load(Ordering::Acquire)) != SLOW {
-            return None;
-        }
-        self.inner.slow(|core, now| core.handle_timeout(now))
+        self.inner.core.handle_timeout(&*self.inner.clock, None)
     }
 
     /// When time alone would next change the state. See
     /// [`CircuitBreaker::poll_timeout`].
     pub fn poll_timeout(&self) -> Option<Duration> {
-        lock(&self.inner.core).poll_timeout()
+        self.inner.core.poll_timeout()
     }
 
     /// Opens by hand. See [`CircuitBreaker::force_open`].
+    #[must_use = "a transition to log or export"]
     pub fn force_open(&self) -> Option<Transition> {
-        self.inner.slow(|core, now| core.force_open(now))
+        self.inner.core.force_open(&*self.inner.clock, None)
     }
 
     /// Switches the breaker off. See [`CircuitBreaker::disable`].
+    #[must_use = "a transition to log or export"]
     pub fn disable(&self) -> Option<Transition> {
-        self.inner.slow(|core, now| core.disable(now))
+        self.inner.core.disable(&*self.inner.clock, None)
     }
 
     /// Back to Closed with every count cleared. See [`CircuitBreaker::reset`].
+    #[must_use = "a transition to log or export"]
     pub fn reset(&self) -> Option<Transition> {
-        self.inner.slow(|core, now| core.reset(now))
+        self.inner.core.reset(&*self.inner.clock, None)
     }
 
-    /// A copy of the sans-io core as it stands (for inspection and tests).
+    /// A copy of the sans-io core as it stands (for inspection and tests), with the
+    /// counts the handle kept outside it folded in.
     pub fn snapshot(&self) -> CircuitBreaker {
-        self.inner.slow(|core, _| core.clone())
+        self.inner.core.snapshot()
     }
 }
 
@@ -467,7 +715,8 @@ macro_rules! permit_impl {
                 self.transition
             }
 
-            /// Records `verdict` and says what the breaker did with it.
+            /// Records `verdict` and says what the breaker did with it (so the caller
+            /// can log or export a [`Transition`]).
             #[inline]
             pub fn report(mut self, verdict: Verdict) -> Recorded {
                 match self.breaker.take() {
@@ -491,7 +740,8 @@ macro_rules! permit_impl {
 
         impl Drop for $permit {
             /// Records [`Verdict::Abandoned`] if the permit was not recorded. Never
-            /// panics (a poisoned lock is taken as it is).
+            /// panics (a poisoned lock is taken as it is) and runs no user code: an
+            /// abandoned call does not need the clock.
             #[inline]
             fn drop(&mut self) {
                 if let Some(inner) = self.breaker.take() {

@@ -2,12 +2,12 @@
 //! `sluice_loom` cfg (model-checked by `tests/loom_breaker.rs`).
 
 #[cfg(sluice_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(sluice_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 
 #[cfg(not(sluice_loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(sluice_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
 

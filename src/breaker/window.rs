@@ -111,9 +111,8 @@ impl RateWindow {
                 buckets,
                 width_nanos,
             } => {
-                let epoch =
-                    u64::try_from(now.as_nanos() / u128::from(*width_nanos)).unwrap_or(u64::MAX);
-                let slot = &mut buckets[(epoch % TIME_WINDOW_BUCKETS as u64) as usize];
+                let epoch = epoch_of(now, *width_nanos);
+                let slot = &mut buckets[slot_of(epoch)];
                 if slot.epoch != epoch {
                     *slot = Bucket {
                         epoch,
@@ -123,16 +122,139 @@ impl RateWindow {
                 }
                 slot.calls = slot.calls.saturating_add(1);
                 slot.failures = slot.failures.saturating_add(u32::from(failed));
-                buckets
-                    .iter()
-                    .filter(|b| epoch - b.epoch.min(epoch) < TIME_WINDOW_BUCKETS as u64)
-                    .fold((0, 0), |(c, f), b| {
-                        (c + u64::from(b.calls), f + u64::from(b.failures))
-                    })
+                sum(buckets, epoch)
             }
         };
+        self.fires(calls, failures)
+    }
+
+    /// Whether `calls` counted calls of which `failures` failed make the rule fire.
+    fn fires(&self, calls: u64, failures: u64) -> bool {
         calls >= self.minimum_calls && failures * 1_000_000 >= self.rate_ppm * calls
     }
+
+    /// Counts `count` successes at `now` (never earlier than the last): the same as
+    /// `count` calls of [`push`](Self::push)`(false, now)`, in `O(min(count, len))`.
+    /// Says whether the rule fires after the last one.
+    #[cfg(feature = "std")]
+    pub(crate) fn push_successes(&mut self, count: u64, now: Duration) -> bool {
+        if count == 0 {
+            let (calls, failures) = self.counts(now);
+            return self.fires(calls, failures);
+        }
+        match &mut self.ring {
+            Ring::Calls {
+                bits,
+                len,
+                filled,
+                head,
+                failures,
+            } if count >= u64::from(*len) => {
+                // Every slot is overwritten by a success; the head moves `count` places.
+                *bits = [0; WORDS];
+                *filled = *len;
+                *failures = 0;
+                let moved = u32::try_from(count % u64::from(*len)).unwrap_or(0);
+                *head = (*head + moved) % *len;
+                false
+            }
+            Ring::Calls { .. } => {
+                let mut fired = false;
+                for _ in 0..count {
+                    fired = self.push(false, now);
+                }
+                fired
+            }
+            Ring::Time { .. } => {
+                // One push makes sure the bucket of `now` is current; the rest add to it.
+                let _ = self.push(false, now);
+                if let Ring::Time {
+                    buckets,
+                    width_nanos,
+                } = &mut self.ring
+                {
+                    let slot = &mut buckets[slot_of(epoch_of(now, *width_nanos))];
+                    let more = u32::try_from(count - 1).unwrap_or(u32::MAX);
+                    slot.calls = slot.calls.saturating_add(more);
+                }
+                let (calls, failures) = self.counts(now);
+                self.fires(calls, failures)
+            }
+        }
+    }
+
+    /// The counted calls and the failed ones in the window, as seen at `now`.
+    pub(crate) fn counts(&self, now: Duration) -> (u64, u64) {
+        match &self.ring {
+            Ring::Calls {
+                filled, failures, ..
+            } => (u64::from(*filled), u64::from(*failures)),
+            Ring::Time {
+                buckets,
+                width_nanos,
+            } => sum(buckets, epoch_of(now, *width_nanos)),
+        }
+    }
+
+    /// Whether no run of successes, counted at `now` or later, can make the rule fire
+    /// (so the shared handle may count them without the core).
+    ///
+    /// Count window: a success never raises the failed share, so only reaching
+    /// `minimum_calls` can fire it, and that needs the failures already there to make
+    /// the rate at `minimum_calls` calls. Time window: the failures in the window only
+    /// leave it as time goes on, so if they are below the rate of `minimum_calls`
+    /// calls now, they stay below it.
+    #[cfg(feature = "std")]
+    pub(crate) fn successes_cannot_fire(&self, now: Duration) -> bool {
+        let (calls, failures) = self.counts(now);
+        let below_minimum_rate = failures * 1_000_000 < self.rate_ppm * self.minimum_calls;
+        match self.ring {
+            Ring::Calls { .. } => {
+                below_minimum_rate
+                    || (calls >= self.minimum_calls && failures * 1_000_000 < self.rate_ppm * calls)
+            }
+            Ring::Time { .. } => below_minimum_rate,
+        }
+    }
+
+    /// Whether one more success would leave the window exactly as it is: a full count
+    /// window with no failure in it.
+    #[cfg(feature = "std")]
+    pub(crate) fn successes_change_nothing(&self) -> bool {
+        matches!(self.ring, Ring::Calls { len, filled, failures, .. } if filled == len && failures == 0)
+    }
+
+    /// For a time window, when the bucket of `now` ends: calls counted before then
+    /// (and not before `now`'s bucket) land in the same bucket.
+    #[cfg(feature = "std")]
+    pub(crate) fn bucket_end(&self, now: Duration) -> Option<Duration> {
+        match self.ring {
+            Ring::Calls { .. } => None,
+            Ring::Time { width_nanos, .. } => {
+                let end = u128::from(epoch_of(now, width_nanos)) * u128::from(width_nanos)
+                    + u128::from(width_nanos);
+                Some(Duration::from_nanos(u64::try_from(end).unwrap_or(u64::MAX)))
+            }
+        }
+    }
+}
+
+fn epoch_of(now: Duration, width_nanos: u64) -> u64 {
+    u64::try_from(now.as_nanos() / u128::from(width_nanos)).unwrap_or(u64::MAX)
+}
+
+fn slot_of(epoch: u64) -> usize {
+    (epoch % TIME_WINDOW_BUCKETS as u64) as usize
+}
+
+/// The calls and failures of the buckets in the window that ends at `epoch`.
+fn sum(buckets: &[Bucket; TIME_WINDOW_BUCKETS], epoch: u64) -> (u64, u64) {
+    buckets
+        .iter()
+        .filter(|b| epoch - b.epoch.min(epoch) < TIME_WINDOW_BUCKETS as u64)
+        .fold((0, 0), |(c, f), b| {
+            (c + u64::from(b.calls), f + u64::from(b.failures))
+        })
 }
 
 #[cfg(test)]
@@ -170,5 +292,32 @@ mod tests {
         assert!(!w.push(true, secs(20)));
         assert!(w.push(true, secs(21)));
         assert!(!w.push(false, secs(22)), "3 of 4 is below a rate of 1");
+    }
+
+    #[test]
+    #[cfg(feature = "std")]
+    fn pushing_successes_at_once_is_pushing_them_one_by_one() {
+        let secs = Duration::from_secs;
+        for config in [
+            Config::default().failure_rate(0.5, Window::Calls(7), 3),
+            Config::default().failure_rate(0.25, Window::Time(secs(16)), 3),
+        ] {
+            for history in 0u32..64 {
+                for count in [0u64, 1, 2, 6, 7, 8, 15, 100] {
+                    let mut one = window(config);
+                    for i in 0u32..6 {
+                        let _ = one.push(history >> i & 1 == 1, secs(i.into()));
+                    }
+                    let mut all = one.clone();
+                    let now = secs(6);
+                    let mut fired = one.fires(one.counts(now).0, one.counts(now).1);
+                    for _ in 0..count {
+                        fired = one.push(false, now);
+                    }
+                    assert_eq!(all.push_successes(count, now), fired, "{history:b} {count}");
+                    assert_eq!(all, one, "{history:b} {count}");
+                }
+            }
+        }
     }
 }

@@ -272,7 +272,7 @@ async fn scenario_7_status_classes_and_refused_connections() {
     assert_eq!(failures, threshold - 2);
 
     // A gateway whose worker refuses connections, on the same breaker.
-    assert_eq!(policy.send_failed(), Verdict::Failure);
+    assert_eq!(policy.classify_send_failure(), Verdict::Failure);
     let mut dead = Gateway::start(
         refused_addr().await,
         ForwardOptions::default(),

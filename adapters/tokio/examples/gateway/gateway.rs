@@ -419,7 +419,7 @@ async fn proxy(
     let response = match call.send().await {
         Ok(response) => response,
         Err(err) => {
-            let failed = Outcome::new(gw.policy.send_failed(), Cause::SendFailed, 0, 0);
+            let failed = Outcome::new(gw.policy.classify_send_failure(), Cause::SendFailed, 0, 0);
             ticket.settle(failed, How::SendFailed);
             let message = format!("upstream {} ({url}) is unreachable: {err}", upstream.name);
             return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
