@@ -39,7 +39,7 @@
 //! brought progress (the time the client takes to accept an item does not count) to
 //! the next; the deadline from the start to the end. A timer that fires is the
 //! worker's fault: the stream is marked failed with the timer as its
-//! [`Cause`](crate::Cause), and the verdict is [`Failure`](crate::Verdict::Failure).
+//! [`Cause`], and the verdict is [`Failure`](crate::Verdict::Failure).
 //! Once the stream has completed in-band (its done event), no timer can blame the
 //! worker: the loop waits at most the idle time (or until the deadline) for the
 //! upstream's end, then stops with [`Ending::Completed`], and the verdict stays
