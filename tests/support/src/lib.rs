@@ -9,6 +9,7 @@
 //!   ([`gateway::relay`]) and the channels its verdicts and reports reach the test by.
 //! * [`client`]: a client's [`client::Reader`] of an SSE body.
 //! * [`latency`]: the disconnect-latency harness and its table.
+//! * [`upstream`]: scripted upstreams (pings, tokens) for the timer scenarios.
 //!
 //! Nothing here spawns a task or reads a runtime's clock: waits go through a [`Clock`]
 //! that each shell implements with its runtime's timer (tokio's follows a paused test
@@ -18,6 +19,7 @@
 pub mod client;
 pub mod gateway;
 pub mod latency;
+pub mod upstream;
 pub mod worker;
 
 use core::future::Future;

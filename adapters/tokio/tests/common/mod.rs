@@ -218,10 +218,10 @@ struct Gw<A> {
 }
 
 impl<A: Admit> Gw<A> {
-    /// The request's id and recorder, or the rejection when the breaker is open.
-    fn admitted(&self, query: &str) -> Result<(u64, Rec<A::Permit>), Response> {
+    /// The request's id and recorder, or the retry-after when the breaker is open.
+    fn admitted(&self, query: &str) -> Result<(u64, Rec<A::Permit>), u64> {
         let id = Query::parse(query).id();
-        let permit = self.admit.admit().map_err(rejected)?;
+        let permit = self.admit.admit()?;
         let sink = self.sink.clone();
         let permit = Some(permit);
         Ok((id, Rec { id, sink, permit }))
@@ -295,7 +295,7 @@ async fn forward_handler<A: Admit>(
     let q = q.unwrap_or_default();
     let (id, rec) = match gw.admitted(&q) {
         Ok(admitted) => admitted,
-        Err(rejection) => return rejection,
+        Err(retry_after) => return rejected(retry_after),
     };
     let (tx, rx) = mpsc::channel(16);
     let (head_tx, head_rx) = oneshot::channel();
@@ -337,7 +337,7 @@ async fn direct_handler<A: Admit>(State(gw): State<Arc<Gw<A>>>, RawQuery(q): Raw
     let q = q.unwrap_or_default();
     let rec = match gw.admitted(&q) {
         Ok((_, rec)) => rec,
-        Err(rejection) => return rejection,
+        Err(retry_after) => return rejected(retry_after),
     };
     // If the client leaves here, hyper drops this future, and `rec` records
     // nothing: record Abandoned through a guard instead.
