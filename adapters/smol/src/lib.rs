@@ -140,3 +140,9 @@ impl Future for Sleep {
         Pin::new(&mut self.0).poll(cx).map(drop)
     }
 }
+
+/// This crate's README example (which the workspace README repeats), compiled and run
+/// as a doc test of this crate, whose dev-dependencies it uses.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

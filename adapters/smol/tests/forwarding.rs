@@ -4,10 +4,11 @@
 mod common;
 
 use async_net::TcpStream;
-use common::{BodyEnd, Gateway, Reader, Worker, within};
+use common::{Gateway, Worker, get, within};
 use futures_lite::AsyncWriteExt;
 use sluice::Verdict;
 use sluice::forward::Ending;
+use sluice_test_support::client::BodyEnd;
 
 async fn rig() -> (Worker, Gateway) {
     let worker = Worker::start().await;
@@ -20,7 +21,7 @@ async fn rig() -> (Worker, Gateway) {
 fn client_leaves_mid_stream() {
     smol::block_on(async {
         let (worker, gateway) = rig().await;
-        let mut body = Reader::get(gateway.addr, "id=1&tokens=100000&pace_ms=10").await;
+        let mut body = get(gateway.addr, "id=1&tokens=100000&pace_ms=10").await;
         body.until(|b| b.tokens() >= 3).await.expect("three tokens");
         let at_close = worker.progress(1).tokens;
         drop(body);
@@ -38,7 +39,7 @@ fn client_leaves_mid_stream() {
 fn client_leaves_during_prefill() {
     smol::block_on(async {
         let (worker, gateway) = rig().await;
-        let body = Reader::get(gateway.addr, "id=2&hold_prefill").await;
+        let body = get(gateway.addr, "id=2&hold_prefill").await;
         assert_eq!(body.status, 200);
         drop(body);
         let seen = worker.wait(2, "upstream close", |p| p.dropped).await;
@@ -70,7 +71,7 @@ fn client_leaves_while_waiting_for_headers() {
 fn client_reads_to_the_end() {
     smol::block_on(async {
         let (worker, gateway) = rig().await;
-        let mut body = Reader::get(gateway.addr, "id=4&tokens=20").await;
+        let mut body = get(gateway.addr, "id=4&tokens=20").await;
         assert_eq!(body.read_to_end().await, BodyEnd::Clean);
         assert_eq!((body.tokens(), body.done()), (20, true));
         assert_eq!(gateway.verdict().await.1.verdict, Verdict::Success);
@@ -91,7 +92,7 @@ fn client_reads_to_the_end() {
 fn worker_errors_mid_stream() {
     smol::block_on(async {
         let (_worker, gateway) = rig().await;
-        let mut body = Reader::get(gateway.addr, "id=5&tokens=10&fail_after=3&pace_ms=5").await;
+        let mut body = get(gateway.addr, "id=5&tokens=10&fail_after=3&pace_ms=5").await;
         assert_eq!(body.read_to_end().await, BodyEnd::Error);
         assert_eq!(body.tokens(), 3);
         assert_eq!(gateway.verdict().await.1.verdict, Verdict::Failure);

@@ -4,34 +4,18 @@
 //! busy the worker is. Each scenario has one possible outcome whatever the machine's
 //! speed (pings and tokens never stop coming), so nothing here races the clock.
 
+mod common;
+
 use std::time::Duration;
 
-use futures_lite::stream::{self, Stream, StreamExt};
+use common::Smol;
+use futures_lite::stream::Stream;
 use sluice::forward::{Ending, ForwardOptions, Forwarded};
 use sluice::sse::SseRules;
 use sluice::{Cause, Outcome, TrackedStream, Verdict};
+use sluice_test_support::upstream::{ANTHROPIC_PING, DONE, Item, PING, TOKEN, summary, upstream};
 
-type Item = Result<&'static str, std::io::Error>;
-
-const PING: &str = ":\n\n";
-const ANTHROPIC_PING: &str = "event: ping\ndata: {\"type\": \"ping\"}\n\n";
-const TOKEN: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
-const DONE: &str = "data: [DONE]\n\n";
 const MS: Duration = Duration::from_millis(1);
-
-/// `first`, then `every` forever, one item per `gap`.
-fn upstream(
-    first: &'static [&'static str],
-    every: &'static str,
-    gap: Duration,
-) -> impl Stream<Item = Item> {
-    stream::iter(first.iter().copied())
-        .chain(stream::repeat(every))
-        .then(move |item| async move {
-            async_io::Timer::after(gap).await;
-            Ok(item)
-        })
-}
 
 /// Forwards `upstream` under `rules` and `options` to a client that reads everything.
 fn run(upstream: impl Stream<Item = Item>, rules: SseRules, options: ForwardOptions) -> Forwarded {
@@ -51,15 +35,11 @@ fn run(upstream: impl Stream<Item = Item>, rules: SseRules, options: ForwardOpti
     })
 }
 
-fn summary(f: &Forwarded) -> (Ending, Verdict, Cause) {
-    (f.ending, f.outcome.verdict, f.outcome.cause)
-}
-
 #[test]
 fn comment_pings_do_not_satisfy_the_first_token_timeout() {
     let options = ForwardOptions::default().first_token_timeout(MS * 40);
     let forwarded = run(
-        upstream(&[], PING, MS * 2),
+        upstream::<Smol>(&[], PING, MS * 2),
         SseRules::openai_chat(),
         options,
     );
@@ -73,7 +53,7 @@ fn comment_pings_do_not_satisfy_the_first_token_timeout() {
 fn anthropic_pings_do_not_reset_the_idle_timeout() {
     const START: &[&str] = &["event: message_start\ndata: {}\n\n"];
     let options = ForwardOptions::default().idle_timeout(MS * 40);
-    let pings = upstream(START, ANTHROPIC_PING, MS * 2);
+    let pings = upstream::<Smol>(START, ANTHROPIC_PING, MS * 2);
     let forwarded = run(pings, SseRules::anthropic(), options);
     assert_eq!(
         summary(&forwarded),
@@ -86,7 +66,7 @@ fn a_timeout_after_done_keeps_the_success() {
     const ANSWER: &[&str] = &[TOKEN, DONE];
     let options = ForwardOptions::default().idle_timeout(MS * 40);
     let forwarded = run(
-        upstream(ANSWER, PING, MS * 2),
+        upstream::<Smol>(ANSWER, PING, MS * 2),
         SseRules::openai_chat(),
         options,
     );
@@ -101,7 +81,11 @@ fn the_deadline_fires_however_busy_the_worker_is() {
     let options = ForwardOptions::default()
         .idle_timeout(Duration::from_secs(60))
         .deadline(MS * 50);
-    let forwarded = run(upstream(&[], TOKEN, MS), SseRules::openai_chat(), options);
+    let forwarded = run(
+        upstream::<Smol>(&[], TOKEN, MS),
+        SseRules::openai_chat(),
+        options,
+    );
     assert_eq!(
         summary(&forwarded),
         (Ending::TimedOut, Verdict::Failure, Cause::Deadline)

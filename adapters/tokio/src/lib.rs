@@ -144,8 +144,8 @@ impl Timer for TokioTimer {
     }
 }
 
-/// The workspace README's Rust examples, compiled (and the smol one run) as doc tests
-/// of this crate, whose dev-dependencies they use.
-#[doc = include_str!("../../../README.md")]
+/// This crate's README examples (which the workspace README repeats), compiled as doc
+/// tests of this crate, whose dev-dependencies they use.
+#[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

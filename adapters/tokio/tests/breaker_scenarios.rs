@@ -15,13 +15,14 @@ use axum::extract::{RawQuery, State as AxumState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::{Admit, BodyEnd, Gateway, Reader, Rig, Worker, http_client, within};
+use common::{Admit, Gateway, Rig, Worker, http_client, reader, within};
 use sluice::Verdict;
 use sluice::breaker::{
     Classified, Config, ManualClock, OwnedSharedPermit, Rejected, SharedBreaker, SharedPermit,
     State, StatusPolicy,
 };
 use sluice::forward::ForwardOptions;
+use sluice_test_support::client::BodyEnd;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -105,7 +106,7 @@ impl Bed {
     /// A stream that the worker breaks mid-stream: Failure.
     async fn fail_mid_stream(&mut self, route: &str, id: u64) {
         let query = format!("id={id}&tokens=10&fail_after=2&pace_ms=1");
-        let mut body = Reader::new(self.admitted(route, &query).await);
+        let mut body = reader(self.admitted(route, &query).await);
         assert_eq!(body.read_to_end().await, BodyEnd::Error, "request {id}");
         assert_eq!(body.tokens(), 2);
         assert_eq!(self.verdict(id).await, Verdict::Failure, "request {id}");
@@ -113,7 +114,7 @@ impl Bed {
 
     /// A stream read to its end: Success.
     async fn succeed(&mut self, route: &str, id: u64) {
-        let mut body = Reader::new(self.admitted(route, &format!("id={id}&tokens=3")).await);
+        let mut body = reader(self.admitted(route, &format!("id={id}&tokens=3")).await);
         assert_eq!(body.read_to_end().await, BodyEnd::Clean, "request {id}");
         assert!(body.done());
         assert_eq!(self.verdict(id).await, Verdict::Success, "request {id}");
@@ -146,7 +147,7 @@ impl Bed {
         );
         // Admitted, the gateway would have answered only after the worker's headers.
         assert!(
-            !self.rig.worker.progress(id).borrow().arrived,
+            !self.rig.worker.progress(id).arrived,
             "a rejected request reached the worker"
         );
         self.rig.gateway.no_more_verdicts();
@@ -160,7 +161,7 @@ impl Bed {
         match leave {
             Leave::ForwardMidStream | Leave::DirectMidStream => {
                 let query = format!("id={id}&tokens=100000&pace_ms=2");
-                let mut body = Reader::new(self.admitted(route, &query).await);
+                let mut body = reader(self.admitted(route, &query).await);
                 body.until(|b| b.tokens() >= 2).await.expect("two tokens");
                 drop(body);
             }
@@ -353,7 +354,7 @@ async fn scenario_9_mid_stream_errors_open_probes_close() {
 
     bed.clock.advance(open_for);
     // A probe that keeps its slot: `[DONE]` came, but the worker lingers.
-    let mut probe = Reader::new(bed.admitted("forward", "id=911&tokens=3&linger").await);
+    let mut probe = reader(bed.admitted("forward", "id=911&tokens=3&linger").await);
     probe.until(|b| b.done()).await.expect("[DONE]");
     assert_eq!(bed.breaker.snapshot().probes_in_flight(), 1);
     assert_eq!(

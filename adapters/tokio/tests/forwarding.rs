@@ -7,17 +7,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BodyEnd, Reader, Rig};
+use common::{Rig, reader};
 use sluice::Verdict;
 use sluice::forward::{Ending, ForwardOptions};
+use sluice_test_support::client::BodyEnd;
 
 /// Scenario 1: The client leaves mid-stream: the upstream is dropped at once.
 #[tokio::test]
 async fn client_leaves_mid_stream() {
-    let mut rig = Rig::start(ForwardOptions::default()).await;
-    let mut body = Reader::new(rig.get("forward", "id=1&tokens=100000&pace_ms=10").await);
+    let rig = Rig::start(ForwardOptions::default()).await;
+    let mut body = reader(rig.get("forward", "id=1&tokens=100000&pace_ms=10").await);
     body.until(|b| b.tokens() >= 3).await.expect("three tokens");
-    let at_close = rig.worker.progress(1).borrow().tokens;
+    let at_close = rig.worker.progress(1).tokens;
     drop(body);
     let seen = rig.worker.wait(1, "upstream drop", |p| p.dropped).await;
     assert!(
@@ -36,7 +37,7 @@ async fn client_leaves_mid_stream() {
 /// Scenario 2: The client leaves after the headers, while the worker is still in prefill.
 #[tokio::test]
 async fn client_leaves_during_prefill() {
-    let mut rig = Rig::start(ForwardOptions::default()).await;
+    let rig = Rig::start(ForwardOptions::default()).await;
     let response = rig.get("forward", "id=2&hold_prefill").await;
     assert_eq!(response.status(), 200);
     drop(response);
@@ -53,7 +54,7 @@ async fn client_leaves_during_prefill() {
 /// `until_closed` drops the upstream request.
 #[tokio::test]
 async fn client_leaves_while_waiting_for_headers() {
-    let mut rig = Rig::start(ForwardOptions::default()).await;
+    let rig = Rig::start(ForwardOptions::default()).await;
     let url = rig.gateway.url("forward", "id=3&hold_headers");
     let request = rig.client.get(url).send();
     tokio::select! {
@@ -79,8 +80,8 @@ async fn client_leaves_while_waiting_for_headers() {
 /// Scenario 4: The client reads to the end: one Success.
 #[tokio::test]
 async fn client_reads_to_the_end() {
-    let mut rig = Rig::start(ForwardOptions::default()).await;
-    let mut body = Reader::new(rig.get("forward", "id=4&tokens=20").await);
+    let rig = Rig::start(ForwardOptions::default()).await;
+    let mut body = reader(rig.get("forward", "id=4&tokens=20").await);
     assert_eq!(body.read_to_end().await, BodyEnd::Clean);
     assert_eq!((body.tokens(), body.done()), (20, true));
     let (_, outcome) = rig.gateway.verdict().await;
@@ -105,8 +106,8 @@ async fn client_reads_to_the_end() {
 /// a Failure, not an abandoned stream.
 #[tokio::test]
 async fn worker_errors_mid_stream() {
-    let mut rig = Rig::start(ForwardOptions::default()).await;
-    let mut body = Reader::new(
+    let rig = Rig::start(ForwardOptions::default()).await;
+    let mut body = reader(
         rig.get("forward", "id=5&tokens=10&fail_after=3&pace_ms=5")
             .await,
     );
@@ -126,8 +127,8 @@ async fn worker_errors_mid_stream() {
 /// Scenario 6: `[DONE]` arrived, then the client left before the upstream's end: Success.
 #[tokio::test]
 async fn done_then_client_leaves() {
-    let mut rig = Rig::start(ForwardOptions::default()).await;
-    let mut body = Reader::new(rig.get("forward", "id=6&tokens=4&linger").await);
+    let rig = Rig::start(ForwardOptions::default()).await;
+    let mut body = reader(rig.get("forward", "id=6&tokens=4&linger").await);
     body.until(|b| b.done()).await.expect("[DONE]");
     drop(body);
     let seen = rig.worker.wait(6, "upstream drop", |p| p.dropped).await;
@@ -142,11 +143,11 @@ async fn done_then_client_leaves() {
 /// Scenario 8: One client leaving does not disturb the streams around it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_leaving_leaves_the_others_alone() {
-    let mut rig = Rig::start(ForwardOptions::default()).await;
+    let rig = Rig::start(ForwardOptions::default()).await;
     let mut readers = Vec::new();
     for id in 80..86 {
         let q = format!("id={id}&tokens=30&pace_ms=2");
-        readers.push((id, Reader::new(rig.get("forward", &q).await)));
+        readers.push((id, reader(rig.get("forward", &q).await)));
     }
     let (leaver_id, mut leaver) = readers.remove(2);
     leaver.until(|b| b.tokens() >= 2).await.expect("two tokens");
@@ -179,8 +180,8 @@ async fn one_client_leaving_leaves_the_others_alone() {
 #[tokio::test]
 async fn drain_reads_the_answer_after_the_client_left() {
     let options = ForwardOptions::default().drain_on_close(Duration::from_secs(60));
-    let mut rig = Rig::start(options).await;
-    let mut body = Reader::new(rig.get("forward", "id=11&tokens=50&pace_ms=1").await);
+    let rig = Rig::start(options).await;
+    let mut body = reader(rig.get("forward", "id=11&tokens=50&pace_ms=1").await);
     body.until(|b| b.tokens() >= 2).await.expect("two tokens");
     drop(body);
     let seen = rig.worker.wait(11, "worker end", |p| p.dropped).await;
@@ -195,7 +196,7 @@ async fn drain_reads_the_answer_after_the_client_left() {
     assert_eq!(report.expect("forwarded").ending, Ending::ClientGone);
 
     // The same with a worker that fails while being drained.
-    let mut body = Reader::new(
+    let mut body = reader(
         rig.get("forward", "id=12&tokens=50&pace_ms=1&fail_after=20")
             .await,
     );
@@ -212,8 +213,8 @@ async fn drain_reads_the_answer_after_the_client_left() {
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_on_a_stalled_worker() {
     let options = ForwardOptions::default().idle_timeout(Duration::from_secs(5));
-    let mut rig = Rig::start(options).await;
-    let mut body = Reader::new(rig.get("forward", "id=120&tokens=10&stall_after=2").await);
+    let rig = Rig::start(options).await;
+    let mut body = reader(rig.get("forward", "id=120&tokens=10&stall_after=2").await);
     let start = tokio::time::Instant::now();
     rig.worker.wait(120, "upstream drop", |p| p.dropped).await;
     assert!(
@@ -233,10 +234,10 @@ async fn idle_timeout_on_a_stalled_worker() {
 /// drops the `TrackedStream` and the upstream.
 #[tokio::test]
 async fn direct_body_drops_the_upstream_on_client_close() {
-    let mut rig = Rig::start(ForwardOptions::default()).await;
-    let mut body = Reader::new(rig.get("direct", "id=13&tokens=100000&pace_ms=10").await);
+    let rig = Rig::start(ForwardOptions::default()).await;
+    let mut body = reader(rig.get("direct", "id=13&tokens=100000&pace_ms=10").await);
     body.until(|b| b.tokens() >= 3).await.expect("three tokens");
-    let at_close = rig.worker.progress(13).borrow().tokens;
+    let at_close = rig.worker.progress(13).tokens;
     drop(body);
     let seen = rig.worker.wait(13, "upstream drop", |p| p.dropped).await;
     assert!(seen.tokens <= at_close + 1);
@@ -244,7 +245,7 @@ async fn direct_body_drops_the_upstream_on_client_close() {
     assert_eq!(outcome.verdict, Verdict::Abandoned);
 
     // And read to the end, the same path says Success once.
-    let mut body = Reader::new(rig.get("direct", "id=14&tokens=5").await);
+    let mut body = reader(rig.get("direct", "id=14&tokens=5").await);
     assert_eq!(body.read_to_end().await, BodyEnd::Clean);
     let (id, outcome) = rig.gateway.verdict().await;
     assert_eq!((id, outcome.verdict), (14, Verdict::Success));

@@ -2,34 +2,17 @@
 //! satisfy neither the first-token nor the idle timeout, a timer after the done event
 //! blames nobody, and the total deadline fires however busy the worker is.
 
+mod common;
+
 use std::time::Duration;
 
-use futures_util::stream::{self, Stream, StreamExt};
+use common::Tokio;
+use futures_util::stream::Stream;
 use sluice::forward::{Ending, ForwardOptions, Forwarded};
 use sluice::sse::SseRules;
 use sluice::{Cause, Outcome, TrackedStream, Verdict};
-use tokio::time::{Instant, sleep};
-
-type Item = Result<&'static str, std::io::Error>;
-
-const PING: &str = ":\n\n";
-const ANTHROPIC_PING: &str = "event: ping\ndata: {\"type\": \"ping\"}\n\n";
-const TOKEN: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
-const DONE: &str = "data: [DONE]\n\n";
-
-/// `first`, then `every` forever, one item per `gap`.
-fn upstream(
-    first: &'static [&'static str],
-    every: &'static str,
-    gap: Duration,
-) -> impl Stream<Item = Item> {
-    stream::iter(first.iter().copied())
-        .chain(stream::repeat(every))
-        .then(move |item| async move {
-            sleep(gap).await;
-            Ok(item)
-        })
-}
+use sluice_test_support::upstream::{ANTHROPIC_PING, DONE, Item, PING, TOKEN, summary, upstream};
+use tokio::time::Instant;
 
 /// Forwards `upstream` under `rules` and `options` to a client that reads everything;
 /// returns what forwarding said and what was recorded.
@@ -51,15 +34,11 @@ async fn run(
     (forwarded, recorded.await.expect("recorded once"))
 }
 
-fn summary(f: &Forwarded) -> (Ending, Verdict, Cause) {
-    (f.ending, f.outcome.verdict, f.outcome.cause)
-}
-
 #[tokio::test(start_paused = true)]
 async fn comment_pings_do_not_satisfy_the_first_token_timeout() {
     let start = Instant::now();
     let options = ForwardOptions::default().first_token_timeout(Duration::from_secs(30));
-    let pings = upstream(&[], PING, Duration::from_secs(5));
+    let pings = upstream::<Tokio>(&[], PING, Duration::from_secs(5));
     let (forwarded, recorded) = run(pings, SseRules::openai_chat(), options).await;
     assert_eq!(
         summary(&forwarded),
@@ -76,7 +55,7 @@ async fn comment_pings_do_not_satisfy_the_first_token_timeout() {
 async fn anthropic_pings_do_not_reset_the_idle_timeout() {
     const START: &[&str] = &["event: message_start\ndata: {}\n\n"];
     let options = ForwardOptions::default().idle_timeout(Duration::from_secs(10));
-    let pings = upstream(START, ANTHROPIC_PING, Duration::from_secs(3));
+    let pings = upstream::<Tokio>(START, ANTHROPIC_PING, Duration::from_secs(3));
     let (forwarded, _) = run(pings, SseRules::anthropic(), options).await;
     assert_eq!(
         summary(&forwarded),
@@ -89,7 +68,7 @@ async fn without_rules_every_chunk_is_progress() {
     let options = ForwardOptions::default()
         .first_token_timeout(Duration::from_secs(30))
         .deadline(Duration::from_secs(100));
-    let pings = upstream(&[], PING, Duration::from_secs(5));
+    let pings = upstream::<Tokio>(&[], PING, Duration::from_secs(5));
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     let reader = tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let tracked = TrackedStream::new(pings, |_: Outcome| {});
@@ -110,7 +89,7 @@ async fn a_timeout_after_done_keeps_the_success() {
         .first_token_timeout(Duration::from_secs(30))
         .idle_timeout(Duration::from_secs(10));
     // After `[DONE]` the worker keeps the connection open, sending comments.
-    let lingering = upstream(ANSWER, PING, Duration::from_secs(4));
+    let lingering = upstream::<Tokio>(ANSWER, PING, Duration::from_secs(4));
     let (forwarded, recorded) = run(lingering, SseRules::openai_chat(), options).await;
     assert_eq!(
         summary(&forwarded),
@@ -126,7 +105,7 @@ async fn the_deadline_fires_however_busy_the_worker_is() {
     let options = ForwardOptions::default()
         .idle_timeout(Duration::from_secs(5))
         .deadline(Duration::from_secs(60));
-    let tokens = upstream(&[], TOKEN, Duration::from_secs(1));
+    let tokens = upstream::<Tokio>(&[], TOKEN, Duration::from_secs(1));
     let (forwarded, _) = run(tokens, SseRules::openai_chat(), options).await;
     assert_eq!(
         summary(&forwarded),

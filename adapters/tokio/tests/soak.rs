@@ -7,10 +7,11 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{BodyEnd, Reader, Rig, within};
+use common::{Rig, reader, within};
 use futures_util::StreamExt;
 use sluice::Verdict;
 use sluice::forward::ForwardOptions;
+use sluice_test_support::client::BodyEnd;
 
 const STREAMS: u64 = 2_000;
 const CONCURRENCY: usize = 32;
@@ -101,7 +102,7 @@ async fn client(rig: &Rig, id: u64, plan: Plan) {
         Ok(response) => return early_failure(response.status().to_string()),
         Err(e) => return early_failure(e.to_string()),
     };
-    let mut body = Reader::new(response);
+    let mut body = reader(response);
     match plan {
         Plan::Success { tokens } => {
             assert_eq!(body.read_to_end().await, BodyEnd::Clean, "{id}");
@@ -128,7 +129,7 @@ async fn soak_two_thousand_streams() {
     for plan in &plans {
         truth[plan.verdict() as usize] += 1;
     }
-    let mut rig = Rig::start(ForwardOptions::default()).await;
+    let rig = Rig::start(ForwardOptions::default()).await;
     futures_util::stream::iter(plans.iter().enumerate())
         .for_each_concurrent(CONCURRENCY, |(id, plan)| client(&rig, id as u64, *plan))
         .await;

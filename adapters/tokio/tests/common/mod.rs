@@ -1,25 +1,22 @@
-//! The test rig: a mock inference worker and a gateway under test, both axum servers
-//! on 127.0.0.1, with reqwest in between.
+//! The tokio shell of the loopback rig (the shared parts are in `sluice-test-support`):
+//! a mock inference worker and a gateway under test, both axum servers on 127.0.0.1,
+//! with reqwest in between.
 //!
-//! The worker streams SSE tokens as its query string says (`tokens`, `pace_ms`,
-//! `fail_after`, `stall_after`, `status`, `hold_headers`, `hold_prefill`,
-//! `linger`) and records, per request id, what it produced and when its response
-//! (the handler, then the body stream) was dropped: that is the upstream connection
-//! closing as the worker sees it.
+//! The worker follows [`Plan`] (the query string) and [`Script`]; its response (the
+//! handler, then the body stream) holds the request's drop guard, so the ledger
+//! notes when the upstream connection closed as the worker sees it.
 //!
 //! The gateway has two routes: `/forward` (a task per request, `until_closed` around
 //! the upstream request, then `sluice_tokio::forward_with` into an mpsc channel that
 //! feeds the response body) and `/direct` (the `TrackedStream` is the response body).
-//! Every request's verdict goes to one channel; every `/forward` task reports its
-//! [`Forwarded`] (or `None` when it ended before forwarding) to another, after the
-//! upstream was dropped.
+//! Verdicts and reports reach the test through [`Outcomes`].
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::HashMap;
 use std::future::{Future, pending};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -28,86 +25,40 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use futures_util::{StreamExt, stream};
-use sluice::breaker::{Classified, StatusPolicy};
-use sluice::forward::{ClientGone, ForwardOptions, Forwarded};
+use futures_util::stream;
+use sluice::forward::ForwardOptions;
 use sluice::sse::SseRules;
 use sluice::{Outcome, Recorder, TrackedStream, Verdict};
+use sluice_test_support::gateway::{Outcomes, Sink, outcomes, relay, status_verdict};
+use sluice_test_support::worker::{Action, DONE, Ledger, Plan, Query};
+use sluice_test_support::{Clock, client};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// How long a test waits for an effect before it fails.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+/// tokio's clock: follows a paused test clock.
+#[derive(Debug)]
+pub struct Tokio;
 
-/// Awaits `fut`, failing the test if it takes longer than [`DEADLINE`].
+impl Clock for Tokio {
+    fn sleep(duration: Duration) -> impl Future<Output = ()> + Send + 'static {
+        tokio::time::sleep(duration)
+    }
+}
+
+/// Awaits `fut`, failing the test if it takes longer than
+/// [`DEADLINE`](sluice_test_support::DEADLINE).
 pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("no {what} within {DEADLINE:?}"),
-    }
+    sluice_test_support::within::<Tokio, F>(what, fut).await
 }
 
-/// Parses `a=1&b=2`.
-fn params(query: Option<&str>) -> HashMap<String, String> {
-    query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => (kv.to_owned(), String::new()),
-        })
-        .collect()
-}
+/// Reads a client's body as SSE text.
+pub type Reader = client::Reader<Tokio>;
 
-fn num(p: &HashMap<String, String>, key: &str) -> Option<u64> {
-    p.get(key).and_then(|v| v.parse().ok())
-}
-
-// ---------------------------------------------------------------- the worker
-
-/// What the worker did for one request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// The request reached the handler.
-    pub arrived: bool,
-    /// The handler returned a streaming response.
-    pub headers: bool,
-    /// Tokens produced so far.
-    pub tokens: u64,
-    /// The body stream ended by itself (after `[DONE]`).
-    pub finished: bool,
-    /// The handler or the body stream was dropped.
-    pub dropped: bool,
-    /// When it was dropped.
-    pub dropped_at: Option<Instant>,
-}
-
-#[derive(Default)]
-struct Logs(Mutex<HashMap<u64, watch::Sender<Progress>>>);
-
-impl Logs {
-    fn get(&self, id: u64) -> watch::Sender<Progress> {
-        let mut map = self.0.lock().expect("log lock");
-        map.entry(id)
-            .or_insert_with(|| watch::channel(Progress::default()).0)
-            .clone()
-    }
-}
-
-/// Marks the request dropped when the handler future or the body stream goes away.
-struct DropGuard(watch::Sender<Progress>);
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        let now = Instant::now();
-        self.0.send_modify(|p| {
-            p.dropped = true;
-            p.dropped_at = Some(now);
-        });
-    }
+/// A reader of `response`'s body.
+pub fn reader(response: reqwest::Response) -> Reader {
+    Reader::new(response.status().as_u16(), response.bytes_stream())
 }
 
 /// A server on 127.0.0.1 that stops on [`Server::shutdown`].
@@ -148,107 +99,64 @@ impl Server {
     }
 }
 
-/// The mock inference worker.
+// ---------------------------------------------------------------- the worker
+
+/// The mock inference worker; its [`Ledger`] (through `Deref`) says what it did.
 pub struct Worker {
     pub server: Server,
-    logs: Arc<Logs>,
+    ledger: Arc<Ledger<Tokio>>,
 }
 
 impl Worker {
     pub async fn start() -> Self {
-        let logs = Arc::new(Logs::default());
+        let ledger = Arc::new(Ledger::default());
         let router = Router::new()
             .route("/v1/stream", get(worker_handler))
-            .with_state(logs.clone());
+            .with_state(ledger.clone());
         Self {
             server: Server::start(router).await,
-            logs,
+            ledger,
         }
     }
+}
 
-    /// Watches what the worker does for request `id` (also before it arrives).
-    pub fn progress(&self, id: u64) -> watch::Receiver<Progress> {
-        self.logs.get(id).subscribe()
-    }
+impl Deref for Worker {
+    type Target = Ledger<Tokio>;
 
-    /// Waits until request `id` satisfies `pred`.
-    pub async fn wait(&self, id: u64, what: &str, pred: impl FnMut(&Progress) -> bool) -> Progress {
-        let mut rx = self.progress(id);
-        let seen = within(what, rx.wait_for(pred)).await.expect("worker log");
-        seen.clone()
+    fn deref(&self) -> &Ledger<Tokio> {
+        &self.ledger
     }
 }
 
-/// What the body stream does next.
-enum Stage {
-    Tokens,
-    Linger,
-    End,
-}
-
-struct WorkerBody {
-    guard: DropGuard,
-    p: HashMap<String, String>,
-    next: u64,
-    stage: Stage,
-}
-
-async fn worker_handler(State(logs): State<Arc<Logs>>, RawQuery(q): RawQuery) -> Response {
-    let p = params(q.as_deref());
-    let id = num(&p, "id").unwrap_or(0);
-    let log = logs.get(id);
-    log.send_modify(|pr| pr.arrived = true);
-    let guard = DropGuard(log.clone());
-    if let Some(status) = num(&p, "status") {
-        let status = StatusCode::from_u16(status as u16).expect("status");
+async fn worker_handler(
+    State(ledger): State<Arc<Ledger<Tokio>>>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let plan = Plan::parse(q.as_deref().unwrap_or_default());
+    let guard = ledger.arrived(plan.id);
+    if let Some(status) = plan.status {
+        let status = StatusCode::from_u16(status).expect("status");
         return (status, "worker says no").into_response();
     }
-    if p.contains_key("hold_headers") {
+    if plan.hold_headers {
         pending::<()>().await;
     }
-    log.send_modify(|pr| pr.headers = true);
-    let body = WorkerBody {
-        guard,
-        p,
-        next: 0,
-        stage: Stage::Tokens,
-    };
-    let stream = stream::unfold(body, |mut b| async move {
-        let pace = Duration::from_millis(num(&b.p, "pace_ms").unwrap_or(0));
-        let tokens = num(&b.p, "tokens").unwrap_or(5);
-        match b.stage {
-            Stage::End => {
-                b.guard.0.send_modify(|pr| pr.finished = true);
+    guard.update(|p| p.headers = true);
+    let body = (guard, plan.script::<Tokio>());
+    let stream = stream::unfold(body, |(guard, mut script)| async move {
+        let item = match script.next().await {
+            Action::Token(event) => {
+                guard.update(|p| p.tokens += 1);
+                Ok(event)
+            }
+            Action::Done => Ok(Bytes::from_static(DONE)),
+            Action::Fail => Err(std::io::Error::other("worker failed mid-stream")),
+            Action::End => {
+                guard.update(|p| p.finished = true);
                 return None;
             }
-            Stage::Linger => pending::<()>().await,
-            Stage::Tokens => {}
-        }
-        if b.next == 0 && b.p.contains_key("hold_prefill") {
-            pending::<()>().await;
-        }
-        if b.next > 0 && !pace.is_zero() {
-            tokio::time::sleep(pace).await;
-        }
-        if num(&b.p, "stall_after") == Some(b.next) {
-            pending::<()>().await;
-        }
-        if num(&b.p, "fail_after") == Some(b.next) {
-            b.stage = Stage::End;
-            let err = std::io::Error::other("worker failed mid-stream");
-            return Some((Err(err), b));
-        }
-        if b.next == tokens {
-            b.stage = match b.p.contains_key("linger") {
-                true => Stage::Linger,
-                false => Stage::End,
-            };
-            return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), b));
-        }
-        let token = Bytes::from(format!("data: {{\"token\":{}}}\n\n", b.next));
-        b.next += 1;
-        b.guard.0.send_modify(|pr| pr.tokens += 1);
-        Some((Ok(token), b))
+        };
+        Some((item, (guard, script)))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
@@ -262,7 +170,7 @@ async fn worker_handler(State(logs): State<Arc<Logs>>, RawQuery(q): RawQuery) ->
 /// permit, where the gateway has a breaker).
 pub struct Rec<P: Recorder> {
     id: u64,
-    verdicts: mpsc::UnboundedSender<(u64, Outcome)>,
+    sink: Sink,
     permit: Option<P>,
 }
 
@@ -271,7 +179,7 @@ impl<P: Recorder> Recorder for Rec<P> {
         if let Some(permit) = self.permit {
             permit.record(outcome);
         }
-        let _ = self.verdicts.send((self.id, outcome));
+        self.sink.verdict(self.id, outcome);
     }
 }
 
@@ -306,15 +214,33 @@ struct Gw<A> {
     client: reqwest::Client,
     options: ForwardOptions,
     admit: A,
-    verdicts: mpsc::UnboundedSender<(u64, Outcome)>,
-    reports: mpsc::UnboundedSender<(u64, Option<Forwarded>)>,
+    sink: Sink,
 }
 
-/// The gateway under test.
+impl<A: Admit> Gw<A> {
+    /// The request's id and recorder, or the retry-after when the breaker is open.
+    fn admitted(&self, query: &str) -> Result<(u64, Rec<A::Permit>), u64> {
+        let id = Query::parse(query).id();
+        let permit = self.admit.admit()?;
+        let sink = self.sink.clone();
+        let permit = Some(permit);
+        Ok((id, Rec { id, sink, permit }))
+    }
+}
+
+/// The gateway under test; its [`Outcomes`] (through `Deref`) are the verdicts and
+/// reports.
 pub struct Gateway {
     pub server: Server,
-    pub verdicts: mpsc::UnboundedReceiver<(u64, Outcome)>,
-    pub reports: mpsc::UnboundedReceiver<(u64, Option<Forwarded>)>,
+    outcomes: Outcomes<Tokio>,
+}
+
+impl Deref for Gateway {
+    type Target = Outcomes<Tokio>;
+
+    fn deref(&self) -> &Outcomes<Tokio> {
+        &self.outcomes
+    }
 }
 
 /// A reqwest client that never uses a proxy.
@@ -329,15 +255,13 @@ impl Gateway {
     /// A gateway in front of `upstream` (`127.0.0.1:port`, or an address nobody
     /// listens on).
     pub async fn start<A: Admit>(upstream: SocketAddr, options: ForwardOptions, admit: A) -> Self {
-        let (vtx, verdicts) = mpsc::unbounded_channel();
-        let (rtx, reports) = mpsc::unbounded_channel();
+        let (sink, outcomes) = outcomes();
         let state = Arc::new(Gw {
             upstream: format!("http://{upstream}/v1/stream"),
             client: http_client(),
             options,
             admit,
-            verdicts: vtx,
-            reports: rtx,
+            sink,
         });
         let router = Router::new()
             .route("/forward", get(forward_handler::<A>))
@@ -345,29 +269,7 @@ impl Gateway {
             .with_state(state);
         Self {
             server: Server::start(router).await,
-            verdicts,
-            reports,
-        }
-    }
-
-    /// The next verdict.
-    pub async fn verdict(&mut self) -> (u64, Outcome) {
-        within("verdict", self.verdicts.recv())
-            .await
-            .expect("verdict channel")
-    }
-
-    /// The next report of a finished `/forward` task.
-    pub async fn report(&mut self) -> (u64, Option<Forwarded>) {
-        within("report", self.reports.recv())
-            .await
-            .expect("report channel")
-    }
-
-    /// No verdict is waiting (none doubled so far).
-    pub fn no_more_verdicts(&mut self) {
-        if let Ok(extra) = self.verdicts.try_recv() {
-            panic!("an extra verdict: {extra:?}");
+            outcomes,
         }
     }
 
@@ -376,7 +278,7 @@ impl Gateway {
     }
 }
 
-/// The status a gateway answers for the upstream's status.
+/// What a gateway answers when the breaker is open.
 fn rejected(retry_after: u64) -> Response {
     let mut r = (StatusCode::SERVICE_UNAVAILABLE, "breaker open").into_response();
     r.headers_mut().insert(
@@ -386,94 +288,56 @@ fn rejected(retry_after: u64) -> Response {
     r
 }
 
-/// The verdict for a response that will not be streamed (default status policy).
-fn status_verdict(status: StatusCode) -> Verdict {
-    // Called for non-2xx statuses only, which the default policy settles at once.
-    match StatusPolicy::default().classify(status.as_u16()) {
-        Classified::Settle(verdict) => verdict,
-        other => unreachable!("{status} classified as {other:?}"),
-    }
-}
-
 async fn forward_handler<A: Admit>(
     State(gw): State<Arc<Gw<A>>>,
     RawQuery(q): RawQuery,
 ) -> Response {
     let q = q.unwrap_or_default();
-    let id = num(&params(Some(&q)), "id").unwrap_or(0);
-    let permit = match gw.admit.admit() {
-        Ok(permit) => permit,
+    let (id, rec) = match gw.admitted(&q) {
+        Ok(admitted) => admitted,
         Err(retry_after) => return rejected(retry_after),
-    };
-    let rec = Rec {
-        id,
-        verdicts: gw.verdicts.clone(),
-        permit: Some(permit),
     };
     let (tx, rx) = mpsc::channel(16);
     let (head_tx, head_rx) = oneshot::channel();
     // The relay task: the task boundary that `forward` is for. It ends with its
     // stream (or with the client).
-    tokio::spawn(relay(gw.clone(), q, id, rec, tx, head_tx));
-    match head_rx.await {
-        Ok(status) if status == StatusCode::OK => Response::builder()
+    tokio::spawn(relay_task(gw.clone(), q, id, rec, tx, head_tx));
+    match head_rx.await.map(StatusCode::from_u16) {
+        Ok(Ok(StatusCode::OK)) => Response::builder()
             .header(header::CONTENT_TYPE, "text/event-stream")
             .body(Body::from_stream(ReceiverStream::new(rx)))
             .expect("response"),
-        Ok(status) => (status, format!("upstream said no: {status}")).into_response(),
-        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+        Ok(Ok(status)) => (status, format!("upstream said no: {status}")).into_response(),
+        _ => StatusCode::BAD_GATEWAY.into_response(),
     }
 }
 
-async fn relay<A: Admit>(
+async fn relay_task<A: Admit>(
     gw: Arc<Gw<A>>,
     q: String,
     id: u64,
     rec: Rec<A::Permit>,
     tx: mpsc::Sender<Result<Bytes, reqwest::Error>>,
-    head: oneshot::Sender<StatusCode>,
+    head: oneshot::Sender<u16>,
 ) {
     let request = gw.client.get(format!("{}?{q}", gw.upstream)).send();
-    let response = match sluice_tokio::until_closed(&tx, request).await {
-        Err(ClientGone) => {
-            rec.record(Verdict::Abandoned.into());
-            let _ = gw.reports.send((id, None));
-            return;
-        }
-        Ok(Err(_connect)) => {
-            rec.record(Verdict::Failure.into());
-            let _ = head.send(StatusCode::BAD_GATEWAY);
-            let _ = gw.reports.send((id, None));
-            return;
-        }
-        Ok(Ok(response)) => response,
-    };
-    let status = response.status();
-    if !status.is_success() {
-        rec.record(status_verdict(status).into());
+    let answer = sluice_tokio::until_closed(&tx, request).await;
+    let answer = answer.map(|sent| sent.map(|r| (r.status().as_u16(), r.bytes_stream())));
+    let mut forwarded = None;
+    if let Some(tracked) = relay(answer, rec, |status| {
         let _ = head.send(status);
-        let _ = gw.reports.send((id, None));
-        return;
+    }) {
+        forwarded = Some(sluice_tokio::forward_with(tracked, &tx, gw.options).await);
     }
-    let _ = head.send(StatusCode::OK);
-    let tracked =
-        TrackedStream::new(response.bytes_stream(), rec).with_sse(SseRules::openai_chat());
-    let forwarded = sluice_tokio::forward_with(tracked, &tx, gw.options).await;
     drop(tx);
-    let _ = gw.reports.send((id, Some(forwarded)));
+    gw.sink.report(id, forwarded);
 }
 
 async fn direct_handler<A: Admit>(State(gw): State<Arc<Gw<A>>>, RawQuery(q): RawQuery) -> Response {
     let q = q.unwrap_or_default();
-    let id = num(&params(Some(&q)), "id").unwrap_or(0);
-    let permit = match gw.admit.admit() {
-        Ok(permit) => permit,
+    let rec = match gw.admitted(&q) {
+        Ok((_, rec)) => rec,
         Err(retry_after) => return rejected(retry_after),
-    };
-    let rec = Rec {
-        id,
-        verdicts: gw.verdicts.clone(),
-        permit: Some(permit),
     };
     // If the client leaves here, hyper drops this future, and `rec` records
     // nothing: record Abandoned through a guard instead.
@@ -486,8 +350,8 @@ async fn direct_handler<A: Admit>(State(gw): State<Arc<Gw<A>>>, RawQuery(q): Raw
         }
     };
     let status = response.status();
-    if !status.is_success() {
-        rec.record(status_verdict(status));
+    if let Some(verdict) = status_verdict(status.as_u16()) {
+        rec.record(verdict);
         return (status, "upstream said no").into_response();
     }
     let Some(rec) = rec.0.take() else {
@@ -551,60 +415,5 @@ impl Rig {
         drop(self.client);
         self.gateway.server.shutdown().await;
         self.worker.server.shutdown().await;
-    }
-}
-
-/// Reads a client's body as SSE text.
-pub struct Reader {
-    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>,
-    pub text: String,
-}
-
-/// How a body read ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum BodyEnd {
-    /// The body ended cleanly.
-    Clean,
-    /// The body ended with an error (the connection was aborted).
-    Error,
-}
-
-impl Reader {
-    pub fn new(response: reqwest::Response) -> Self {
-        Self {
-            body: Box::pin(response.bytes_stream()),
-            text: String::new(),
-        }
-    }
-
-    /// Tokens (not `[DONE]`) read so far.
-    pub fn tokens(&self) -> usize {
-        self.text.matches("data: {").count()
-    }
-
-    pub fn done(&self) -> bool {
-        self.text.contains("data: [DONE]\n\n")
-    }
-
-    /// Reads until `pred` holds; `Err` if the body ends first.
-    pub async fn until(&mut self, mut pred: impl FnMut(&Self) -> bool) -> Result<(), BodyEnd> {
-        while !pred(self) {
-            match within("body chunk", self.body.next()).await {
-                Some(Ok(chunk)) => self
-                    .text
-                    .push_str(std::str::from_utf8(&chunk).expect("utf-8")),
-                Some(Err(_)) => return Err(BodyEnd::Error),
-                None => return Err(BodyEnd::Clean),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads to the end of the body.
-    pub async fn read_to_end(&mut self) -> BodyEnd {
-        match self.until(|_| false).await {
-            Err(end) => end,
-            Ok(()) => unreachable!(),
-        }
     }
 }
