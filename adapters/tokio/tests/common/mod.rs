@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures_util::stream;
 use sluice::forward::ForwardOptions;
 use sluice::sse::SseRules;
-use sluice::{Outcome, Recorder, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, RecordGuard, Recorder, TrackedStream, Verdict};
 use sluice_test_support::gateway::{Outcomes, Sink, outcomes, relay, status_verdict};
 use sluice_test_support::worker::{Action, DONE, Ledger, Plan, Query};
 use sluice_test_support::{Clock, client};
@@ -339,47 +339,28 @@ async fn direct_handler<A: Admit>(State(gw): State<Arc<Gw<A>>>, RawQuery(q): Raw
         Ok((_, rec)) => rec,
         Err(retry_after) => return rejected(retry_after),
     };
-    // If the client leaves here, hyper drops this future, and `rec` records
-    // nothing: record Abandoned through a guard instead.
-    let mut rec = RecordOnDrop(Some(rec));
+    // If the client leaves here, hyper drops this future, and `rec` would record
+    // nothing: the guard records Abandoned instead.
+    let rec = RecordGuard::new(rec);
     let response = match gw.client.get(format!("{}?{q}", gw.upstream)).send().await {
         Ok(response) => response,
         Err(_) => {
-            rec.record(Verdict::Failure);
+            rec.record(Outcome::new(Verdict::Failure, Cause::SendFailed, 0, 0));
             return StatusCode::BAD_GATEWAY.into_response();
         }
     };
     let status = response.status();
     if let Some(verdict) = status_verdict(status.as_u16()) {
-        rec.record(verdict);
+        rec.record(Outcome::new(verdict, Cause::Status, 0, 0));
         return (status, "upstream said no").into_response();
     }
-    let Some(rec) = rec.0.take() else {
-        unreachable!("recorded twice");
-    };
+    // The guard is a recorder: the tracked stream records through it.
     let tracked =
         TrackedStream::new(response.bytes_stream(), rec).with_sse(SseRules::openai_chat());
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(tracked))
         .expect("response")
-}
-
-/// Records `Abandoned` if dropped before anything else was recorded.
-struct RecordOnDrop<R: Recorder>(Option<R>);
-
-impl<R: Recorder> RecordOnDrop<R> {
-    fn record(&mut self, verdict: Verdict) {
-        if let Some(rec) = self.0.take() {
-            rec.record(verdict.into());
-        }
-    }
-}
-
-impl<R: Recorder> Drop for RecordOnDrop<R> {
-    fn drop(&mut self) {
-        self.record(Verdict::Abandoned);
-    }
 }
 
 // ---------------------------------------------------------------- the client side
