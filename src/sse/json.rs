@@ -435,11 +435,17 @@ fn prefix_xor(mut mask: u64) -> u64 {
 }
 
 /// The first quote among `opening` (bits 7 of the word at the start of `rest`)
-/// that `step` must see: followed by `e` or `o`, or by the end of `rest`.
+/// that `step` must see: one whose string may read `error` or `object`, as far as
+/// `rest` shows. Any other string `step` would walk as `skim` does.
 fn candidate(mut opening: u64, rest: &[u8]) -> Option<usize> {
     while opening != 0 {
         let i = opening.trailing_zeros() as usize / 8;
-        if matches!(rest.get(i + 1), None | Some(b'e' | b'o')) {
+        let after = &rest[i + 1..];
+        let n = after.len();
+        if n == 0
+            || after[0] == b'e' && after[..n.min(6)] == b"error\""[..n.min(6)]
+            || after[0] == b'o' && after[..n.min(7)] == b"object\""[..n.min(7)]
+        {
             return Some(i);
         }
         opening &= opening - 1;
