@@ -132,10 +132,20 @@ impl ErrorObject {
                 Walk::Skim if !self.escape => {
                     let (skipped, hard) = self.skim(&bytes[at..]);
                     at += skipped;
-                    for &b in &bytes[at..at + hard] {
-                        self.step(b);
+                    let rest = &bytes[at..];
+                    if hard == 1 && rest.starts_with(b"\"object\"") {
+                        // What `step` would walk to, at once.
+                        self.walk = Walk::Colon(Member::Object);
+                        at += OBJECT.len() + 2;
+                    } else if hard == 1 && rest.starts_with(b"\"error\"") {
+                        self.walk = Walk::Colon(Member::Error);
+                        at += ERROR.len() + 2;
+                    } else {
+                        for &b in &rest[..hard] {
+                            self.step(b);
+                        }
+                        at += hard;
                     }
-                    at += hard;
                 }
                 _ => {
                     self.step(bytes[at]);
@@ -149,58 +159,35 @@ impl ErrorObject {
     /// Returns how many bytes it walked, and how many after those `step` must walk:
     /// none at the end, one at a byte that may leave `Skim`, a word with a backslash.
     fn skim(&mut self, bytes: &[u8]) -> (usize, usize) {
-        let mut depth = self.depth;
-        // Bits 7 set while inside a string at the end of the last word.
-        let mut carry = if self.in_str { HIGH } else { 0 };
-        let look = !self.found;
-        let mut at = 0;
-        let stop = loop {
-            let rest = &bytes[at..];
-            let (word, len) = match rest.first_chunk::<8>() {
-                Some(word) => (u64::from_le_bytes(*word), 8),
-                None if rest.is_empty() => break 0,
-                None => (tail(bytes, rest.len()), rest.len()),
-            };
-            let bytes7 = Bytes7::new(word);
-            if bytes7.eq(b'\\') != 0 {
-                break len;
-            }
-            let quotes = bytes7.eq(b'"');
-            // Bit 7 of each byte: inside a string after that byte.
-            let inside = prefix_xor(quotes) ^ carry;
-            let folded = bytes7.fold();
-            let opens = folded.eq(b'{') & !inside;
-            let closes = folded.eq(b'}') & !inside;
-            let opening = quotes & inside;
-            if opens | closes == 0 {
-                if depth == 1 && look && opening != 0 {
-                    if let Some(i) = candidate(opening, rest) {
-                        carry = 0; // before an opening quote
-                        at += i;
-                        break 1;
-                    }
-                }
-            } else if depth > count(closes) + 1 {
-                // The depth stays above 1 throughout the word.
-                depth = depth + count(opens) - count(closes);
-            } else {
-                match brackets(depth, look, opens, closes, opening, rest) {
-                    Ok(d) => depth = d,
-                    Err((i, d)) => {
-                        // Stopped before byte `i` of this word, outside strings.
-                        depth = d;
-                        carry = 0;
-                        at += i;
-                        break 1;
-                    }
-                }
-            }
-            carry = ((inside as i64) >> 63) as u64 & HIGH;
-            at += len;
+        let mut skim = Skim {
+            depth: self.depth,
+            carry: if self.in_str { HIGH } else { 0 },
+            look: !self.found,
         };
-        self.depth = depth;
-        self.in_str = carry != 0;
-        (at, stop)
+        let mut rest = bytes;
+        let mut at = 0;
+        let mut stop = None;
+        while let Some((word, next)) = rest.split_first_chunk::<8>() {
+            if let Some(s) = skim.word(u64::from_le_bytes(*word), bytes, at) {
+                stop = Some(s);
+                break;
+            }
+            rest = next;
+            at += 8;
+        }
+        let len = rest.len();
+        if stop.is_none() && len > 0 {
+            stop = skim.word(tail(bytes, len), bytes, at);
+            if stop.is_none() {
+                at += len;
+            }
+        }
+        self.depth = skim.depth;
+        self.in_str = skim.carry != 0;
+        match stop {
+            Some((i, hard)) => (at + i, hard),
+            None => (at, 0),
+        }
     }
 
     /// One byte; the definition of the walk (see the module docs).
@@ -327,6 +314,58 @@ fn key_byte(member: Member, len: u8, b: u8) -> Option<Member> {
         Member::Error if ERROR.get(len) == Some(&b) => Some(Member::Error),
         Member::Object if OBJECT.get(len) == Some(&b) => Some(Member::Object),
         _ => None,
+    }
+}
+
+/// The `Skim` state in registers, for [`ErrorObject::skim`].
+struct Skim {
+    depth: u64,
+    /// Bits 7 set while inside a string at the end of the last word.
+    carry: u64,
+    /// No `error` member found yet: candidates matter.
+    look: bool,
+}
+
+impl Skim {
+    /// Walks the word at `bytes[at..]` (its first eight bytes, zero-padded). Returns
+    /// `None` if it walked the whole word, or where `step` must take over: the byte
+    /// `i` of the word and how many bytes `step` must walk there.
+    #[inline(always)]
+    fn word(&mut self, word: u64, bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+        let bytes7 = Bytes7::new(word);
+        if bytes7.eq(b'\\') != 0 {
+            return Some((0, (bytes.len() - at).min(8)));
+        }
+        let quotes = bytes7.eq(b'"');
+        // Bit 7 of each byte: inside a string after that byte.
+        let inside = prefix_xor(quotes) ^ self.carry;
+        let folded = bytes7.fold();
+        let opens = folded.eq(b'{') & !inside;
+        let closes = folded.eq(b'}') & !inside;
+        let opening = quotes & inside;
+        if opens | closes == 0 {
+            if self.depth == 1 && self.look && opening != 0 {
+                if let Some(i) = candidate(opening, &bytes[at..]) {
+                    self.carry = 0; // before an opening quote
+                    return Some((i, 1));
+                }
+            }
+        } else if self.depth > count(closes) + 1 {
+            // The depth stays above 1 throughout the word.
+            self.depth = self.depth + count(opens) - count(closes);
+        } else {
+            match brackets(self.depth, self.look, opens, closes, opening, &bytes[at..]) {
+                Ok(depth) => self.depth = depth,
+                Err((i, depth)) => {
+                    // Stopped before byte `i` of this word, outside strings.
+                    self.depth = depth;
+                    self.carry = 0;
+                    return Some((i, 1));
+                }
+            }
+        }
+        self.carry = ((inside as i64) >> 63) as u64 & HIGH;
+        None
     }
 }
 
