@@ -24,20 +24,30 @@
 //! string, whether the last byte was an unescaped backslash, and whether an `error`
 //! member was found. No byte is kept.
 //!
-//! Nearly every byte is in [`Walk::Skim`], where only the depth and the string state
-//! change. [`ErrorObject::skim`] moves that state over eight bytes at a time (SWAR on
-//! a `u64`): masks of the quotes and brackets (`| 0x20` maps `[`/`]` to `{`/`}`), a
-//! prefix XOR of the quotes for the bytes inside strings, and popcounts of the
-//! brackets outside them for the depth. It stops, with the state exactly as it is
-//! before that byte, where the byte-at-a-time [`ErrorObject::step`] must decide:
-//! a quote that opens a string at depth 1 followed by `e` or `o` (or by the end of
-//! the input so far), the bracket that closes the top-level object, and any word
-//! with a backslash. `step` is the definition: `skim` only skips bytes that `step`
-//! would walk through in `Skim` without leaving it, and both leave the same state.
-//! So where the input is split changes nothing: the state after a chunk is the state
-//! after its bytes, one at a time. The time is linear: each byte is read by `skim`
-//! at most once and by `step` at most twice (a byte that ends a key or value state is
-//! handed back to `Skim`).
+//! [`ErrorObject::step`] walks one byte and is the definition. Nearly every byte is
+//! in [`Walk::Skim`], where only the depth and the string state change, so
+//! [`ErrorObject::skim`] fast-forwards that state eight bytes at a time (SWAR on a
+//! `u64`, no `unsafe`): exact per-byte masks of the quotes and brackets (`| 0x20`
+//! maps `[`/`]` to `{`/`}`), a prefix XOR of the quotes for the bytes inside
+//! strings, and counts of the brackets outside them for the depth (a multiply, not
+//! `popcnt`, which baseline x86-64 lacks). A word whose depth may reach 1 has its
+//! brackets walked in order. `skim` stops, with the state exactly as `step` would
+//! leave it before that byte, where `step` must decide:
+//!
+//! * a quote that opens a string at depth 1 whose bytes, as far as the input shows
+//!   so far, may spell `error"` or `object"` (a candidate: `"error"` is needed to
+//!   fail, as a key or as the value of `object`). `step` walks the key through
+//!   [`Walk::Key`], [`Walk::Colon`], [`Walk::Value`], [`Walk::Null`] and
+//!   [`Walk::ObjectValue`], which carry a candidate across chunks and `data` lines,
+//!   then hands back to `Skim`. Any other string `step` would walk exactly as `skim`
+//!   does, so `skim` does not stop for it;
+//! * the bracket that closes the top-level object (then [`Walk::Closed`]);
+//! * a word with a backslash (`step` walks its eight bytes; escapes are rare).
+//!
+//! So where the input is split changes nothing: after each chunk the state is the
+//! one `step` leaves after the same bytes one at a time (the unit tests check this
+//! on every split). The time is linear: `skim` reads each byte once, `step` at most
+//! twice (a byte that ends a key or value state is handed back to `Skim`).
 
 /// The bytes of a top-level key or value that can decide.
 const ERROR: &[u8] = b"error";
