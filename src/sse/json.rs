@@ -701,9 +701,11 @@ mod tests {
                 "\"error\"", "\"object\"", "null", "\"error\":", "\"object\":\"error\"",
                 "\"abcdefgh\"", "12345678", "\\\"",
             ][..]), 0..60),
+            open in proptest::sample::select(&["{", " {", "{[[", "{\"a\":{\"b\":[", "x"][..]),
             cuts in proptest::collection::vec(0..1000_usize, 0..4),
         ) {
-            let data: Vec<u8> = tokens.concat().into_bytes();
+            // Mostly an open object, so that the walk lives past the first byte.
+            let data: Vec<u8> = [open.as_bytes(), tokens.concat().as_bytes()].concat();
             let mut reference = ErrorObject::new();
             reference.feed_bytewise(&data);
             let mut at: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
