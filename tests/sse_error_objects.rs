@@ -111,10 +111,7 @@ fn data() -> impl Strategy<Value = String> {
             .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
         1 => json(),
     ];
-    let ws = prop::collection::vec(
-        prop::sample::select(&["", "", " ", "\t", "\n", "  \n "][..]),
-        64,
-    );
+    let ws = prop::collection::vec(prop::sample::select(&["", "", " ", "\t", "\n", "  \n "][..]), 64);
     (top, ws, 0..4_u8, any::<prop::sample::Index>()).prop_map(|(value, ws, shape, cut)| {
         let mut out = String::new();
         write(&value, &mut ws.into_iter().cycle(), &mut out);
@@ -122,10 +119,7 @@ fn data() -> impl Strategy<Value = String> {
             0 => {
                 // Cut short at a character boundary.
                 let at = cut.index(out.len() + 1);
-                let at = (0..=at)
-                    .rev()
-                    .find(|&i| out.is_char_boundary(i))
-                    .unwrap_or(0);
+                let at = (0..=at).rev().find(|&i| out.is_char_boundary(i)).unwrap_or(0);
                 out.truncate(at);
             }
             1 => out.push_str(" x"),
@@ -195,8 +189,5 @@ fn the_generator_makes_errors_and_non_errors() {
             _ => other += 1,
         }
     }
-    assert!(
-        failed > 200 && other > 200,
-        "{failed} errors, {other} others"
-    );
+    assert!(failed > 200 && other > 200, "{failed} errors, {other} others");
 }

@@ -32,7 +32,10 @@ fn rules(pick: u8) -> SseRules {
 }
 
 /// The strongest signal over a sequence of chunks, and the progress counted.
-fn scan<'a>(rules: &SseRules, chunks: impl IntoIterator<Item = &'a [u8]>) -> (Option<Signal>, u64) {
+fn scan<'a>(
+    rules: &SseRules,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (Option<Signal>, u64) {
     let mut scanner = SseScanner::new(rules.clone());
     let signal = chunks.into_iter().map(|c| scanner.feed(c)).max().flatten();
     (signal, scanner.progress())
