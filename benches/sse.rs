@@ -3,7 +3,9 @@
 //! `cargo bench --bench sse`. Two groups, both in bytes per second:
 //!
 //! * `sse_chat_1mib_64b_chunks`: a realistic ~1 MiB OpenAI Chat Completions stream fed
-//!   in 64-byte chunks to the scanner; to a `memchr` newline count (the practical
+//!   in 64-byte chunks to the scanner (and to the scanner without its error-object
+//!   walk, to show what that walk costs, and on the same stream with an `error`
+//!   member nested in every chunk object); to a `memchr` newline count (the practical
 //!   limit for anything that looks at every line end); to a per-chunk substring search
 //!   for `[DONE]` (fast, and wrong: it matches inside JSON and misses a split
 //!   pattern); and to `eventsource-stream`, a full SSE parser that builds every event.
@@ -68,7 +70,11 @@ fn chat_stream(size: usize) -> Vec<u8> {
 }
 
 fn scan(chunks: &[&[u8]]) -> Option<Signal> {
-    let mut scanner = SseScanner::new(SseRules::openai_chat());
+    scan_with(SseRules::openai_chat(), chunks)
+}
+
+fn scan_with(rules: SseRules, chunks: &[&[u8]]) -> Option<Signal> {
+    let mut scanner = SseScanner::new(rules);
     let mut signal = None;
     for chunk in chunks {
         signal = signal.max(scanner.feed(black_box(chunk)));
@@ -121,6 +127,16 @@ fn chat(c: &mut Criterion) {
     let owned: Vec<Bytes> = chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect();
     let finder = memchr::memmem::Finder::new(b"[DONE]");
 
+    let nested = String::from_utf8(input.clone())
+        .expect("UTF-8")
+        .replace(
+            r#""logprobs":null"#,
+            r#""error":{"message":"nested","code":500}"#,
+        )
+        .into_bytes();
+    let nested_chunks: Vec<&[u8]> = nested.chunks(CHUNK).collect();
+    assert_eq!(scan(&nested_chunks), Some(Signal::Done));
+
     // Every contender gets the answer it should before it is timed.
     assert_eq!(scan(&chunks), Some(Signal::Done));
     assert_eq!(scan(&[&input]), Some(Signal::Done));
@@ -130,6 +146,14 @@ fn chat(c: &mut Criterion) {
     let mut group = c.benchmark_group("sse_chat_1mib_64b_chunks");
     group.throughput(Throughput::Bytes(input.len() as u64));
     group.bench_function("scanner", |b| b.iter(|| scan(&chunks)));
+    // The same without the error-object walk: what the line scanner costs alone.
+    let no_walk = || SseRules::openai_chat().failed_on_error_object(false);
+    group.bench_function("scanner_no_error_objects", |b| {
+        b.iter(|| scan_with(no_walk(), &chunks))
+    });
+    // Every chunk object with an `error` member nested deeper (not a failure): the
+    // walk must tell it from a top-level one.
+    group.bench_function("scanner_nested_errors", |b| b.iter(|| scan(&nested_chunks)));
     group.bench_function("memchr_newlines", |b| b.iter(|| count_newlines(&chunks)));
     group.bench_function("naive_substring", |b| {
         b.iter(|| naive_done(&finder, &chunks))

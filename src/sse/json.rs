@@ -4,15 +4,50 @@
 //! data is a JSON object with a top-level `error` member (vLLM, SGLang, llama.cpp,
 //! TGI, OpenRouter, where it may follow other members), or with `"object": "error"`
 //! (older vLLM). [`ErrorObject`] tells such data apart from a chunk that merely
-//! mentions an error, without buffering it and without parsing it: it follows
-//! strings (and their escapes) and the nesting depth, and looks at the keys of the
-//! top-level object only.
+//! mentions an error, without buffering it and without parsing it.
 //!
-//! It is a walk, not a validator: brackets are counted, not matched by kind. The data
-//! is an error object when it starts with `{` (after whitespace), the object closes
-//! with only whitespace after it, and a top-level member is `error` with a value
-//! other than `null`, or `object` with the value `"error"`. A key or value spelled
-//! with escapes (`"\u0065rror"`) is not recognised.
+//! # The rule
+//!
+//! It is a walk, not a validator. The data is an error object when it starts with `{`
+//! (after whitespace), the object closes with only whitespace after it, and a string
+//! that opens at depth 1 (directly in the top-level object), reads exactly `error`,
+//! and is followed by a colon, has a value other than `null`; or one that reads
+//! `object` and is followed by a colon and the string `"error"`. Brackets of either
+//! kind are counted, not matched; a backslash escapes the byte after it; a key or
+//! value spelled with escapes (`"\u0065rror"`) is not recognised; the line feed that
+//! joins two `data` lines is whitespace, but inside a string the data is not JSON.
+//!
+//! # The walk
+//!
+//! The state is a few words whatever the data's length: where the walk stands
+//! ([`Walk`]), the depth (a `u64` count of open brackets), whether it is inside a
+//! string, whether the last byte was an unescaped backslash, and whether an `error`
+//! member was found. No byte is kept.
+//!
+//! [`ErrorObject::step`] walks one byte and is the definition. Nearly every byte is
+//! in [`Walk::Skim`], where only the depth and the string state change, so
+//! [`ErrorObject::skim`] fast-forwards that state eight bytes at a time (SWAR on a
+//! `u64`, no `unsafe`): exact per-byte masks of the quotes and brackets (`| 0x20`
+//! maps `[`/`]` to `{`/`}`), a prefix XOR of the quotes for the bytes inside
+//! strings, and counts of the brackets outside them for the depth (a multiply, not
+//! `popcnt`, which baseline x86-64 lacks). A word whose depth may reach 1 has its
+//! brackets walked in order. `skim` stops, with the state exactly as `step` would
+//! leave it before that byte, where `step` must decide:
+//!
+//! * a quote that opens a string at depth 1 whose bytes, as far as the input shows
+//!   so far, may spell `error"` or `object"` (a candidate: `"error"` is needed to
+//!   fail, as a key or as the value of `object`). `step` walks the key through
+//!   [`Walk::Key`], [`Walk::Colon`], [`Walk::Value`], [`Walk::Null`] and
+//!   [`Walk::ObjectValue`], which carry a candidate across chunks and `data` lines,
+//!   then hands back to `Skim`. Any other string `step` would walk exactly as `skim`
+//!   does, so `skim` does not stop for it;
+//! * the bracket that closes the top-level object (then [`Walk::Closed`]);
+//! * a word with a backslash (`step` walks its eight bytes; escapes are rare).
+//!
+//! So where the input is split changes nothing: after each chunk the state is the
+//! one `step` leaves after the same bytes one at a time (the unit tests check this
+//! on every split). The time is linear: `skim` reads each byte once, `step` at most
+//! twice (a byte that ends a key or value state is handed back to `Skim`).
 
 /// The bytes of a top-level key or value that can decide.
 const ERROR: &[u8] = b"error";
@@ -26,8 +61,6 @@ enum Member {
     Error,
     /// `object`: the value `"error"` makes the data an error.
     Object,
-    /// Any other key.
-    Other,
 }
 
 /// Where the walk stands.
@@ -37,14 +70,12 @@ enum Walk {
     Start,
     /// Not an object, or something after it: never an error object.
     Dead,
-    /// In the top-level object where a key (or its end) comes next.
-    Key,
-    /// Inside a top-level key: `len` bytes so far, which still equal `ERROR` (or
-    /// `OBJECT`) when `candidate` says so.
-    KeyText { candidate: Member, len: u8 },
-    /// After a backslash in a top-level key: the key matches nothing.
-    KeyEscape,
-    /// After a top-level key, before its colon.
+    /// Inside the object: only the depth and the string state change.
+    Skim,
+    /// Inside a string opened at depth 1 whose `len` bytes so far begin `member`'s
+    /// name.
+    Key { member: Member, len: u8 },
+    /// After a depth-1 string naming `member`, before its colon.
     Colon(Member),
     /// After the colon, before the value.
     Value(Member),
@@ -52,12 +83,6 @@ enum Walk {
     Null(u8),
     /// Inside the string value of `object`, `len` bytes equal to `ERROR` so far.
     ObjectValue(u8),
-    /// Inside a value, outside strings.
-    Code,
-    /// Inside a string within a value.
-    Str,
-    /// After a backslash inside a string within a value.
-    StrEscape,
     /// After the top-level object closed: only whitespace may follow.
     Closed,
 }
@@ -67,7 +92,11 @@ enum Walk {
 pub(super) struct ErrorObject {
     walk: Walk,
     /// Open objects and arrays: 1 inside the top-level object.
-    depth: u32,
+    depth: u64,
+    /// In `Skim`: inside a string.
+    in_str: bool,
+    /// In `Skim`: the last byte was a backslash that escapes the next one.
+    escape: bool,
     /// A top-level member said "error".
     found: bool,
 }
@@ -78,6 +107,8 @@ impl ErrorObject {
         Self {
             walk: Walk::Start,
             depth: 0,
+            in_str: false,
+            escape: false,
             found: false,
         }
     }
@@ -96,101 +127,101 @@ impl ErrorObject {
     /// control character inside a string (invalid JSON).
     pub(super) fn line_feed(&mut self) {
         match self.walk {
-            Walk::Start | Walk::Dead | Walk::Key | Walk::Colon(_) | Walk::Value(_) => {}
-            Walk::Code | Walk::Closed => {}
-            Walk::Null(_) => self.feed(b"\n"),
-            _ => self.walk = Walk::Dead,
+            Walk::Skim if self.in_str => self.walk = Walk::Dead,
+            Walk::Key { .. } | Walk::ObjectValue(_) => self.walk = Walk::Dead,
+            _ => self.step(b'\n'),
         }
     }
 
     /// Walks more of the data (a value without its line end).
-    pub(super) fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let used = match self.walk {
+    pub(super) fn feed(&mut self, bytes: &[u8]) {
+        let mut at = 0;
+        while at < bytes.len() {
+            match self.walk {
                 Walk::Dead => return,
-                Walk::Str => match memchr::memchr2(b'"', b'\\', bytes) {
-                    Some(i) => {
-                        self.walk = match bytes[i] {
-                            b'"' => Walk::Code,
-                            _ => Walk::StrEscape,
-                        };
-                        i + 1
+                Walk::Skim if !self.escape => {
+                    let (skipped, hard) = self.skim(&bytes[at..]);
+                    at += skipped;
+                    let rest = &bytes[at..];
+                    if hard == 1 && rest.starts_with(b"\"object\"") {
+                        // What `step` would walk to, at once.
+                        self.walk = Walk::Colon(Member::Object);
+                        at += OBJECT.len() + 2;
+                    } else if hard == 1 && rest.starts_with(b"\"error\"") {
+                        self.walk = Walk::Colon(Member::Error);
+                        at += ERROR.len() + 2;
+                    } else {
+                        for &b in &rest[..hard] {
+                            self.step(b);
+                        }
+                        at += hard;
                     }
-                    None => return,
-                },
-                Walk::Code => self.code(bytes),
+                }
                 _ => {
-                    self.step(bytes[0]);
-                    1
+                    self.step(bytes[at]);
+                    at += 1;
                 }
-            };
-            bytes = &bytes[used..];
-        }
-    }
-
-    /// Walks bytes outside strings, inside a value; returns how many it used.
-    fn code(&mut self, bytes: &[u8]) -> usize {
-        for (i, &b) in bytes.iter().enumerate() {
-            match b {
-                b'"' => {
-                    self.walk = Walk::Str;
-                    return i + 1;
-                }
-                b'{' | b'[' => self.depth = self.depth.saturating_add(1),
-                b'}' | b']' => {
-                    self.depth -= 1;
-                    if self.depth == 0 {
-                        self.walk = Walk::Closed;
-                        return i + 1;
-                    }
-                }
-                b',' if self.depth == 1 => {
-                    self.walk = Walk::Key;
-                    return i + 1;
-                }
-                _ => {}
             }
         }
-        bytes.len()
     }
 
-    /// One byte in a state that looks at every byte.
+    /// Moves the `Skim` state (no escape pending) over `bytes`, a word at a time.
+    /// Returns how many bytes it walked, and how many after those `step` must walk:
+    /// none at the end, one at a byte that may leave `Skim`, a word with a backslash.
+    fn skim(&mut self, bytes: &[u8]) -> (usize, usize) {
+        let mut skim = Skim {
+            depth: self.depth,
+            carry: if self.in_str { HIGH } else { 0 },
+            look: !self.found,
+        };
+        let mut rest = bytes;
+        let mut at = 0;
+        let mut stop = None;
+        while let Some((word, next)) = rest.split_first_chunk::<8>() {
+            if let Some(s) = skim.word(u64::from_le_bytes(*word), bytes, at) {
+                stop = Some(s);
+                break;
+            }
+            rest = next;
+            at += 8;
+        }
+        let len = rest.len();
+        if stop.is_none() && len > 0 {
+            stop = skim.word(tail(bytes, len), bytes, at);
+            if stop.is_none() {
+                at += len;
+            }
+        }
+        self.depth = skim.depth;
+        self.in_str = skim.carry != 0;
+        match stop {
+            Some((i, hard)) => (at + i, hard),
+            None => (at, 0),
+        }
+    }
+
+    /// One byte; the definition of the walk (see the module docs).
     fn step(&mut self, b: u8) {
         let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
         self.walk = match self.walk {
             Walk::Start if ws => Walk::Start,
             Walk::Start if b == b'{' => {
                 self.depth = 1;
-                Walk::Key
+                Walk::Skim
             }
-            Walk::Key if ws || b == b',' => Walk::Key,
-            Walk::Key if b == b'"' => Walk::KeyText {
-                candidate: match self.found {
-                    // Decided already: no key can change it.
-                    true => Member::Other,
-                    false => Member::Error,
+            Walk::Skim => return self.skim_byte(b),
+            Walk::Key { member, len } => match b {
+                b'"' => match (member, usize::from(len)) {
+                    (Member::Error, 5) | (Member::Object, 6) => Walk::Colon(member),
+                    _ => Walk::Skim,
                 },
-                len: 0,
-            },
-            Walk::Key if b == b'}' => {
-                self.depth = 0;
-                Walk::Closed
-            }
-            Walk::KeyText { candidate, len } => match b {
-                b'"' => Walk::Colon(match (candidate, usize::from(len)) {
-                    (Member::Error, 5) => Member::Error,
-                    (Member::Object, 6) => Member::Object,
-                    _ => Member::Other,
-                }),
-                b'\\' => Walk::KeyEscape,
-                _ => Walk::KeyText {
-                    candidate: key_byte(candidate, len, b),
-                    len: len.saturating_add(1),
+                _ => match key_byte(member, len, b) {
+                    Some(member) => Walk::Key {
+                        member,
+                        len: len + 1,
+                    },
+                    None => return self.in_string(b),
                 },
-            },
-            Walk::KeyEscape => Walk::KeyText {
-                candidate: Member::Other,
-                len: u8::MAX,
             },
             Walk::Colon(member) if ws => Walk::Colon(member),
             Walk::Colon(member) if b == b':' => Walk::Value(member),
@@ -218,36 +249,257 @@ impl ErrorObject {
             Walk::ObjectValue(len) => match b {
                 b'"' => {
                     self.found |= usize::from(len) == ERROR.len();
-                    Walk::Code
+                    Walk::Skim
                 }
-                b'\\' => Walk::StrEscape,
                 _ if ERROR.get(usize::from(len)) == Some(&b) => Walk::ObjectValue(len + 1),
-                _ => Walk::Str,
+                _ => return self.in_string(b),
             },
-            Walk::StrEscape => Walk::Str,
+            // A string that was not a key after all (`Colon`) is walked on as a value.
+            Walk::Colon(_) => return self.reenter(b),
             Walk::Closed if ws => Walk::Closed,
-            // Anything else is not the start, shape or end of an object.
+            // Anything else is not the start or the end of an object.
             _ => Walk::Dead,
         };
     }
 
-    /// Hands byte `b` (the first of a value, or the one after `null`) to the value
-    /// walk.
+    /// Byte `b` in `Skim`.
+    fn skim_byte(&mut self, b: u8) {
+        if self.escape {
+            self.escape = false;
+            return;
+        }
+        match b {
+            b'\\' => self.escape = true,
+            b'"' if self.in_str => self.in_str = false,
+            _ if self.in_str => {}
+            b'"' if self.depth == 1 && !self.found => {
+                self.walk = Walk::Key {
+                    member: Member::Error,
+                    len: 0,
+                };
+            }
+            b'"' => self.in_str = true,
+            b'{' | b'[' => self.depth += 1,
+            b'}' | b']' => {
+                self.depth -= 1;
+                if self.depth == 0 {
+                    self.walk = Walk::Closed;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Byte `b` of a depth-1 string that no longer matches: the rest of the string
+    /// is skimmed.
+    fn in_string(&mut self, b: u8) {
+        self.walk = Walk::Skim;
+        self.in_str = true;
+        self.skim_byte(b);
+    }
+
+    /// Hands byte `b` (the first of a value, or the one after `null`) back to `Skim`,
+    /// outside strings at depth 1.
     fn reenter(&mut self, b: u8) {
-        self.walk = Walk::Code;
-        self.code(&[b]);
+        self.walk = Walk::Skim;
+        self.skim_byte(b);
+    }
+
+    /// Test only: walks `bytes` with `step` alone, never `skim`.
+    #[cfg(test)]
+    fn feed_bytewise(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.walk != Walk::Dead {
+                self.step(b);
+            }
+        }
     }
 }
 
-/// The candidate after byte `b` at position `len` of a top-level key.
-fn key_byte(candidate: Member, len: u8, b: u8) -> Member {
+/// The member whose name begins with the key so far and byte `b` at position `len`.
+fn key_byte(member: Member, len: u8, b: u8) -> Option<Member> {
     let len = usize::from(len);
-    match candidate {
-        Member::Error if len == 0 && b == OBJECT[0] => Member::Object,
-        Member::Error if ERROR.get(len) == Some(&b) => Member::Error,
-        Member::Object if OBJECT.get(len) == Some(&b) => Member::Object,
-        _ => Member::Other,
+    match member {
+        Member::Error if len == 0 && b == OBJECT[0] => Some(Member::Object),
+        Member::Error if ERROR.get(len) == Some(&b) => Some(Member::Error),
+        Member::Object if OBJECT.get(len) == Some(&b) => Some(Member::Object),
+        _ => None,
     }
+}
+
+/// The `Skim` state in registers, for [`ErrorObject::skim`].
+struct Skim {
+    depth: u64,
+    /// Bits 7 set while inside a string at the end of the last word.
+    carry: u64,
+    /// No `error` member found yet: candidates matter.
+    look: bool,
+}
+
+impl Skim {
+    /// Walks the word at `bytes[at..]` (its first eight bytes, zero-padded). Returns
+    /// `None` if it walked the whole word, or where `step` must take over: the byte
+    /// `i` of the word and how many bytes `step` must walk there.
+    #[inline(always)]
+    fn word(&mut self, word: u64, bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+        let bytes7 = Bytes7::new(word);
+        if bytes7.eq(b'\\') != 0 {
+            return Some((0, (bytes.len() - at).min(8)));
+        }
+        let quotes = bytes7.eq(b'"');
+        // Bit 7 of each byte: inside a string after that byte.
+        let inside = prefix_xor(quotes) ^ self.carry;
+        let folded = bytes7.fold();
+        let opens = folded.eq(b'{') & !inside;
+        let closes = folded.eq(b'}') & !inside;
+        let opening = quotes & inside;
+        if opens | closes == 0 {
+            if self.depth == 1 && self.look && opening != 0 {
+                if let Some(i) = candidate(opening, &bytes[at..]) {
+                    self.carry = 0; // before an opening quote
+                    return Some((i, 1));
+                }
+            }
+        } else if self.depth > count(closes) + 1 {
+            // The depth stays above 1 throughout the word.
+            self.depth = self.depth + count(opens) - count(closes);
+        } else {
+            match brackets(self.depth, self.look, opens, closes, opening, &bytes[at..]) {
+                Ok(depth) => self.depth = depth,
+                Err((i, depth)) => {
+                    // Stopped before byte `i` of this word, outside strings.
+                    self.depth = depth;
+                    self.carry = 0;
+                    return Some((i, 1));
+                }
+            }
+        }
+        self.carry = ((inside as i64) >> 63) as u64 & HIGH;
+        None
+    }
+}
+
+/// A word whose depth may reach 1 or 0 (bits 7 of its brackets outside strings,
+/// `opens` and `closes`, and of its opening quotes): walks its brackets in order.
+/// Returns the depth after it, or the byte where `step` must take over (a candidate
+/// at depth 1 if `look`, or the bracket that closes the object) with the depth
+/// before it.
+#[inline(never)]
+fn brackets(
+    mut depth: u64,
+    look: bool,
+    opens: u64,
+    closes: u64,
+    opening: u64,
+    rest: &[u8],
+) -> Result<u64, (usize, u64)> {
+    let mut brackets = opens | closes;
+    let mut done = 0; // the bits up to the last bracket walked
+    loop {
+        let next = brackets & brackets.wrapping_neg();
+        let before = next.wrapping_sub(1) & !done;
+        if depth == 1 && look {
+            if let Some(i) = candidate(opening & before, rest) {
+                return Err((i, depth));
+            }
+        }
+        if next == 0 {
+            return Ok(depth);
+        }
+        if next & opens != 0 {
+            depth += 1;
+        } else if depth == 1 {
+            return Err((next.trailing_zeros() as usize / 8, depth));
+        } else {
+            depth -= 1;
+        }
+        done |= next | (next - 1);
+        brackets &= brackets - 1;
+    }
+}
+
+/// Bit 7 of every byte.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Byte `b` in every byte of a word.
+const fn splat(b: u8) -> u64 {
+    b as u64 * 0x0101_0101_0101_0101
+}
+
+/// The last `len` (1 to 7) bytes of `bytes` as a little-endian word, zero-padded
+/// (zero is no byte the walk looks for).
+fn tail(bytes: &[u8], len: usize) -> u64 {
+    match bytes.last_chunk::<8>() {
+        // Load the last eight and shift out those already walked.
+        Some(word) => u64::from_le_bytes(*word) >> (8 * (8 - len)),
+        None => {
+            let mut word = [0; 8];
+            word[..len].copy_from_slice(&bytes[bytes.len() - len..]);
+            u64::from_le_bytes(word)
+        }
+    }
+}
+
+/// A word split for byte compares without carries between bytes: its bytes' low
+/// seven bits, and bit 7 set where a byte's bit 7 is clear.
+#[derive(Clone, Copy)]
+struct Bytes7 {
+    low: u64,
+    ascii: u64,
+}
+
+impl Bytes7 {
+    fn new(word: u64) -> Self {
+        Self {
+            low: word & !HIGH,
+            ascii: !word & HIGH,
+        }
+    }
+
+    /// The same bytes with bit 5 set: `[` and `]` read as `{` and `}`.
+    fn fold(self) -> Self {
+        Self {
+            low: self.low | splat(0x20),
+            ..self
+        }
+    }
+
+    /// Bit 7 set in exactly the bytes equal to `b` (ASCII): those whose low seven
+    /// bits XOR `b` are zero (adding 0x7F sets bit 7 of the others) and bit 7 clear.
+    fn eq(self, b: u8) -> u64 {
+        !((self.low ^ splat(b)) + !HIGH) & self.ascii
+    }
+}
+
+/// How many bytes have bit 7 set in a mask of bits 7 (no `popcnt` instruction needed).
+fn count(mask: u64) -> u64 {
+    ((mask >> 7).wrapping_mul(splat(1))) >> 56
+}
+
+/// Bit 7 of each byte: the parity of the bits 7 of it and the bytes before it.
+fn prefix_xor(mut mask: u64) -> u64 {
+    mask ^= mask << 8;
+    mask ^= mask << 16;
+    mask ^ (mask << 32)
+}
+
+/// The first quote among `opening` (bits 7 of the word at the start of `rest`)
+/// that `step` must see: one whose string may read `error` or `object`, as far as
+/// `rest` shows. Any other string `step` would walk as `skim` does.
+fn candidate(mut opening: u64, rest: &[u8]) -> Option<usize> {
+    while opening != 0 {
+        let i = opening.trailing_zeros() as usize / 8;
+        let after = &rest[i + 1..];
+        let n = after.len();
+        if n == 0
+            || after[0] == b'e' && after[..n.min(6)] == b"error\""[..n.min(6)]
+            || after[0] == b'o' && after[..n.min(7)] == b"object\""[..n.min(7)]
+        {
+            return Some(i);
+        }
+        opening &= opening - 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -324,5 +576,148 @@ mod tests {
         walk.line_feed(); // inside a string: not JSON
         walk.feed(br#"b"}"#);
         assert!(!walk.is_error());
+    }
+
+    extern crate std;
+    use std::{format, string::String, vec::Vec};
+
+    /// The walk of `data` fed whole, byte by byte through `step` alone (the
+    /// definition), and split in two at every byte: the same state every time.
+    fn walked(data: &str) -> ErrorObject {
+        let data = data.as_bytes();
+        let mut whole = ErrorObject::new();
+        whole.feed(data);
+        let mut bytewise = ErrorObject::new();
+        bytewise.feed_bytewise(data);
+        assert_eq!(whole, bytewise, "{:?}", String::from_utf8_lossy(data));
+        for at in 0..=data.len() {
+            let mut split = ErrorObject::new();
+            split.feed(&data[..at]);
+            split.feed(&data[at..]);
+            assert_eq!(split, whole, "{:?} at {at}", String::from_utf8_lossy(data));
+        }
+        whole
+    }
+
+    /// Long enough that `skim` walks whole words before and after the candidate.
+    const PAD: &str = r#""id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","choices":[{"delta":{}}]"#;
+
+    #[test]
+    fn candidates_split_anywhere() {
+        for (data, error) in [
+            (format!(r#"{{{PAD},"error":{{"message":"x"}}}}"#), true),
+            (format!(r#"{{{PAD}, "error" : "boom" }}"#), true),
+            (format!(r#"{{{PAD},"object":"error","m":1}}"#), true),
+            (
+                format!(r#"{{{PAD},"error":null,"object":"errors"}}"#),
+                false,
+            ),
+            (format!(r#"{{"error":null,{PAD}}}"#), false),
+            (format!(r#"{{"error":nul,{PAD}}}"#), true),
+            (
+                format!(r#"{{{PAD},"message":"error","object":"x"}}"#),
+                false,
+            ),
+            (format!(r#"{{{PAD},"errorx":1,"objects":"error"}}"#), false),
+        ] {
+            assert_eq!(walked(&data).is_error(), error, "{data}");
+        }
+    }
+
+    #[test]
+    fn error_inside_strings_nested_or_as_a_value() {
+        for data in [
+            format!(r#"{{{PAD},"content":"\"error\": 1, \"object\": \"error\""}}"#),
+            format!(r#"{{{PAD},"choices":[{{"delta":{{"error":"nested"}}}}]}}"#),
+            format!(r#"{{{PAD},"usage":{{"object":"error"}},"x":["error",{{"error":1}}]}}"#),
+            format!(r#"{{{PAD},"message":"error"}}"#),
+            format!(r#"{{{PAD},"a":"[{{\"error\":1}}]","b":"}}}}}}"}}"#),
+        ] {
+            assert!(!walked(&data).is_error(), "{data}");
+        }
+        // After brackets and strings that close at depth 1 in the same word.
+        for data in [
+            format!(r#"{{{PAD},"a":[1],"error":1}}"#),
+            format!(r#"{{{PAD},"a":{{}},"b":"}}","object":"error"}}"#),
+            format!(r#"{{"a":[[{PAD}]],"error":[]}}"#),
+        ] {
+            assert!(walked(&data).is_error(), "{data}");
+        }
+    }
+
+    #[test]
+    fn backslash_runs_before_quotes() {
+        for run in 1..=9 {
+            let slashes = "\\".repeat(run);
+            // An odd run escapes the quote: the string goes on to the next one.
+            let data = format!(r#"{{{PAD},"content":"x{slashes}" ,"error":1}}"#);
+            assert_eq!(walked(&data).is_error(), run % 2 == 0, "{data}");
+            let data = format!(r#"{{{PAD},"content":"x{slashes}"}}","error":1}}"#);
+            assert_eq!(walked(&data).is_error(), run % 2 == 1, "{data}");
+        }
+    }
+
+    #[test]
+    fn data_over_several_lines() {
+        let lines = [
+            "{",
+            r#"  "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","#,
+            r#"  "object":"#,
+            r#"    "error","#,
+            r#"  "choices": [ { "delta": { "error": 1 } } ]"#,
+            "}",
+        ];
+        let mut walk = ErrorObject::new();
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 {
+                walk.line_feed();
+            }
+            walk.feed(line.as_bytes());
+        }
+        assert!(walk.is_error());
+        // A line feed inside a key, a value or a nested string: not JSON.
+        for (first, second) in [
+            (r#"{"err"#, r#"or":1}"#),
+            (r#"{"object":"err"#, r#"or"}"#),
+            (r#"{"a":{"b":"x"#, r#"y"}},"error":1}"#),
+        ] {
+            let mut walk = ErrorObject::new();
+            walk.feed(first.as_bytes());
+            walk.line_feed();
+            walk.feed(second.as_bytes());
+            assert!(walk.is_dead(), "{first} | {second}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// `skim` is a fast-forward of `step`: on JSON-ish bytes, any split of them
+        /// fed through `feed` leaves the state that `step` alone leaves.
+        #[test]
+        fn skim_agrees_with_step(
+            tokens in proptest::collection::vec(proptest::sample::select(&[
+                "{", "}", "[", "]", "\"", "\\", ":", ",", " ", "\n", "e", "o", "x",
+                "\"error\"", "\"object\"", "null", "\"error\":", "\"object\":\"error\"",
+                "\"abcdefgh\"", "12345678", "\\\"",
+            ][..]), 0..60),
+            open in proptest::sample::select(&["{", " {", "{[[", "{\"a\":{\"b\":[", "x"][..]),
+            cuts in proptest::collection::vec(0..1000_usize, 0..4),
+        ) {
+            // Mostly an open object, so that the walk lives past the first byte.
+            let data: Vec<u8> = [open.as_bytes(), tokens.concat().as_bytes()].concat();
+            let mut reference = ErrorObject::new();
+            reference.feed_bytewise(&data);
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+            at.push(data.len());
+            at.sort_unstable();
+            let mut walk = ErrorObject::new();
+            let mut from = 0;
+            for to in at {
+                walk.feed(&data[from..to]);
+                from = to;
+            }
+            proptest::prop_assert_eq!(walk, reference);
+        }
     }
 }
