@@ -71,7 +71,7 @@ pin_project! {
     /// let upstream = Full::new(Bytes::from_static(b"data: {\"text\":\"hi\"}\n\ndata: [DONE]\n\n"));
     /// let (tx, rx) = std::sync::mpsc::channel();
     /// // A recorder must not panic: it may run in `Drop`.
-    /// let body = TrackedBody::new(upstream, move |o: Outcome| drop(tx.send(o)))
+    /// let body = TrackedBody::new(upstream, move |o: Outcome| { let _ = tx.send(o); })
     ///     .with_sse(SseRules::openai_chat());
     /// let bytes = body.collect().await.unwrap().to_bytes();
     /// assert!(bytes.ends_with(b"[DONE]\n\n"));

@@ -49,7 +49,7 @@
 //!     .layer(
 //!         BreakerLayer::new(SharedBreaker::new(Config::default()))
 //!             .with_grpc(GrpcPolicy::default())
-//!             .with_observer(move |outcome, _| drop(tx.send(outcome))),
+//!             .with_observer(move |outcome, _| { let _ = tx.send(outcome); }),
 //!     )
 //!     .service(worker);
 //! let response = client.oneshot(Request::new(Full::default())).await.unwrap();
