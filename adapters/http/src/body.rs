@@ -203,6 +203,7 @@ fn end_if_over<B: Body, R: Recorder>(ledger: &mut Ledger<R>, inner: &B, grpc: Op
 }
 
 /// The end of the body, without trailers.
+#[inline(never)]
 fn on_end<R: Recorder>(ledger: &mut Ledger<R>, grpc: Option<GrpcPolicy>) {
     match grpc {
         None => ledger.on_end(),
@@ -211,6 +212,7 @@ fn on_end<R: Recorder>(ledger: &mut Ledger<R>, grpc: Option<GrpcPolicy>) {
 }
 
 /// The trailers frame: the end, judged by its `grpc-status` with gRPC.
+#[inline(never)]
 fn on_trailers<R: Recorder>(
     ledger: &mut Ledger<R>,
     grpc: Option<GrpcPolicy>,
@@ -263,27 +265,34 @@ impl<B: Body, R: Recorder> Body for TrackedBody<B, R> {
         if ledger.is_ended() {
             return Poll::Ready(None);
         }
-        let (poll, last) = ledger.guard(|| {
+        // Whether a data frame is the last one: asked under the same guard.
+        let mut last = false;
+        let poll = ledger.guard(|| {
             let poll = inner.as_mut().poll_frame(cx);
-            let data = matches!(&poll, Poll::Ready(Some(Ok(frame))) if frame.is_data());
-            let last = data && inner.is_end_stream();
-            (poll, last)
+            if let Poll::Ready(Some(Ok(frame))) = &poll {
+                last = frame.is_data() && inner.is_end_stream();
+            }
+            poll
         });
-        let grpc = *this.grpc;
         match &poll {
             Poll::Pending => {}
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) => {
                     on_data(ledger, data);
+                    // The frame may be the last: then the end is now, not at a next
+                    // poll that may never come.
                     if last {
-                        on_end(ledger, grpc);
+                        on_end(ledger, *this.grpc);
                     }
-                } else if let Some(trailers) = frame.trailers_ref() {
-                    on_trailers(ledger, grpc, trailers);
                 }
-            }
+                None => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        on_trailers(ledger, *this.grpc, trailers);
+                    }
+                }
+            },
             Poll::Ready(Some(Err(_))) => ledger.on_error(),
-            Poll::Ready(None) => on_end(ledger, grpc),
+            Poll::Ready(None) => on_end(ledger, *this.grpc),
         }
         poll
     }
