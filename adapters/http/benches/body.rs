@@ -145,40 +145,73 @@ fn contenders(c: &mut Criterion, name: &str, chunks: &[&[u8]], elements: u64) {
             .with_sse(SseRules::openai_chat());
         assert_eq!(drain_body(Pin::new(&mut body)), total);
     }
-    let want = Outcome::new(Verdict::Success, Cause::Done, chunks.len() as u64, total as u64);
+    let want = Outcome::new(
+        Verdict::Success,
+        Cause::Done,
+        chunks.len() as u64,
+        total as u64,
+    );
     assert_eq!(seen.get(), Some(want));
 
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(elements));
     group.bench_function("body_raw", |b| {
-        b.iter(|| drain_body(Pin::new(&mut RawBody { chunks: black_box(chunks) })))
+        b.iter(|| {
+            drain_body(Pin::new(&mut RawBody {
+                chunks: black_box(chunks),
+            }))
+        })
     });
     group.bench_function("body_tracked", |b| {
         b.iter(|| {
-            let mut body = TrackedBody::new(RawBody { chunks: black_box(chunks) }, record);
+            let mut body = TrackedBody::new(
+                RawBody {
+                    chunks: black_box(chunks),
+                },
+                record,
+            );
             drain_body(Pin::new(&mut body))
         })
     });
     group.bench_function("body_tracked_sse", |b| {
         b.iter(|| {
-            let mut body = TrackedBody::new(RawBody { chunks: black_box(chunks) }, record)
-                .with_sse(SseRules::openai_chat());
+            let mut body = TrackedBody::new(
+                RawBody {
+                    chunks: black_box(chunks),
+                },
+                record,
+            )
+            .with_sse(SseRules::openai_chat());
             drain_body(Pin::new(&mut body))
         })
     });
     group.bench_function("stream_raw", |b| {
-        b.iter(|| drain_stream(Pin::new(&mut RawStream { chunks: black_box(chunks) })))
+        b.iter(|| {
+            drain_stream(Pin::new(&mut RawStream {
+                chunks: black_box(chunks),
+            }))
+        })
     });
     group.bench_function("stream_tracked", |b| {
         b.iter(|| {
-            let mut s = TrackedStream::new(RawStream { chunks: black_box(chunks) }, record);
+            let mut s = TrackedStream::new(
+                RawStream {
+                    chunks: black_box(chunks),
+                },
+                record,
+            );
             drain_stream(Pin::new(&mut s))
         })
     });
     group.bench_function("stream_tracked_sse", |b| {
         b.iter(|| {
-            let mut s = TrackedStream::new(RawStream { chunks: black_box(chunks) }, record)
-                .with_sse(SseRules::openai_chat());
+            let mut s = TrackedStream::new(
+                RawStream {
+                    chunks: black_box(chunks),
+                },
+                record,
+            )
+            .with_sse(SseRules::openai_chat());
             drain_stream(Pin::new(&mut s))
         })
     });

@@ -60,7 +60,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("client drops the body -> worker sees its upstream response dropped, {n} trials each, loopback");
+    println!(
+        "client drops the body -> worker sees its upstream response dropped, {n} trials each, loopback"
+    );
     println!();
     println!("| path | trials | p50 | p99 | max |");
     println!("|---|---|---|---|---|");

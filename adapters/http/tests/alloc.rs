@@ -66,7 +66,10 @@ fn per_body(
     let mut trailers: Vec<Option<HeaderMap>> = (0..BODIES).map(|_| grpc.cloned()).collect();
     let info = measure(|| {
         for t in trailers.iter_mut() {
-            let inner = Split { chunks: CHAT, trailers: t.take() };
+            let inner = Split {
+                chunks: CHAT,
+                trailers: t.take(),
+            };
             let recorder = |o: Outcome| {
                 if alloc_in_recorder {
                     black_box(Box::new(o));
@@ -99,13 +102,38 @@ fn no_allocation_per_body() {
     let all: u64 = CHAT.iter().map(|c| c.len() as u64).sum();
     let two = (CHAT[0].len() + CHAT[1].len()) as u64;
     for (sse, grpc, polls, want) in [
-        (false, None, 10, Outcome::new(Verdict::Success, Cause::End, 5, all)),
-        (true, None, 10, Outcome::new(Verdict::Success, Cause::Done, 5, all)),
-        (true, None, 2, Outcome::new(Verdict::Abandoned, Cause::ClientLeft, 2, two)),
-        (false, Some(&ok), 10, Outcome::new(Verdict::Success, Cause::GrpcStatus, 5, all)),
+        (
+            false,
+            None,
+            10,
+            Outcome::new(Verdict::Success, Cause::End, 5, all),
+        ),
+        (
+            true,
+            None,
+            10,
+            Outcome::new(Verdict::Success, Cause::Done, 5, all),
+        ),
+        (
+            true,
+            None,
+            2,
+            Outcome::new(Verdict::Abandoned, Cause::ClientLeft, 2, two),
+        ),
+        (
+            false,
+            Some(&ok),
+            10,
+            Outcome::new(Verdict::Success, Cause::GrpcStatus, 5, all),
+        ),
     ] {
         let (allocs, last) = per_body(sse, grpc, polls, false);
-        assert_eq!(last, Some(want), "sse={sse} grpc={} polls={polls}", grpc.is_some());
+        assert_eq!(
+            last,
+            Some(want),
+            "sse={sse} grpc={} polls={polls}",
+            grpc.is_some()
+        );
         assert_eq!(allocs, 0, "sse={sse} grpc={} polls={polls}", grpc.is_some());
     }
 }
