@@ -32,9 +32,9 @@ fn channel() -> (impl Fn(Outcome) + Send + 'static, mpsc::Receiver<Outcome>) {
     )
 }
 
-fn frames<D: Buf>(
-    frames: Vec<Result<Frame<D>, &'static str>>,
-) -> StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<D>, &'static str>>>> {
+type Frames<D> = StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<D>, &'static str>>>>;
+
+fn frames<D: Buf>(frames: Vec<Result<Frame<D>, &'static str>>) -> Frames<D> {
     StreamBody::new(stream::iter(frames))
 }
 

@@ -133,7 +133,7 @@ async fn a_future_dropped_in_the_header_wait_is_abandoned_and_closes_the_upstrea
         let mut rig = Rig::start(proto, Mode::Sse, config()).await;
         let mut client = RawClient::connect(proto, rig.gateway.server.addr).await;
         let request = client.send(rig.request("id=1&hold_headers"));
-        let mut request = std::pin::pin!(request);
+        let mut request = Box::pin(request);
         tokio::select! {
             _ = &mut request => panic!("{proto:?}: headers while the worker holds them"),
             _ = rig.worker.wait(1, "arrival", |p| p.arrived) => {}
