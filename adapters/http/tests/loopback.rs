@@ -138,10 +138,10 @@ async fn a_future_dropped_in_the_header_wait_is_abandoned_and_closes_the_upstrea
             _ = &mut request => panic!("{proto:?}: headers while the worker holds them"),
             _ = rig.worker.wait(1, "arrival", |p| p.arrived) => {}
         }
-        // The client gives up and closes its connection: the gateway's response future
-        // is dropped.
+        // The client gives up: its request future is dropped, which resets the
+        // HTTP/2 stream (the connection stays up) or closes the HTTP/1.1 connection.
+        // The gateway's response future is dropped in turn.
         drop(request);
-        client.close();
         let o = rig.gateway.outcome().await;
         assert_eq!(
             (o.verdict, o.cause),
@@ -151,5 +151,6 @@ async fn a_future_dropped_in_the_header_wait_is_abandoned_and_closes_the_upstrea
         let seen = rig.worker.wait(1, "upstream close", |p| p.dropped).await;
         assert!(!seen.headers, "{proto:?}");
         rig.gateway.no_more_outcomes();
+        client.close();
     }
 }
