@@ -88,10 +88,10 @@ pin_project! {
 
     impl<B: Body, R: Recorder> PinnedDrop for TrackedBody<B, R> {
         fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
             // Skipped while unwinding: the inner body may be what panicked.
-            if !std::thread::panicking() {
-                let this = this.project();
-                if let Mode::Tracked(ledger) = this.mode {
+            if let Mode::Tracked(ledger) = this.mode {
+                if !ledger.is_ended() && !std::thread::panicking() {
                     end_if_over(ledger, &*this.inner, *this.grpc);
                 }
             }
