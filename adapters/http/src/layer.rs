@@ -164,8 +164,13 @@ impl<S> Layer<S> for BreakerLayer {
     }
 }
 
-/// The service of a [`BreakerLayer`]: see there. `Clone` when the inner service is;
-/// `poll_ready` is the inner service's.
+/// The service of a [`BreakerLayer`]: see there. `Clone` when the inner service is.
+///
+/// `poll_ready` is the inner service's readiness (its errors as
+/// [`BreakerError::Inner`]). The breaker is asked in `call`: a rejected call leaves the
+/// inner service's readiness unused, as any tower service that fails a call early
+/// does (a `ConcurrencyLimit` slot reserved by `poll_ready` is held until the service
+/// is next called or dropped).
 #[derive(Debug, Clone)]
 pub struct BreakerService<S> {
     inner: S,
@@ -344,7 +349,6 @@ impl Call {
             }
             Classified::Track => {}
             // `Classified` may grow: anything else is tracked.
-            #[allow(unreachable_patterns)]
             _ => {}
         }
         if let Some(grpc) = self.grpc {
