@@ -154,3 +154,24 @@ async fn a_future_dropped_in_the_header_wait_is_abandoned_and_closes_the_upstrea
         client.close();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_body_that_is_never_polled_is_a_success() {
+    for proto in PROTOS {
+        // hyper neither on the gateway nor on the client polls a body that says it
+        // is over: the tracked body's drop sees `is_end_stream()` and counts the end.
+        let mut rig = Rig::start(proto, Mode::Plain, config()).await;
+        let response = rig.get("id=1&empty").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = Reader::new(response);
+        assert!(body.read_to_end().await);
+        assert!(body.data.is_empty());
+        let o = rig.gateway.outcome().await;
+        assert_eq!(
+            (o.verdict, o.cause, o.chunks),
+            (Verdict::Success, Cause::End, 0),
+            "{proto:?}"
+        );
+        rig.gateway.no_more_outcomes();
+    }
+}

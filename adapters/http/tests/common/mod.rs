@@ -5,7 +5,7 @@
 //! hyper-util client in front.
 //!
 //! The worker reads its query string (`id`, `tokens`, `stall_after`, `status`,
-//! `hold_headers`, `grpc` = a status code or `none`, `grpc_only` = a status code for a
+//! `hold_headers`, `empty`, `grpc` = a status code or `none`, `grpc_only` = a status code for a
 //! trailers-only answer) and records, per request id, what it did and when its
 //! response was dropped (its connection or stream closed, as it sees it). Every
 //! outcome the layer records goes to one channel.
@@ -240,6 +240,10 @@ async fn worker(
         pending::<()>().await;
     }
     log.send_modify(|pr| pr.headers = true);
+    if p.contains_key("empty") {
+        // A 200 with an empty body: `content-length: 0`, nothing to poll.
+        return Response::new(Either::Right(Full::default()));
+    }
     if let Some(code) = p.get("grpc_only") {
         let mut r = Response::new(Either::Right(Full::default()));
         r.headers_mut().insert(
@@ -314,6 +318,8 @@ pub struct Gateway {
 /// What the gateway's layer is set up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// No SSE rules, no gRPC: the end decides.
+    Plain,
     Sse,
     Grpc,
 }
@@ -327,6 +333,7 @@ impl Gateway {
             let _ = tx.send(o);
         });
         layer = match mode {
+            Mode::Plain => layer,
             Mode::Sse => layer.with_sse(SseRules::openai_chat()),
             Mode::Grpc => layer.with_grpc(GrpcPolicy::default()),
         };
