@@ -1,7 +1,7 @@
 //! The bookkeeping of one tracked stream, shared by every wrapper.
 
 use crate::sse::{Signal, SseRules, SseScanner};
-use crate::{Cause, Event, Outcome, Recorder, Terminal, Tracker};
+use crate::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Verdict};
 
 /// Everything a wrapper around a stream or a body needs besides the inner value: the
 /// [`Tracker`], the cause of its state, the counts, the SSE scanner, the guard against
@@ -144,6 +144,33 @@ impl<R: Recorder> Ledger<R> {
             self.handle(Event::Failed, Cause::Truncated);
         } else {
             self.handle(Event::End, Cause::End);
+        }
+    }
+
+    /// The inner value ended, and its end itself says how the stream went (a gRPC
+    /// status trailer, say): `Success` is [`Event::Done`] and `Failure` is
+    /// [`Event::Failed`], each with `cause`; `Abandoned` changes no state and is
+    /// [`abandon(cause)`](Self::abandon). The end-marker rule of the SSE rules is not
+    /// applied: `verdict` judges instead. The ledger is ended after this, as after
+    /// [`on_end`](Self::on_end).
+    ///
+    /// ```
+    /// use sluice::{Cause, Ledger, Outcome, Verdict};
+    ///
+    /// let mut ledger = Ledger::new(|o: Outcome| {
+    ///     assert_eq!((o.verdict, o.cause), (Verdict::Abandoned, Cause::GrpcStatus));
+    /// });
+    /// ledger.on_chunk(b"\0\0\0\0\0");
+    /// ledger.on_end_with(Verdict::Abandoned, Cause::GrpcStatus); // INVALID_ARGUMENT
+    /// assert!(ledger.is_ended());
+    /// ```
+    pub fn on_end_with(&mut self, verdict: Verdict, cause: Cause) {
+        self.settle();
+        self.polling = Polling::Ended;
+        match verdict {
+            Verdict::Success => self.handle(Event::Done, cause),
+            Verdict::Failure => self.handle(Event::Failed, cause),
+            Verdict::Abandoned => self.abandon(cause),
         }
     }
 

@@ -164,6 +164,9 @@ pub enum Cause {
     /// The caller said so: `mark_completed`, `mark_errored`, or a verdict handed in
     /// whole (`Outcome::from(Verdict)`).
     Marked,
+    /// A gRPC status settled it: the `grpc-status` trailer (or the header of a
+    /// trailers-only response), judged by `sluice_http::GrpcPolicy`.
+    GrpcStatus,
 }
 
 impl Cause {
@@ -188,6 +191,7 @@ impl Cause {
             Self::Status => "status",
             Self::SendFailed => "send_failed",
             Self::Marked => "marked",
+            Self::GrpcStatus => "grpc_status",
         }
     }
 }

@@ -1,0 +1,319 @@
+//! What `TrackedBody` costs per data frame and per body, beside `TrackedStream` over an
+//! equivalent stream, in the same run.
+//!
+//! `cargo bench -p sluice-http --bench body`. Every contender is drained by a manual
+//! poll loop with a no-op waker (no runtime):
+//!
+//! * `body_raw`: an `http_body::Body` over pre-cut chunks (`Frame<&[u8]>`,
+//!   allocation-free; `is_end_stream()` turns true after the last frame);
+//! * `body_tracked`, `body_tracked_sse`: the same body in a `TrackedBody` with a
+//!   closure recorder, without and with `SseRules::openai_chat()`;
+//! * `body_counting_baseline`: the least any body wrapper with the same duties does: a
+//!   hand-written wrapper that counts data frames and bytes, asks `is_end_stream()`
+//!   after each data frame, fuses at the end and reports once (no verdict machine);
+//!   what it costs over `body_raw` is the price of wrapping an `http_body::Body` (a
+//!   `Frame` is about a hundred bytes, a stream item sixteen);
+//! * `stream_raw`, `stream_tracked`, `stream_tracked_sse`: the same chunks as a
+//!   `Stream<Item = Result<&[u8], Infallible>>`, bare and in a `TrackedStream`.
+//!
+//! The chunks are a real Chat Completions stream cut into pieces. Groups: 10,000
+//! chunks of 64 bytes and 256 chunks of 1 KiB (figures per chunk), and 4-chunk bodies
+//! of 64 bytes, each iteration creating, draining and dropping one (figures per body).
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_core::Stream;
+use http_body::{Body, Frame};
+use sluice::sse::SseRules;
+use sluice::{Cause, Outcome, TrackedStream, Verdict};
+use sluice_http::TrackedBody;
+
+/// The inner body: yields pre-cut chunks as data frames, then `None`.
+struct RawBody<'a> {
+    chunks: &'a [&'a [u8]],
+}
+
+impl<'a> Body for RawBody<'a> {
+    type Data = &'a [u8];
+    type Error = Infallible;
+
+    #[inline]
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<&'a [u8]>, Infallible>>> {
+        match self.chunks.split_first() {
+            Some((first, rest)) => {
+                self.chunks = rest;
+                Poll::Ready(Some(Ok(Frame::data(*first))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The baseline wrapper: counts, checks for the end, fuses, reports once.
+    struct Counting<'s, B> {
+        #[pin]
+        inner: B,
+        chunks: u64,
+        bytes: u64,
+        ended: bool,
+        sink: &'s AtomicU64,
+    }
+}
+
+impl<'s, B> Counting<'s, B> {
+    fn new(inner: B, sink: &'s AtomicU64) -> Self {
+        Self {
+            inner,
+            chunks: 0,
+            bytes: 0,
+            ended: false,
+            sink,
+        }
+    }
+}
+
+impl<'s, 'a, B: Body<Data = &'a [u8]>> Body for Counting<'s, B> {
+    type Data = &'a [u8];
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<&'a [u8]>, B::Error>>> {
+        let mut this = self.project();
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        let poll = this.inner.as_mut().poll_frame(cx);
+        let end = match &poll {
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) => {
+                    *this.chunks += 1;
+                    *this.bytes += data.len() as u64;
+                    this.inner.is_end_stream()
+                }
+                None => true,
+            },
+            Poll::Ready(None) => true,
+            _ => false,
+        };
+        if end {
+            *this.ended = true;
+            this.sink.fetch_add(*this.chunks, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+/// The inner stream: the same chunks.
+struct RawStream<'a> {
+    chunks: &'a [&'a [u8]],
+}
+
+impl<'a> Stream for RawStream<'a> {
+    type Item = Result<&'a [u8], Infallible>;
+
+    #[inline]
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.chunks.split_first() {
+            Some((first, rest)) => {
+                self.chunks = rest;
+                Poll::Ready(Some(Ok(*first)))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+#[inline]
+fn drain_body<'a, B: Body<Data = &'a [u8], Error = Infallible>>(mut body: Pin<&mut B>) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut bytes = 0;
+    loop {
+        match body.as_mut().poll_frame(&mut cx) {
+            // As hyper's encoder does: take the data out of the frame (dropping a
+            // `Frame` whose kind the optimizer cannot see calls its drop glue, a
+            // `HeaderMap`'s, out of line).
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => bytes += black_box(data).len(),
+                Err(other) => drop(black_box(other)),
+            },
+            Poll::Ready(None) => return bytes,
+            Poll::Ready(Some(Err(e))) => match e {},
+            Poll::Pending => unreachable!("always ready"),
+        }
+    }
+}
+
+#[inline]
+fn drain_stream<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(mut s: Pin<&mut S>) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut bytes = 0;
+    loop {
+        match s.as_mut().poll_next(&mut cx) {
+            Poll::Ready(Some(Ok(chunk))) => bytes += black_box(chunk).len(),
+            Poll::Ready(None) => return bytes,
+            Poll::Ready(Some(Err(e))) => match e {},
+            Poll::Pending => unreachable!("always ready"),
+        }
+    }
+}
+
+/// A Chat Completions stream of exactly `size` bytes, `data: [DONE]` at the end.
+fn chat_stream(size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + 64);
+    let mut i = 0_u64;
+    while out.len() < size {
+        out.extend_from_slice(
+            format!(
+                "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":{},\
+                 \"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i}\"}}}}]}}\n\n",
+                1_741_569_952 + i / 40
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    const TAIL: &[u8] = b"\n\ndata: [DONE]\n\n";
+    out.truncate(size - TAIL.len());
+    out.extend_from_slice(TAIL);
+    out
+}
+
+fn contenders(c: &mut Criterion, name: &str, chunks: &[&[u8]], elements: u64) {
+    let sink = AtomicU64::new(0);
+    let record = |o: Outcome| {
+        sink.fetch_add(o.chunks, Ordering::Relaxed);
+    };
+    let total: usize = chunks.iter().map(|c| c.len()).sum();
+
+    // The body gives the expected answer before it is timed.
+    let seen = std::cell::Cell::new(None);
+    {
+        let mut body = TrackedBody::new(RawBody { chunks }, |o: Outcome| seen.set(Some(o)))
+            .with_sse(SseRules::openai_chat());
+        assert_eq!(drain_body(Pin::new(&mut body)), total);
+    }
+    let want = Outcome::new(
+        Verdict::Success,
+        Cause::Done,
+        chunks.len() as u64,
+        total as u64,
+    );
+    assert_eq!(seen.get(), Some(want));
+
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(elements));
+    group.bench_function("body_raw", |b| {
+        b.iter(|| {
+            drain_body(Pin::new(&mut RawBody {
+                chunks: black_box(chunks),
+            }))
+        })
+    });
+    group.bench_function("body_tracked", |b| {
+        b.iter(|| {
+            let mut body = TrackedBody::new(
+                RawBody {
+                    chunks: black_box(chunks),
+                },
+                record,
+            );
+            drain_body(Pin::new(&mut body))
+        })
+    });
+    group.bench_function("body_tracked_sse", |b| {
+        b.iter(|| {
+            let mut body = TrackedBody::new(
+                RawBody {
+                    chunks: black_box(chunks),
+                },
+                record,
+            )
+            .with_sse(SseRules::openai_chat());
+            drain_body(Pin::new(&mut body))
+        })
+    });
+    group.bench_function("body_counting_baseline", |b| {
+        b.iter(|| {
+            let mut body = Counting::new(
+                RawBody {
+                    chunks: black_box(chunks),
+                },
+                &sink,
+            );
+            drain_body(Pin::new(&mut body))
+        })
+    });
+    group.bench_function("stream_raw", |b| {
+        b.iter(|| {
+            drain_stream(Pin::new(&mut RawStream {
+                chunks: black_box(chunks),
+            }))
+        })
+    });
+    group.bench_function("stream_tracked", |b| {
+        b.iter(|| {
+            let mut s = TrackedStream::new(
+                RawStream {
+                    chunks: black_box(chunks),
+                },
+                record,
+            );
+            drain_stream(Pin::new(&mut s))
+        })
+    });
+    group.bench_function("stream_tracked_sse", |b| {
+        b.iter(|| {
+            let mut s = TrackedStream::new(
+                RawStream {
+                    chunks: black_box(chunks),
+                },
+                record,
+            )
+            .with_sse(SseRules::openai_chat());
+            drain_stream(Pin::new(&mut s))
+        })
+    });
+    group.finish();
+}
+
+fn per_frame(c: &mut Criterion) {
+    for (name, count, size) in [("body_10000x64B", 10_000, 64), ("body_256x1KiB", 256, 1024)] {
+        let input = chat_stream(count * size);
+        let chunks: Vec<&[u8]> = input.chunks(size).collect();
+        assert_eq!(chunks.len(), count);
+        contenders(c, name, &chunks, count as u64);
+    }
+}
+
+fn per_body(c: &mut Criterion) {
+    let input = chat_stream(4 * 64);
+    let chunks: Vec<&[u8]> = input.chunks(64).collect();
+    contenders(c, "body_4x64B_per_body", &chunks, 1);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = per_frame, per_body
+}
+criterion_main!(benches);

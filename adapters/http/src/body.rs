@@ -1,0 +1,324 @@
+//! The body wrapper: feeds a [`Ledger`] and reports exactly once.
+
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::io::IoSlice;
+
+use bytes::Buf;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use sluice::sse::SseRules;
+use sluice::{Cause, Ledger, Outcome, Recorder, Terminal, Verdict};
+
+use crate::GrpcPolicy;
+
+/// How many slices of a non-contiguous data frame are scanned.
+const SLICES: usize = 32;
+
+/// Whether the body is tracked.
+enum Mode<R: Recorder> {
+    /// Tracked: the ledger decides and records.
+    Tracked(Ledger<R>),
+    /// Passed through: this outcome was recorded before the body existed.
+    Settled(Outcome),
+}
+
+pin_project! {
+    /// An [`http_body::Body`] that knows how it ended and says so exactly once: the
+    /// body counterpart of [`TrackedStream`](sluice::TrackedStream), on the same
+    /// [`Ledger`] (same machine, same causes, SPEC section 1).
+    ///
+    /// Frames pass through unchanged and in order (`Data` and `Error` are the inner
+    /// body's). For the machine:
+    ///
+    /// * a data frame is a chunk, scanned with [`with_sse`](Self::with_sse) for an
+    ///   in-band done or failure, in place (a non-contiguous [`Buf`] through its
+    ///   [`chunks_vectored`](Buf::chunks_vectored), up to 32 slices; a `Buf` that shows
+    ///   fewer bytes than it holds is counted and scanned in what it shows);
+    /// * an error frame is an error;
+    /// * the inner body's end is the end: `None`, a trailers frame (the last frame a
+    ///   body sends), or the data frame after which
+    ///   [`is_end_stream`](Body::is_end_stream) turns true (reported at once, without
+    ///   waiting for another poll). A body that reports `is_end_stream()` when it is
+    ///   finished or dropped unpolled (an empty body, which servers never poll) ended
+    ///   too. After the end the inner body is never polled again;
+    /// * dropped before any end, the body is [`Abandoned`](Verdict::Abandoned) (cause
+    ///   [`ClientLeft`](Cause::ClientLeft)): the client went away;
+    /// * a panic out of the inner `poll_frame` is a [`Failure`](Verdict::Failure)
+    ///   (cause [`Panic`](Cause::Panic)), recorded while unwinding.
+    ///
+    /// With [`with_grpc`](Self::with_grpc), the `grpc-status` trailer judges the
+    /// stream instead of the end (see [`GrpcPolicy`]): `0` is a `Success`, each other
+    /// code a `Failure` or an `Abandoned` (cause [`GrpcStatus`](Cause::GrpcStatus));
+    /// a body that ends without trailers was cut short: `Failure`, cause
+    /// [`Truncated`](Cause::Truncated).
+    ///
+    /// A body made by [`settled`](Self::settled) is passed through untracked: its
+    /// verdict was recorded before it existed (a status the breaker's policy settled),
+    /// and [`finish`](Self::finish) returns that outcome.
+    ///
+    /// `size_hint` and `is_end_stream` are the inner body's (until the end, after which
+    /// they say the body is over). The wrapper allocates nothing.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use sluice::sse::SseRules;
+    /// use sluice::{Cause, Outcome, Verdict};
+    /// use sluice_http::TrackedBody;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let upstream = Full::new(Bytes::from_static(b"data: {\"text\":\"hi\"}\n\ndata: [DONE]\n\n"));
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// // A recorder must not panic: it may run in `Drop`.
+    /// let body = TrackedBody::new(upstream, move |o: Outcome| { let _ = tx.send(o); })
+    ///     .with_sse(SseRules::openai_chat());
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// assert!(bytes.ends_with(b"[DONE]\n\n"));
+    /// let outcome = rx.recv().unwrap();
+    /// assert_eq!((outcome.verdict, outcome.cause), (Verdict::Success, Cause::Done));
+    /// # });
+    /// ```
+    pub struct TrackedBody<B: Body, R: Recorder> {
+        #[pin]
+        inner: B,
+        mode: Mode<R>,
+        grpc: Option<GrpcPolicy>,
+    }
+
+    impl<B: Body, R: Recorder> PinnedDrop for TrackedBody<B, R> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Skipped while unwinding: the inner body may be what panicked.
+            if let Mode::Tracked(ledger) = this.mode {
+                if !ledger.is_ended() && !std::thread::panicking() {
+                    end_if_over(ledger, &*this.inner, *this.grpc);
+                }
+            }
+            // The ledger records as it is dropped, after this.
+        }
+    }
+}
+
+impl<B: Body, R: Recorder> TrackedBody<B, R> {
+    /// Tracks `inner`, reporting to `recorder`. No SSE rules, no gRPC: only the end of
+    /// the body, an error frame or the drop decides.
+    pub const fn new(inner: B, recorder: R) -> Self {
+        Self {
+            inner,
+            mode: Mode::Tracked(Ledger::new(recorder)),
+            grpc: None,
+        }
+    }
+
+    /// Passes `inner` through untracked: `outcome` was recorded already (the status
+    /// line decided, say). Nothing is recorded by this body; [`finish`](Self::finish)
+    /// returns `outcome` and [`terminal`](Self::terminal) reads its verdict.
+    pub const fn settled(inner: B, outcome: Outcome) -> Self {
+        Self {
+            inner,
+            mode: Mode::Settled(outcome),
+            grpc: None,
+        }
+    }
+
+    /// Scans the data frames as Server-Sent Events: the rules' done and failed events
+    /// become [`Event::Done`](sluice::Event::Done) and
+    /// [`Event::Failed`](sluice::Event::Failed), and an end before a required done
+    /// event is a failure with cause [`Truncated`](Cause::Truncated). No effect on a
+    /// [`settled`](Self::settled) body.
+    #[must_use]
+    pub fn with_sse(mut self, rules: SseRules) -> Self {
+        let placeholder = Mode::Settled(Outcome::from(Verdict::Abandoned));
+        self.mode = match core::mem::replace(&mut self.mode, placeholder) {
+            Mode::Tracked(ledger) => Mode::Tracked(ledger.with_sse(rules)),
+            settled => settled,
+        };
+        self
+    }
+
+    /// Judges the body as a gRPC response: by its `grpc-status` trailer, classified by
+    /// `policy`; an end without trailers is a failure (cause
+    /// [`Truncated`](Cause::Truncated)). A trailer with no `grpc-status`, or one that
+    /// is not a number, is read as `UNKNOWN`. A trailers-only response (the status in
+    /// the headers, no body) is judged from its headers, before any body: see
+    /// [`GrpcPolicy::classify_headers`] (which [`BreakerLayer`](crate::BreakerLayer)
+    /// does).
+    #[must_use]
+    pub fn with_grpc(mut self, policy: GrpcPolicy) -> Self {
+        self.grpc = Some(policy);
+        self
+    }
+
+    /// Where the stream stands now. A [`settled`](Self::settled) body reads its
+    /// verdict: `Success` is `Completed`, `Failure` is `Errored`, `Abandoned` is
+    /// `Active`.
+    pub fn terminal(&self) -> Terminal {
+        match &self.mode {
+            Mode::Tracked(ledger) => ledger.terminal(),
+            Mode::Settled(outcome) => match outcome.verdict {
+                Verdict::Success => Terminal::Completed,
+                Verdict::Failure => Terminal::Errored,
+                Verdict::Abandoned => Terminal::Active,
+            },
+        }
+    }
+
+    /// The outcome that would be recorded now (or was, for a settled body).
+    pub fn outcome(&self) -> Outcome {
+        match &self.mode {
+            Mode::Tracked(ledger) => ledger.outcome(),
+            Mode::Settled(outcome) => *outcome,
+        }
+    }
+
+    /// Whether this body tracks its stream (`false` for a [`settled`](Self::settled)
+    /// body).
+    pub fn is_tracked(&self) -> bool {
+        matches!(self.mode, Mode::Tracked(_))
+    }
+
+    /// The inner body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
+    /// Records the outcome now and returns it; the drop that follows records nothing.
+    pub fn finish(mut self) -> Outcome {
+        match &mut self.mode {
+            Mode::Tracked(ledger) => {
+                end_if_over(ledger, &self.inner, self.grpc);
+                ledger.record()
+            }
+            Mode::Settled(outcome) => *outcome,
+        }
+    }
+}
+
+/// Counts the end of a body that says it is over but was not polled to its end.
+fn end_if_over<B: Body, R: Recorder>(ledger: &mut Ledger<R>, inner: &B, grpc: Option<GrpcPolicy>) {
+    if !ledger.is_ended() && inner.is_end_stream() {
+        on_end(ledger, grpc);
+    }
+}
+
+/// The end of the body, without trailers.
+#[inline(never)]
+fn on_end<R: Recorder>(ledger: &mut Ledger<R>, grpc: Option<GrpcPolicy>) {
+    match grpc {
+        None => ledger.on_end(),
+        Some(_) => ledger.on_end_with(Verdict::Failure, Cause::Truncated),
+    }
+}
+
+/// The trailers frame: the end, judged by its `grpc-status` with gRPC.
+#[inline(never)]
+fn on_trailers<R: Recorder>(
+    ledger: &mut Ledger<R>,
+    grpc: Option<GrpcPolicy>,
+    trailers: &HeaderMap,
+) {
+    match grpc {
+        None => ledger.on_end(),
+        Some(policy) => {
+            let verdict = policy
+                .classify_headers(trailers)
+                .unwrap_or_else(|| policy.classify_value(b""));
+            ledger.on_end_with(verdict, Cause::GrpcStatus);
+        }
+    }
+}
+
+/// One data frame, scanned in place.
+#[inline(always)]
+fn on_data<R: Recorder, D: Buf>(ledger: &mut Ledger<R>, data: &D) {
+    let first = data.chunk();
+    if first.len() == data.remaining() {
+        ledger.on_chunk(first);
+    } else {
+        on_parts(ledger, data);
+    }
+}
+
+#[inline(never)]
+fn on_parts<R: Recorder, D: Buf>(ledger: &mut Ledger<R>, data: &D) {
+    let mut slices = [IoSlice::new(&[]); SLICES];
+    let n = data.chunks_vectored(&mut slices);
+    ledger.on_chunk_parts(slices[..n].iter().map(|s| &**s));
+}
+
+impl<B: Body, R: Recorder> Body for TrackedBody<B, R> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let ledger = match this.mode {
+            Mode::Tracked(ledger) => ledger,
+            Mode::Settled(_) => return inner.poll_frame(cx),
+        };
+        if ledger.is_ended() {
+            return Poll::Ready(None);
+        }
+        // Whether a data frame is the last one: asked under the same guard.
+        let mut last = false;
+        let poll = ledger.guard(|| {
+            let poll = inner.as_mut().poll_frame(cx);
+            if let Poll::Ready(Some(Ok(frame))) = &poll {
+                last = frame.is_data() && inner.is_end_stream();
+            }
+            poll
+        });
+        match &poll {
+            Poll::Pending => {}
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) => {
+                    on_data(ledger, data);
+                    // The frame may be the last: then the end is now, not at a next
+                    // poll that may never come.
+                    if last {
+                        on_end(ledger, *this.grpc);
+                    }
+                }
+                None => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        on_trailers(ledger, *this.grpc, trailers);
+                    }
+                }
+            },
+            Poll::Ready(Some(Err(_))) => ledger.on_error(),
+            Poll::Ready(None) => on_end(ledger, *this.grpc),
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.mode {
+            Mode::Tracked(ledger) if ledger.is_ended() => true,
+            _ => self.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.mode {
+            Mode::Tracked(ledger) if ledger.is_ended() => SizeHint::with_exact(0),
+            _ => self.inner.size_hint(),
+        }
+    }
+}
+
+impl<B: Body, R: Recorder> core::fmt::Debug for TrackedBody<B, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut d = f.debug_struct("TrackedBody");
+        match &self.mode {
+            Mode::Tracked(ledger) => d.field("ledger", ledger),
+            Mode::Settled(outcome) => d.field("settled", outcome),
+        };
+        d.field("grpc", &self.grpc).finish_non_exhaustive()
+    }
+}
