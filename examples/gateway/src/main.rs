@@ -1,47 +1,39 @@
-//! A model gateway built on sluice, runnable in one command.
-//!
-//! `cargo run -p sluice-tokio --example gateway` plays a scripted demo in one process
-//! on loopback: a mock pool of three inference workers (one flaky), the gateway
-//! (axum + reqwest, one circuit breaker per worker) and scripted clients. It prints a
-//! timeline (each scenario, each request's verdict, the tokens a worker produced after
-//! its client left, each breaker transition and why) and a final ledger, then exits.
-//!
-//! `--serve --upstream http://127.0.0.1:8000` runs the same gateway as a server in
-//! front of real workers; `--help` lists the flags.
+//! `sluice-gateway`: the scripted demo (no subcommand) or the gateway in front of
+//! real engines (`serve`). See the library's docs for the routes, logs and engine
+//! profiles.
 
-mod gateway;
-mod metrics;
-mod mock;
-mod scenarios;
-mod serve;
+#![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::Parser;
-
-use crate::scenarios::Line;
-use crate::serve::ServeArgs;
+use clap::{Parser, Subcommand};
+use sluice_gateway::scenarios::{self, Line};
+use sluice_gateway::serve::{self, ServeArgs};
+use tracing_subscriber::EnvFilter;
 
 /// A model gateway on sluice: honest stream verdicts, cancellation on client close,
-/// a circuit breaker per worker.
+/// a circuit breaker per worker with a cap on how many are ejected at once.
 ///
-/// With no flags: a scripted demo (mock workers, the gateway, scripted clients, all
-/// on 127.0.0.1) that prints a timeline and a ledger and exits. With --serve: a
-/// gateway in front of real OpenAI-compatible workers.
+/// With no subcommand: a scripted demo (mock workers, the gateway, scripted clients,
+/// all on 127.0.0.1) that prints a timeline and a ledger and exits. With `serve`: the
+/// gateway in front of real OpenAI-compatible (or Anthropic-compatible) engines.
 #[derive(Debug, Parser)]
-#[command(name = "gateway", version, about, long_about)]
+#[command(name = "sluice-gateway", version, about, long_about)]
 struct Cli {
-    /// Serve real traffic: proxy POST /v1/chat/completions and /v1/completions
-    /// (streaming or not) to the --upstream workers, round-robin among those whose
-    /// breaker admits the call (503 with Retry-After when none does), and expose
-    /// GET /metrics in the Prometheus (OpenMetrics) text format.
-    #[arg(long, requires = "upstreams")]
-    serve: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-    #[command(flatten)]
-    args: ServeArgs,
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve real traffic: proxy POST /v1/chat/completions, /v1/completions,
+    /// /v1/messages and /v1/responses (streaming or not) to the --upstream workers,
+    /// picked among those whose breaker admits the call (503 with Retry-After when
+    /// none does), and expose GET /metrics in the OpenMetrics text format. Logs go
+    /// to stderr (RUST_LOG filters; default info).
+    Serve(ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,15 +49,41 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if cli.serve {
-        return match runtime.block_on(serve::run(&cli.args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
+    match cli.command {
+        Some(Command::Serve(args)) => {
+            logs(true);
+            match runtime.block_on(serve::run(&args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        };
+        }
+        None => {
+            // The demo prints a timeline; its structured logs only when asked for.
+            logs(false);
+            demo(&runtime)
+        }
     }
+}
+
+/// Structured logs on stderr, filtered by `RUST_LOG` (default `info` when
+/// `default_on`; off otherwise unless `RUST_LOG` is set).
+fn logs(default_on: bool) {
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) if default_on => EnvFilter::new("info"),
+        Err(_) => return,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn demo(runtime: &tokio::runtime::Runtime) -> ExitCode {
     let started = Instant::now();
     let mut progress = Progress::new();
     println!(
@@ -90,7 +108,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
 /// The progress line on stderr: redrawn in place on a terminal, one line per
 /// scenario otherwise.
 struct Progress {

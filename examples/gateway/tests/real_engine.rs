@@ -6,23 +6,13 @@
 //! is a Success with cause `done`; a client that leaves mid-stream is Abandoned with
 //! cause `client_left`, and the engine's own `/metrics` shows it stopped decoding.
 
-#[allow(dead_code)]
-#[path = "../examples/gateway/gateway.rs"]
-mod gateway;
-#[allow(dead_code)]
-#[path = "../examples/gateway/metrics.rs"]
-mod metrics;
-#[allow(dead_code)]
-#[path = "../examples/gateway/serve.rs"]
-mod serve;
-
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use serve::ServeArgs;
+use sluice_gateway::serve::{self, ServeArgs};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -133,10 +123,7 @@ async fn the_gateway_in_front_of_llama_server() {
     let engine = Engine::start(script);
     let args = ServeArgs {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        upstreams: vec![engine.url()],
-        failure_threshold: 5,
-        success_threshold: 2,
-        open_secs: 30,
+        ..ServeArgs::new(vec![engine.url()])
     };
     let serving = serve::start(&args).await.expect("serve");
     let client = reqwest::Client::builder()
