@@ -478,7 +478,9 @@ fn sglang_stream(format: Format, ask: &Ask, pace: Duration, guard: DropGuard) ->
             if n > 0 {
                 tokio::select! {
                     () = tokio::time::sleep(pace) => {}
-                    _ = aborts.wait_for(|p| p.aborts > 0) => {
+                    // The `Ref` that `wait_for` returns holds the watch's read lock:
+                    // drop it before `send_modify` below takes the write lock.
+                    () = async { drop(aborts.wait_for(|p| p.aborts > 0).await) } => {
                         log.send_modify(|p| p.aborted = true);
                         return;
                     }
