@@ -1,10 +1,11 @@
-//! The gateway's `--serve` mode in front of a real inference engine: llama.cpp's
+//! The gateway's `serve` mode in front of a real inference engine: llama.cpp's
 //! `llama-server` with a small model, built by `../shared/engines/llama-server.sh`.
 //!
 //! Skipped, with the reason printed, when the engine has not been built (building it
 //! takes ~15 minutes, so CI does not). When it has: a streamed answer read to its end
-//! is a Success with cause `done`; a client that leaves mid-stream is Abandoned with
-//! cause `client_left`, and the engine's own `/metrics` shows it stopped decoding.
+//! on each of the three routes (chat, Anthropic messages, Responses) is a Success
+//! with cause `done`; a client that leaves mid-stream is Abandoned with cause
+//! `client_left`, and the engine's own `/metrics` shows it stopped decoding.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -100,16 +101,34 @@ async fn get(client: &reqwest::Client, url: String) -> String {
     response.text().await.expect("text")
 }
 
-fn chat(max_tokens: u32) -> String {
-    serde_json::json!({
-        "model": "smollm2",
-        "messages": [{"role": "user", "content": "Count from one to one hundred."}],
-        "stream": true,
-        "max_tokens": max_tokens,
-        "ignore_eos": true,
-    })
-    .to_string()
+/// A streamed request body for `path`'s API, asking for `max_tokens` tokens.
+fn body(path: &str, max_tokens: u32) -> String {
+    let prompt = "Count from one to one hundred.";
+    let body = match path {
+        "/v1/responses" => serde_json::json!({
+            "model": "smollm2",
+            "input": prompt,
+            "stream": true,
+            "max_output_tokens": max_tokens,
+            "ignore_eos": true,
+        }),
+        _ => serde_json::json!({
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": true,
+            "max_tokens": max_tokens,
+            "ignore_eos": true,
+        }),
+    };
+    body.to_string()
 }
+
+/// The routes, each with the done event its stream must end with.
+const ROUTES: [(&str, &str); 3] = [
+    ("/v1/chat/completions", "data: [DONE]"),
+    ("/v1/messages", "event: message_stop"),
+    ("/v1/responses", "event: response.completed"),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_in_front_of_llama_server() {
@@ -138,73 +157,99 @@ async fn the_gateway_in_front_of_llama_server() {
         )
     };
 
-    // A whole answer: Success, cause `done`.
-    let response = within(
-        "answer",
-        client
-            .post(format!("{gateway}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(chat(16))
-            .send(),
-    )
-    .await
-    .expect("gateway answers");
-    assert_eq!(response.status(), 200);
-    let text = within("body", response.text()).await.expect("body");
-    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    let m = get(&client, format!("{gateway}/metrics")).await;
-    assert_eq!(metric(&m, &series("success", "done")), Some(1.0), "{m}");
-
-    // A client that leaves after a few tokens of a long answer.
-    let before = metric(
-        &get(&client, format!("{}/metrics", engine.url())).await,
-        "llamacpp:tokens_predicted_total",
-    )
-    .unwrap_or(0.0);
-    let mut response = within(
-        "answer",
-        client
-            .post(format!("{gateway}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(chat(2_000))
-            .send(),
-    )
-    .await
-    .expect("gateway answers");
-    let mut seen: u32 = 0;
-    while seen < 8 {
-        let chunk = within("token", response.chunk())
-            .await
-            .expect("stream")
-            .expect("more");
-        seen += String::from_utf8_lossy(&chunk).matches("data: ").count() as u32;
+    // A whole answer on each route: Success, cause `done` (the route's done event).
+    for (n, (path, done)) in ROUTES.into_iter().enumerate() {
+        let response = within(
+            "answer",
+            client
+                .post(format!("{gateway}{path}"))
+                .header("content-type", "application/json")
+                .body(body(path, 16))
+                .send(),
+        )
+        .await
+        .expect("gateway answers");
+        let status = response.status();
+        let text = within("body", response.text()).await.expect("body");
+        assert_eq!(status, 200, "{path}: {text}");
+        assert!(text.contains(done), "{path}: {text}");
+        let m = get(&client, format!("{gateway}/metrics")).await;
+        assert_eq!(
+            metric(&m, &series("success", "done")),
+            Some(n as f64 + 1.0),
+            "{path}: {m}"
+        );
     }
-    drop(response);
-    // The engine's own account: it stops processing, having decoded few more tokens.
-    let stopped = async {
-        loop {
-            let m = get(&client, format!("{}/metrics", engine.url())).await;
-            if metric(&m, "llamacpp:requests_processing") == Some(0.0) {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await; // poll a remote process
+
+    // A client that leaves after a few events of a long answer, on the chat and the
+    // Anthropic routes.
+    for (n, path) in ["/v1/chat/completions", "/v1/messages"]
+        .into_iter()
+        .enumerate()
+    {
+        let before = metric(
+            &get(&client, format!("{}/metrics", engine.url())).await,
+            "llamacpp:tokens_predicted_total",
+        )
+        .unwrap_or(0.0);
+        let mut response = within(
+            "answer",
+            client
+                .post(format!("{gateway}{path}"))
+                .header("content-type", "application/json")
+                .body(body(path, 2_000))
+                .send(),
+        )
+        .await
+        .expect("gateway answers");
+        // Events read, and of those the ones that carry text (a token each).
+        let (mut seen, mut tokens): (u32, u32) = (0, 0);
+        let text_marker = if path == "/v1/messages" {
+            "\"text_delta\""
+        } else {
+            "\"content\":\""
+        };
+        while tokens < 8 {
+            let chunk = within("token", response.chunk())
+                .await
+                .expect("stream")
+                .expect("more");
+            let chunk = String::from_utf8_lossy(&chunk);
+            seen += chunk.matches("data: ").count() as u32;
+            tokens += chunk.matches(text_marker).count() as u32;
         }
-    };
-    let m = within("the engine to stop decoding", stopped).await;
-    let decoded = metric(&m, "llamacpp:tokens_predicted_total").unwrap_or(0.0) - before;
-    println!("client read {seen} events; the engine decoded {decoded} tokens for that request");
-    // A few tokens of slack: the engine decodes ~100 tokens/s here, so 16 is the
-    // time for the close to cross the gateway and reach the engine's loop, many times
-    // over; a gateway that kept reading would run on towards 2,000.
-    assert!(
-        decoded <= f64::from(seen) + 16.0,
-        "the engine went on decoding after the client left: {decoded} tokens for {seen} read"
-    );
-    let m = get(&client, format!("{gateway}/metrics")).await;
-    assert_eq!(
-        metric(&m, &series("abandoned", "client_left")),
-        Some(1.0),
-        "{m}"
-    );
-    assert_eq!(metric(&m, &series("failure", "truncated")), None, "{m}");
+        drop(response);
+        // The engine's own account: it stops processing, having decoded few more
+        // tokens.
+        let stopped = async {
+            loop {
+                let m = get(&client, format!("{}/metrics", engine.url())).await;
+                if metric(&m, "llamacpp:requests_processing") == Some(0.0) {
+                    return m;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await; // poll a remote process
+            }
+        };
+        let m = within("the engine to stop decoding", stopped).await;
+        let decoded = metric(&m, "llamacpp:tokens_predicted_total").unwrap_or(0.0) - before;
+        println!(
+            "{path}: the client read {seen} events ({tokens} with text) and left; the engine \
+             decoded {decoded} tokens for that request, of 2000 asked: {} after the client left",
+            decoded - f64::from(tokens)
+        );
+        // A few tokens of slack: the engine decodes ~100 tokens/s here, so 16 is the
+        // time for the close to cross the gateway and reach the engine's loop, many
+        // times over; a gateway that kept reading would run on towards 2,000.
+        assert!(
+            decoded <= f64::from(tokens) + 16.0,
+            "{path}: the engine went on decoding after the client left: {decoded} tokens for {tokens} read"
+        );
+        let m = get(&client, format!("{gateway}/metrics")).await;
+        assert_eq!(
+            metric(&m, &series("abandoned", "client_left")),
+            Some(n as f64 + 1.0),
+            "{m}"
+        );
+        assert_eq!(metric(&m, &series("failure", "truncated")), None, "{m}");
+    }
 }
