@@ -10,7 +10,7 @@
 //! rules of the route's API ([`Api`]). The [`SetPermit`] rides inside a `Ticket`,
 //! the stream's recorder, which [`report`](SetPermit::report)s the verdict and logs
 //! what the breaker did with it (a transition, an ejection the cap refused, a stale
-//! permit), counts it in the [metrics](crate::metrics), and emits one `tracing`
+//! permit), counts it in the [`metrics`], and emits one `tracing`
 //! event per verdict and per transition.
 //!
 //! When the client leaves, hyper drops the body, which drops the upstream response
@@ -293,9 +293,15 @@ impl Gateway {
         let set = SharedBreakerSet::try_with_clock(workers.len(), options.config, clock)?
             .with_max_ejected_percent(options.max_ejected_percent);
         let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
+        // No idle connections are kept: an engine that closes a keep-alive connection
+        // just as the next request is written to it (llama-server does, after a
+        // streamed answer) would make that request fail with "connection closed
+        // before message completed", and count as the worker's Failure. A request to
+        // an engine lasts seconds; a fresh connection costs a handshake.
         let client = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
             .build()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -573,6 +579,18 @@ pub fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// An error and its sources, `: `-separated (reqwest's own message says little).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether the request body asks for a stream (`"stream": true`).
 fn wants_stream(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -663,7 +681,11 @@ async fn proxy(
         Err(err) => {
             let failed = Outcome::new(gw.policy.classify_send_failure(), Cause::SendFailed, 0, 0);
             ticket.settle(failed, How::SendFailed);
-            let message = format!("upstream {} ({url}) is unreachable: {err}", upstream.name);
+            let message = format!(
+                "upstream {} ({url}) is unreachable: {}",
+                upstream.name,
+                error_chain(&err)
+            );
             return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
         }
     };

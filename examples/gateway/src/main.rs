@@ -146,3 +146,49 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use sluice_gateway::engine::Engine;
+    use sluice_gateway::serve::PickArg;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_is_the_demo_and_serve_takes_the_flags() {
+        let demo = Cli::try_parse_from(["sluice-gateway"]).expect("demo");
+        assert!(demo.command.is_none());
+        let cli = Cli::try_parse_from([
+            "sluice-gateway",
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:8000",
+            "--upstream",
+            "http://127.0.0.1:8001",
+            "--pick",
+            "least-in-flight",
+            "--max-ejected-percent",
+            "34",
+            "--engine",
+            "sglang",
+        ])
+        .expect("serve");
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.upstreams.len(), 2);
+        assert_eq!(args.pick, PickArg::LeastInFlight);
+        assert_eq!(args.max_ejected_percent, 34);
+        assert_eq!(args.engine, Engine::Sglang);
+        let defaults = ServeArgs::new(args.upstreams.clone());
+        assert_eq!((args.listen, args.failure_threshold), (defaults.listen, 5));
+        // serve needs an upstream.
+        assert!(Cli::try_parse_from(["sluice-gateway", "serve"]).is_err());
+    }
+}

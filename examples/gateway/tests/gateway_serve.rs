@@ -546,6 +546,32 @@ async fn a_4xx_storm_ejects_nobody() {
     assert_eq!(m.get("sluice_unavailable_total"), Some(0.0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_in_flight_sends_work_away_from_a_busy_worker() {
+    let rig = Rig::pool(2, |a| a.pick = serve::PickArg::LeastInFlight).await;
+    let (w0, w1) = (&rig.workers[0], &rig.workers[1]);
+    // A long stream holds w0 (the first in order among equals).
+    let slow = serde_json::json!({"max_tokens": 100_000, "mock_pace_ms": 50});
+    let mut held = rig
+        .post("/v1/chat/completions", "l1", chat(true, slow))
+        .await;
+    let _ = within("first event", held.chunk()).await;
+    assert!(w0.progress("l1").borrow().arrived);
+    // Two short requests in turn both go to w1: round-robin would have sent the
+    // second to w0.
+    for (n, id) in ["l2", "l3"].into_iter().enumerate() {
+        assert_eq!(status_of(&rig, id, serde_json::json!({})).await, 200);
+        assert!(w1.progress(id).borrow().arrived, "{id} went to w1");
+        assert!(!w0.progress(id).borrow().arrived, "{id} not to the busy w0");
+        let w = w1.url();
+        rig.metrics_until("its verdict", |m| {
+            m.verdicts(&w, "success", "end") == Some(n as f64 + 1.0)
+        })
+        .await;
+    }
+    drop(held);
+}
+
 /// Streams one request per ending on `path` and checks the verdicts' causes.
 async fn classify_route(path: &str, done_marker: &str, in_band_error: &str) {
     // Two failures must not open the breaker before the fourth request.

@@ -209,12 +209,14 @@ async fn the_gateway_in_front_of_llama_server() {
         } else {
             "\"content\":\""
         };
+        let mut text = String::new();
         while tokens < 8 {
             let chunk = within("token", response.chunk())
                 .await
                 .expect("stream")
-                .expect("more");
+                .unwrap_or_else(|| panic!("{path}: the stream ended early: {text}"));
             let chunk = String::from_utf8_lossy(&chunk);
+            text.push_str(&chunk);
             seen += chunk.matches("data: ").count() as u32;
             tokens += chunk.matches(text_marker).count() as u32;
         }
