@@ -12,7 +12,8 @@
 //! `mock_status: 500` answers with that status; `mock_pace_ms: 50` sets the time
 //! between two tokens; `mock_error_event: true` sends the API's in-band error event
 //! after two tokens (and, for the chat format, `[DONE]` after it, as vLLM does);
-//! `mock_cut: true` ends the body cleanly after two tokens, without the done event.
+//! `mock_cut: true` ends the body cleanly after two tokens, without the done event;
+//! `mock_hold_headers: true` never answers (a mock SGLang generates all the same).
 //! A worker set [`failing`](MockWorker::set_failing) answers 200, streams two tokens
 //! and then breaks the connection mid-stream; one given a
 //! [`status`](MockWorker::set_status) answers every request with it.
@@ -226,6 +227,7 @@ struct Ask {
     pace: Option<Duration>,
     error_event: bool,
     cut: bool,
+    hold_headers: bool,
     rid: Option<String>,
 }
 
@@ -251,6 +253,7 @@ impl Ask {
                 .map(Duration::from_millis),
             error_event: flag("mock_error_event"),
             cut: flag("mock_cut"),
+            hold_headers: flag("mock_hold_headers"),
             rid: v
                 .get("rid")
                 .and_then(serde_json::Value::as_str)
@@ -405,6 +408,13 @@ async fn handle(
             .into_response();
     }
     let pace = ask.pace.unwrap_or(state.pace);
+    if ask.hold_headers {
+        // Never answer; a mock SGLang generates all the same (its long prefill).
+        let _generation = state
+            .sglang
+            .then(|| sglang_stream(format, &ask, pace, guard));
+        return pending().await;
+    }
     if state.sglang {
         return sse(sglang_stream(format, &ask, pace, guard));
     }

@@ -1,6 +1,7 @@
 //! `serve --engine sglang` in front of a mock SGLang, whose generation goes on after
 //! the client's connection closes until `POST /abort_request` names its `rid`: each
-//! abandoned request gets exactly one abort, finished ones none, and the gateway's
+//! abandoned request (mid-stream, or before the headers) gets exactly one abort,
+//! finished ones none, and the gateway's
 //! metrics count them. The generic profile, in front of the same engine, leaves the
 //! zombie decoding: that is what the profile is for.
 
@@ -216,4 +217,46 @@ async fn the_generic_profile_leaves_the_zombie_decoding() {
         .expect("engine log");
     assert!(p.dropped);
     assert_eq!((p.aborts, p.tokens), (0, 40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_headers_gets_its_request_aborted() {
+    let rig = Rig::start(Engine::Sglang).await;
+    let w = rig.engine.url();
+    let send = rig
+        .client
+        .post(format!("http://{}/v1/chat/completions", rig.serving.addr))
+        .header("x-request-id", "p1")
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"stream": true, "max_tokens": 100_000, "mock_hold_headers": true})
+                .to_string(),
+        )
+        .send();
+    let client = tokio::spawn(send);
+    let mut progress = rig.engine.progress("p1");
+    // The engine has the request and generates; no header has come back.
+    let _ = within("generation", progress.wait_for(|p| p.tokens > 0)).await;
+    client.abort(); // the client leaves while the gateway waits for the headers
+    let p = *within("the abort", progress.wait_for(|p| p.aborted))
+        .await
+        .expect("engine log");
+    assert_eq!(p.aborts, 1);
+    let text = rig
+        .metric_reaches(
+            &format!("sluice_aborts_total{{worker=\"{w}\",result=\"ok\"}}"),
+            1.0,
+        )
+        .await;
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "sluice_verdicts_total{{worker=\"{w}\",verdict=\"abandoned\",cause=\"client_left\"}}"
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(rig.engine.progress("p1").borrow().aborts, 1);
 }
