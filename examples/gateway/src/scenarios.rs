@@ -16,27 +16,27 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::gateway::{Event, Gateway, GatewayError, REQUEST_ID, WorkerSpec};
+use crate::gateway::{Event, Gateway, GatewayError, Options, REQUEST_ID, WorkerSpec};
 use crate::metrics::{reason_name, state_name};
 use crate::mock::Pool;
 
 /// The time between two mock tokens.
-pub(crate) const PACE: Duration = Duration::from_millis(10);
+pub const PACE: Duration = Duration::from_millis(10);
 /// The (slower) pace of the stream a client leaves: a token in flight when it leaves
 /// is not mistaken for one produced after.
-pub(crate) const LEAVE_PACE: Duration = Duration::from_millis(50);
+pub const LEAVE_PACE: Duration = Duration::from_millis(50);
 /// How long any one wait may take before the run fails.
-pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
+pub const DEADLINE: Duration = Duration::from_secs(10);
 /// Failures in a row that open a breaker.
-pub(crate) const FAILURE_THRESHOLD: u32 = 3;
+pub const FAILURE_THRESHOLD: u32 = 3;
 /// Good probes in a row that close it again.
-pub(crate) const SUCCESS_THRESHOLD: u32 = 2;
+pub const SUCCESS_THRESHOLD: u32 = 2;
 /// How long a breaker stays open (on the manual clock).
-pub(crate) const OPEN_FOR: Duration = Duration::from_secs(30);
+pub const OPEN_FOR: Duration = Duration::from_secs(30);
 
 /// The scenarios, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Scenario {
+pub enum Scenario {
     /// Clients read whole answers from every worker.
     FullRead,
     /// A client leaves after three tokens of a long answer.
@@ -55,7 +55,7 @@ pub(crate) enum Scenario {
 
 impl Scenario {
     /// Every scenario, in order.
-    pub(crate) const ALL: [Self; 7] = [
+    pub const ALL: [Self; 7] = [
         Self::FullRead,
         Self::LeaveMidStream,
         Self::LeaveInPrefill,
@@ -66,7 +66,7 @@ impl Scenario {
     ];
 
     /// A line of title.
-    pub(crate) fn title(self) -> &'static str {
+    pub fn title(self) -> &'static str {
         match self {
             Self::FullRead => "full read: one whole answer from each worker",
             Self::LeaveMidStream => "the client disconnects mid-stream",
@@ -81,7 +81,7 @@ impl Scenario {
 
 /// How the client read the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Read {
+pub enum Read {
     /// To the end: `[DONE]`.
     Done,
     /// To the end, but the stream broke.
@@ -94,63 +94,64 @@ pub(crate) enum Read {
 
 /// One request, as the client and the gateway saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RequestRecord {
+pub struct RequestRecord {
     /// The scenario it belongs to.
-    pub(crate) scenario: Scenario,
+    pub scenario: Scenario,
     /// Its id (`x-request-id`).
-    pub(crate) id: String,
+    pub id: String,
     /// The worker that served it, if any.
-    pub(crate) worker: Option<String>,
+    pub worker: Option<String>,
     /// Whether it was a half-open probe.
-    pub(crate) probe: bool,
+    pub probe: bool,
     /// Workers skipped on the way (breaker open), with their retry-after.
-    pub(crate) skipped: Vec<(String, Option<Duration>)>,
+    pub skipped: Vec<(String, Option<Duration>)>,
     /// The status the client got.
-    pub(crate) status: u16,
+    pub status: u16,
     /// Tokens the client read.
-    pub(crate) tokens_read: u64,
+    pub tokens_read: u64,
     /// How the client's read ended.
-    pub(crate) read: Read,
+    pub read: Read,
     /// The verdict the worker's breaker was told.
-    pub(crate) verdict: Option<Verdict>,
+    pub verdict: Option<Verdict>,
     /// Why: the verdict's cause.
-    pub(crate) cause: Option<Cause>,
+    pub cause: Option<Cause>,
     /// For a client that left: tokens the worker produced after it left.
-    pub(crate) tokens_after_leave: Option<u64>,
+    pub tokens_after_leave: Option<u64>,
 }
 
 /// One breaker transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TransitionRecord {
+pub struct TransitionRecord {
     /// The worker's index.
-    pub(crate) worker: usize,
+    pub worker: usize,
     /// The state left.
-    pub(crate) from: State,
+    pub from: State,
     /// The state entered.
-    pub(crate) to: State,
+    pub to: State,
     /// Why.
-    pub(crate) reason: Reason,
+    pub reason: Reason,
     /// When, on the breakers' manual clock.
-    pub(crate) at: Duration,
+    pub at: Duration,
 }
 
 /// Everything the run did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Ledger {
+pub struct Ledger {
     /// The workers' names.
-    pub(crate) workers: Vec<String>,
+    pub workers: Vec<String>,
     /// Every request, in order.
-    pub(crate) requests: Vec<RequestRecord>,
+    pub requests: Vec<RequestRecord>,
     /// Every breaker transition, in order.
-    pub(crate) transitions: Vec<TransitionRecord>,
+    pub transitions: Vec<TransitionRecord>,
     /// Each worker's breaker state at the end.
-    pub(crate) final_states: Vec<State>,
+    pub final_states: Vec<State>,
+    /// How many workers the set may eject at once.
+    pub max_ejected: usize,
 }
 
 impl Ledger {
     /// The verdicts of one scenario's requests, in order.
-    #[allow(dead_code)] // for tests/gateway_demo.rs
-    pub(crate) fn verdicts(&self, scenario: Scenario) -> Vec<Option<Verdict>> {
+    pub fn verdicts(&self, scenario: Scenario) -> Vec<Option<Verdict>> {
         self.requests
             .iter()
             .filter(|r| r.scenario == scenario)
@@ -159,12 +160,12 @@ impl Ledger {
     }
 
     /// The requests of one scenario.
-    pub(crate) fn of(&self, scenario: Scenario) -> impl Iterator<Item = &RequestRecord> {
+    pub fn of(&self, scenario: Scenario) -> impl Iterator<Item = &RequestRecord> {
         self.requests.iter().filter(move |r| r.scenario == scenario)
     }
 
     /// How many of `worker`'s requests got `verdict`.
-    pub(crate) fn count(&self, worker: &str, verdict: Verdict) -> usize {
+    pub fn count(&self, worker: &str, verdict: Verdict) -> usize {
         self.requests
             .iter()
             .filter(|r| r.worker.as_deref() == Some(worker) && r.verdict == Some(verdict))
@@ -174,7 +175,7 @@ impl Ledger {
 
 /// One line of the timeline, handed out as it happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Line {
+pub enum Line {
     /// A scenario starts (its 1-based number).
     Scenario(usize, Scenario),
     /// A request finished.
@@ -307,7 +308,7 @@ impl fmt::Display for Ledger {
 
 /// Why the run failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum DemoError {
+pub enum DemoError {
     /// A socket could not be opened.
     #[error("cannot open a loopback socket: {0}")]
     Io(#[from] std::io::Error),
@@ -382,7 +383,7 @@ struct Run<F> {
 
 /// Plays every scenario, handing each timeline line to `out` as it happens, and
 /// returns the ledger.
-pub(crate) async fn run(out: impl FnMut(&Line)) -> Result<Ledger, DemoError> {
+pub async fn run(out: impl FnMut(&Line)) -> Result<Ledger, DemoError> {
     let pool = Pool::start(PACE).await?;
     let specs = pool
         .workers
@@ -399,7 +400,9 @@ pub(crate) async fn run(out: impl FnMut(&Line)) -> Result<Ledger, DemoError> {
         .half_open_max_probes(1);
     let clock = ManualClock::new();
     let (tx, events) = mpsc::unbounded_channel();
-    let gateway = Gateway::new(specs, config, clock.clone(), Some(tx))?;
+    // One breaker per worker in a set, with the set's default ejection cap (10 %:
+    // with three workers, at most one ejected at once), picking round-robin.
+    let gateway = Gateway::new(specs, Options::new(config), clock.clone(), Some(tx))?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let router = gateway.router();
@@ -410,6 +413,7 @@ pub(crate) async fn run(out: impl FnMut(&Line)) -> Result<Ledger, DemoError> {
     let mut run = Run {
         ledger: Ledger {
             workers: gateway.names(),
+            max_ejected: gateway.set().max_ejected(),
             ..Ledger::default()
         },
         pool,
@@ -562,7 +566,7 @@ impl<F: FnMut(&Line)> Run<F> {
             } => {
                 scratch.verdicts.push((request, outcome));
             }
-            Event::Unavailable { .. } | Event::Stale { .. } => {}
+            Event::Unavailable { .. } | Event::Stale { .. } | Event::Abort { .. } => {}
         }
     }
 

@@ -1,26 +1,14 @@
-//! The gateway example's `--serve` mode, in-process on loopback: `serve::start` (what
-//! `--serve` runs) in front of the example's mock worker, driven with reqwest; the
-//! numbers checked on `GET /metrics`; and the answers to bad input.
-
-#[allow(dead_code)]
-#[path = "../examples/gateway/gateway.rs"]
-mod gateway;
-#[allow(dead_code)]
-#[path = "../examples/gateway/metrics.rs"]
-mod metrics;
-#[allow(dead_code)]
-#[path = "../examples/gateway/mock.rs"]
-mod mock;
-#[allow(dead_code)]
-#[path = "../examples/gateway/serve.rs"]
-mod serve;
+//! The gateway's `serve` mode, in-process on loopback: `serve::start` (what `serve`
+//! runs) in front of the mock workers, driven with reqwest; the numbers checked on
+//! `GET /metrics`; the ejection cap, fail-fast 503s and 4xx storms on a pool of three;
+//! the Anthropic and Responses routes; and the answers to bad input.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mock::MockWorker;
-use serve::{ServeArgs, ServeError, Serving};
+use sluice_gateway::mock::MockWorker;
+use sluice_gateway::serve::{self, ServeArgs, ServeError, Serving};
 
 /// How long a test waits for an effect before it fails.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -39,10 +27,10 @@ fn local(port: u16) -> SocketAddr {
 fn args(upstreams: Vec<String>) -> ServeArgs {
     ServeArgs {
         listen: local(0),
-        upstreams,
         failure_threshold: 2,
         success_threshold: 1,
         open_secs: 3600,
+        ..ServeArgs::new(upstreams)
     }
 }
 
@@ -68,24 +56,38 @@ fn chat(stream: bool, extra: serde_json::Value) -> String {
 }
 
 struct Rig {
-    worker: MockWorker,
+    workers: Vec<MockWorker>,
     serving: Serving,
     client: reqwest::Client,
 }
 
 impl Rig {
+    /// One mock worker behind the gateway.
     async fn start() -> Self {
-        let worker = MockWorker::start("w", Duration::from_millis(5))
-            .await
-            .expect("mock worker");
-        let serving = serve::start(&args(vec![worker.url()]))
-            .await
-            .expect("serve");
+        Self::pool(1, |_| {}).await
+    }
+
+    /// `n` mock workers behind the gateway, its flags changed by `tweak`.
+    async fn pool(n: usize, tweak: impl FnOnce(&mut ServeArgs)) -> Self {
+        let mut workers = Vec::new();
+        for i in 0..n {
+            let worker = MockWorker::start(&format!("w{i}"), Duration::from_millis(5))
+                .await
+                .expect("mock worker");
+            workers.push(worker);
+        }
+        let mut a = args(workers.iter().map(MockWorker::url).collect());
+        tweak(&mut a);
+        let serving = serve::start(&a).await.expect("serve");
         Self {
-            worker,
+            workers,
             serving,
             client: client(),
         }
+    }
+
+    fn worker(&self) -> &MockWorker {
+        &self.workers[0]
     }
 
     async fn post(&self, path: &str, id: &str, body: String) -> reqwest::Response {
@@ -130,7 +132,7 @@ impl Rig {
     }
 
     fn name(&self) -> String {
-        self.worker.url()
+        self.worker().url()
     }
 }
 
@@ -171,6 +173,12 @@ impl Metrics {
     fn cancelled(&self, worker: &str) -> Option<f64> {
         self.get(&format!(
             "sluice_streams_cancelled_total{{worker=\"{worker}\"}}"
+        ))
+    }
+
+    fn transitions(&self, worker: &str, from: &str, to: &str, reason: &str) -> Option<f64> {
+        self.get(&format!(
+            "sluice_breaker_transitions_total{{worker=\"{worker}\",from=\"{from}\",to=\"{to}\",reason=\"{reason}\"}}"
         ))
     }
 
@@ -242,7 +250,7 @@ async fn streams_disconnects_and_metrics() {
             .expect("more tokens");
         seen.extend_from_slice(&bytes);
     }
-    let mut progress = rig.worker.progress("s3");
+    let mut progress = rig.worker().progress("s3");
     let at_leave = progress.borrow().tokens;
     drop(response);
     let after = within("upstream close", progress.wait_for(|p| p.dropped))
@@ -307,7 +315,7 @@ async fn failing_worker_opens_its_breaker_then_503_with_retry_after() {
     let body: serde_json::Value = response.json_body().await;
     assert_eq!(body["error"]["type"], "unavailable");
     assert!(
-        !rig.worker.progress("f3").borrow().arrived,
+        !rig.worker().progress("f3").borrow().arrived,
         "nothing reached the worker"
     );
     let m = Metrics(rig.scrape().await);
@@ -389,6 +397,254 @@ async fn port_in_use_is_refused_at_start() {
     let message = err.to_string();
     assert!(message.contains(&addr.port().to_string()), "{message}");
     assert!(message.starts_with("cannot listen on"), "{message}");
+}
+
+/// Posts a non-streamed chat request with `extra` and returns the status.
+async fn status_of(rig: &Rig, id: &str, extra: serde_json::Value) -> u16 {
+    let response = rig
+        .post("/v1/chat/completions", id, chat(false, extra))
+        .await;
+    let status = response.status().as_u16();
+    let _ = within("body", response.bytes()).await;
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_ejects_one_of_two_failing_workers_and_says_it_held_the_other_in() {
+    // Three workers, a cap of 34 %: max(1, floor(3 * 34 / 100)) = 1 ejected at once.
+    let rig = Rig::pool(3, |a| {
+        a.failure_threshold = 1;
+        a.max_ejected_percent = 34;
+    })
+    .await;
+    let names: Vec<String> = rig.workers.iter().map(MockWorker::url).collect();
+    rig.workers[0].set_status(Some(500));
+    rig.workers[1].set_status(Some(500));
+    // Round-robin from w0: w0 fails and is ejected; w1 fails and is held in; w2
+    // serves; then w0 is skipped (open) and w1 takes its turns, still failing.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(status_of(&rig, &format!("c{i}"), serde_json::json!({})).await);
+    }
+    assert_eq!(statuses, [500, 500, 200, 500, 200, 500]);
+    let m = Metrics(rig.scrape().await);
+    let (w0, w1, w2) = (&names[0], &names[1], &names[2]);
+    assert_eq!(m.state(w0, "open"), Some(1.0), "{}", m.0);
+    assert_eq!(m.state(w1, "closed"), Some(1.0), "held in by the cap");
+    assert_eq!(m.state(w2, "closed"), Some(1.0));
+    assert_eq!(
+        m.transitions(w0, "closed", "open", "consecutive_failures"),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.transitions(w1, "closed", "closed", "ejection_capped"),
+        Some(3.0),
+        "each failure that would have opened w1 says the cap held it in:\n{}",
+        m.0
+    );
+    assert_eq!(
+        m.transitions(w1, "closed", "open", "consecutive_failures"),
+        None
+    );
+    assert_eq!(m.get("sluice_ejected_workers"), Some(1.0));
+    assert_eq!(m.get("sluice_max_ejected_workers"), Some(1.0));
+    assert_eq!(
+        m.all_verdicts(w0),
+        1.0,
+        "nothing went to the ejected worker"
+    );
+    assert_eq!(m.verdicts(w1, "failure", "status"), Some(3.0));
+    assert_eq!(m.verdicts(w2, "success", "end"), Some(2.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_worker_pool_whose_worker_is_down_answers_503_at_once() {
+    // A port nobody listens on: the worker is down.
+    let port = {
+        let listener = std::net::TcpListener::bind(local(0)).expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let upstream = format!("http://127.0.0.1:{port}");
+    let serving = serve::start(&args(vec![upstream.clone()]))
+        .await
+        .expect("serve");
+    let client = client();
+    let url = format!("http://{}/v1/chat/completions", serving.addr);
+    let post = || {
+        client
+            .post(&url)
+            .body(chat(true, serde_json::json!({})))
+            .send()
+    };
+    // Two failed sends open its breaker (threshold 2): the one worker may always be
+    // ejected, whatever the cap (10 % of one worker rounds down to 0, the floor is 1).
+    for _ in 0..2 {
+        let response = within("response", post()).await.expect("answer");
+        assert_eq!(response.status(), 502);
+    }
+    let response = within("response", post()).await.expect("answer");
+    assert_eq!(response.status(), 503);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((3590..=3600).contains(&retry), "{retry}");
+    let text = within(
+        "scrape",
+        client
+            .get(format!("http://{}/metrics", serving.addr))
+            .send(),
+    )
+    .await
+    .expect("metrics")
+    .text()
+    .await
+    .expect("text");
+    let m = Metrics(text);
+    assert_eq!(
+        m.verdicts(&upstream, "failure", "send_failed"),
+        Some(2.0),
+        "the 503 did not try the worker:\n{}",
+        m.0
+    );
+    assert_eq!(m.get("sluice_unavailable_total"), Some(1.0));
+    assert_eq!(m.state(&upstream, "open"), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_storm_ejects_nobody() {
+    let rig = Rig::pool(3, |a| {
+        a.failure_threshold = 1;
+        a.max_ejected_percent = 100;
+    })
+    .await;
+    let names: Vec<String> = rig.workers.iter().map(MockWorker::url).collect();
+    for i in 0..30u16 {
+        let status = [400u16, 404, 422, 429][usize::from(i % 4)];
+        let got = status_of(
+            &rig,
+            &format!("b{i}"),
+            serde_json::json!({"mock_status": status}),
+        )
+        .await;
+        assert_eq!(got, status, "the worker's answer is passed on");
+    }
+    let m = Metrics(rig.scrape().await);
+    for w in &names {
+        assert_eq!(m.state(w, "closed"), Some(1.0), "{w}:\n{}", m.0);
+        assert_eq!(m.verdicts(w, "abandoned", "status"), Some(10.0), "{w}");
+        assert_eq!(m.all_verdicts(w), 10.0);
+    }
+    assert!(
+        !m.0.lines()
+            .any(|l| l.starts_with("sluice_breaker_transitions_total{")),
+        "no transition at all:\n{}",
+        m.0
+    );
+    assert_eq!(m.get("sluice_ejected_workers"), Some(0.0));
+    assert_eq!(m.get("sluice_unavailable_total"), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_in_flight_sends_work_away_from_a_busy_worker() {
+    let rig = Rig::pool(2, |a| a.pick = serve::PickArg::LeastInFlight).await;
+    let (w0, w1) = (&rig.workers[0], &rig.workers[1]);
+    // A long stream holds w0 (the first in order among equals).
+    let slow = serde_json::json!({"max_tokens": 100_000, "mock_pace_ms": 50});
+    let mut held = rig
+        .post("/v1/chat/completions", "l1", chat(true, slow))
+        .await;
+    let _ = within("first event", held.chunk()).await;
+    assert!(w0.progress("l1").borrow().arrived);
+    // Two short requests in turn both go to w1: round-robin would have sent the
+    // second to w0.
+    for (n, id) in ["l2", "l3"].into_iter().enumerate() {
+        assert_eq!(status_of(&rig, id, serde_json::json!({})).await, 200);
+        assert!(w1.progress(id).borrow().arrived, "{id} went to w1");
+        assert!(!w0.progress(id).borrow().arrived, "{id} not to the busy w0");
+        let w = w1.url();
+        rig.metrics_until("its verdict", |m| {
+            m.verdicts(&w, "success", "end") == Some(n as f64 + 1.0)
+        })
+        .await;
+    }
+    drop(held);
+}
+
+/// Streams one request per ending on `path` and checks the verdicts' causes.
+async fn classify_route(path: &str, done_marker: &str, in_band_error: &str) {
+    // Two failures must not open the breaker before the fourth request.
+    let rig = Rig::pool(1, |a| a.failure_threshold = 10).await;
+    let w = rig.name();
+    // Done: success/done, the body passed on whole.
+    let response = rig
+        .post(path, "done", chat(true, serde_json::json!({})))
+        .await;
+    assert_eq!(response.status(), 200);
+    let (text, clean) = read_all(response).await;
+    assert!(clean);
+    assert!(text.contains(done_marker), "{text}");
+    assert_eq!(text.matches("tok").count(), 4, "{text}");
+    // The in-band error event: failure/error_event.
+    let response = rig
+        .post(
+            path,
+            "err",
+            chat(true, serde_json::json!({"mock_error_event": true})),
+        )
+        .await;
+    let (text, _) = read_all(response).await;
+    assert!(text.contains(in_band_error), "{text}");
+    // Cut short (a clean end before the done event): failure/truncated.
+    let response = rig
+        .post(
+            path,
+            "cut",
+            chat(true, serde_json::json!({"mock_cut": true})),
+        )
+        .await;
+    let (text, clean) = read_all(response).await;
+    assert!(clean && !text.contains(done_marker), "{text}");
+    // Not streamed: its end is its success.
+    let response = rig
+        .post(path, "whole", chat(false, serde_json::json!({})))
+        .await;
+    assert_eq!(response.status(), 200);
+    let _ = read_all(response).await;
+    let m = rig
+        .metrics_until("four verdicts", |m| m.all_verdicts(&w) == 4.0)
+        .await;
+    assert_eq!(
+        m.verdicts(&w, "success", "done"),
+        Some(1.0),
+        "{path}:\n{}",
+        m.0
+    );
+    assert_eq!(
+        m.verdicts(&w, "failure", "error_event"),
+        Some(1.0),
+        "{path}"
+    );
+    assert_eq!(m.verdicts(&w, "failure", "truncated"), Some(1.0), "{path}");
+    assert_eq!(m.verdicts(&w, "success", "end"), Some(1.0), "{path}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_messages_streams_are_classified() {
+    classify_route("/v1/messages", "event: message_stop", "event: error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_streams_are_classified() {
+    classify_route("/v1/responses", "event: response.completed", "event: error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_streams_are_classified() {
+    // The chat error object is followed by `[DONE]` (as vLLM and SGLang send it):
+    // still a failure.
+    classify_route("/v1/chat/completions", "data: [DONE]", "\"error\"").await;
 }
 
 /// `response.json()` needs reqwest's `json` feature; parse the text instead.

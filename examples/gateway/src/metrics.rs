@@ -8,7 +8,13 @@
 //! * `sluice_streams_cancelled_total{worker}`: requests whose client left before the
 //!   upstream ended (the upstream was dropped, so the engine stopped generating);
 //! * `sluice_breaker_transitions_total{worker,from,to,reason}`;
-//! * `sluice_unavailable_total`: requests answered 503 because no worker was admitted.
+//! * `sluice_breaker_transitions_total{worker,from,to,reason}` also counts the
+//!   ejections the cap refused (`from="closed",to="closed",reason="ejection_capped"`);
+//! * `sluice_unavailable_total`: requests answered 503 because no worker was admitted;
+//! * `sluice_aborts_total{worker,result}`: explicit aborts sent to an engine (profile
+//!   `sglang`), by how they went: `ok`, `rejected` (non-2xx), `failed`, `timeout`;
+//! * `sluice_ejected_workers` and `sluice_max_ejected_workers`: how many workers are
+//!   ejected now, and the cap.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -20,7 +26,7 @@ use sluice::Outcome;
 use sluice::breaker::{Reason, State, Transition};
 
 /// The content type of [`Metrics::render`]'s output.
-pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The states a breaker can be in, as label values.
 const STATES: [&str; 5] = ["closed", "open", "half_open", "forced_open", "disabled"];
@@ -29,6 +35,13 @@ const STATES: [&str; 5] = ["closed", "open", "half_open", "forced_open", "disabl
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabels {
     worker: String,
+}
+
+/// Labels of `sluice_aborts_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AbortLabels {
+    worker: String,
+    result: String,
 }
 
 /// Labels of `sluice_breaker_state`.
@@ -57,7 +70,7 @@ struct TransitionLabels {
 
 /// The registry and its metric families.
 #[derive(Debug)]
-pub(crate) struct Metrics {
+pub struct Metrics {
     registry: Registry,
     workers: Vec<String>,
     state: Family<StateLabels, Gauge>,
@@ -65,10 +78,13 @@ pub(crate) struct Metrics {
     cancelled: Family<WorkerLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
     unavailable: Counter,
+    aborts: Family<AbortLabels, Counter>,
+    ejected: Gauge,
+    max_ejected: Gauge,
 }
 
 /// A breaker state's label value.
-pub(crate) fn state_name(state: State) -> &'static str {
+pub fn state_name(state: State) -> &'static str {
     match state {
         State::Closed => "closed",
         State::Open { .. } => "open",
@@ -80,7 +96,7 @@ pub(crate) fn state_name(state: State) -> &'static str {
 }
 
 /// A transition reason's label value.
-pub(crate) fn reason_name(reason: Reason) -> &'static str {
+pub fn reason_name(reason: Reason) -> &'static str {
     match reason {
         Reason::ConsecutiveFailures => "consecutive_failures",
         Reason::FailureRate => "failure_rate",
@@ -98,13 +114,16 @@ pub(crate) fn reason_name(reason: Reason) -> &'static str {
 impl Metrics {
     /// Metrics for these workers, every per-worker series present from the start
     /// (at zero), so a scrape shows each worker before its first request.
-    pub(crate) fn new(workers: &[String]) -> Self {
+    pub fn new(workers: &[String]) -> Self {
         let mut registry = Registry::default();
         let state = Family::<StateLabels, Gauge>::default();
         let verdicts = Family::<VerdictLabels, Counter>::default();
         let cancelled = Family::<WorkerLabels, Counter>::default();
         let transitions = Family::<TransitionLabels, Counter>::default();
         let unavailable = Counter::default();
+        let aborts = Family::<AbortLabels, Counter>::default();
+        let ejected = Gauge::default();
+        let max_ejected = Gauge::default();
         registry.register(
             "sluice_breaker_state",
             "Whether each worker's circuit breaker is in this state (1) or not (0)",
@@ -130,6 +149,21 @@ impl Metrics {
             "Requests answered 503 because no worker's breaker admitted them",
             unavailable.clone(),
         );
+        registry.register(
+            "sluice_aborts",
+            "Explicit aborts sent to an engine for abandoned requests, by result",
+            aborts.clone(),
+        );
+        registry.register(
+            "sluice_ejected_workers",
+            "Workers ejected now (breaker open or half-open)",
+            ejected.clone(),
+        );
+        registry.register(
+            "sluice_max_ejected_workers",
+            "How many workers may be ejected at once (the ejection cap)",
+            max_ejected.clone(),
+        );
         for worker in workers {
             drop(cancelled.get_or_create(&WorkerLabels {
                 worker: worker.clone(),
@@ -143,12 +177,15 @@ impl Metrics {
             cancelled,
             transitions,
             unavailable,
+            aborts,
+            ejected,
+            max_ejected,
         }
     }
 
     /// Counts one verdict of `worker`, by its cause; `cancelled` when the client left
     /// first.
-    pub(crate) fn verdict(&self, worker: usize, outcome: Outcome, cancelled: bool) {
+    pub fn verdict(&self, worker: usize, outcome: Outcome, cancelled: bool) {
         let Some(name) = self.workers.get(worker) else {
             return;
         };
@@ -169,7 +206,7 @@ impl Metrics {
     }
 
     /// Counts one transition of `worker`'s breaker.
-    pub(crate) fn transition(&self, worker: usize, t: &Transition) {
+    pub fn transition(&self, worker: usize, t: &Transition) {
         let Some(name) = self.workers.get(worker) else {
             return;
         };
@@ -184,13 +221,34 @@ impl Metrics {
     }
 
     /// Counts one request refused for want of an admitted worker.
-    pub(crate) fn unavailable(&self) {
+    pub fn unavailable(&self) {
         self.unavailable.inc();
     }
 
-    /// The text exposition, with the breaker states (`states[i]` of worker `i`) as
-    /// they are now.
-    pub(crate) fn render(&self, states: &[State]) -> Result<String, std::fmt::Error> {
+    /// Counts one explicit abort sent to `worker`'s engine, by `result`.
+    pub fn abort(&self, worker: usize, result: &str) {
+        let Some(name) = self.workers.get(worker) else {
+            return;
+        };
+        self.aborts
+            .get_or_create(&AbortLabels {
+                worker: name.clone(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with the breaker states (`states[i]` of worker `i`) and
+    /// the ejections (`ejected` of at most `max_ejected`) as they are now.
+    pub fn render(
+        &self,
+        states: &[State],
+        ejected: usize,
+        max_ejected: usize,
+    ) -> Result<String, std::fmt::Error> {
+        self.ejected.set(i64::try_from(ejected).unwrap_or(i64::MAX));
+        self.max_ejected
+            .set(i64::try_from(max_ejected).unwrap_or(i64::MAX));
         for (worker, state) in self.workers.iter().zip(states) {
             let now = state_name(*state);
             for s in STATES {

@@ -1,25 +1,14 @@
-//! The gateway example's scripted run (`cargo run -p sluice-tokio --example gateway`),
-//! played in-process: its ledger must show the verdicts, the breaker transitions
-//! (in order, with their reasons) and the cancellations the README promises.
-
-#[allow(dead_code)]
-#[path = "../examples/gateway/gateway.rs"]
-mod gateway;
-#[allow(dead_code)]
-#[path = "../examples/gateway/metrics.rs"]
-mod metrics;
-#[allow(dead_code)]
-#[path = "../examples/gateway/mock.rs"]
-mod mock;
-#[allow(dead_code)]
-#[path = "../examples/gateway/scenarios.rs"]
-mod scenarios;
+//! The gateway's scripted run (`cargo run -p sluice-gateway`), played in-process: its
+//! ledger must show the verdicts, the breaker transitions (in order, with their
+//! reasons) and the cancellations the README promises, routed by the breaker set
+//! under its ejection cap.
 
 use std::time::Duration;
 
-use scenarios::{Ledger, Read, Scenario};
 use sluice::Verdict::{Abandoned, Failure, Success};
 use sluice::breaker::{Reason, State};
+use sluice_gateway::mock;
+use sluice_gateway::scenarios::{self, Ledger, Read, Scenario};
 
 async fn ledger() -> Ledger {
     let mut lines = Vec::new();
@@ -140,6 +129,15 @@ async fn scripted_run_ledger() {
         ]
     );
     assert_eq!(ledger.final_states, [State::Closed; 3]);
+    // The set's default cap (10 %) still lets one of three workers out: bravo alone
+    // was ejected, so the cap never held anyone in.
+    assert_eq!(ledger.max_ejected, 1);
+    assert!(
+        ledger
+            .transitions
+            .iter()
+            .all(|t| t.reason != Reason::EjectionCapped)
+    );
 
     // Every request that reached a worker got exactly one verdict.
     assert!(ledger.requests.iter().all(|r| r.verdict.is_some()));

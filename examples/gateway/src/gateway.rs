@@ -1,0 +1,758 @@
+//! The gateway, built only from sluice's public API: axum in front, reqwest behind,
+//! a [`SharedBreakerSet`] (one breaker per worker, a cap on how many are ejected at
+//! once) choosing the worker.
+//!
+//! Per request: [`pick`](SharedBreakerSet::pick) a worker (round-robin or least in
+//! flight, among those whose breaker admits the call), send the request upstream,
+//! classify the start of the answer with the [`StatusPolicy`], and hand the
+//! upstream's body to the client as a [`TrackedStream`] straight in
+//! `Body::from_stream` (the direct-body path: no task, no channel), with the SSE
+//! rules of the route's API ([`Api`]). The [`SetPermit`] rides inside a `Ticket`,
+//! the stream's recorder, which [`report`](SetPermit::report)s the verdict and logs
+//! what the breaker did with it (a transition, an ejection the cap refused, a stale
+//! permit), counts it in the [`metrics`], and emits one `tracing`
+//! event per verdict and per transition.
+//!
+//! When the client leaves, hyper drops the body, which drops the upstream response
+//! (closing the worker's connection, so the engine stops) and records `Abandoned`. A
+//! client that leaves while the gateway still waits for the worker's headers drops
+//! the handler future, and with it the upstream request and the ticket's
+//! [`RecordGuard`], which records `Abandoned` (`client_left`). With an engine
+//! profile that aborts explicitly ([`Engine`]), an abandoned request that reached the
+//! engine is also aborted by id, from a spawned task.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sluice::breaker::{
+    Classified, Clock, Config, ConfigError, Pick, Reason, Recorded, SetPermit, SharedBreakerSet,
+    State, StatusPolicy, Transition,
+};
+use sluice::sse::SseRules;
+use sluice::{Cause, Outcome, RecordGuard, Recorder, TrackedStream, Verdict};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::engine::{self, ABORT_TIMEOUT, Engine, RidMinter};
+use crate::metrics::{self, Metrics, reason_name, state_name};
+
+/// The header that carries a request's id to the worker (and into the timeline).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// One worker the gateway forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSpec {
+    /// Its name in the timeline, the logs and the metrics.
+    pub name: String,
+    /// Its base URL (`http://host:port`, optionally with a path prefix); the
+    /// request's path is appended.
+    pub base: String,
+}
+
+/// The APIs the gateway serves, by route; each has its SSE rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Api {
+    /// `POST /v1/chat/completions` (OpenAI Chat Completions).
+    Chat,
+    /// `POST /v1/completions` (OpenAI legacy completions; same stream format).
+    Completions,
+    /// `POST /v1/messages` (Anthropic Messages).
+    Messages,
+    /// `POST /v1/responses` (OpenAI Responses).
+    Responses,
+}
+
+impl Api {
+    /// Every API, in route order.
+    pub const ALL: [Self; 4] = [
+        Self::Chat,
+        Self::Completions,
+        Self::Messages,
+        Self::Responses,
+    ];
+
+    /// Its route.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Self::Chat => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Messages => "/v1/messages",
+            Self::Responses => "/v1/responses",
+        }
+    }
+
+    /// The API of a route.
+    pub fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|api| api.path() == path)
+    }
+
+    /// The SSE rules of its streams (each requires its done event).
+    pub fn rules(self) -> SseRules {
+        match self {
+            Self::Chat | Self::Completions => SseRules::openai_chat(),
+            Self::Messages => SseRules::anthropic(),
+            Self::Responses => SseRules::openai_responses(),
+        }
+    }
+}
+
+/// How a verdict was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum How {
+    /// The tracked stream (or non-streamed body) ended, failed, or was dropped by
+    /// the client.
+    Stream,
+    /// The worker answered with this non-2xx status (the status policy decided).
+    Status(u16),
+    /// The request never got an answer (connect error).
+    SendFailed,
+    /// A streaming request was answered with something other than an event stream.
+    NotSse,
+    /// The client left while the gateway waited for the worker's headers.
+    ClientLeft,
+}
+
+impl How {
+    /// Whether the client leaving ended it (the upstream was dropped early).
+    const fn cancelled(self, verdict: Verdict) -> bool {
+        matches!(verdict, Verdict::Abandoned) && matches!(self, Self::Stream | Self::ClientLeft)
+    }
+
+    /// A label for logs.
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Status(_) => "status",
+            Self::SendFailed => "send_failed",
+            Self::NotSse => "not_sse",
+            Self::ClientLeft => "client_left_before_headers",
+        }
+    }
+}
+
+/// What the gateway did, in order, for the demo's timeline and the tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A worker was out (its breaker open) when the request was routed.
+    Skipped {
+        /// The request id.
+        request: String,
+        /// The worker that was out.
+        worker: usize,
+        /// When its breaker lets a probe through, if known.
+        retry_after: Option<Duration>,
+    },
+    /// The request went to `worker`.
+    Routed {
+        /// The request id.
+        request: String,
+        /// The worker it went to.
+        worker: usize,
+        /// The permit is a HalfOpen probe.
+        probe: bool,
+    },
+    /// No worker admitted the request: 503.
+    Unavailable {
+        /// The request id.
+        request: String,
+        /// The Retry-After sent.
+        retry_after: Duration,
+    },
+    /// A worker's breaker changed state, or the ejection cap held it in (a
+    /// transition from Closed to Closed, reason `EjectionCapped`).
+    Transition {
+        /// The worker.
+        worker: usize,
+        /// What changed, when and why.
+        transition: Transition,
+    },
+    /// A verdict came from an older breaker generation and counted nowhere.
+    Stale {
+        /// The request id.
+        request: String,
+        /// The worker.
+        worker: usize,
+    },
+    /// The verdict for one request, told to the worker's breaker.
+    Verdict {
+        /// The request id.
+        request: String,
+        /// The worker.
+        worker: usize,
+        /// The verdict and how much went through.
+        outcome: Outcome,
+        /// How it was reached.
+        how: How,
+    },
+    /// An explicit abort was sent to the engine (engine profile `sglang`).
+    Abort {
+        /// The request id.
+        request: String,
+        /// The worker.
+        worker: usize,
+        /// The id the engine knows the request by.
+        rid: String,
+        /// How it went: `ok`, `rejected` (a non-2xx answer), `failed`, `timeout`.
+        result: &'static str,
+    },
+}
+
+/// Why a gateway cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// There is no worker to forward to.
+    #[error("no upstream worker given")]
+    NoWorkers,
+    /// The breaker settings are unusable.
+    #[error("invalid breaker settings: {0}")]
+    Config(#[from] ConfigError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// How the gateway routes and what it tells the engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Every worker's breaker settings.
+    pub config: Config,
+    /// At most `max(1, floor(workers * percent / 100))` workers ejected at once.
+    pub max_ejected_percent: u8,
+    /// How a worker is chosen among those that admit the call.
+    pub pick: Pick,
+    /// The engine profile.
+    pub engine: Engine,
+}
+
+impl Options {
+    /// `config`, the set's default cap, round-robin, the generic engine profile.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            max_ejected_percent: sluice::breaker::DEFAULT_MAX_EJECTED_PERCENT,
+            pick: Pick::RoundRobin,
+            engine: Engine::Generic,
+        }
+    }
+}
+
+/// What the handlers share.
+struct Inner {
+    workers: Vec<WorkerSpec>,
+    set: SharedBreakerSet,
+    pick: Pick,
+    engine: Engine,
+    rids: RidMinter,
+    next_id: AtomicUsize,
+    client: reqwest::Client,
+    policy: StatusPolicy,
+    metrics: Metrics,
+    events: Option<UnboundedSender<Event>>,
+}
+
+/// The gateway: cheap to clone, every clone the same gateway.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway")
+            .field("workers", &self.names())
+            .field("states", &self.states())
+            .field("set", &self.inner.set)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway in front of `workers`: one breaker each in a [`SharedBreakerSet`]
+    /// with `options`, reading time from `clock`; what it does goes to `events` when
+    /// given.
+    pub fn new(
+        workers: Vec<WorkerSpec>,
+        options: Options,
+        clock: impl Clock,
+        events: Option<UnboundedSender<Event>>,
+    ) -> Result<Self, GatewayError> {
+        if workers.is_empty() {
+            return Err(GatewayError::NoWorkers);
+        }
+        let set = SharedBreakerSet::try_with_clock(workers.len(), options.config, clock)?
+            .with_max_ejected_percent(options.max_ejected_percent);
+        let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
+        // No idle connections are kept: an engine that closes a keep-alive connection
+        // just as the next request is written to it (llama-server does, after a
+        // streamed answer) would make that request fail with "connection closed
+        // before message completed", and count as the worker's Failure. A request to
+        // an engine lasts seconds; a fresh connection costs a handshake.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
+            .build()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                workers,
+                set,
+                pick: options.pick,
+                engine: options.engine,
+                rids: RidMinter::new(),
+                next_id: AtomicUsize::new(0),
+                client,
+                policy: StatusPolicy::default(),
+                metrics: Metrics::new(&names),
+                events,
+            }),
+        })
+    }
+
+    /// The routes: the four model APIs ([`Api`]) and `GET /metrics`.
+    pub fn router(&self) -> Router {
+        let mut router = Router::new();
+        for api in Api::ALL {
+            router = router.route(api.path(), post(proxy));
+        }
+        router
+            .route("/metrics", get(scrape))
+            .with_state(self.inner.clone())
+    }
+
+    /// Applies what time alone changes to every breaker (Open to HalfOpen once the
+    /// open duration has passed) and logs the transitions. Without it the change
+    /// happens anyway, lazily, at the next request that asks the breaker.
+    pub fn tick(&self) {
+        for worker in 0..self.inner.set.len() {
+            if let Ok(Some(t)) = self.inner.set.handle_timeout(worker) {
+                self.inner.transition(worker, t);
+            }
+        }
+    }
+
+    /// The workers' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.inner.workers.iter().map(|w| w.name.clone()).collect()
+    }
+
+    /// Each worker's breaker state now.
+    pub fn states(&self) -> Vec<State> {
+        self.inner.states()
+    }
+
+    /// The breaker set (to read its cap and how many workers are ejected).
+    pub fn set(&self) -> &SharedBreakerSet {
+        &self.inner.set
+    }
+}
+
+impl Inner {
+    fn emit(&self, event: Event) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
+    fn name(&self, worker: usize) -> &str {
+        self.workers.get(worker).map_or("?", |w| w.name.as_str())
+    }
+
+    fn states(&self) -> Vec<State> {
+        (0..self.set.len()).map(|w| self.set.state(w)).collect()
+    }
+
+    fn transition(&self, worker: usize, t: Transition) {
+        self.metrics.transition(worker, &t);
+        let (from, to, reason) = (state_name(t.from), state_name(t.to), reason_name(t.reason));
+        let at_ms = t.at.as_millis() as u64;
+        let worker_name = self.name(worker);
+        if matches!(t.to, State::Open { .. }) || t.reason == Reason::EjectionCapped {
+            tracing::warn!(
+                worker = worker_name,
+                from,
+                to,
+                reason,
+                at_ms,
+                "breaker transition"
+            );
+        } else {
+            tracing::info!(
+                worker = worker_name,
+                from,
+                to,
+                reason,
+                at_ms,
+                "breaker transition"
+            );
+        }
+        self.emit(Event::Transition {
+            worker,
+            transition: t,
+        });
+    }
+
+    /// The workers that are out now (Open or forced open), but `except`.
+    fn skipped(&self, request: &str, except: Option<usize>) {
+        let now = self.set.now();
+        for worker in (0..self.set.len()).filter(|w| Some(*w) != except) {
+            let retry_after = match self.set.state(worker) {
+                State::Open { until } => Some(until.saturating_sub(now)),
+                State::ForcedOpen => None,
+                _ => continue,
+            };
+            self.emit(Event::Skipped {
+                request: request.to_owned(),
+                worker,
+                retry_after,
+            });
+        }
+    }
+
+    /// A permit from the worker the set picks; or how long until one may admit a
+    /// call (the soonest known wait, at least a second).
+    fn admit(&self, request: &str) -> Result<SetPermit, Duration> {
+        match self.set.pick(self.pick) {
+            Ok(permit) => {
+                let worker = permit.worker();
+                if let Some(t) = permit.transition() {
+                    self.transition(worker, t);
+                }
+                if self.events.is_some() {
+                    self.skipped(request, Some(worker));
+                }
+                self.emit(Event::Routed {
+                    request: request.to_owned(),
+                    worker,
+                    probe: permit.is_probe(),
+                });
+                Ok(permit)
+            }
+            Err(rejected) => {
+                if self.events.is_some() {
+                    self.skipped(request, None);
+                }
+                Err(rejected
+                    .retry_after
+                    .unwrap_or_default()
+                    .max(Duration::from_secs(1)))
+            }
+        }
+    }
+
+    /// Sends the explicit abort for `rid` to `worker`, from a task of its own
+    /// bounded by [`ABORT_TIMEOUT`]; counts and logs how it went. Never touches the
+    /// breaker.
+    fn abort(self: &Arc<Self>, request: String, worker: usize, rid: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.aborted(request, worker, rid, "failed");
+            return;
+        };
+        let url = format!(
+            "{}{}",
+            self.workers[worker].base.trim_end_matches('/'),
+            engine::SGLANG_ABORT_PATH
+        );
+        let call = self
+            .client
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "rid": rid }).to_string())
+            .send();
+        let gw = Arc::clone(self);
+        runtime.spawn(async move {
+            let result = match tokio::time::timeout(ABORT_TIMEOUT, call).await {
+                Ok(Ok(response)) if response.status().is_success() => "ok",
+                Ok(Ok(_)) => "rejected",
+                Ok(Err(_)) => "failed",
+                Err(_) => "timeout",
+            };
+            gw.aborted(request, worker, rid, result);
+        });
+    }
+
+    fn aborted(&self, request: String, worker: usize, rid: String, result: &'static str) {
+        self.metrics.abort(worker, result);
+        let worker_name = self.name(worker);
+        if result == "ok" {
+            tracing::info!(request, worker = worker_name, rid, result, "engine abort");
+        } else {
+            tracing::warn!(request, worker = worker_name, rid, result, "engine abort");
+        }
+        self.emit(Event::Abort {
+            request,
+            worker,
+            rid,
+            result,
+        });
+    }
+}
+
+/// The recorder of one request from the moment it is sent upstream: holds the
+/// worker's permit until the verdict is in, then reports it and logs what the
+/// breaker did. Its `RecordGuard` records `Abandoned` if the handler is dropped
+/// before the stream starts (the client left while waiting for headers).
+struct Ticket {
+    gw: Arc<Inner>,
+    request: String,
+    permit: Option<SetPermit>,
+    /// The id to abort the request by at the engine, if the profile aborts.
+    rid: Option<String>,
+    /// The stream has started (a verdict through the recorder is the stream's).
+    streaming: bool,
+}
+
+impl Ticket {
+    fn settle(&mut self, outcome: Outcome, how: How) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let gw = &self.gw;
+        let worker = permit.worker();
+        match permit.report(outcome.verdict) {
+            Recorded::Counted(Some(t)) => gw.transition(worker, t),
+            Recorded::Stale => gw.emit(Event::Stale {
+                request: self.request.clone(),
+                worker,
+            }),
+            _ => {}
+        }
+        gw.metrics
+            .verdict(worker, outcome, how.cancelled(outcome.verdict));
+        tracing::info!(
+            request = self.request,
+            worker = gw.name(worker),
+            verdict = outcome.verdict.as_str(),
+            cause = outcome.cause.as_str(),
+            chunks = outcome.chunks,
+            bytes = outcome.bytes,
+            how = how.as_str(),
+            "verdict"
+        );
+        gw.emit(Event::Verdict {
+            request: self.request.clone(),
+            worker,
+            outcome,
+            how,
+        });
+        // The request reached the engine (a ticket exists from the send on) and the
+        // client left: ask the engine to stop, if its profile says so.
+        if how.cancelled(outcome.verdict) {
+            if let Some(rid) = self.rid.take() {
+                gw.abort(self.request.clone(), worker, rid);
+            }
+        }
+    }
+}
+
+impl Recorder for Ticket {
+    fn record(mut self, outcome: Outcome) {
+        let how = if self.streaming {
+            How::Stream
+        } else {
+            How::ClientLeft
+        };
+        self.settle(outcome, how);
+    }
+}
+
+/// An OpenAI-style JSON error.
+pub fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "error": {"message": message, "type": kind, "code": status.as_u16()}
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// An error and its sources, `: `-separated (reqwest's own message says little).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether the request body asks for a stream (`"stream": true`).
+fn wants_stream(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("stream").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
+}
+
+/// The headers passed on to the worker (the Anthropic API's key and version too).
+const PASSED: [&str; 6] = [
+    "content-type",
+    "authorization",
+    "accept",
+    "x-api-key",
+    "anthropic-version",
+    "anthropic-beta",
+];
+
+async fn proxy(
+    AxumState(gw): AxumState<Arc<Inner>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(api) = Api::from_path(uri.path()) else {
+        return json_error(StatusCode::NOT_FOUND, "not_found", "no such route");
+    };
+    let request = match headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) => id.to_owned(),
+        None => format!("gw-{}", gw.next_id.fetch_add(1, Ordering::Relaxed)),
+    };
+    let permit = match gw.admit(&request) {
+        Ok(permit) => permit,
+        Err(wait) => {
+            gw.metrics.unavailable();
+            // Whole seconds, rounded up: a client that waits that long finds a probe slot.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            tracing::warn!(request, retry_after_s = secs, "no worker admitted: 503");
+            gw.emit(Event::Unavailable {
+                request,
+                retry_after: wait,
+            });
+            let mut response = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "no worker is admitted: every worker's circuit breaker is open",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return response;
+        }
+    };
+    let worker = permit.worker();
+    let upstream = &gw.workers[worker];
+    let streaming = wants_stream(&body);
+    let (body, rid) = if gw.engine.aborts() {
+        match engine::with_rid(&body, &gw.rids.mint()) {
+            Some((rewritten, rid)) => (Bytes::from(rewritten), Some(rid)),
+            None => (body, None),
+        }
+    } else {
+        (body, None)
+    };
+    let url = format!("{}{}", upstream.base.trim_end_matches('/'), api.path());
+    let mut call = gw.client.post(&url).header(REQUEST_ID, &request).body(body);
+    for name in PASSED {
+        if let Some(value) = headers.get(name) {
+            call = call.header(name, value);
+        }
+    }
+    // From here the request is on its way to the engine. If the client leaves while
+    // the gateway waits for the headers, hyper drops this future: the request is
+    // cancelled and the guard records Abandoned (`client_left`).
+    let guard = RecordGuard::new(Ticket {
+        gw: gw.clone(),
+        request,
+        permit: Some(permit),
+        rid,
+        streaming: false,
+    });
+    let response = call.send().await;
+    // Every path below settles the ticket, or hands it to the tracked stream, before
+    // its next await.
+    let mut ticket = guard.disarm();
+    let response = match response {
+        Ok(response) => response,
+        Err(err) => {
+            let failed = Outcome::new(gw.policy.classify_send_failure(), Cause::SendFailed, 0, 0);
+            ticket.settle(failed, How::SendFailed);
+            let message = format!(
+                "upstream {} ({url}) is unreachable: {}",
+                upstream.name,
+                error_chain(&err)
+            );
+            return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
+        }
+    };
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    if let Classified::Settle(verdict) = gw.policy.classify(status.as_u16()) {
+        let settled = Outcome::new(verdict, Cause::Status, 0, 0);
+        ticket.settle(settled, How::Status(status.as_u16()));
+        // Pass the worker's answer on (a 400 explains what was wrong with the request).
+        let text = response.bytes().await.unwrap_or_default();
+        let mut out = (status, text).into_response();
+        if let Some(ct) = content_type {
+            out.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        return out;
+    }
+    let is_sse = content_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    if streaming && !is_sse {
+        // Not what a streaming request asks for: the start of the response decides.
+        ticket.settle(
+            Outcome::new(Verdict::Failure, Cause::Status, 0, 0),
+            How::NotSse,
+        );
+        let got = content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("no content type");
+        let message = format!(
+            "upstream {} answered a streaming request with `{got}`, not an event stream",
+            upstream.name
+        );
+        return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
+    }
+    ticket.streaming = true;
+    // A streamed answer ends at its API's done event; a non-streamed one is tracked
+    // without SSE rules: its clean end is its success.
+    let tracked = TrackedStream::new(response.bytes_stream(), ticket);
+    let tracked = if streaming {
+        tracked.with_sse(api.rules())
+    } else {
+        tracked
+    };
+    let mut out = Response::new(Body::from_stream(tracked));
+    *out.status_mut() = status;
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    if streaming {
+        out.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    out
+}
+
+async fn scrape(AxumState(gw): AxumState<Arc<Inner>>) -> Response {
+    match gw
+        .metrics
+        .render(&gw.states(), gw.set.ejected(), gw.set.max_ejected())
+    {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot encode the metrics",
+        ),
+    }
+}

@@ -1,0 +1,51 @@
+//! `sluice-gateway`: a model gateway built only from sluice's public API, runnable in
+//! one command.
+//!
+//! * `cargo run -p sluice-gateway` plays a scripted demo in one process on loopback
+//!   ([`scenarios`]): a mock pool of three inference workers ([`mock`], one flaky),
+//!   the [`gateway`] (axum + reqwest, a [`SharedBreakerSet`](sluice::breaker::SharedBreakerSet)
+//!   with one breaker per worker) and scripted clients, on a
+//!   [`ManualClock`](sluice::breaker::ManualClock). It prints a timeline and a
+//!   ledger, then exits.
+//! * `cargo run --release -p sluice-gateway -- serve --upstream URL ...` runs the
+//!   same gateway in front of real engines ([`serve`]).
+//!
+//! # Routes
+//!
+//! | route | API | a stream succeeds at | fails at |
+//! |---|---|---|---|
+//! | `POST /v1/chat/completions`, `/v1/completions` | OpenAI | `data: [DONE]` | `data: {"error": ...}`, an end before `[DONE]` |
+//! | `POST /v1/messages` | Anthropic | `event: message_stop` | `event: error`, an end before `message_stop` |
+//! | `POST /v1/responses` | OpenAI Responses | `response.completed` / `response.incomplete` | `response.failed`, `error`, an end before the done event |
+//! | `GET /metrics` | OpenMetrics | | |
+//!
+//! A request with `"stream": true` is tracked with its route's SSE rules; one without
+//! is tracked without rules: its clean end is its success (cause `end`). The start of
+//! every answer goes through the default `StatusPolicy` (5xx: Failure; 429 and other
+//! 4xx: Abandoned, so a storm of bad requests ejects nobody). When no worker admits
+//! a call (every breaker open, or a one-worker pool whose worker is down) the
+//! gateway answers 503 with `Retry-After` at once, without trying a worker.
+//!
+//! # Logs
+//!
+//! Structured, with `tracing` (`RUST_LOG` filters; `serve` logs at `info` by
+//! default): one event per verdict (`request`, `worker`, `verdict`, `cause`,
+//! `chunks`, `bytes`), one per breaker transition (`worker`, `from`, `to`, `reason`,
+//! `at_ms`; a warning when a worker is ejected or the cap holds it in), one per 503
+//! and per explicit abort. The demo prints its timeline instead (and the logs too
+//! when `RUST_LOG` is set).
+//!
+//! # Engines
+//!
+//! See [`engine`]: which engines stop when the connection closes, and the `sglang`
+//! profile that aborts explicitly.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod engine;
+pub mod gateway;
+pub mod metrics;
+pub mod mock;
+pub mod scenarios;
+pub mod serve;
