@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 /// The adapters whose README examples the root README may repeat.
-const ADAPTERS: &[&str] = &["adapters/tokio", "adapters/smol"];
+const ADAPTERS: &[&str] = &["adapters/tokio", "adapters/smol", "adapters/http"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
