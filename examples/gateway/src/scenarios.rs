@@ -292,6 +292,25 @@ impl fmt::Display for Ledger {
             })
             .collect();
         writeln!(f, "   transitions: {}", path.join(", "))?;
+        // Verdicts by cause, in order of first appearance.
+        let mut causes: Vec<(Verdict, Cause, usize)> = Vec::new();
+        for r in &self.requests {
+            let (Some(verdict), Some(cause)) = (r.verdict, r.cause) else {
+                continue;
+            };
+            match causes
+                .iter_mut()
+                .find(|(v, c, _)| (*v, *c) == (verdict, cause))
+            {
+                Some((_, _, n)) => *n += 1,
+                None => causes.push((verdict, cause, 1)),
+            }
+        }
+        let causes: Vec<String> = causes
+            .iter()
+            .map(|(v, c, n)| format!("{v} ({c}) {n}"))
+            .collect();
+        writeln!(f, "   verdicts by cause: {}", causes.join(", "))?;
         let left: Vec<u64> = self
             .requests
             .iter()

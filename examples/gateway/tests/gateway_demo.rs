@@ -146,4 +146,14 @@ async fn scripted_run_ledger() {
         ledger.count("alpha", Failure) + ledger.count("charlie", Failure),
         0
     );
+
+    // Each verdict says why, and the printed ledger sums them up: broken streams are
+    // error items, clients that left are not the workers' fault.
+    let printed = ledger.to_string();
+    assert!(
+        printed.contains(
+            "verdicts by cause: success (done) 22, abandoned (client_left) 2, failure (error_item) 4"
+        ),
+        "{printed}"
+    );
 }
