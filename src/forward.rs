@@ -773,6 +773,22 @@ mod tests {
             self.script.borrow_mut().steps.push_back(step);
         }
 
+        /// The upstream sends `item` every `gap`, `times` times; the loop is still
+        /// waiting after each.
+        fn trickle<F: Future>(
+            &self,
+            mut fut: Pin<&mut F>,
+            item: &'static [u8],
+            gap: Duration,
+            times: usize,
+        ) {
+            for _ in 0..times {
+                self.clock.advance(gap);
+                self.push(Step::Item(Ok(item)));
+                assert!(poll(fut.as_mut()).is_pending());
+            }
+        }
+
         fn polls(&self) -> usize {
             self.script.borrow().polls
         }
@@ -784,6 +800,11 @@ mod tests {
         fn recorded(&self) -> Vec<Verdict> {
             self.records.borrow().iter().map(|o| o.verdict).collect()
         }
+    }
+
+    /// How forwarding ended, with the verdict and its cause.
+    fn summary(out: &Forwarded) -> (Ending, Verdict, Cause) {
+        (out.ending, out.outcome.verdict, out.outcome.cause)
     }
 
     /// The tiny executor: one poll with a no-op waker.
@@ -1098,7 +1119,7 @@ mod tests {
         rig.clock.advance(SEC / 2);
         let out = done(fut.as_mut());
         assert_eq!(
-            (out.ending, out.outcome.verdict, out.outcome.cause),
+            summary(&out),
             (Ending::TimedOut, Verdict::Failure, Cause::FirstTokenTimeout)
         );
         assert_eq!(
@@ -1116,15 +1137,11 @@ mod tests {
         let options = ForwardOptions::default().idle_timeout(SEC);
         let mut fut = pin!(rig.forward_sse(SseRules::anthropic(), options));
         assert!(poll(fut.as_mut()).is_pending());
-        for _ in 0..3 {
-            rig.clock.advance(SEC / 4);
-            rig.push(Step::Item(Ok(PING)));
-            assert!(poll(fut.as_mut()).is_pending());
-        }
+        rig.trickle(fut.as_mut(), PING, SEC / 4, 3);
         rig.clock.advance(SEC / 4);
         let out = done(fut.as_mut());
         assert_eq!(
-            (out.ending, out.outcome.verdict, out.outcome.cause),
+            summary(&out),
             (Ending::TimedOut, Verdict::Failure, Cause::IdleTimeout)
         );
     }
@@ -1135,16 +1152,12 @@ mod tests {
         let options = ForwardOptions::default().idle_timeout(SEC);
         let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
         assert!(poll(fut.as_mut()).is_pending());
-        for _ in 0..5 {
-            rig.clock.advance(SEC * 3 / 4);
-            rig.push(Step::Item(Ok(TOKEN)));
-            assert!(poll(fut.as_mut()).is_pending());
-        }
+        rig.trickle(fut.as_mut(), TOKEN, SEC * 3 / 4, 5);
         rig.push(Step::Item(Ok(DONE)));
         rig.push(Step::End);
         let out = done(fut.as_mut());
         assert_eq!(
-            (out.ending, out.outcome.verdict, out.outcome.cause),
+            summary(&out),
             (Ending::Completed, Verdict::Success, Cause::Done)
         );
     }
@@ -1161,7 +1174,7 @@ mod tests {
         rig.clock.advance(SEC);
         let out = done(fut.as_mut());
         assert_eq!(
-            (out.ending, out.outcome.verdict, out.outcome.cause),
+            summary(&out),
             (Ending::Completed, Verdict::Success, Cause::Done)
         );
         assert!(rig.dropped());
@@ -1176,15 +1189,11 @@ mod tests {
             .deadline(SEC * 3);
         let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
         assert!(poll(fut.as_mut()).is_pending());
-        for _ in 0..5 {
-            rig.clock.advance(SEC / 2);
-            rig.push(Step::Item(Ok(TOKEN)));
-            assert!(poll(fut.as_mut()).is_pending());
-        }
+        rig.trickle(fut.as_mut(), TOKEN, SEC / 2, 5);
         rig.clock.advance(SEC / 2);
         let out = done(fut.as_mut());
         assert_eq!(
-            (out.ending, out.outcome.verdict, out.outcome.cause),
+            summary(&out),
             (Ending::TimedOut, Verdict::Failure, Cause::Deadline)
         );
         assert_eq!(out.outcome.chunks, 6);
@@ -1202,7 +1211,7 @@ mod tests {
         let fut = pin!(rig.forward_sse(SseRules::openai_chat(), ForwardOptions::default()));
         let out = done(fut);
         assert_eq!(
-            (out.ending, out.outcome.verdict, out.outcome.cause),
+            summary(&out),
             (Ending::Completed, Verdict::Failure, Cause::ErrorEvent)
         );
         assert_eq!(
@@ -1218,7 +1227,7 @@ mod tests {
         let fut = pin!(rig.forward_sse(SseRules::openai_chat(), ForwardOptions::default()));
         let out = done(fut);
         assert_eq!(
-            (out.ending, out.outcome.verdict, out.outcome.cause),
+            summary(&out),
             (Ending::Completed, Verdict::Failure, Cause::Truncated)
         );
     }
@@ -1233,7 +1242,7 @@ mod tests {
         rig.clock.advance(SEC);
         let out = done(fut.as_mut());
         assert_eq!(
-            (out.ending, out.outcome.verdict, out.outcome.cause),
+            summary(&out),
             (Ending::TimedOut, Verdict::Abandoned, Cause::ClientStalled)
         );
     }
