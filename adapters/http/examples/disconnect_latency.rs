@@ -19,19 +19,7 @@ use std::time::{Duration, Instant};
 use common::{Mode, PROTOS, Proto, Reader, Rig};
 use sluice::Verdict;
 use sluice::breaker::Config;
-
-fn report(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!(
-        "| {name} | {} | {:.0} µs | {:.0} µs | {:.0} µs |",
-        samples.len(),
-        us(at(0.50)),
-        us(at(0.99)),
-        us(samples[samples.len() - 1]),
-    );
-}
+use sluice_test_support::latency;
 
 async fn trials(proto: Proto, trials: u64) -> Vec<Duration> {
     let mut rig = Rig::start(proto, Mode::Sse, Config::default()).await;
@@ -51,26 +39,18 @@ async fn trials(proto: Proto, trials: u64) -> Vec<Duration> {
 }
 
 fn main() {
-    let n = std::env::args()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000);
+    let n = latency::trials_from_args();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    println!(
-        "client drops the body -> worker sees its upstream response dropped, {n} trials each, loopback"
-    );
-    println!();
-    println!("| path | trials | p50 | p99 | max |");
-    println!("|---|---|---|---|---|");
+    latency::print_head(n);
     for proto in PROTOS {
         let name = match proto {
             Proto::H1 => "`BreakerLayer` + `TrackedBody`, HTTP/1.1 (hyper)",
             Proto::H2 => "`BreakerLayer` + `TrackedBody`, HTTP/2 (hyper)",
         };
-        report(name, rt.block_on(trials(proto, n)));
+        latency::print_row(name, rt.block_on(trials(proto, n)));
     }
 }
