@@ -114,12 +114,17 @@ impl<R: Recorder> Ledger<R> {
     pub fn on_chunk_parts<'a>(&mut self, parts: impl IntoIterator<Item = &'a [u8]>) {
         let mut len = 0;
         let mut signal = None;
+        // By value, as in `on_chunk`.
+        let mut scanner = self.scanner.take();
         for part in parts {
             len += part.len();
-            if let Some(scanner) = &mut self.scanner {
-                signal = signal.max(scanner.feed(part));
+            if let Some(moved) = scanner.take() {
+                let (moved, found) = scan(moved, part);
+                signal = signal.max(found);
+                scanner = Some(moved);
             }
         }
+        self.scanner = scanner;
         self.count(len);
         self.signal(signal);
     }
