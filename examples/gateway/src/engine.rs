@@ -14,7 +14,7 @@
 //!   `real_engine` test does exactly that).
 //! * **SGLang** stops reliably only when asked: its own disconnect path has left
 //!   "zombie" generations decoding to `max_tokens` for clients long gone in several
-//!   releases (sglang issues #36333, #37833), and its router now calls
+//!   releases (sglang issues #36333, #36876), and its router now calls
 //!   `POST /abort_request` with the request's `rid` when a client disconnects (sglang
 //!   PR #39461). The [`Sglang`](Engine::Sglang) profile does the same.
 //!
