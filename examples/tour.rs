@@ -4,12 +4,13 @@
 //! Run it with `cargo run --example tour`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::mpsc;
 
 use futures_executor::block_on;
 use futures_util::{StreamExt, stream};
 use sluice::sse::{SseRules, SseScanner};
-use sluice::{Outcome, TrackedStream};
+use sluice::{Cause, Outcome, TrackedStream};
 
 /// What the upstream sends: an SSE chunk, or a transport error.
 #[derive(Clone, Copy)]
@@ -60,7 +61,8 @@ fn run(
                 match client {
                     Client::LeavesAfter(n) if forwarded == n => break,
                     Client::TimesOutAfter(n) if forwarded == n => {
-                        tracked.mark_errored();
+                        // What `forward`'s idle timer does when it fires.
+                        Pin::new(&mut tracked).mark_errored_pinned(Cause::IdleTimeout);
                         break;
                     }
                     _ => {}
@@ -81,8 +83,8 @@ fn main() {
 
     println!("sluice tour: how a stream ends -> what the breaker hears\n");
     println!(
-        "{:<58} {:>9} {:>10} {:>8}",
-        "scenario", "forwarded", "verdict", "records"
+        "{:<58} {:>9} {:>10} {:<20} {:>7}",
+        "scenario", "forwarded", "verdict", "cause", "records"
     );
     let chat = SseRules::openai_chat;
     let full = || [&TOKENS[..], &[DONE]].concat();
@@ -153,8 +155,19 @@ fn main() {
             true,
         ),
         (
-            "upstream ends without [DONE] (clean EOF)",
+            "upstream ends without [DONE] (cut short)",
             TOKENS.to_vec(),
+            chat(),
+            Client::ReadsToEnd,
+            false,
+        ),
+        (
+            "vLLM: an error object mid-stream, then [DONE]",
+            vec![
+                TOKENS[0],
+                Up::Sse("data: {\"error\": {\"message\": \"engine died\", \"code\": 500}}\n\n"),
+                DONE,
+            ],
             chat(),
             Client::ReadsToEnd,
             false,
@@ -162,12 +175,12 @@ fn main() {
     ];
     for (name, upstream, rules, client, panics) in cases {
         let (records, forwarded) = run(upstream, rules, client, panics);
-        let verdict = match records.as_slice() {
-            [one] => format!("{:?}", one.verdict),
-            _ => "LOST/DOUBLED".to_owned(),
+        let (verdict, cause) = match records.as_slice() {
+            [one] => (one.verdict.as_str(), one.cause.as_str()),
+            _ => ("LOST/DOUBLED", "-"),
         };
         println!(
-            "{name:<58} {forwarded:>9} {verdict:>10} {:>8}",
+            "{name:<58} {forwarded:>9} {verdict:>10} {cause:<20} {:>7}",
             records.len()
         );
         assert_eq!(records.len(), 1, "exactly one verdict per stream");
