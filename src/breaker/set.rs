@@ -34,18 +34,45 @@ pub struct UnknownWorker {
     pub workers: usize,
 }
 
-struct Worker {
-    core: Core,
-    in_flight: AtomicUsize,
-}
-
-struct SetInner {
-    workers: Box<[Worker]>,
+/// What every worker of a set shares: the clock and the cap.
+struct Pool {
     clock: Box<dyn Clock>,
     /// Workers ejected (Open or HalfOpen) plus trips reserved and not yet published:
     /// never above `max_ejected`.
     ejected: AtomicUsize,
     max_ejected: AtomicUsize,
+}
+
+impl Pool {
+    fn cap(&self) -> Cap<'_> {
+        Cap {
+            ejected: &self.ejected,
+            max: &self.max_ejected,
+        }
+    }
+}
+
+/// One worker: its breaker, and the pool it belongs to. The set holds one `Arc` of
+/// it and each of its permits another, so the permits in flight are its strong
+/// count less one: a permit costs one reference count up and one down, nothing more.
+struct Worker {
+    core: Core,
+    pool: Arc<Pool>,
+}
+
+impl Worker {
+    #[inline]
+    fn record(&self, generation: u32, probe: bool, verdict: Verdict) -> Recorded {
+        let cap = self.pool.cap();
+        self.core
+            .record(&*self.pool.clock, Some(&cap), generation, probe, verdict)
+    }
+}
+
+struct SetInner {
+    /// Cloned only into permits (see [`Worker`]).
+    workers: Box<[Arc<Worker>]>,
+    pool: Arc<Pool>,
     /// Where the next round-robin scan starts. Loaded and stored, not incremented
     /// atomically: concurrent picks may start at the same worker (no RMW on the hot
     /// path); alone, the order is exact.
@@ -53,38 +80,30 @@ struct SetInner {
 }
 
 impl SetInner {
-    fn cap(&self) -> Cap<'_> {
-        Cap {
-            ejected: &self.ejected,
-            max: self.max_ejected.load(Ordering::Relaxed),
-        }
-    }
-
     fn worker(&self, worker: usize) -> Result<&Worker, UnknownWorker> {
-        self.workers.get(worker).ok_or(UnknownWorker {
+        self.workers.get(worker).map(|w| &**w).ok_or(UnknownWorker {
             worker,
             workers: self.workers.len(),
         })
     }
 
-    /// Tries `worker`; on success counts the permit in flight.
-    #[inline]
-    fn acquire(&self, worker: usize) -> Result<(u32, bool, Option<Transition>), Rejected> {
-        let w = &self.workers[worker];
-        let permit = w.core.acquire(&*self.clock)?;
-        w.in_flight.fetch_add(1, Ordering::Relaxed);
-        Ok((permit.generation(), permit.is_probe(), permit.transition()))
+    /// Permits of `worker` in flight.
+    fn in_flight(&self, worker: usize) -> usize {
+        Arc::strong_count(&self.workers[worker]) - 1
     }
 
+    /// Tries `worker`; on success, its permit (counted in flight).
     #[inline]
-    fn record(&self, worker: usize, generation: u32, probe: bool, verdict: Verdict) -> Recorded {
+    fn acquire(&self, worker: usize) -> Result<SetPermit, Rejected> {
         let w = &self.workers[worker];
-        let cap = self.cap();
-        let recorded = w
-            .core
-            .record(&*self.clock, Some(&cap), generation, probe, verdict);
-        w.in_flight.fetch_sub(1, Ordering::Relaxed);
-        recorded
+        let permit = w.core.acquire(&*self.pool.clock)?;
+        Ok(SetPermit {
+            worker: Some(Arc::clone(w)),
+            index: worker,
+            generation: permit.generation(),
+            probe: permit.is_probe(),
+            transition: permit.transition(),
+        })
     }
 }
 
@@ -169,17 +188,22 @@ impl SharedBreakerSet {
     /// `workers` Closed breakers reading time from `clock` (one clock for all); an
     /// invalid `config` is corrected as in [`new`](Self::new).
     pub fn with_clock(workers: usize, config: Config, clock: impl Clock) -> Self {
+        let pool = Arc::new(Pool {
+            clock: Box::new(clock),
+            ejected: AtomicUsize::new(0),
+            max_ejected: AtomicUsize::new(0),
+        });
         let set = Self {
             inner: Arc::new(SetInner {
                 workers: (0..workers)
-                    .map(|_| Worker {
-                        core: Core::new(config),
-                        in_flight: AtomicUsize::new(0),
+                    .map(|_| {
+                        Arc::new(Worker {
+                            core: Core::new(config),
+                            pool: Arc::clone(&pool),
+                        })
                     })
                     .collect(),
-                clock: Box::new(clock),
-                ejected: AtomicUsize::new(0),
-                max_ejected: AtomicUsize::new(0),
+                pool,
                 cursor: AtomicUsize::new(0),
             }),
         };
@@ -209,6 +233,7 @@ impl SharedBreakerSet {
         let percent = usize::from(percent.min(100));
         let by_percent = self.len().saturating_mul(percent) / 100;
         self.inner
+            .pool
             .max_ejected
             .store(by_percent.max(1), Ordering::Relaxed);
         self
@@ -226,20 +251,20 @@ impl SharedBreakerSet {
 
     /// How many workers may be ejected at once.
     pub fn max_ejected(&self) -> usize {
-        self.inner.max_ejected.load(Ordering::Relaxed)
+        self.inner.pool.max_ejected.load(Ordering::Relaxed)
     }
 
     /// How many workers are ejected now (Open or HalfOpen; ForcedOpen is not
     /// counted). Never above [`max_ejected`](Self::max_ejected).
     pub fn ejected(&self) -> usize {
-        self.inner.ejected.load(Ordering::Acquire)
+        self.inner.pool.ejected.load(Ordering::Acquire)
     }
 
     /// The state of `worker` now ([`State::ForcedOpen`] for a worker the set does not
     /// have).
     pub fn state(&self, worker: usize) -> State {
         match self.inner.worker(worker) {
-            Ok(w) => w.core.state(&*self.inner.clock),
+            Ok(w) => w.core.state(&*self.inner.pool.clock),
             Err(_) => State::ForcedOpen,
         }
     }
@@ -247,14 +272,16 @@ impl SharedBreakerSet {
     /// Permits of `worker` issued and not yet recorded or dropped (0 for a worker the
     /// set does not have).
     pub fn in_flight(&self, worker: usize) -> usize {
-        self.inner
-            .worker(worker)
-            .map_or(0, |w| w.in_flight.load(Ordering::Relaxed))
+        if worker < self.len() {
+            self.inner.in_flight(worker)
+        } else {
+            0
+        }
     }
 
     /// The time on the set's clock.
     pub fn now(&self) -> Duration {
-        self.inner.clock.now()
+        self.inner.pool.clock.now()
     }
 
     /// Asks `worker`'s breaker for leave to make one call now (see
@@ -264,8 +291,7 @@ impl SharedBreakerSet {
         if worker >= self.len() {
             return Err(Rejected { retry_after: None });
         }
-        let (generation, probe, transition) = self.inner.acquire(worker)?;
-        Ok(self.permit(worker, generation, probe, transition))
+        self.inner.acquire(worker)
     }
 
     /// Picks a worker that admits a call now, by `how`, and takes its permit. Workers
@@ -279,7 +305,11 @@ impl SharedBreakerSet {
         if n == 0 {
             return Err(Rejected { retry_after: None });
         }
-        let start = self.inner.cursor.load(Ordering::Relaxed) % n;
+        // The cursor holds the last pick plus one: at most `n`.
+        let start = match self.inner.cursor.load(Ordering::Relaxed) {
+            c if c < n => c,
+            _ => 0,
+        };
         let mut soonest: Option<Duration> = None;
         let mut note = |rejected: Rejected| {
             if let Some(after) = rejected.retry_after {
@@ -289,11 +319,11 @@ impl SharedBreakerSet {
         match how {
             Pick::RoundRobin => {
                 for i in 0..n {
-                    let worker = (start + i) % n;
+                    let worker = wrap(start + i, n);
                     match self.inner.acquire(worker) {
-                        Ok((generation, probe, transition)) => {
+                        Ok(permit) => {
                             self.inner.cursor.store(worker + 1, Ordering::Relaxed);
-                            return Ok(self.permit(worker, generation, probe, transition));
+                            return Ok(permit);
                         }
                         Err(rejected) => note(rejected),
                     }
@@ -305,9 +335,9 @@ impl SharedBreakerSet {
                 while let Some(worker) = self.least_in_flight(start, &tried) {
                     tried.mark(worker);
                     match self.inner.acquire(worker) {
-                        Ok((generation, probe, transition)) => {
+                        Ok(permit) => {
                             self.inner.cursor.store(worker + 1, Ordering::Relaxed);
-                            return Ok(self.permit(worker, generation, probe, transition));
+                            return Ok(permit);
                         }
                         Err(rejected) => note(rejected),
                     }
@@ -325,11 +355,11 @@ impl SharedBreakerSet {
         let n = self.len();
         let mut best: Option<(usize, usize)> = None;
         for i in 0..n {
-            let worker = (start + i) % n;
+            let worker = wrap(start + i, n);
             if tried.has(worker) {
                 continue;
             }
-            let load = self.inner.workers[worker].in_flight.load(Ordering::Relaxed);
+            let load = self.inner.in_flight(worker);
             if best.is_none_or(|(_, least)| load < least) {
                 best = Some((worker, load));
                 if load == 0 {
@@ -340,31 +370,15 @@ impl SharedBreakerSet {
         best.map(|(worker, _)| worker)
     }
 
-    fn permit(
-        &self,
-        worker: usize,
-        generation: u32,
-        probe: bool,
-        transition: Option<Transition>,
-    ) -> SetPermit {
-        SetPermit {
-            set: Some(Arc::clone(&self.inner)),
-            worker,
-            generation,
-            probe,
-            transition,
-        }
-    }
-
     /// Applies what time alone changes to `worker` now. See
     /// [`CircuitBreaker::handle_timeout`](super::CircuitBreaker::handle_timeout).
     pub fn handle_timeout(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
-        let cap = self.inner.cap();
+        let cap = self.inner.pool.cap();
         Ok(self
             .inner
             .worker(worker)?
             .core
-            .handle_timeout(&*self.inner.clock, Some(&cap)))
+            .handle_timeout(&*self.inner.pool.clock, Some(&cap)))
     }
 
     /// The earliest time at which time alone changes some worker's state.
@@ -379,40 +393,46 @@ impl SharedBreakerSet {
     /// Forces `worker` open (never capped, not counted). See
     /// [`CircuitBreaker::force_open`](super::CircuitBreaker::force_open).
     pub fn force_open(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
-        let cap = self.inner.cap();
+        let cap = self.inner.pool.cap();
         Ok(self
             .inner
             .worker(worker)?
             .core
-            .force_open(&*self.inner.clock, Some(&cap)))
+            .force_open(&*self.inner.pool.clock, Some(&cap)))
     }
 
     /// Switches `worker`'s breaker off. See
     /// [`CircuitBreaker::disable`](super::CircuitBreaker::disable).
     pub fn disable(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
-        let cap = self.inner.cap();
+        let cap = self.inner.pool.cap();
         Ok(self
             .inner
             .worker(worker)?
             .core
-            .disable(&*self.inner.clock, Some(&cap)))
+            .disable(&*self.inner.pool.clock, Some(&cap)))
     }
 
     /// Resets `worker`'s breaker to Closed. See
     /// [`CircuitBreaker::reset`](super::CircuitBreaker::reset).
     pub fn reset(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
-        let cap = self.inner.cap();
+        let cap = self.inner.pool.cap();
         Ok(self
             .inner
             .worker(worker)?
             .core
-            .reset(&*self.inner.clock, Some(&cap)))
+            .reset(&*self.inner.pool.clock, Some(&cap)))
     }
 
     /// A copy of `worker`'s sans-io core as it stands (for inspection and tests).
     pub fn snapshot(&self, worker: usize) -> Result<super::CircuitBreaker, UnknownWorker> {
         Ok(self.inner.worker(worker)?.core.snapshot())
     }
+}
+
+/// `i` in `0..2n`, wrapped into `0..n` without a division.
+#[inline]
+const fn wrap(i: usize, n: usize) -> usize {
+    if i < n { i } else { i - n }
 }
 
 /// Which workers a [`Pick::LeastInFlight`] scan has asked: a bit per worker, inline
@@ -457,8 +477,9 @@ impl Tried {
 /// HalfOpen probe slot. `Drop` never panics and runs no user code (not the clock).
 #[must_use = "dropping a permit at once records it as Abandoned"]
 pub struct SetPermit {
-    set: Option<Arc<SetInner>>,
-    worker: usize,
+    /// `None` once recorded.
+    worker: Option<Arc<Worker>>,
+    index: usize,
     generation: u32,
     probe: bool,
     transition: Option<Transition>,
@@ -467,7 +488,7 @@ pub struct SetPermit {
 impl fmt::Debug for SetPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SetPermit")
-            .field("worker", &self.worker)
+            .field("worker", &self.index)
             .field("generation", &self.generation)
             .field("probe", &self.probe)
             .finish_non_exhaustive()
@@ -477,7 +498,7 @@ impl fmt::Debug for SetPermit {
 impl SetPermit {
     /// The worker it admits a call to.
     pub const fn worker(&self) -> usize {
-        self.worker
+        self.index
     }
 
     /// The worker breaker's generation it was issued in.
@@ -500,8 +521,8 @@ impl SetPermit {
     /// cap held the worker in).
     #[inline]
     pub fn report(mut self, verdict: Verdict) -> Recorded {
-        match self.set.take() {
-            Some(set) => set.record(self.worker, self.generation, self.probe, verdict),
+        match self.worker.take() {
+            Some(worker) => worker.record(self.generation, self.probe, verdict),
             None => Recorded::Stale,
         }
     }
@@ -522,8 +543,8 @@ impl Drop for SetPermit {
     /// in flight and its probe slot, without reading the clock. Never panics.
     #[inline]
     fn drop(&mut self) {
-        if let Some(set) = self.set.take() {
-            let _ = set.record(self.worker, self.generation, self.probe, Verdict::Abandoned);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.record(self.generation, self.probe, Verdict::Abandoned);
         }
     }
 }

@@ -203,16 +203,17 @@ pub(crate) struct Cap<'a> {
     /// Workers ejected now (Open or HalfOpen), plus trips reserved and not yet
     /// published.
     pub(crate) ejected: &'a AtomicUsize,
-    /// The most that may be ejected at once.
-    pub(crate) max: usize,
+    /// The most that may be ejected at once (read only when a trip asks).
+    pub(crate) max: &'a AtomicUsize,
 }
 
 impl Cap<'_> {
     /// Takes one ejection slot if there is one.
     fn try_reserve(&self) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
         self.ejected
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
-                (e < self.max).then_some(e + 1)
+                (e < max).then_some(e + 1)
             })
             .is_ok()
     }
