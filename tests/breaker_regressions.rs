@@ -450,28 +450,52 @@ fn the_rate_rule_counts_successes_without_the_core_and_loses_none() {
         );
     }
     assert!(matches!(shared.state(), State::Open { .. }), "{trace:?}");
-    // A time window: successes in one bucket, then the next.
+    // A time window: the handle counts successes without reading the clock, and the
+    // core counts them at the handle's next reading (here each failure; a snapshot
+    // counts them at the clock's time without keeping them). The reference is the
+    // sans-io core fed them then. The minimum is out of reach, so every success
+    // takes the lock-free path; the calls cross bucket and window ends.
     let clock = ManualClock::new();
-    let config = Config::default().failure_rate(0.5, Window::Time(secs(16)), 4);
+    let config = Config::default().failure_rate(0.5, Window::Time(secs(16)), 1000);
     let shared = SharedBreaker::with_clock(config, clock.clone());
     let mut core = CircuitBreaker::new(config);
+    let mut pending = 0;
+    let successes = |core: &mut CircuitBreaker, count: u32, now: Duration| {
+        for _ in 0..count {
+            let permit = core.try_acquire(now).expect("closed");
+            let _ = core.record(permit, Verdict::Success, now);
+        }
+    };
     for i in 0..64u64 {
         let now = Duration::from_millis(i * 700);
         clock.set(now);
-        let verdict = if i % 5 == 4 {
-            Verdict::Failure
+        if i % 5 == 4 {
+            successes(&mut core, pending, now);
+            pending = 0;
+            let a = shared.try_acquire().map(|p| p.report(Verdict::Failure));
+            let b = core
+                .try_acquire(now)
+                .map(|p| core.record(p, Verdict::Failure, now));
+            assert_eq!(a, b, "call {i}");
         } else {
-            Verdict::Success
-        };
-        let a = shared.try_acquire().map(|p| p.report(verdict));
-        let b = core.try_acquire(now).map(|p| core.record(p, verdict, now));
-        assert_eq!(a, b, "call {i}");
+            let a = shared.try_acquire().map(|p| p.report(Verdict::Success));
+            assert_eq!(a, Ok(Recorded::Counted(None)), "call {i}");
+            pending += 1;
+        }
+        let mut seen = core.clone();
+        successes(&mut seen, pending, now);
         assert_eq!(
             shared.snapshot().window_counts(),
-            core.window_counts(),
+            seen.window_counts(),
             "call {i}"
         );
     }
+    // Nothing was lost: 13 failures and 51 successes, the oldest of them aged out.
+    let (calls, failures) = shared.snapshot().window_counts().expect("a rate rule");
+    assert!(
+        failures > 0 && calls > failures,
+        "{calls} calls, {failures} failed"
+    );
 }
 
 #[test]

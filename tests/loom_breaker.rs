@@ -222,11 +222,11 @@ fn rate_rule_success_and_failure_give_a_sequential_outcome() {
 }
 
 #[test]
-fn rate_rule_time_window_successes_land_in_their_bucket() {
+fn rate_rule_time_window_successes_are_not_lost() {
     loom::model(|| {
         // 16 s window (1 s buckets): one success at 0.5 s, then the clock moves to
-        // 1.5 s while two threads record successes. Each lands in the bucket of a
-        // reading the breaker saw, none is lost.
+        // 1.5 s while two threads record successes. Each is counted, lock-free or
+        // not, at a reading the breaker saw; none is lost.
         let (b, clock) = breaker(rated(Window::Time(Duration::from_secs(16)), 4));
         clock.set(Duration::from_millis(500));
         let _ = b.try_acquire().expect("closed").report(Verdict::Success);

@@ -642,33 +642,35 @@ impl CircuitBreaker {
         self.window.is_some()
     }
 
-    /// In Closed, counts `count` successes at the latest `now`, all at once (the shared
-    /// handle's pending successes); the caller has made sure they cannot open it.
+    /// In Closed, counts `count` successes at `now` (never before the latest), all at
+    /// once: the shared handle's pending successes, which it counts without reading
+    /// the clock and hands over at its next reading. The caller has made sure that no
+    /// run of successes can open the breaker, then or later.
     #[cfg(feature = "std")]
-    pub(crate) fn fold_successes(&mut self, count: u64) {
+    pub(crate) fn fold_successes(&mut self, count: u64, now: Duration) {
         if count == 0 {
             return;
         }
+        let now = self.observe(now);
         if let Phase::Closed { failures } = &mut self.phase {
             *failures = 0;
             if let Some(window) = &mut self.window {
-                let fired = window.push_successes(count, self.latest);
+                let fired = window.push_successes(count, now);
                 debug_assert!(!fired, "a folded success opened the breaker");
             }
         }
     }
 
     /// With a rate rule, in Closed: (one more success changes nothing, no run of
-    /// successes can open the breaker, the end of the current time bucket).
+    /// successes, counted now or later, can open the breaker).
     #[cfg(feature = "std")]
-    pub(crate) fn success_shortcuts(&self) -> (bool, bool, Option<Duration>) {
+    pub(crate) fn success_shortcuts(&self) -> (bool, bool) {
         match (&self.window, self.phase) {
             (Some(w), Phase::Closed { failures }) => (
                 failures == 0 && w.successes_change_nothing(),
                 w.successes_cannot_fire(self.latest),
-                w.bucket_end(self.latest),
             ),
-            _ => (false, false, None),
+            _ => (false, false),
         }
     }
 

@@ -32,19 +32,27 @@
 //! (checked with loom in `tests/loom_breaker.rs`), in which each operation that ran on
 //! the lock-free path takes effect at its atomic load or compare-and-swap with `now`
 //! equal to the breaker's latest time, and each one that took the lock takes effect
-//! inside it at its own clock reading (or the latest, if that is later). So no count
-//! is lost and no transition is made twice or skipped. For a success counted
-//! lock-free under a time-window rate rule, the latest time is in the same window
-//! bucket as the success's own clock reading; the only thing that can differ from a
-//! history where every call passes its own reading is the breaker's latest time
-//! (the `at` of a later transition may be a little earlier).
+//! inside it at its own clock reading (or the latest, if that is later). One
+//! exception: a success counted lock-free under a rate rule takes effect just before
+//! the next operation that takes the lock, at that operation's reading (it is
+//! counted then, never earlier than it happened; until then no operation depends on
+//! it). So no count is lost and no transition is made twice or skipped. What can
+//! differ from a history where every call passes its own reading: the breaker's
+//! latest time (the `at` of a later transition may be a little earlier), and, for a
+//! time window, the bucket of a success recorded while no call took the lock for more
+//! than a bucket's width (no failure, no transition): it lands in a later bucket, so
+//! it stays in the window longer. The window then holds the same failures and at
+//! least the calls it would hold with every success at its own time, so the failure
+//! rate it sees is never higher (`tests/rate_rule_clockless.rs`); and the rule's
+//! `minimum_calls` may be reached with such a success.
 //!
 //! In Closed the lock-free path is: acquiring; recording an abandoned call; without a
 //! rate rule, recording a success or a failure below the threshold; with a rate rule,
-//! recording a success while no run of successes can fire the rule (with a time
-//! window, after one clock read, and once per bucket width through the lock). A
-//! success that changes nothing (a full count window with no failure in it) is a
-//! load, with no write at all. Failures under a rate rule take the lock.
+//! recording a success while no run of successes can fire the rule. None of them
+//! reads the clock, also with a time window. A success that changes nothing (a full
+//! count window with no failure in it) is a load, with no write at all; any other
+//! success under a rate rule is one compare-and-swap. Failures under a rate rule take
+//! the lock.
 //!
 //! A permit dropped unrecorded (also while the thread unwinds) runs no user code: an
 //! abandoned call needs no clock reading. A verdict recorded while the thread

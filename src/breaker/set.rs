@@ -425,7 +425,11 @@ impl SharedBreakerSet {
 
     /// A copy of `worker`'s sans-io core as it stands (for inspection and tests).
     pub fn snapshot(&self, worker: usize) -> Result<super::CircuitBreaker, UnknownWorker> {
-        Ok(self.inner.worker(worker)?.core.snapshot())
+        Ok(self
+            .inner
+            .worker(worker)?
+            .core
+            .snapshot(&*self.inner.pool.clock))
     }
 }
 

@@ -20,19 +20,17 @@
 //!   the count window is full of successes and no failure is running, so a success
 //!   changes nothing (a load, no write). `SAFE`: no run of successes can fire the
 //!   rule (see `RateWindow::successes_cannot_fire`), so a success adds one to pending
-//!   with a compare-and-swap and folding them in later, all at once, is the same as
-//!   pushing them one by one at the core's latest time. Failures, and successes
-//!   without `SAFE`, go to the core. With a time window a pending success must fall
-//!   in the core's current bucket: the handle reads the clock once and compares it
-//!   with that bucket's end (published before the word), and goes to the core past
-//!   it, once per bucket width.
+//!   with a compare-and-swap, without reading the clock. The next slow operation
+//!   folds them into the core at its own reading, all at once, which is the same as
+//!   pushing them one by one then (`SAFE` holds at any later time too: failures only
+//!   leave a window). Failures, and successes without `SAFE`, go to the core.
 //!
 //! The guarantee: every concurrent history equals a sequential history of the sans-io
 //! breaker in which each fast operation happens at its load or swap with `now` equal
-//! to the core's latest time (which, for a time window, is in the same bucket as the
-//! operation's own clock reading), and each slow one inside the lock at its own
-//! reading (or the latest, if later). Only the breaker's `latest` (the `at` of a later
-//! transition) can differ from a history where every call passes its own reading.
+//! to the core's latest time, except pending successes, which happen just before the
+//! slow operation that folds them, at its reading; and each slow operation happens
+//! inside the lock at its own reading (or the latest, if later). The module docs of
+//! [`breaker`](super) say what that means for a time window.
 
 use alloc::boxed::Box;
 use core::fmt;
@@ -238,16 +236,14 @@ pub(crate) struct Core {
     /// The failure threshold if a Closed breaker without a rate rule may count
     /// failures in the word; 0 if it may not (a huge threshold).
     fast_threshold: u32,
-    /// Whether a rate rule is configured (the word then counts successes).
+    /// Whether a rate rule is configured (the word then counts successes; with a
+    /// time window, without reading the clock: they are counted at the core's next
+    /// reading).
     rate: bool,
-    /// Whether the rate window is a time window (a success then needs the time).
-    timed: bool,
     /// With a count window, its length: that many pending successes fill it with
     /// successes, so the one that reaches it goes to the core, which then publishes
     /// `NOOP` (0: never).
     noop_after: u64,
-    /// With a time window: the end, in nanoseconds, of the core's current bucket.
-    bucket_end: AtomicU64,
     core: Mutex<CircuitBreaker>,
 }
 
@@ -257,7 +253,6 @@ impl Core {
         let threshold = core.config().failure_threshold;
         let rate = core.has_rate_window();
         let window = core.config().rate.map(|r| r.window);
-        let timed = matches!(window, Some(super::Window::Time(_)));
         let noop_after = match window {
             Some(super::Window::Calls(len)) => u64::from(len),
             _ => 0,
@@ -266,9 +261,7 @@ impl Core {
             word: Padded(AtomicU64::new(0)),
             fast_threshold: if threshold > FAILS_MAX { 0 } else { threshold },
             rate,
-            timed,
             noop_after,
-            bucket_end: AtomicU64::new(0),
             core: Mutex::new(core),
         };
         let first = shared.publish(&lock(&shared.core));
@@ -276,16 +269,12 @@ impl Core {
         shared
     }
 
-    /// The word that mirrors `core` (with a time window, also publishes its bucket's
-    /// end, before the word).
+    /// The word that mirrors `core`.
     fn publish(&self, core: &CircuitBreaker) -> u64 {
         let generation = core.generation();
         match core.state(core.latest()) {
             State::Closed if self.rate => {
-                let (noop, safe, end) = core.success_shortcuts();
-                if let Some(end) = end {
-                    self.bucket_end.store(nanos(end), Ordering::Release);
-                }
+                let (noop, safe) = core.success_shortcuts();
                 let flags = if noop { NOOP } else { 0 } | if safe { SAFE } else { 0 };
                 word(CLOSED, generation, 0) | flags
             }
@@ -310,6 +299,7 @@ impl Core {
         // The caller read the clock before the lock is taken: no user code under it
         // (the core keeps time monotonic if another thread's reading was later).
         let mut core = lock(&self.core);
+        let now = now.unwrap_or_else(|| core.latest());
         let mut w = self.word.0.load(Ordering::Acquire);
         while mode(w) != SLOW {
             let claimed = word(SLOW, generation(w), 0);
@@ -319,20 +309,13 @@ impl Core {
                 .compare_exchange_weak(w, claimed, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    if mode(w) == CLOSED {
-                        if self.rate {
-                            core.fold_successes(pending(w));
-                        } else {
-                            core.set_consecutive_failures(failures(w));
-                        }
-                    }
+                    self.hand_over(&mut core, w, now);
                     break;
                 }
                 Err(actual) => w = actual,
             }
         }
         let was_ejected = cap.is_some() && is_ejected(&core);
-        let now = now.unwrap_or_else(|| core.latest());
         let out = op(&mut core, now);
         if let Some(cap) = cap {
             let ejected = is_ejected(&core);
@@ -344,8 +327,20 @@ impl Core {
         out
     }
 
-    /// Records a verdict; `clock` is read only if the slow path or a time window
-    /// needs it, and never while the thread unwinds.
+    /// Gives `core` what a Closed word `w` counted: its pending successes (counted at
+    /// `now`, the first reading of the clock since) or its run of failures.
+    fn hand_over(&self, core: &mut CircuitBreaker, w: u64, now: Duration) {
+        if mode(w) == CLOSED {
+            if self.rate {
+                core.fold_successes(pending(w), now);
+            } else {
+                core.set_consecutive_failures(failures(w));
+            }
+        }
+    }
+
+    /// Records a verdict; `clock` is read only on the slow path, and never while the
+    /// thread unwinds.
     #[inline]
     pub(crate) fn record(
         &self,
@@ -356,7 +351,6 @@ impl Core {
         verdict: Verdict,
     ) -> Recorded {
         let mut w = self.word.0.load(Ordering::Acquire);
-        let mut seen_at: Option<Duration> = None;
         loop {
             match mode(w) {
                 CLOSED => {
@@ -372,18 +366,6 @@ impl Core {
                                     && pending(w) < PENDING_MAX
                                     && pending(w) + 1 != self.noop_after =>
                             {
-                                if self.timed {
-                                    // The success lands in the core's current bucket
-                                    // only if it is not past that bucket's end.
-                                    let at = match seen_at {
-                                        Some(at) => at,
-                                        None if std::thread::panicking() => break,
-                                        None => *seen_at.insert(clock.now()),
-                                    };
-                                    if nanos(at) >= self.bucket_end.load(Ordering::Acquire) {
-                                        break;
-                                    }
-                                }
                                 w + (1 << FAILS_SHIFT)
                             }
                             // A failure, or a success that might open: the core decides.
@@ -418,7 +400,7 @@ impl Core {
                 _ => break,
             }
         }
-        self.record_slow(clock, cap, permit_generation, probe, verdict, seen_at)
+        self.record_slow(clock, cap, permit_generation, probe, verdict)
     }
 
     #[cold]
@@ -430,13 +412,12 @@ impl Core {
         permit_generation: u32,
         probe: bool,
         verdict: Verdict,
-        seen_at: Option<Duration>,
     ) -> Recorded {
         // An abandoned call never depends on the time: it runs at the core's latest,
         // without reading the clock (so a permit's `Drop` runs no user code).
         let now = match verdict {
             Verdict::Abandoned => None,
-            _ => seen_at.or_else(|| read_clock(clock)),
+            _ => read_clock(clock),
         };
         self.slow(now, cap, |core, now| {
             core.record_capped(Permit::new(permit_generation, probe), verdict, now, || {
@@ -511,8 +492,18 @@ impl Core {
         self.slow(read_clock(clock), cap, |core, now| core.reset(now))
     }
 
-    pub(crate) fn snapshot(&self) -> CircuitBreaker {
-        self.slow(None, None, |core, _| core.clone())
+    /// A copy of the core with what the word counted handed over (pending successes
+    /// counted at the clock's time, as the next reading would), leaving both as they
+    /// are.
+    pub(crate) fn snapshot(&self, clock: &dyn Clock) -> CircuitBreaker {
+        let now = read_clock(clock);
+        let core = lock(&self.core);
+        let w = self.word.0.load(Ordering::Acquire);
+        let mut copy = core.clone();
+        drop(core);
+        let now = now.unwrap_or_else(|| copy.latest());
+        self.hand_over(&mut copy, w, now);
+        copy
     }
 }
 
@@ -536,8 +527,9 @@ impl Inner {
 /// sequential history of a [`CircuitBreaker`]; checked with loom), with time read from
 /// a [`Clock`] ([`StdClock`] by default, [`ManualClock`] in tests). While Closed,
 /// acquiring a permit and recording a success take no lock and read no clock, also
-/// with a failure-rate rule (a time window reads the clock once per success, to
-/// place it in a bucket); without a rate rule, so does a failure below the threshold.
+/// with a failure-rate rule (a time window counts such a success at the next reading
+/// of the clock: see the module docs of [`breaker`](super)); without a rate rule, so
+/// does a failure below the threshold.
 /// Disabled and ForcedOpen are decided without a lock too. Transitions, HalfOpen,
 /// Open, and with a rate rule failures (and successes while the window is near the
 /// rate at `minimum_calls`) go through a mutex around the core. The module docs of
@@ -683,9 +675,11 @@ impl SharedBreaker {
     }
 
     /// A copy of the sans-io core as it stands (for inspection and tests), with the
-    /// counts the handle kept outside it folded in.
+    /// counts the handle kept outside it folded in (successes of a time window at the
+    /// clock's time, as the handle's next reading will count them). Reads the clock;
+    /// changes nothing.
     pub fn snapshot(&self) -> CircuitBreaker {
-        self.inner.core.snapshot()
+        self.inner.core.snapshot(&*self.inner.clock)
     }
 }
 

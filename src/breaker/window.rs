@@ -223,20 +223,6 @@ impl RateWindow {
     pub(crate) fn successes_change_nothing(&self) -> bool {
         matches!(self.ring, Ring::Calls { len, filled, failures, .. } if filled == len && failures == 0)
     }
-
-    /// For a time window, when the bucket of `now` ends: calls counted before then
-    /// (and not before `now`'s bucket) land in the same bucket.
-    #[cfg(feature = "std")]
-    pub(crate) fn bucket_end(&self, now: Duration) -> Option<Duration> {
-        match self.ring {
-            Ring::Calls { .. } => None,
-            Ring::Time { width_nanos, .. } => {
-                let end = u128::from(epoch_of(now, width_nanos)) * u128::from(width_nanos)
-                    + u128::from(width_nanos);
-                Some(Duration::from_nanos(u64::try_from(end).unwrap_or(u64::MAX)))
-            }
-        }
-    }
 }
 
 fn epoch_of(now: Duration, width_nanos: u64) -> u64 {
