@@ -22,8 +22,11 @@
 //! * `calls_busy`: the same window holding one failure (each success is counted in the
 //!   word with a compare-and-swap; a failure every 50 calls keeps it so, recorded
 //!   outside the timed part);
-//! * `time`: a 60 s time window holding one failure (one clock read, `StdClock`, and a
-//!   compare-and-swap per success); `std_clock_read` is that clock read alone;
+//! * `time`: a 60 s time window holding one failure (a compare-and-swap per success,
+//!   no clock read); `std_clock_read` is the clock read it no longer makes;
+//! * `plain_plus_rmw`: `plain` followed by one uncontended atomic `fetch_add` on a
+//!   word of its own: the least a success can cost when it must change shared state
+//!   (the busy and time rows make exactly one such read-modify-write);
 //! * `plain_busy_2t`, `calls_busy_2t`: two threads over one breaker, one call in 50
 //!   a failure (timed; under the rate rule it takes the lock), counted per thread.
 //!
@@ -33,6 +36,7 @@
 //! `'static` like the set's; `single`: the borrowed permit), in the same run.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -198,6 +202,15 @@ fn rate_rule(c: &mut Criterion) {
         })
     });
     g.bench_function("time", |b| b.iter(|| shared_call(black_box(&time))));
+    #[repr(align(64))]
+    struct Padded(AtomicU64);
+    let word = Padded(AtomicU64::new(0));
+    g.bench_function("plain_plus_rmw", |b| {
+        b.iter(|| {
+            shared_call(black_box(&plain));
+            black_box(&word).0.fetch_add(1, Ordering::AcqRel);
+        })
+    });
     let clock = StdClock::new();
     g.bench_function("std_clock_read", |b| {
         b.iter(|| black_box(black_box(&clock).now()))
