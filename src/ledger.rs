@@ -70,6 +70,32 @@ impl<R: Recorder> Ledger<R> {
         }
     }
 
+    /// A ledger for a stream whose outcome was recorded before it was wrapped (a
+    /// status that settled the verdict, say): it is [ended](Self::is_ended) and
+    /// [recorded](Self::is_recorded) from the start, records nothing, and its
+    /// [`outcome`](Self::outcome) is `outcome`.
+    ///
+    /// ```
+    /// use sluice::{Cause, Ledger, Outcome, Terminal, Verdict};
+    ///
+    /// let outcome = Outcome::new(Verdict::Failure, Cause::Status, 0, 0);
+    /// let mut ledger = Ledger::<fn(Outcome)>::recorded(outcome);
+    /// assert!(ledger.is_ended() && ledger.is_recorded());
+    /// assert_eq!(ledger.terminal(), Terminal::Errored);
+    /// assert_eq!(ledger.record(), outcome);
+    /// ```
+    pub const fn recorded(outcome: Outcome) -> Self {
+        Self {
+            tracker: Tracker::with_verdict(outcome.verdict),
+            cause: outcome.cause,
+            polling: Polling::Ended,
+            scanner: None,
+            recorder: None,
+            chunks: outcome.chunks,
+            bytes: outcome.bytes,
+        }
+    }
+
     /// Scans the data as Server-Sent Events: the rules' done and failed events become
     /// [`Event::Done`] and [`Event::Failed`], and an end before a required done event
     /// is a failure (cause [`Truncated`](Cause::Truncated)).
@@ -105,7 +131,8 @@ impl<R: Recorder> Ledger<R> {
             // that is not inlined would keep every field of the wrapper in memory, and
             // make the common path (no SSE rules) pay a load and a store per count.
             let (scanner, signal) = scan(scanner, bytes);
-            self.scanner = Some(scanner);
+            // `take` left `None`: there is nothing to drop, and no drop code to inline.
+            core::mem::forget(self.scanner.replace(scanner));
             self.signal(signal);
         }
     }
@@ -255,11 +282,13 @@ impl<R: Recorder> Ledger<R> {
 
     #[inline(always)]
     fn signal(&mut self, signal: Option<Signal>) {
-        match signal {
-            None => {}
-            Some(Signal::Done) => self.handle(Event::Done, Cause::Done),
-            Some(Signal::Failed) => self.handle(Event::Failed, Cause::ErrorEvent),
-        }
+        // One `handle` to inline, not one per signal.
+        let (event, cause) = match signal {
+            None => return,
+            Some(Signal::Done) => (Event::Done, Cause::Done),
+            Some(Signal::Failed) => (Event::Failed, Cause::ErrorEvent),
+        };
+        self.handle(event, cause);
     }
 
     /// Feeds `event`; if it changes the state, `cause` is why.

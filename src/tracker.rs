@@ -101,6 +101,16 @@ impl Tracker {
         }
     }
 
+    /// A machine in the state that gives `verdict`.
+    pub(crate) const fn with_verdict(verdict: Verdict) -> Self {
+        let terminal = match verdict {
+            Verdict::Abandoned => Terminal::Active,
+            Verdict::Success => Terminal::Completed,
+            Verdict::Failure => Terminal::Errored,
+        };
+        Self { terminal }
+    }
+
     /// Feeds one event and returns the state it leads to.
     pub fn handle(&mut self, event: Event) -> Terminal {
         use {Event as E, Terminal as T};

@@ -14,7 +14,12 @@
 //!   what it costs over `body_raw` is the price of wrapping an `http_body::Body` (a
 //!   `Frame` is about a hundred bytes, a stream item sixteen);
 //! * `stream_raw`, `stream_tracked`, `stream_tracked_sse`: the same chunks as a
-//!   `Stream<Item = Result<&[u8], Infallible>>`, bare and in a `TrackedStream`.
+//!   `Stream<Item = Result<&[u8], Infallible>>`, bare and in a `TrackedStream`;
+//! * `body_tracked_polled`, `stream_tracked_polled`: `body_tracked` and
+//!   `stream_tracked` with each poll made by a function that is not inlined, as a
+//!   server polls a body. The loops above inline the wrapper into the loop (the
+//!   stream's whole drain loop is inlined into the bench, and its state kept in
+//!   registers); these show the per-poll cost where the state lives in memory.
 //!
 //! The chunks are a real Chat Completions stream cut into pieces. Groups: 10,000
 //! chunks of 64 bytes and 256 chunks of 1 KiB (figures per chunk), and 4-chunk bodies
@@ -175,6 +180,60 @@ fn drain_stream<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(mut s: Pin<&
     }
 }
 
+/// One poll of `body`, out of line: as a server polls a response body (hyper's encoder
+/// calls `poll_frame` from its own code, which inlines neither the body nor the loop).
+#[inline(never)]
+fn poll_body_once<'a, B: Body<Data = &'a [u8], Error = Infallible>>(
+    body: Pin<&mut B>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<&'a [u8]>, Infallible>>> {
+    body.poll_frame(cx)
+}
+
+/// `drain_body`, each poll through `poll_body_once`.
+fn drain_body_polled<'a, B: Body<Data = &'a [u8], Error = Infallible>>(
+    mut body: Pin<&mut B>,
+) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut bytes = 0;
+    loop {
+        match poll_body_once(body.as_mut(), &mut cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => bytes += black_box(data).len(),
+                Err(other) => drop(black_box(other)),
+            },
+            Poll::Ready(None) => return bytes,
+            Poll::Ready(Some(Err(e))) => match e {},
+            Poll::Pending => unreachable!("always ready"),
+        }
+    }
+}
+
+/// One poll of `s`, out of line, as `poll_body_once`.
+#[inline(never)]
+fn poll_stream_once<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(
+    s: Pin<&mut S>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<S::Item>> {
+    s.poll_next(cx)
+}
+
+/// `drain_stream`, each poll through `poll_stream_once`.
+fn drain_stream_polled<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(
+    mut s: Pin<&mut S>,
+) -> usize {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut bytes = 0;
+    loop {
+        match poll_stream_once(s.as_mut(), &mut cx) {
+            Poll::Ready(Some(Ok(chunk))) => bytes += black_box(chunk).len(),
+            Poll::Ready(None) => return bytes,
+            Poll::Ready(Some(Err(e))) => match e {},
+            Poll::Pending => unreachable!("always ready"),
+        }
+    }
+}
+
 /// A Chat Completions stream of exactly `size` bytes, `data: [DONE]` at the end.
 fn chat_stream(size: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(size + 64);
@@ -289,6 +348,29 @@ fn contenders(c: &mut Criterion, name: &str, chunks: &[&[u8]], elements: u64) {
             )
             .with_sse(SseRules::openai_chat());
             drain_stream(Pin::new(&mut s))
+        })
+    });
+    // As a server polls: each poll out of line (the wrapper's state stays in memory).
+    group.bench_function("body_tracked_polled", |b| {
+        b.iter(|| {
+            let mut body = TrackedBody::new(
+                RawBody {
+                    chunks: black_box(chunks),
+                },
+                record,
+            );
+            drain_body_polled(Pin::new(&mut body))
+        })
+    });
+    group.bench_function("stream_tracked_polled", |b| {
+        b.iter(|| {
+            let mut s = TrackedStream::new(
+                RawStream {
+                    chunks: black_box(chunks),
+                },
+                record,
+            );
+            drain_stream_polled(Pin::new(&mut s))
         })
     });
     group.finish();

@@ -16,14 +16,6 @@ use crate::GrpcPolicy;
 /// How many slices of a non-contiguous data frame are scanned.
 const SLICES: usize = 32;
 
-/// Whether the body is tracked.
-enum Mode<R: Recorder> {
-    /// Tracked: the ledger decides and records.
-    Tracked(Ledger<R>),
-    /// Passed through: this outcome was recorded before the body existed.
-    Settled(Outcome),
-}
-
 pin_project! {
     /// An [`http_body::Body`] that knows how it ended and says so exactly once: the
     /// body counterpart of [`TrackedStream`](sluice::TrackedStream), on the same
@@ -82,7 +74,9 @@ pin_project! {
     pub struct TrackedBody<B: Body, R: Recorder> {
         #[pin]
         inner: B,
-        mode: Mode<R>,
+        // A settled body's ledger is `Ledger::recorded`: ended and recorded before the
+        // body existed. So the data path asks one question, `is_ended`, of both kinds.
+        ledger: Ledger<R>,
         grpc: Option<GrpcPolicy>,
     }
 
@@ -90,10 +84,8 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             // Skipped while unwinding: the inner body may be what panicked.
-            if let Mode::Tracked(ledger) = this.mode {
-                if !ledger.is_ended() && !std::thread::panicking() {
-                    end_if_over(ledger, &*this.inner, *this.grpc);
-                }
+            if !this.ledger.is_ended() && !std::thread::panicking() {
+                end_if_over(this.ledger, &*this.inner, this.grpc);
             }
             // The ledger records as it is dropped, after this.
         }
@@ -106,7 +98,7 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
     pub const fn new(inner: B, recorder: R) -> Self {
         Self {
             inner,
-            mode: Mode::Tracked(Ledger::new(recorder)),
+            ledger: Ledger::new(recorder),
             grpc: None,
         }
     }
@@ -117,7 +109,7 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
     pub const fn settled(inner: B, outcome: Outcome) -> Self {
         Self {
             inner,
-            mode: Mode::Settled(outcome),
+            ledger: Ledger::recorded(outcome),
             grpc: None,
         }
     }
@@ -129,11 +121,12 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
     /// [`settled`](Self::settled) body.
     #[must_use]
     pub fn with_sse(mut self, rules: SseRules) -> Self {
-        let placeholder = Mode::Settled(Outcome::from(Verdict::Abandoned));
-        self.mode = match core::mem::replace(&mut self.mode, placeholder) {
-            Mode::Tracked(ledger) => Mode::Tracked(ledger.with_sse(rules)),
-            settled => settled,
-        };
+        if self.is_tracked() {
+            // Out and back in: the placeholder records nothing.
+            let placeholder = Ledger::recorded(Outcome::from(Verdict::Abandoned));
+            let ledger = core::mem::replace(&mut self.ledger, placeholder);
+            self.ledger = ledger.with_sse(rules);
+        }
         self
     }
 
@@ -154,28 +147,19 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
     /// verdict: `Success` is `Completed`, `Failure` is `Errored`, `Abandoned` is
     /// `Active`.
     pub fn terminal(&self) -> Terminal {
-        match &self.mode {
-            Mode::Tracked(ledger) => ledger.terminal(),
-            Mode::Settled(outcome) => match outcome.verdict {
-                Verdict::Success => Terminal::Completed,
-                Verdict::Failure => Terminal::Errored,
-                Verdict::Abandoned => Terminal::Active,
-            },
-        }
+        self.ledger.terminal()
     }
 
     /// The outcome that would be recorded now (or was, for a settled body).
     pub fn outcome(&self) -> Outcome {
-        match &self.mode {
-            Mode::Tracked(ledger) => ledger.outcome(),
-            Mode::Settled(outcome) => *outcome,
-        }
+        self.ledger.outcome()
     }
 
     /// Whether this body tracks its stream (`false` for a [`settled`](Self::settled)
     /// body).
     pub fn is_tracked(&self) -> bool {
-        matches!(self.mode, Mode::Tracked(_))
+        // Only `finish` (which consumes the body) and the drop record a tracked ledger.
+        !self.ledger.is_recorded()
     }
 
     /// The inner body.
@@ -185,29 +169,28 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
 
     /// Records the outcome now and returns it; the drop that follows records nothing.
     pub fn finish(mut self) -> Outcome {
-        match &mut self.mode {
-            Mode::Tracked(ledger) => {
-                end_if_over(ledger, &self.inner, self.grpc);
-                ledger.record()
-            }
-            Mode::Settled(outcome) => *outcome,
-        }
+        end_if_over(&mut self.ledger, &self.inner, &self.grpc);
+        self.ledger.record()
     }
+}
+
+/// Whether a tracked body is over (a settled body's ledger is ended from the start).
+fn is_over<R: Recorder>(ledger: &Ledger<R>) -> bool {
+    ledger.is_ended() && !ledger.is_recorded()
 }
 
 /// Counts the end of a body that says it is over but was not polled to its end.
 #[inline]
-fn end_if_over<B: Body, R: Recorder>(ledger: &mut Ledger<R>, inner: &B, grpc: Option<GrpcPolicy>) {
+fn end_if_over<B: Body, R: Recorder>(ledger: &mut Ledger<R>, inner: &B, grpc: &Option<GrpcPolicy>) {
     if !ledger.is_ended() && inner.is_end_stream() {
         on_end(ledger, grpc);
     }
 }
 
-/// The end of the body, without trailers. (Inlined, like every helper that takes the
-/// ledger: a reference to it handed to a call that is not inlined would keep the
-/// wrapper's every field in memory on the data path.)
-#[inline]
-fn on_end<R: Recorder>(ledger: &mut Ledger<R>, grpc: Option<GrpcPolicy>) {
+/// The end of the body, without trailers.
+#[cold]
+#[inline(never)]
+fn on_end<R: Recorder>(ledger: &mut Ledger<R>, grpc: &Option<GrpcPolicy>) {
     match grpc {
         None => ledger.on_end(),
         Some(_) => ledger.on_end_with(Verdict::Failure, Cause::Truncated),
@@ -215,7 +198,8 @@ fn on_end<R: Recorder>(ledger: &mut Ledger<R>, grpc: Option<GrpcPolicy>) {
 }
 
 /// The trailers frame: the end, judged by its `grpc-status` with gRPC.
-#[inline]
+#[cold]
+#[inline(never)]
 fn on_trailers<R: Recorder>(
     ledger: &mut Ledger<R>,
     grpc: Option<GrpcPolicy>,
@@ -247,6 +231,21 @@ fn on_data<R: Recorder, D: Buf>(ledger: &mut Ledger<R>, data: &D) {
     }
 }
 
+/// The last data frame: scanned, then the end is now, not at a next poll that may
+/// never come. (`data` goes through by value, and `grpc` by reference, so that the
+/// common path stores nothing for this call.)
+#[cold]
+#[inline(never)]
+fn on_last_data<R: Recorder, D: Buf>(
+    ledger: &mut Ledger<R>,
+    grpc: &Option<GrpcPolicy>,
+    data: D,
+) -> D {
+    on_data(ledger, &data);
+    on_end(ledger, grpc);
+    data
+}
+
 fn on_parts<R: Recorder, D: Buf>(ledger: &mut Ledger<R>, data: &D) {
     let mut slices = [IoSlice::new(&[]); SLICES];
     let n = data.chunks_vectored(&mut slices);
@@ -264,12 +263,13 @@ impl<B: Body, R: Recorder> Body for TrackedBody<B, R> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let mut inner = this.inner;
-        let ledger = match this.mode {
-            Mode::Tracked(ledger) => ledger,
-            Mode::Settled(_) => return inner.poll_frame(cx),
-        };
+        let ledger = this.ledger;
         if ledger.is_ended() {
-            return Poll::Ready(None);
+            // Settled: passed through. Tracked: over.
+            return match ledger.is_recorded() {
+                true => inner.poll_frame(cx),
+                false => Poll::Ready(None),
+            };
         }
         // Whether a data frame is the last one: asked under the same guard.
         let mut last = false;
@@ -280,40 +280,50 @@ impl<B: Body, R: Recorder> Body for TrackedBody<B, R> {
             }
             poll
         });
-        match &poll {
-            Poll::Pending => {}
-            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
-                Some(data) => {
-                    on_data(ledger, data);
-                    // The frame may be the last: then the end is now, not at a next
-                    // poll that may never come.
-                    if last {
-                        on_end(ledger, *this.grpc);
+        let frame = match poll {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Err(e))) => {
+                ledger.on_error();
+                return Poll::Ready(Some(Err(e)));
+            }
+            Poll::Ready(None) => {
+                on_end(ledger, this.grpc);
+                return Poll::Ready(None);
+            }
+        };
+        // The data taken out and put back in a new frame: across the ledger's calls
+        // only `data` is alive, not a `Frame` (large, for its trailers) that the
+        // unwinding path would have to drop, so nothing is copied through the stack.
+        // The rare paths are out of line.
+        match frame.into_data() {
+            Ok(data) => {
+                let data = match last {
+                    false => {
+                        on_data(ledger, &data);
+                        data
                     }
+                    true => on_last_data(ledger, this.grpc, data),
+                };
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Err(frame) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    on_trailers(ledger, *this.grpc, trailers);
                 }
-                None => {
-                    if let Some(trailers) = frame.trailers_ref() {
-                        on_trailers(ledger, *this.grpc, trailers);
-                    }
-                }
-            },
-            Poll::Ready(Some(Err(_))) => ledger.on_error(),
-            Poll::Ready(None) => on_end(ledger, *this.grpc),
+                Poll::Ready(Some(Ok(frame)))
+            }
         }
-        poll
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.mode {
-            Mode::Tracked(ledger) if ledger.is_ended() => true,
-            _ => self.inner.is_end_stream(),
-        }
+        is_over(&self.ledger) || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.mode {
-            Mode::Tracked(ledger) if ledger.is_ended() => SizeHint::with_exact(0),
-            _ => self.inner.size_hint(),
+        match is_over(&self.ledger) {
+            true => SizeHint::with_exact(0),
+            false => self.inner.size_hint(),
         }
     }
 }
@@ -321,9 +331,9 @@ impl<B: Body, R: Recorder> Body for TrackedBody<B, R> {
 impl<B: Body, R: Recorder> core::fmt::Debug for TrackedBody<B, R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let mut d = f.debug_struct("TrackedBody");
-        match &self.mode {
-            Mode::Tracked(ledger) => d.field("ledger", ledger),
-            Mode::Settled(outcome) => d.field("settled", outcome),
+        match self.is_tracked() {
+            true => d.field("ledger", &self.ledger),
+            false => d.field("settled", &self.ledger.outcome()),
         };
         d.field("grpc", &self.grpc).finish_non_exhaustive()
     }
