@@ -182,13 +182,16 @@ fn drain_stream<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(mut s: Pin<&
     }
 }
 
+/// What a poll of one of the bench's bodies gives.
+type FramePoll<'a> = Poll<Option<Result<Frame<&'a [u8]>, Infallible>>>;
+
 /// One poll of `body`, out of line: as a server polls a response body (hyper's encoder
 /// calls `poll_frame` from its own code, which inlines neither the body nor the loop).
 #[inline(never)]
 fn poll_body_once<'a, B: Body<Data = &'a [u8], Error = Infallible>>(
     body: Pin<&mut B>,
     cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<&'a [u8]>, Infallible>>> {
+) -> FramePoll<'a> {
     body.poll_frame(cx)
 }
 
