@@ -29,7 +29,7 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -282,115 +282,45 @@ fn contenders(c: &mut Criterion, name: &str, chunks: &[&[u8]], elements: u64) {
     );
     assert_eq!(seen.get(), Some(want));
 
+    // Each iteration builds its contender from the same chunks (hidden from the
+    // compiler) and drains it.
+    let body = || RawBody {
+        chunks: black_box(chunks),
+    };
+    let stream = || RawStream {
+        chunks: black_box(chunks),
+    };
+    let sse = SseRules::openai_chat;
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(elements));
-    group.bench_function("body_raw", |b| {
-        b.iter(|| {
-            drain_body(Pin::new(&mut RawBody {
-                chunks: black_box(chunks),
-            }))
-        })
-    });
+    group.bench_function("body_raw", |b| b.iter(|| drain_body(pin!(body()))));
     group.bench_function("body_tracked", |b| {
-        b.iter(|| {
-            let mut body = TrackedBody::new(
-                RawBody {
-                    chunks: black_box(chunks),
-                },
-                record,
-            );
-            drain_body(Pin::new(&mut body))
-        })
+        b.iter(|| drain_body(pin!(TrackedBody::new(body(), record))))
     });
     group.bench_function("body_tracked_sse", |b| {
-        b.iter(|| {
-            let mut body = TrackedBody::new(
-                RawBody {
-                    chunks: black_box(chunks),
-                },
-                record,
-            )
-            .with_sse(SseRules::openai_chat());
-            drain_body(Pin::new(&mut body))
-        })
+        b.iter(|| drain_body(pin!(TrackedBody::new(body(), record).with_sse(sse()))))
     });
     group.bench_function("body_counting_baseline", |b| {
-        b.iter(|| {
-            let mut body = Counting::new(
-                RawBody {
-                    chunks: black_box(chunks),
-                },
-                &sink,
-            );
-            drain_body(Pin::new(&mut body))
-        })
+        b.iter(|| drain_body(pin!(Counting::new(body(), &sink))))
     });
-    group.bench_function("stream_raw", |b| {
-        b.iter(|| {
-            drain_stream(Pin::new(&mut RawStream {
-                chunks: black_box(chunks),
-            }))
-        })
-    });
+    group.bench_function("stream_raw", |b| b.iter(|| drain_stream(pin!(stream()))));
     group.bench_function("stream_tracked", |b| {
-        b.iter(|| {
-            let mut s = TrackedStream::new(
-                RawStream {
-                    chunks: black_box(chunks),
-                },
-                record,
-            );
-            drain_stream(Pin::new(&mut s))
-        })
+        b.iter(|| drain_stream(pin!(TrackedStream::new(stream(), record))))
     });
     group.bench_function("stream_tracked_sse", |b| {
-        b.iter(|| {
-            let mut s = TrackedStream::new(
-                RawStream {
-                    chunks: black_box(chunks),
-                },
-                record,
-            )
-            .with_sse(SseRules::openai_chat());
-            drain_stream(Pin::new(&mut s))
-        })
+        b.iter(|| drain_stream(pin!(TrackedStream::new(stream(), record).with_sse(sse()))))
     });
-    // As a server polls: each poll out of line (the wrapper's state stays in memory).
     group.bench_function("body_raw_polled", |b| {
-        b.iter(|| {
-            drain_body_polled(Pin::new(&mut RawBody {
-                chunks: black_box(chunks),
-            }))
-        })
+        b.iter(|| drain_body_polled(pin!(body())))
     });
     group.bench_function("stream_raw_polled", |b| {
-        b.iter(|| {
-            drain_stream_polled(Pin::new(&mut RawStream {
-                chunks: black_box(chunks),
-            }))
-        })
+        b.iter(|| drain_stream_polled(pin!(stream())))
     });
     group.bench_function("body_tracked_polled", |b| {
-        b.iter(|| {
-            let mut body = TrackedBody::new(
-                RawBody {
-                    chunks: black_box(chunks),
-                },
-                record,
-            );
-            drain_body_polled(Pin::new(&mut body))
-        })
+        b.iter(|| drain_body_polled(pin!(TrackedBody::new(body(), record))))
     });
     group.bench_function("stream_tracked_polled", |b| {
-        b.iter(|| {
-            let mut s = TrackedStream::new(
-                RawStream {
-                    chunks: black_box(chunks),
-                },
-                record,
-            );
-            drain_stream_polled(Pin::new(&mut s))
-        })
+        b.iter(|| drain_stream_polled(pin!(TrackedStream::new(stream(), record))))
     });
     group.finish();
 }
