@@ -148,12 +148,20 @@ impl<'a> Stream for RawStream<'a> {
     }
 }
 
+/// What a poll of one of the bench's bodies gives.
+type FramePoll<'a> = Poll<Option<Result<Frame<&'a [u8]>, Infallible>>>;
+
+/// Polls `body` to its end with `poll` and a no-op waker; returns the bytes seen.
 #[inline]
-fn drain_body<'a, B: Body<Data = &'a [u8], Error = Infallible>>(mut body: Pin<&mut B>) -> usize {
+fn drain_body_with<'a, B, P>(mut body: Pin<&mut B>, mut poll: P) -> usize
+where
+    B: Body<Data = &'a [u8], Error = Infallible>,
+    P: FnMut(Pin<&mut B>, &mut Context<'_>) -> FramePoll<'a>,
+{
     let mut cx = Context::from_waker(Waker::noop());
     let mut bytes = 0;
     loop {
-        match body.as_mut().poll_frame(&mut cx) {
+        match poll(body.as_mut(), &mut cx) {
             // As hyper's encoder does: take the data out of the frame (dropping a
             // `Frame` whose kind the optimizer cannot see calls its drop glue, a
             // `HeaderMap`'s, out of line).
@@ -168,12 +176,17 @@ fn drain_body<'a, B: Body<Data = &'a [u8], Error = Infallible>>(mut body: Pin<&m
     }
 }
 
+/// Polls `s` to its end with `poll`, as `drain_body_with`.
 #[inline]
-fn drain_stream<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(mut s: Pin<&mut S>) -> usize {
+fn drain_stream_with<'a, S, P>(mut s: Pin<&mut S>, mut poll: P) -> usize
+where
+    S: Stream<Item = Result<&'a [u8], Infallible>>,
+    P: FnMut(Pin<&mut S>, &mut Context<'_>) -> Poll<Option<S::Item>>,
+{
     let mut cx = Context::from_waker(Waker::noop());
     let mut bytes = 0;
     loop {
-        match s.as_mut().poll_next(&mut cx) {
+        match poll(s.as_mut(), &mut cx) {
             Poll::Ready(Some(Ok(chunk))) => bytes += black_box(chunk).len(),
             Poll::Ready(None) => return bytes,
             Poll::Ready(Some(Err(e))) => match e {},
@@ -182,8 +195,15 @@ fn drain_stream<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(mut s: Pin<&
     }
 }
 
-/// What a poll of one of the bench's bodies gives.
-type FramePoll<'a> = Poll<Option<Result<Frame<&'a [u8]>, Infallible>>>;
+#[inline]
+fn drain_body<'a, B: Body<Data = &'a [u8], Error = Infallible>>(body: Pin<&mut B>) -> usize {
+    drain_body_with(body, |b, cx| b.poll_frame(cx))
+}
+
+#[inline]
+fn drain_stream<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(s: Pin<&mut S>) -> usize {
+    drain_stream_with(s, |s, cx| s.poll_next(cx))
+}
 
 /// One poll of `body`, out of line: as a server polls a response body (hyper's encoder
 /// calls `poll_frame` from its own code, which inlines neither the body nor the loop).
@@ -195,25 +215,6 @@ fn poll_body_once<'a, B: Body<Data = &'a [u8], Error = Infallible>>(
     body.poll_frame(cx)
 }
 
-/// `drain_body`, each poll through `poll_body_once`.
-fn drain_body_polled<'a, B: Body<Data = &'a [u8], Error = Infallible>>(
-    mut body: Pin<&mut B>,
-) -> usize {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut bytes = 0;
-    loop {
-        match poll_body_once(body.as_mut(), &mut cx) {
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => bytes += black_box(data).len(),
-                Err(other) => drop(black_box(other)),
-            },
-            Poll::Ready(None) => return bytes,
-            Poll::Ready(Some(Err(e))) => match e {},
-            Poll::Pending => unreachable!("always ready"),
-        }
-    }
-}
-
 /// One poll of `s`, out of line, as `poll_body_once`.
 #[inline(never)]
 fn poll_stream_once<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(
@@ -221,22 +222,6 @@ fn poll_stream_once<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(
     cx: &mut Context<'_>,
 ) -> Poll<Option<S::Item>> {
     s.poll_next(cx)
-}
-
-/// `drain_stream`, each poll through `poll_stream_once`.
-fn drain_stream_polled<'a, S: Stream<Item = Result<&'a [u8], Infallible>>>(
-    mut s: Pin<&mut S>,
-) -> usize {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut bytes = 0;
-    loop {
-        match poll_stream_once(s.as_mut(), &mut cx) {
-            Poll::Ready(Some(Ok(chunk))) => bytes += black_box(chunk).len(),
-            Poll::Ready(None) => return bytes,
-            Poll::Ready(Some(Err(e))) => match e {},
-            Poll::Pending => unreachable!("always ready"),
-        }
-    }
 }
 
 /// A Chat Completions stream of exactly `size` bytes, `data: [DONE]` at the end.
@@ -311,16 +296,16 @@ fn contenders(c: &mut Criterion, name: &str, chunks: &[&[u8]], elements: u64) {
         b.iter(|| drain_stream(pin!(TrackedStream::new(stream(), record).with_sse(sse()))))
     });
     group.bench_function("body_raw_polled", |b| {
-        b.iter(|| drain_body_polled(pin!(body())))
+        b.iter(|| drain_body_with(pin!(body()), poll_body_once))
     });
     group.bench_function("stream_raw_polled", |b| {
-        b.iter(|| drain_stream_polled(pin!(stream())))
+        b.iter(|| drain_stream_with(pin!(stream()), poll_stream_once))
     });
     group.bench_function("body_tracked_polled", |b| {
-        b.iter(|| drain_body_polled(pin!(TrackedBody::new(body(), record))))
+        b.iter(|| drain_body_with(pin!(TrackedBody::new(body(), record)), poll_body_once))
     });
     group.bench_function("stream_tracked_polled", |b| {
-        b.iter(|| drain_stream_polled(pin!(TrackedStream::new(stream(), record))))
+        b.iter(|| drain_stream_with(pin!(TrackedStream::new(stream(), record)), poll_stream_once))
     });
     group.finish();
 }
