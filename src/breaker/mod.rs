@@ -29,22 +29,26 @@
 //!
 //! Every concurrent history of a [`SharedBreaker`] (or of one worker of a
 //! [`SharedBreakerSet`]) equals a sequential history of the sans-io [`CircuitBreaker`]
-//! (checked with loom in `tests/loom_breaker.rs`), in which each operation that ran on
-//! the lock-free path takes effect at its atomic load or compare-and-swap with `now`
-//! equal to the breaker's latest time, and each one that took the lock takes effect
-//! inside it at its own clock reading (or the latest, if that is later). One
-//! exception: a success counted lock-free under a rate rule takes effect just before
-//! the next operation that takes the lock, at that operation's reading (it is
-//! counted then, never earlier than it happened; until then no operation depends on
-//! it). So no count is lost and no transition is made twice or skipped. What can
+//! (checked with loom in `tests/loom_breaker.rs`), in which:
+//!
+//! * an operation on the lock-free path takes effect at its atomic load or
+//!   compare-and-swap, with `now` equal to the breaker's latest time;
+//! * an operation that takes the lock takes effect inside it, at its own clock
+//!   reading (or the latest time, if that is later or it reads none);
+//! * except that a success counted lock-free under a rate rule takes effect just
+//!   before the next operation that takes the lock, at that operation's time: it is
+//!   counted then, never before it happened, and until then no operation depends on
+//!   it.
+//!
+//! So no count is lost and no transition is made twice or skipped. Two things can
 //! differ from a history where every call passes its own reading: the breaker's
-//! latest time (the `at` of a later transition may be a little earlier), and, for a
-//! time window, the bucket of a success recorded while no call took the lock for more
+//! latest time (the `at` of a later transition may be a little earlier); and, for a
+//! time window, the bucket of a success made while no call took the lock for more
 //! than a bucket's width (no failure, no transition): it lands in a later bucket, so
 //! it stays in the window longer. The window then holds the same failures and at
 //! least the calls it would hold with every success at its own time, so the failure
-//! rate it sees is never higher (`tests/rate_rule_clockless.rs`); and the rule's
-//! `minimum_calls` may be reached with such a success.
+//! rate it sees is never higher (`tests/rate_rule_clockless.rs`), though such a
+//! success may help reach the rule's `minimum_calls`.
 //!
 //! In Closed the lock-free path is: acquiring; recording an abandoned call; without a
 //! rate rule, recording a success or a failure below the threshold; with a rate rule,
