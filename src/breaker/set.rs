@@ -4,7 +4,7 @@ use alloc::boxed::Box;
 use core::fmt;
 use core::time::Duration;
 
-use super::shared::{Cap, Clock, Core, StdClock};
+use super::shared::{Cap, Clock, Core, StdClock, permit_impl};
 use super::sync::{Arc, AtomicUsize, Ordering};
 use super::{Config, ConfigError, Recorded, Rejected, State, Transition};
 use crate::{Outcome, Recorder, Verdict};
@@ -98,7 +98,7 @@ impl SetInner {
         let w = &self.workers[worker];
         let permit = w.core.acquire(&*self.pool.clock)?;
         Ok(SetPermit {
-            worker: Some(Arc::clone(w)),
+            breaker: Some(Arc::clone(w)),
             index: worker,
             generation: permit.generation(),
             probe: permit.is_probe(),
@@ -482,7 +482,7 @@ impl Tried {
 #[must_use = "dropping a permit at once records it as Abandoned"]
 pub struct SetPermit {
     /// `None` once recorded.
-    worker: Option<Arc<Worker>>,
+    breaker: Option<Arc<Worker>>,
     index: usize,
     generation: u32,
     probe: bool,
@@ -504,51 +504,6 @@ impl SetPermit {
     pub const fn worker(&self) -> usize {
         self.index
     }
-
-    /// The worker breaker's generation it was issued in.
-    pub const fn generation(&self) -> u32 {
-        self.generation
-    }
-
-    /// Whether it holds a HalfOpen probe slot.
-    pub const fn is_probe(&self) -> bool {
-        self.probe
-    }
-
-    /// The transition acquiring it made (Open to HalfOpen), if any.
-    pub const fn transition(&self) -> Option<Transition> {
-        self.transition
-    }
-
-    /// Records `verdict` and says what the worker's breaker did with it (a
-    /// [`Reason::EjectionCapped`](super::Reason::EjectionCapped) transition when the
-    /// cap held the worker in).
-    #[inline]
-    pub fn report(mut self, verdict: Verdict) -> Recorded {
-        match self.worker.take() {
-            Some(worker) => worker.record(self.generation, self.probe, verdict),
-            None => Recorded::Stale,
-        }
-    }
 }
 
-impl Recorder for SetPermit {
-    /// Records `outcome.verdict`. The [`Recorded`] answer is dropped: to log or export
-    /// a transition, give the stream a closure,
-    /// `move |o: Outcome| log(permit.worker(), permit.report(o.verdict))`.
-    #[inline]
-    fn record(self, outcome: Outcome) {
-        let _ = self.report(outcome.verdict);
-    }
-}
-
-impl Drop for SetPermit {
-    /// Records [`Verdict::Abandoned`] if the permit was not recorded: frees its slot
-    /// in flight and its probe slot, without reading the clock. Never panics.
-    #[inline]
-    fn drop(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.record(self.generation, self.probe, Verdict::Abandoned);
-        }
-    }
-}
+permit_impl!(@common SetPermit);

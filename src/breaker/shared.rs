@@ -683,6 +683,10 @@ impl SharedBreaker {
     }
 }
 
+/// What every permit of a shared breaker or set has: its accessors, `report`, the
+/// [`Recorder`] and the `Drop` that records Abandoned. The permit has the fields
+/// `breaker` (an `Option` of what records, taken when it does), `generation`, `probe`
+/// and `transition`.
 macro_rules! permit_impl {
     ($permit:ty) => {
         impl fmt::Debug for $permit {
@@ -694,6 +698,9 @@ macro_rules! permit_impl {
             }
         }
 
+        permit_impl!(@common $permit);
+    };
+    (@common $permit:ty) => {
         impl $permit {
             /// The breaker generation it was issued in.
             pub const fn generation(&self) -> u32 {
@@ -711,7 +718,9 @@ macro_rules! permit_impl {
             }
 
             /// Records `verdict` and says what the breaker did with it (so the caller
-            /// can log or export a [`Transition`]).
+            /// can log or export a [`Transition`]; for a set's permit, a
+            /// [`Reason::EjectionCapped`](super::Reason::EjectionCapped) transition
+            /// when the cap held its worker in).
             #[inline]
             pub fn report(mut self, verdict: Verdict) -> Recorded {
                 match self.breaker.take() {
@@ -734,9 +743,10 @@ macro_rules! permit_impl {
         }
 
         impl Drop for $permit {
-            /// Records [`Verdict::Abandoned`] if the permit was not recorded. Never
-            /// panics (a poisoned lock is taken as it is) and runs no user code: an
-            /// abandoned call does not need the clock.
+            /// Records [`Verdict::Abandoned`] if the permit was not recorded, which
+            /// frees its probe slot (and a set's slot in flight). Never panics (a
+            /// poisoned lock is taken as it is) and runs no user code: an abandoned
+            /// call does not need the clock.
             #[inline]
             fn drop(&mut self) {
                 if let Some(inner) = self.breaker.take() {
@@ -777,3 +787,4 @@ pub struct OwnedSharedPermit {
 }
 
 permit_impl!(OwnedSharedPermit);
+pub(crate) use permit_impl;
