@@ -177,6 +177,12 @@ pub enum Cause {
     /// A gRPC status settled it: the `grpc-status` trailer (or the header of a
     /// trailers-only response), judged by `sluice_http::GrpcPolicy`.
     GrpcStatus,
+    /// The worker sent no response head (status line and headers) in time: a
+    /// Failure.
+    HeaderTimeout,
+    /// The gateway shut down (its grace period ended) before the stream did: not the
+    /// worker's fault, Abandoned.
+    Shutdown,
 }
 
 impl Cause {
@@ -202,6 +208,8 @@ impl Cause {
             Self::SendFailed => "send_failed",
             Self::Marked => "marked",
             Self::GrpcStatus => "grpc_status",
+            Self::HeaderTimeout => "header_timeout",
+            Self::Shutdown => "shutdown",
         }
     }
 }
