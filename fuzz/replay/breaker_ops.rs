@@ -3,6 +3,14 @@
 //! worker out) on a `ManualClock`, under three configurations, and panics on any
 //! broken invariant of SPEC section 3 or any disagreement between them. Shared by
 //! the `breaker_ops` fuzz target and `cargo test` (tests/fuzz_breaker_ops.rs).
+//!
+//! The reference is the sequential history SPEC section 3 promises the shared handles
+//! equal: under a time-window rate rule, a success the handle counts without its lock
+//! (while no run of successes can fire the rule) is placed in the window at the next
+//! operation that reads the clock, not at its own time. The reference core is fed
+//! those successes then ([`Deferred`]); every other operation at its own time. (How
+//! far that may drift from an exact window is checked in tests/rate_rule_clockless.rs:
+//! never a higher failure rate.)
 
 use std::time::Duration;
 
@@ -33,30 +41,90 @@ pub(crate) enum Op {
     Reset,
 }
 
-fn configs() -> [Config; 3] {
+/// The time-window rule of the third configuration: its rate, in millionths, and its
+/// minimum of calls.
+const TIME_RULE: (u64, u64) = (750_000, 3);
+
+fn configs() -> [(Config, Option<Deferred>); 3] {
     let s = Duration::from_secs;
+    let (rate_ppm, minimum) = TIME_RULE;
     [
-        Config::default().failure_threshold(3).open_duration(s(5)),
-        Config::default()
-            .failure_threshold(2)
-            .success_threshold(1)
-            .open_duration(s(2))
-            .backoff(2, s(20))
-            .jitter(Duration::from_millis(1500), 7)
-            .failure_rate(0.5, Window::Calls(6), 4),
-        Config::default()
-            .failure_threshold(4)
-            .success_threshold(3)
-            .half_open_max_probes(2)
-            .open_duration(s(1))
-            .failure_rate(0.75, Window::Time(s(8)), 3),
+        (
+            Config::default().failure_threshold(3).open_duration(s(5)),
+            None,
+        ),
+        // A count window: the handle's pending successes are folded in the order
+        // they happened, so the reference needs no deferral.
+        (
+            Config::default()
+                .failure_threshold(2)
+                .success_threshold(1)
+                .open_duration(s(2))
+                .backoff(2, s(20))
+                .jitter(Duration::from_millis(1500), 7)
+                .failure_rate(0.5, Window::Calls(6), 4),
+            None,
+        ),
+        (
+            Config::default()
+                .failure_threshold(4)
+                .success_threshold(3)
+                .half_open_max_probes(2)
+                .open_duration(s(1))
+                .failure_rate(rate_ppm as f64 / 1e6, Window::Time(s(8)), minimum as u32),
+            Some(Deferred::new(rate_ppm, minimum)),
+        ),
     ]
+}
+
+/// Successes a shared handle counts in its word, without reading the clock, under a
+/// time-window rate rule; the reference core gets them at the handle's next reading.
+#[derive(Debug)]
+struct Deferred {
+    rate_ppm: u64,
+    minimum: u64,
+    /// What the handle published after its last operation under the lock: no run of
+    /// successes can fire the rule (its window's failures are below `rate *
+    /// minimum`), so a success is counted without the lock.
+    safe: bool,
+    /// Counted by the handle, not yet by the reference.
+    permits: Vec<Permit>,
+}
+
+impl Deferred {
+    fn new(rate_ppm: u64, minimum: u64) -> Self {
+        Self {
+            rate_ppm,
+            minimum,
+            safe: false,
+            permits: Vec::new(),
+        }
+    }
+
+    /// The handle ran an operation under its lock on `b`: it published the word anew.
+    fn published(&mut self, b: &CircuitBreaker) {
+        let failures = b.window_counts().map_or(u64::MAX, |(_, failures)| failures);
+        let closed = b.state(Duration::ZERO) == State::Closed;
+        self.safe = closed && failures * 1_000_000 < self.rate_ppm * self.minimum;
+    }
+
+    /// The handle read the clock at `now` under its lock: the pending successes happen
+    /// just before, at `now`.
+    fn fold(&mut self, b: &mut CircuitBreaker, now: Duration) {
+        for permit in self.permits.drain(..) {
+            assert_eq!(
+                b.record(permit, Verdict::Success, now),
+                Recorded::Counted(None),
+                "a folded success changed the breaker"
+            );
+        }
+    }
 }
 
 /// Runs `ops` under every configuration.
 pub(crate) fn replay(ops: &[Op]) {
-    for config in configs() {
-        run(config, ops);
+    for (config, deferred) in configs() {
+        run(config, deferred, ops);
     }
 }
 
@@ -90,15 +158,55 @@ fn check_transition(
     }
 }
 
-fn run(config: Config, ops: &[Op]) {
+/// Whether the shared handles run `op` under their lock (reading the clock, except
+/// for an abandoned record), given the reference `b` before it. Only a time-window
+/// rule asks: elsewhere the reference is fed every operation at its own time.
+fn locks(op: &Op, b: &CircuitBreaker, permits: &[Held], now: Duration, safe: bool) -> bool {
+    let ejected = matches!(b.state(now), State::Open { .. } | State::HalfOpen);
+    match *op {
+        Op::Acquire | Op::HandleTimeout => ejected,
+        Op::Record { pick, verdict } => {
+            let Some((p, _, _)) = permits.get(usize::from(pick) % permits.len().max(1)) else {
+                return false;
+            };
+            match b.state(now) {
+                State::Closed if p.generation() != b.generation() => false,
+                State::Closed => match verdict {
+                    V::Abandoned => false,
+                    V::Success => !safe,
+                    V::Failure => true,
+                },
+                _ => ejected,
+            }
+        }
+        Op::ForceOpen | Op::Disable | Op::Reset => true,
+        Op::Advance { .. } => false,
+    }
+}
+
+/// A permit of each: the reference's, the shared breaker's and the set's.
+type Held = (Permit, OwnedSharedPermit, SetPermit);
+
+fn run(config: Config, mut deferred: Option<Deferred>, ops: &[Op]) {
     let mut b = CircuitBreaker::try_new(config).expect("valid config");
     let clock = ManualClock::new();
     let shared = SharedBreaker::with_clock(config, clock.clone());
     let set = SharedBreakerSet::with_clock(1, config, clock.clone());
     let max_probes = config_probes(&config);
-    let mut permits: Vec<(Permit, OwnedSharedPermit, SetPermit)> = Vec::new();
+    let mut permits: Vec<Held> = Vec::new();
     let mut now = Duration::ZERO;
+    if let Some(d) = &mut deferred {
+        d.published(&b);
+    }
     for op in ops {
+        // Under the lock, the handles first fold what they counted without it.
+        let locked = match &mut deferred {
+            Some(d) if locks(op, &b, &permits, now, d.safe) => {
+                d.fold(&mut b, now);
+                true
+            }
+            _ => false,
+        };
         let before = seen(&b, now);
         match *op {
             Op::Acquire => {
@@ -159,39 +267,18 @@ fn run(config: Config, ops: &[Op]) {
                     V::Abandoned => Verdict::Abandoned,
                 };
                 let stale = p.generation() != b.generation();
-                let got = b.record(p, verdict, now);
-                assert_eq!(sp.report(verdict), got, "shared disagrees");
-                if verdict == Verdict::Abandoned {
-                    drop(setp);
-                } else {
-                    assert_eq!(setp.report(verdict), got, "set disagrees");
-                }
-                let after = seen(&b, now);
-                match got {
-                    Recorded::Stale => {
-                        assert!(stale);
-                        assert_eq!(after, before, "a stale record changed the breaker");
+                let deferring = deferred.as_mut().filter(|d| {
+                    d.safe && !stale && verdict == Verdict::Success && before.0 == State::Closed
+                });
+                match deferring {
+                    // Counted in the handles' words; the reference hears it at their next
+                    // reading of the clock.
+                    Some(d) => {
+                        d.permits.push(p);
+                        assert_eq!(sp.report(verdict), Recorded::Counted(None), "shared");
+                        assert_eq!(setp.report(verdict), Recorded::Counted(None), "set");
                     }
-                    Recorded::Counted(t) => {
-                        assert!(!stale);
-                        if verdict == Verdict::Abandoned {
-                            assert_eq!(t, None, "abandoned made a transition");
-                            assert_eq!((after.0, after.1, after.2), (before.0, before.1, before.2));
-                        }
-                        match t {
-                            Some(t) => check_transition(&t, before, &b, now),
-                            None => assert_eq!(after.1, before.1, "silent generation change"),
-                        }
-                        if before.0 == State::Closed && t.is_none() {
-                            let want = match verdict {
-                                Verdict::Success => 0,
-                                Verdict::Failure => before.2 + 1,
-                                _ => before.2,
-                            };
-                            assert_eq!(after.2, want, "consecutive failures");
-                        }
-                    }
-                    _ => unreachable!("no other outcome"),
+                    None => record(&mut b, (p, sp, setp), verdict, before, now),
                 }
             }
             Op::Advance { millis } => {
@@ -220,6 +307,11 @@ fn run(config: Config, ops: &[Op]) {
                 }
             }
         }
+        if locked {
+            if let Some(d) = &mut deferred {
+                d.published(&b);
+            }
+        }
         assert!(b.probes_in_flight() <= max_probes, "probes above the limit");
         assert_eq!(shared.state(), b.state(now), "shared state");
         assert_eq!(set.state(0), b.state(now), "set state");
@@ -230,6 +322,51 @@ fn run(config: Config, ops: &[Op]) {
             assert!(matches!(b.state(now), State::Open { .. } | State::HalfOpen));
             assert_eq!(b.state(until), State::HalfOpen);
         }
+    }
+}
+
+/// Records `verdict` on the reference and both handles, and checks what it did.
+fn record(
+    b: &mut CircuitBreaker,
+    (p, sp, setp): Held,
+    verdict: Verdict,
+    before: (State, u32, u32, u32),
+    now: Duration,
+) {
+    let stale = p.generation() != b.generation();
+    let got = b.record(p, verdict, now);
+    assert_eq!(sp.report(verdict), got, "shared disagrees");
+    if verdict == Verdict::Abandoned {
+        drop(setp);
+    } else {
+        assert_eq!(setp.report(verdict), got, "set disagrees");
+    }
+    let after = seen(b, now);
+    match got {
+        Recorded::Stale => {
+            assert!(stale);
+            assert_eq!(after, before, "a stale record changed the breaker");
+        }
+        Recorded::Counted(t) => {
+            assert!(!stale);
+            if verdict == Verdict::Abandoned {
+                assert_eq!(t, None, "abandoned made a transition");
+                assert_eq!((after.0, after.1, after.2), (before.0, before.1, before.2));
+            }
+            match t {
+                Some(t) => check_transition(&t, before, b, now),
+                None => assert_eq!(after.1, before.1, "silent generation change"),
+            }
+            if before.0 == State::Closed && t.is_none() {
+                let want = match verdict {
+                    Verdict::Success => 0,
+                    Verdict::Failure => before.2 + 1,
+                    _ => before.2,
+                };
+                assert_eq!(after.2, want, "consecutive failures");
+            }
+        }
+        _ => unreachable!("no other outcome"),
     }
 }
 
