@@ -1,46 +1,17 @@
 //! The tower layer: a circuit breaker around a client service for one worker.
 
-use core::future::Future;
-use core::pin::Pin;
 use core::task::{Context, Poll};
-use core::time::Duration;
 use std::sync::Arc;
 
 use http::{Request, Response};
 use http_body::Body;
-use pin_project_lite::pin_project;
-use sluice::breaker::{Classified, OwnedSharedPermit, Recorded, SharedBreaker, StatusPolicy};
-use sluice::sse::SseRules;
-use sluice::{Cause, Outcome, Recorder, Verdict};
+use sluice::Outcome;
+use sluice::breaker::{OwnedSharedPermit, Recorded, SharedBreaker};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{GrpcPolicy, TrackedBody};
-
-/// What an observer is told: the outcome of one call, and what the breaker did.
-type Observer = Arc<dyn Fn(Outcome, Recorded) + Send + Sync>;
-
-/// The settings shared by a layer and its services.
-#[derive(Clone)]
-struct Settings {
-    breaker: SharedBreaker,
-    status: StatusPolicy,
-    sse: Option<SseRules>,
-    grpc: Option<GrpcPolicy>,
-    observer: Option<Observer>,
-}
-
-impl core::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Settings")
-            .field("breaker", &self.breaker)
-            .field("status", &self.status)
-            .field("sse", &self.sse)
-            .field("grpc", &self.grpc)
-            .field("observer", &self.observer.is_some())
-            .finish()
-    }
-}
+use crate::settings::{Settings, layer_builders};
+use crate::{BreakerError, PermitRecorder, ResponseFuture, TrackedBody};
 
 /// A [`tower_layer::Layer`] that puts one worker's [`SharedBreaker`] in front of a
 /// client `Service<http::Request<_>>` (hyper-util's client, say).
@@ -51,19 +22,19 @@ impl core::fmt::Debug for Settings {
 /// service is not called. Otherwise:
 ///
 /// * the inner service's error (connect error, send timeout) is a
-///   [`Failure`](Verdict::Failure) (by the status policy's
-///   [`send_failed`](StatusPolicy::send_failed); cause [`SendFailed`](Cause::SendFailed)),
+///   [`Failure`](sluice::Verdict::Failure) (by the status policy's
+///   [`send_failed`](sluice::breaker::StatusPolicy::send_failed); cause [`SendFailed`](sluice::Cause::SendFailed)),
 ///   recorded at once and returned as [`BreakerError::Inner`];
-/// * a status the [`StatusPolicy`] settles (5xx: `Failure`; 429 and other 4xx:
-///   `Abandoned`) is recorded at once with cause [`Status`](Cause::Status), and the
+/// * a status the [`StatusPolicy`](sluice::breaker::StatusPolicy) settles (5xx: `Failure`; 429 and other 4xx:
+///   `Abandoned`) is recorded at once with cause [`Status`](sluice::Cause::Status), and the
 ///   body is passed through untracked ([`TrackedBody::settled`]);
 /// * with [`with_grpc`](Self::with_grpc), a 2xx that carries `grpc-status` in its
 ///   headers (a trailers-only response) is settled the same way by the
-///   [`GrpcPolicy`], with cause [`GrpcStatus`](Cause::GrpcStatus);
+///   [`GrpcPolicy`](crate::GrpcPolicy), with cause [`GrpcStatus`](sluice::Cause::GrpcStatus);
 /// * any other 2xx body is returned as a [`TrackedBody`] carrying the permit, with
 ///   the layer's SSE rules and gRPC policy: its end (or drop) records the verdict;
 /// * a response future dropped before the headers is
-///   [`Abandoned`](Verdict::Abandoned) (cause [`ClientLeft`](Cause::ClientLeft)).
+///   [`Abandoned`](sluice::Verdict::Abandoned) (cause [`ClientLeft`](sluice::Cause::ClientLeft)).
 ///
 /// Every call is recorded exactly once. [`with_observer`](Self::with_observer) hears
 /// each outcome with what the breaker did ([`Recorded`], so the transitions can be
@@ -99,56 +70,35 @@ impl core::fmt::Debug for Settings {
 /// ```
 #[derive(Debug, Clone)]
 pub struct BreakerLayer {
-    settings: Settings,
+    breaker: SharedBreaker,
+    settings: Settings<()>,
 }
 
 impl BreakerLayer {
-    /// A layer recording into `breaker`, with the default [`StatusPolicy`], no SSE
+    /// A layer recording into `breaker`, with the default [`StatusPolicy`](sluice::breaker::StatusPolicy), no SSE
     /// rules and no gRPC.
-    pub fn new(breaker: SharedBreaker) -> Self {
+    pub const fn new(breaker: SharedBreaker) -> Self {
         Self {
-            settings: Settings {
-                breaker,
-                status: StatusPolicy::default(),
-                sse: None,
-                grpc: None,
-                observer: None,
-            },
+            breaker,
+            settings: Settings::new(),
         }
     }
 
-    /// Classifies the status line with `policy`.
-    #[must_use]
-    pub fn with_status_policy(mut self, policy: StatusPolicy) -> Self {
-        self.settings.status = policy;
-        self
-    }
-
-    /// Scans tracked bodies with `rules` (see [`TrackedBody::with_sse`]).
-    #[must_use]
-    pub fn with_sse(mut self, rules: SseRules) -> Self {
-        self.settings.sse = Some(rules);
-        self
-    }
-
-    /// Judges responses as gRPC (see [`TrackedBody::with_grpc`]), trailers-only
-    /// responses included.
-    #[must_use]
-    pub fn with_grpc(mut self, policy: GrpcPolicy) -> Self {
-        self.settings.grpc = Some(policy);
-        self
-    }
+    layer_builders!();
 
     /// Calls `observer` with every outcome recorded, and what the breaker did with it.
     /// It runs where the verdict is recorded (possibly in `Drop`, possibly on another
-    /// thread), so it must be quick and must not panic. Not called for rejected calls
-    /// (nothing is recorded), nor for a permit dropped while the thread is panicking.
+    /// thread), so it must be quick and must not panic (a panic while the thread
+    /// unwinds already is caught). Not called for rejected calls (nothing is
+    /// recorded).
     #[must_use]
     pub fn with_observer(
         mut self,
         observer: impl Fn(Outcome, Recorded) + Send + Sync + 'static,
     ) -> Self {
-        self.settings.observer = Some(Arc::new(observer));
+        self.settings.observer = Some(Arc::new(move |(), outcome, recorded| {
+            observer(outcome, recorded);
+        }));
         self
     }
 }
@@ -159,7 +109,7 @@ impl<S> Layer<S> for BreakerLayer {
     fn layer(&self, inner: S) -> BreakerService<S> {
         BreakerService {
             inner,
-            settings: self.settings.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -174,7 +124,7 @@ impl<S> Layer<S> for BreakerLayer {
 #[derive(Debug, Clone)]
 pub struct BreakerService<S> {
     inner: S,
-    settings: Settings,
+    layer: BreakerLayer,
 }
 
 impl<S> BreakerService<S> {
@@ -185,98 +135,7 @@ impl<S> BreakerService<S> {
 
     /// The breaker this service records into.
     pub fn breaker(&self) -> &SharedBreaker {
-        &self.settings.breaker
-    }
-}
-
-/// The error of a [`BreakerService`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BreakerError<E> {
-    /// The breaker is open: the inner service was not called.
-    #[error("circuit breaker open")]
-    Rejected {
-        /// When the breaker may admit again, if it knows.
-        retry_after: Option<Duration>,
-    },
-    /// The inner service failed (recorded as a failed send).
-    #[error("the inner service failed")]
-    Inner(#[source] E),
-}
-
-impl<E> BreakerError<E> {
-    /// When the breaker may admit again: `Some` only for a rejection that knows.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Rejected { retry_after } => *retry_after,
-            Self::Inner(_) => None,
-        }
-    }
-
-    /// Whether the breaker rejected the call.
-    pub fn is_rejected(&self) -> bool {
-        matches!(self, Self::Rejected { .. })
-    }
-
-    /// The inner service's error, if that is what this is.
-    pub fn into_inner(self) -> Option<E> {
-        match self {
-            Self::Inner(e) => Some(e),
-            Self::Rejected { .. } => None,
-        }
-    }
-}
-
-/// The recorder of a [`BreakerService`]'s calls: the breaker's permit, and the
-/// layer's observer. Dropped unrecorded (a response future dropped before the
-/// headers), it records [`Abandoned`](Verdict::Abandoned) with cause
-/// [`ClientLeft`](Cause::ClientLeft).
-pub struct PermitRecorder {
-    permit: Option<OwnedSharedPermit>,
-    observer: Option<Observer>,
-}
-
-impl PermitRecorder {
-    /// The permit it holds (`None` once recorded).
-    pub fn permit(&self) -> Option<&OwnedSharedPermit> {
-        self.permit.as_ref()
-    }
-}
-
-impl core::fmt::Debug for PermitRecorder {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PermitRecorder")
-            .field("permit", &self.permit)
-            .field("observer", &self.observer.is_some())
-            .finish()
-    }
-}
-
-impl Recorder for PermitRecorder {
-    /// Records `outcome.verdict` into the breaker, then tells the observer.
-    fn record(mut self, outcome: Outcome) {
-        self.deliver(outcome);
-    }
-}
-
-impl PermitRecorder {
-    fn deliver(&mut self, outcome: Outcome) {
-        if let Some(permit) = self.permit.take() {
-            let recorded = permit.report(outcome.verdict);
-            if let Some(observer) = self.observer.take() {
-                observer(outcome, recorded);
-            }
-        }
-    }
-}
-
-impl Drop for PermitRecorder {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // The permit's own drop records Abandoned; the observer is not risked.
-            self.observer = None;
-        }
-        self.deliver(Outcome::new(Verdict::Abandoned, Cause::ClientLeft, 0, 0));
+        &self.layer.breaker
     }
 }
 
@@ -294,140 +153,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match self.settings.breaker.try_acquire_owned() {
-            Err(rejected) => ResponseFuture {
-                kind: Kind::Rejected {
-                    retry_after: rejected.retry_after,
-                },
-            },
-            Ok(permit) => ResponseFuture {
-                kind: Kind::Waiting {
-                    future: self.inner.call(request),
-                    call: Some(Call {
-                        recorder: PermitRecorder {
-                            permit: Some(permit),
-                            observer: self.settings.observer.clone(),
-                        },
-                        status: self.settings.status,
-                        sse: self.settings.sse.clone(),
-                        grpc: self.settings.grpc,
-                    }),
-                },
-            },
-        }
-    }
-}
-
-/// One admitted call, waiting for its response.
-struct Call {
-    recorder: PermitRecorder,
-    status: StatusPolicy,
-    sse: Option<SseRules>,
-    grpc: Option<GrpcPolicy>,
-}
-
-impl Call {
-    /// The response's body, tracked or settled.
-    fn body<B: Body>(
-        self,
-        response: &http::response::Parts,
-        body: B,
-    ) -> TrackedBody<B, PermitRecorder> {
-        fn settled<B: Body>(
-            body: B,
-            recorder: PermitRecorder,
-            verdict: Verdict,
-            cause: Cause,
-        ) -> TrackedBody<B, PermitRecorder> {
-            let outcome = Outcome::new(verdict, cause, 0, 0);
-            recorder.record(outcome);
-            TrackedBody::settled(body, outcome)
-        }
-        match self.status.classify(response.status.as_u16()) {
-            Classified::Settle(verdict) => {
-                return settled(body, self.recorder, verdict, Cause::Status);
-            }
-            Classified::Track => {}
-            // `Classified` may grow: anything else is tracked.
-            _ => {}
-        }
-        if let Some(grpc) = self.grpc {
-            if let Some(verdict) = grpc.classify_headers(&response.headers) {
-                return settled(body, self.recorder, verdict, Cause::GrpcStatus);
-            }
-        }
-        let mut tracked = TrackedBody::new(body, self.recorder);
-        if let Some(rules) = self.sse {
-            tracked = tracked.with_sse(rules);
-        }
-        if let Some(policy) = self.grpc {
-            tracked = tracked.with_grpc(policy);
-        }
-        tracked
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Waiting { #[pin] future: F, call: Option<Call> },
-        Rejected { retry_after: Option<Duration> },
-    }
-}
-
-pin_project! {
-    /// The response future of a [`BreakerService`]. Dropped before the response, the
-    /// call is [`Abandoned`](Verdict::Abandoned).
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-impl<F> core::fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: Body,
-{
-    type Output = Result<Response<TrackedBody<B, PermitRecorder>>, BreakerError<E>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Rejected { retry_after } => Poll::Ready(Err(BreakerError::Rejected {
-                retry_after: *retry_after,
-            })),
-            KindProj::Waiting { future, call } => {
-                let result = match future.poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(result) => result,
-                };
-                // Polled again after it completed: the inner future's contract says
-                // what that does; there is nothing left to record.
-                let Some(call) = call.take() else {
-                    return Poll::Ready(result.map_err(BreakerError::Inner).map(|r| {
-                        r.map(|b| TrackedBody::settled(b, Outcome::from(Verdict::Abandoned)))
-                    }));
-                };
-                Poll::Ready(match result {
-                    Err(e) => {
-                        let verdict = call.status.classify_send_failure();
-                        call.recorder
-                            .record(Outcome::new(verdict, Cause::SendFailed, 0, 0));
-                        Err(BreakerError::Inner(e))
-                    }
-                    Ok(response) => {
-                        let (parts, body) = response.into_parts();
-                        let body = call.body(&parts, body);
-                        Ok(Response::from_parts(parts, body))
-                    }
-                })
-            }
-        }
+        let admitted: Result<OwnedSharedPermit, _> = self.layer.breaker.try_acquire_owned();
+        self.layer.settings.call(&mut self.inner, admitted, request)
     }
 }

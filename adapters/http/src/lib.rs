@@ -11,6 +11,10 @@
 //! * [`BreakerLayer`] is a tower layer around a client service for one worker: it
 //!   takes a permit per call, rejects at once when the breaker is open, classifies the
 //!   status line and hands back the body as a `TrackedBody` carrying the permit.
+//! * [`PoolLayer`] is the same for a pool of workers behind one client service (a
+//!   [`SharedBreakerSet`](sluice::breaker::SharedBreakerSet)): it picks a worker per
+//!   call, hands the [`PickedWorker`] to the inner service to route by, and records
+//!   the call's verdict to that worker's breaker.
 //!
 //! No runtime and no HTTP implementation: any `http` 1 / `http-body` 1 stack fits
 //! (hyper, hyper-util, axum, tonic's transport).
@@ -63,12 +67,23 @@
 #![deny(missing_docs)]
 
 mod body;
+mod error;
+mod future;
 mod grpc;
 mod layer;
+mod permit;
+mod pool;
+mod recorder;
+mod settings;
 
 pub use body::TrackedBody;
+pub use error::BreakerError;
+pub use future::ResponseFuture;
 pub use grpc::GrpcPolicy;
-pub use layer::{BreakerError, BreakerLayer, BreakerService, PermitRecorder, ResponseFuture};
+pub use layer::{BreakerLayer, BreakerService};
+pub use permit::LayerPermit;
+pub use pool::{PickedWorker, PoolLayer, PoolService};
+pub use recorder::PermitRecorder;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

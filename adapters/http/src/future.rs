@@ -1,0 +1,171 @@
+//! The response future of the layers' services: waits for the response head, then
+//! settles the call or hands its recorder to the body.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+use http::Response;
+use http_body::Body;
+use pin_project_lite::pin_project;
+use sluice::breaker::{Classified, OwnedSharedPermit, StatusPolicy};
+use sluice::{Cause, Outcome, RecordGuard, Recorder, Verdict};
+
+use crate::settings::Sse;
+use crate::{BreakerError, GrpcPolicy, LayerPermit, PermitRecorder, TrackedBody};
+
+/// One admitted call, waiting for its response head.
+pub(crate) struct Call<P: LayerPermit> {
+    /// Dropped before the head (the client left), it records Abandoned, `client_left`.
+    pub(crate) guard: RecordGuard<PermitRecorder<P>>,
+    pub(crate) judge: Judge,
+}
+
+/// How a call's response head is judged: the layer's settings, for one call.
+pub(crate) struct Judge {
+    pub(crate) status: StatusPolicy,
+    pub(crate) sse: Option<Sse>,
+    pub(crate) grpc: Option<GrpcPolicy>,
+}
+
+impl<P: LayerPermit> Call<P> {
+    /// The call's response (or the inner service's error), its verdict recorded or
+    /// handed to the body.
+    fn finish<B: Body, E>(
+        self,
+        result: Result<Response<B>, E>,
+    ) -> Result<Response<TrackedBody<B, PermitRecorder<P>>>, BreakerError<E>> {
+        // Nothing below awaits: the recorder records, or goes into the body, now.
+        let recorder = self.guard.disarm();
+        match result {
+            Err(e) => {
+                let verdict = self.judge.status.classify_send_failure();
+                recorder.record(Outcome::new(verdict, Cause::SendFailed, 0, 0));
+                Err(BreakerError::Inner(e))
+            }
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                recorder.permit().tag(&mut parts.extensions);
+                let body = self.judge.body(&parts, body, recorder);
+                Ok(Response::from_parts(parts, body))
+            }
+        }
+    }
+}
+
+impl Judge {
+    /// The response's body, tracked or settled.
+    fn body<B: Body, R: Recorder>(
+        self,
+        response: &http::response::Parts,
+        body: B,
+        recorder: R,
+    ) -> TrackedBody<B, R> {
+        fn settled<B: Body, R: Recorder>(
+            body: B,
+            recorder: R,
+            verdict: Verdict,
+            cause: Cause,
+        ) -> TrackedBody<B, R> {
+            let outcome = Outcome::new(verdict, cause, 0, 0);
+            recorder.record(outcome);
+            TrackedBody::settled(body, outcome)
+        }
+        match self.status.classify(response.status.as_u16()) {
+            Classified::Settle(verdict) => {
+                return settled(body, recorder, verdict, Cause::Status);
+            }
+            Classified::Track => {}
+            // `Classified` may grow: anything else is tracked.
+            _ => {}
+        }
+        if let Some(grpc) = self.grpc {
+            if let Some(verdict) = grpc.classify_headers(&response.headers) {
+                return settled(body, recorder, verdict, Cause::GrpcStatus);
+            }
+        }
+        let mut tracked = TrackedBody::new(body, recorder);
+        if let Some(rules) = self.sse.and_then(|sse| sse.rules_for(&response.headers)) {
+            tracked = tracked.with_sse(rules);
+        }
+        if let Some(policy) = self.grpc {
+            tracked = tracked.with_grpc(policy);
+        }
+        tracked
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, P: LayerPermit> {
+        Waiting { #[pin] future: F, call: Option<Call<P>> },
+        Rejected { retry_after: Option<Duration> },
+    }
+}
+
+pin_project! {
+    /// The response future of a [`BreakerService`](crate::BreakerService) (`P` is
+    /// [`OwnedSharedPermit`]) and of a [`PoolService`](crate::PoolService) (`P` is
+    /// [`SetPermit`](sluice::breaker::SetPermit)). Dropped before the response head,
+    /// the call is [`Abandoned`](Verdict::Abandoned) (cause
+    /// [`ClientLeft`](Cause::ClientLeft)).
+    pub struct ResponseFuture<F, P: LayerPermit = OwnedSharedPermit> {
+        #[pin]
+        kind: Kind<F, P>,
+    }
+}
+
+impl<F, P: LayerPermit> ResponseFuture<F, P> {
+    pub(crate) const fn rejected(retry_after: Option<Duration>) -> Self {
+        Self {
+            kind: Kind::Rejected { retry_after },
+        }
+    }
+
+    pub(crate) const fn waiting(future: F, call: Call<P>) -> Self {
+        Self {
+            kind: Kind::Waiting {
+                future,
+                call: Some(call),
+            },
+        }
+    }
+}
+
+impl<F, P: LayerPermit> core::fmt::Debug for ResponseFuture<F, P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E, P> Future for ResponseFuture<F, P>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+    P: LayerPermit,
+{
+    type Output = Result<Response<TrackedBody<B, PermitRecorder<P>>>, BreakerError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Rejected { retry_after } => Poll::Ready(Err(BreakerError::Rejected {
+                retry_after: *retry_after,
+            })),
+            KindProj::Waiting { future, call } => {
+                let result = match future.poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => result,
+                };
+                Poll::Ready(match call.take() {
+                    Some(call) => call.finish(result),
+                    // Polled again after it completed: the inner future's contract says
+                    // what that does; there is nothing left to record.
+                    None => result.map_err(BreakerError::Inner).map(|r| {
+                        r.map(|b| TrackedBody::settled(b, Outcome::from(Verdict::Abandoned)))
+                    }),
+                })
+            }
+        }
+    }
+}
