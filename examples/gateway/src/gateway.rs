@@ -2,16 +2,25 @@
 //! a [`SharedBreakerSet`] (one breaker per worker, a cap on how many are ejected at
 //! once) choosing the worker.
 //!
-//! Per request: [`pick`](SharedBreakerSet::pick) a worker (round-robin or least in
-//! flight, among those whose breaker admits the call), send the request upstream,
-//! classify the start of the answer with the [`StatusPolicy`], and hand the
-//! upstream's body to the client as a [`TrackedStream`] straight in
-//! `Body::from_stream` (the direct-body path: no task, no channel), with the SSE
-//! rules of the route's API ([`Api`]). The [`SetPermit`] rides inside a `Ticket`,
-//! the stream's recorder, which [`report`](SetPermit::report)s the verdict and logs
-//! what the breaker did with it (a transition, an ejection the cap refused, a stale
-//! permit), counts it in the [`metrics`], and emits one `tracing`
+//! Per request ([`proxy`]): [`pick`](SharedBreakerSet::pick) a worker (round-robin
+//! or least in flight, among those whose breaker admits the call), send the request
+//! upstream (its body exactly as it came, but for an engine profile's `rid`), wait
+//! for the response head at most the header timeout, classify it with the
+//! [`StatusPolicy`] (a redirect is not followed: a 3xx is the worker's Failure and
+//! the client's 502; another non-2xx is passed on with at most
+//! [`ERROR_BODY_CAP`](proxy::ERROR_BODY_CAP) of its body), and hand a 2xx body to
+//! the client as a [`TrackedStream`](sluice::TrackedStream) straight in
+//! `Body::from_stream` (the direct-body path: no task, no channel). The rules come
+//! from the response: a `text/event-stream` body gets the SSE rules of the route's
+//! API ([`Api`]); any other body is tracked without rules. The [`SetPermit`] rides
+//! inside a ticket, the stream's recorder, which [`report`](SetPermit::report)s the
+//! verdict and logs what the breaker did with it (a transition, an ejection the cap
+//! refused, a stale permit), counts it in the [`metrics`], and emits one `tracing`
 //! event per verdict and per transition.
+//!
+//! Client-facing errors name a worker by its name only; the detail (reqwest's error
+//! chain, which holds the URL) goes to the logs. [`health`] has the active health
+//! checks, [`Gateway::end_streams`] the end of the shutdown grace.
 //!
 //! When the client leaves, hyper drops the body, which drops the upstream response
 //! (closing the worker's connection, so the engine stops) and records `Abandoned`. A
@@ -21,27 +30,36 @@
 //! profile that aborts explicitly ([`Engine`]), an abandoned request that reached the
 //! engine is also aborted by id, from a spawned task.
 
+pub mod health;
+pub mod proxy;
+mod shutdown;
+mod ticket;
+
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
 use axum::extract::State as AxumState;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sluice::breaker::{
-    Classified, Clock, Config, ConfigError, Pick, Reason, Recorded, SetPermit, SharedBreakerSet,
-    State, StatusPolicy, Transition,
+    Clock, Config, ConfigError, Pick, Reason, SetPermit, SharedBreakerSet, State, StatusPolicy,
+    Transition,
 };
 use sluice::sse::SseRules;
-use sluice::{Cause, Outcome, RecordGuard, Recorder, TrackedStream, Verdict};
+use sluice::{Outcome, Verdict};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 
+pub use self::health::HealthCheck;
 use crate::engine::{self, ABORT_TIMEOUT, Engine, RidMinter};
 use crate::metrics::{self, Metrics, reason_name, state_name};
+
+/// How long the gateway waits for a worker's response head, by default.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The header that carries a request's id to the worker (and into the timeline).
 pub const REQUEST_ID: &str = "x-request-id";
@@ -115,16 +133,26 @@ pub enum How {
     Status(u16),
     /// The request never got an answer (connect error).
     SendFailed,
-    /// A streaming request was answered with something other than an event stream.
-    NotSse,
+    /// The worker sent no response head within the header timeout.
+    HeaderTimeout,
     /// The client left while the gateway waited for the worker's headers.
     ClientLeft,
+    /// The gateway's shutdown grace ended while it waited for the worker's headers.
+    Shutdown,
 }
 
 impl How {
-    /// Whether the client leaving ended it (the upstream was dropped early).
+    /// Whether the gateway stopped waiting for a request the engine has (the client
+    /// left, the shutdown grace ended, or the head never came): the upstream was
+    /// dropped early, and an engine profile that aborts by id is asked to stop.
     const fn cancelled(self, verdict: Verdict) -> bool {
-        matches!(verdict, Verdict::Abandoned) && matches!(self, Self::Stream | Self::ClientLeft)
+        match self {
+            Self::Stream | Self::ClientLeft | Self::Shutdown => {
+                matches!(verdict, Verdict::Abandoned)
+            }
+            Self::HeaderTimeout => true,
+            Self::Status(_) | Self::SendFailed => false,
+        }
     }
 
     /// A label for logs.
@@ -133,8 +161,9 @@ impl How {
             Self::Stream => "stream",
             Self::Status(_) => "status",
             Self::SendFailed => "send_failed",
-            Self::NotSse => "not_sse",
+            Self::HeaderTimeout => "header_timeout",
             Self::ClientLeft => "client_left_before_headers",
+            Self::Shutdown => "shutdown_before_headers",
         }
     }
 }
@@ -205,6 +234,13 @@ pub enum Event {
         /// How it went: `ok`, `rejected` (a non-2xx answer), `failed`, `timeout`.
         result: &'static str,
     },
+    /// A health check of `worker` ran ([`health`]).
+    HealthCheck {
+        /// The worker.
+        worker: usize,
+        /// It answered 2xx in time.
+        passed: bool,
+    },
 }
 
 /// Why a gateway cannot be built.
@@ -233,16 +269,22 @@ pub struct Options {
     pub pick: Pick,
     /// The engine profile.
     pub engine: Engine,
+    /// How long to wait for a worker's response head (status line and headers);
+    /// past it the request is the worker's Failure (cause `header_timeout`) and the
+    /// client gets a 504.
+    pub header_timeout: Duration,
 }
 
 impl Options {
-    /// `config`, the set's default cap, round-robin, the generic engine profile.
+    /// `config`, the set's default cap, round-robin, the generic engine profile,
+    /// [`DEFAULT_HEADER_TIMEOUT`].
     pub fn new(config: Config) -> Self {
         Self {
             config,
             max_ejected_percent: sluice::breaker::DEFAULT_MAX_EJECTED_PERCENT,
             pick: Pick::RoundRobin,
             engine: Engine::Generic,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -259,6 +301,9 @@ struct Inner {
     policy: StatusPolicy,
     metrics: Metrics,
     events: Option<UnboundedSender<Event>>,
+    header_timeout: Duration,
+    /// True once the shutdown grace is over: every tracked body ends.
+    shutdown: watch::Sender<bool>,
 }
 
 /// The gateway: cheap to clone, every clone the same gateway.
@@ -297,9 +342,11 @@ impl Gateway {
         // just as the next request is written to it (llama-server does, after a
         // streamed answer) would make that request fail with "connection closed
         // before message completed", and count as the worker's Failure. A request to
-        // an engine lasts seconds; a fresh connection costs a handshake.
+        // an engine lasts seconds; a fresh connection costs a handshake. Redirects are
+        // not followed: a 3xx is the worker's Failure.
         let client = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(0)
             .build()?;
@@ -315,6 +362,8 @@ impl Gateway {
                 policy: StatusPolicy::default(),
                 metrics: Metrics::new(&names),
                 events,
+                header_timeout: options.header_timeout,
+                shutdown: watch::channel(false).0,
             }),
         })
     }
@@ -323,7 +372,7 @@ impl Gateway {
     pub fn router(&self) -> Router {
         let mut router = Router::new();
         for api in Api::ALL {
-            router = router.route(api.path(), post(proxy));
+            router = router.route(api.path(), post(proxy::proxy));
         }
         router
             .route("/metrics", get(scrape))
@@ -355,9 +404,37 @@ impl Gateway {
     pub fn set(&self) -> &SharedBreakerSet {
         &self.inner.set
     }
+
+    /// The metrics as `GET /metrics` renders them (also after the server stopped).
+    pub fn metrics_text(&self) -> Result<String, fmt::Error> {
+        self.inner.render_metrics()
+    }
+
+    /// The shutdown grace is over: every stream in flight ends now (Abandoned, cause
+    /// `shutdown`, unless it already ended: its verdict stands), its upstream is
+    /// closed and its client sees a cut body; a request still waiting for its
+    /// worker's head is given up the same way (503), and new requests get a 503.
+    /// Returns how many requests were in flight.
+    pub fn end_streams(&self) -> usize {
+        let in_flight = (0..self.inner.set.len())
+            .map(|w| self.inner.set.in_flight(w))
+            .sum();
+        self.inner.shutdown.send_replace(true);
+        in_flight
+    }
 }
 
 impl Inner {
+    /// Whether the shutdown grace is over.
+    fn grace_is_over(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    fn render_metrics(&self) -> Result<String, fmt::Error> {
+        self.metrics
+            .render(&self.states(), self.set.ejected(), self.set.max_ejected())
+    }
+
     fn emit(&self, event: Event) {
         if let Some(events) = &self.events {
             let _ = events.send(event);
@@ -498,74 +575,6 @@ impl Inner {
     }
 }
 
-/// The recorder of one request from the moment it is sent upstream: holds the
-/// worker's permit until the verdict is in, then reports it and logs what the
-/// breaker did. Its `RecordGuard` records `Abandoned` if the handler is dropped
-/// before the stream starts (the client left while waiting for headers).
-struct Ticket {
-    gw: Arc<Inner>,
-    request: String,
-    permit: Option<SetPermit>,
-    /// The id to abort the request by at the engine, if the profile aborts.
-    rid: Option<String>,
-    /// The stream has started (a verdict through the recorder is the stream's).
-    streaming: bool,
-}
-
-impl Ticket {
-    fn settle(&mut self, outcome: Outcome, how: How) {
-        let Some(permit) = self.permit.take() else {
-            return;
-        };
-        let gw = &self.gw;
-        let worker = permit.worker();
-        match permit.report(outcome.verdict) {
-            Recorded::Counted(Some(t)) => gw.transition(worker, t),
-            Recorded::Stale => gw.emit(Event::Stale {
-                request: self.request.clone(),
-                worker,
-            }),
-            _ => {}
-        }
-        gw.metrics
-            .verdict(worker, outcome, how.cancelled(outcome.verdict));
-        tracing::info!(
-            request = self.request,
-            worker = gw.name(worker),
-            verdict = outcome.verdict.as_str(),
-            cause = outcome.cause.as_str(),
-            chunks = outcome.chunks,
-            bytes = outcome.bytes,
-            how = how.as_str(),
-            "verdict"
-        );
-        gw.emit(Event::Verdict {
-            request: self.request.clone(),
-            worker,
-            outcome,
-            how,
-        });
-        // The request reached the engine (a ticket exists from the send on) and the
-        // client left: ask the engine to stop, if its profile says so.
-        if how.cancelled(outcome.verdict) {
-            if let Some(rid) = self.rid.take() {
-                gw.abort(self.request.clone(), worker, rid);
-            }
-        }
-    }
-}
-
-impl Recorder for Ticket {
-    fn record(mut self, outcome: Outcome) {
-        let how = if self.streaming {
-            How::Stream
-        } else {
-            How::ClientLeft
-        };
-        self.settle(outcome, how);
-    }
-}
-
 /// An OpenAI-style JSON error.
 pub fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
     let body = serde_json::json!({
@@ -580,7 +589,7 @@ pub fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
 }
 
 /// An error and its sources, `: `-separated (reqwest's own message says little).
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -591,163 +600,8 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Whether the request body asks for a stream (`"stream": true`).
-fn wants_stream(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("stream").and_then(serde_json::Value::as_bool))
-        .unwrap_or(false)
-}
-
-/// The headers passed on to the worker (the Anthropic API's key and version too).
-const PASSED: [&str; 6] = [
-    "content-type",
-    "authorization",
-    "accept",
-    "x-api-key",
-    "anthropic-version",
-    "anthropic-beta",
-];
-
-async fn proxy(
-    AxumState(gw): AxumState<Arc<Inner>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(api) = Api::from_path(uri.path()) else {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "no such route");
-    };
-    let request = match headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) => id.to_owned(),
-        None => format!("gw-{}", gw.next_id.fetch_add(1, Ordering::Relaxed)),
-    };
-    let permit = match gw.admit(&request) {
-        Ok(permit) => permit,
-        Err(wait) => {
-            gw.metrics.unavailable();
-            // Whole seconds, rounded up: a client that waits that long finds a probe slot.
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            tracing::warn!(request, retry_after_s = secs, "no worker admitted: 503");
-            gw.emit(Event::Unavailable {
-                request,
-                retry_after: wait,
-            });
-            let mut response = json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "no worker is admitted: every worker's circuit breaker is open",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return response;
-        }
-    };
-    let worker = permit.worker();
-    let upstream = &gw.workers[worker];
-    let streaming = wants_stream(&body);
-    let (body, rid) = if gw.engine.aborts() {
-        match engine::with_rid(&body, &gw.rids.mint()) {
-            Some((rewritten, rid)) => (Bytes::from(rewritten), Some(rid)),
-            None => (body, None),
-        }
-    } else {
-        (body, None)
-    };
-    let url = format!("{}{}", upstream.base.trim_end_matches('/'), api.path());
-    let mut call = gw.client.post(&url).header(REQUEST_ID, &request).body(body);
-    for name in PASSED {
-        if let Some(value) = headers.get(name) {
-            call = call.header(name, value);
-        }
-    }
-    // From here the request is on its way to the engine. If the client leaves while
-    // the gateway waits for the headers, hyper drops this future: the request is
-    // cancelled and the guard records Abandoned (`client_left`).
-    let guard = RecordGuard::new(Ticket {
-        gw: gw.clone(),
-        request,
-        permit: Some(permit),
-        rid,
-        streaming: false,
-    });
-    let response = call.send().await;
-    // Every path below settles the ticket, or hands it to the tracked stream, before
-    // its next await.
-    let mut ticket = guard.disarm();
-    let response = match response {
-        Ok(response) => response,
-        Err(err) => {
-            let failed = Outcome::new(gw.policy.classify_send_failure(), Cause::SendFailed, 0, 0);
-            ticket.settle(failed, How::SendFailed);
-            let message = format!(
-                "upstream {} ({url}) is unreachable: {}",
-                upstream.name,
-                error_chain(&err)
-            );
-            return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
-        }
-    };
-    let status = response.status();
-    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    if let Classified::Settle(verdict) = gw.policy.classify(status.as_u16()) {
-        let settled = Outcome::new(verdict, Cause::Status, 0, 0);
-        ticket.settle(settled, How::Status(status.as_u16()));
-        // Pass the worker's answer on (a 400 explains what was wrong with the request).
-        let text = response.bytes().await.unwrap_or_default();
-        let mut out = (status, text).into_response();
-        if let Some(ct) = content_type {
-            out.headers_mut().insert(header::CONTENT_TYPE, ct);
-        }
-        return out;
-    }
-    let is_sse = content_type
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-    if streaming && !is_sse {
-        // Not what a streaming request asks for: the start of the response decides.
-        ticket.settle(
-            Outcome::new(Verdict::Failure, Cause::Status, 0, 0),
-            How::NotSse,
-        );
-        let got = content_type
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("no content type");
-        let message = format!(
-            "upstream {} answered a streaming request with `{got}`, not an event stream",
-            upstream.name
-        );
-        return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
-    }
-    ticket.streaming = true;
-    // A streamed answer ends at its API's done event; a non-streamed one is tracked
-    // without SSE rules: its clean end is its success.
-    let tracked = TrackedStream::new(response.bytes_stream(), ticket);
-    let tracked = if streaming {
-        tracked.with_sse(api.rules())
-    } else {
-        tracked
-    };
-    let mut out = Response::new(Body::from_stream(tracked));
-    *out.status_mut() = status;
-    if let Some(ct) = content_type {
-        out.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    if streaming {
-        out.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    }
-    out
-}
-
 async fn scrape(AxumState(gw): AxumState<Arc<Inner>>) -> Response {
-    match gw
-        .metrics
-        .render(&gw.states(), gw.set.ejected(), gw.set.max_ejected())
-    {
+    match gw.render_metrics() {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(_) => json_error(
             StatusCode::INTERNAL_SERVER_ERROR,

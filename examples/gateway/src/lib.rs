@@ -43,6 +43,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod duration;
 pub mod engine;
 pub mod gateway;
 pub mod metrics;

@@ -13,6 +13,8 @@
 //! * `sluice_unavailable_total`: requests answered 503 because no worker was admitted;
 //! * `sluice_aborts_total{worker,result}`: explicit aborts sent to an engine (profile
 //!   `sglang`), by how they went: `ok`, `rejected` (non-2xx), `failed`, `timeout`;
+//! * `sluice_health_checks_total{worker,result}`: active health checks (`serve
+//!   --health-check`), by result: `passed` or `failed`;
 //! * `sluice_ejected_workers` and `sluice_max_ejected_workers`: how many workers are
 //!   ejected now, and the cap.
 
@@ -40,6 +42,13 @@ struct WorkerLabels {
 /// Labels of `sluice_aborts_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AbortLabels {
+    worker: String,
+    result: String,
+}
+
+/// Labels of `sluice_health_checks_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthLabels {
     worker: String,
     result: String,
 }
@@ -79,6 +88,7 @@ pub struct Metrics {
     transitions: Family<TransitionLabels, Counter>,
     unavailable: Counter,
     aborts: Family<AbortLabels, Counter>,
+    health: Family<HealthLabels, Counter>,
     ejected: Gauge,
     max_ejected: Gauge,
 }
@@ -122,6 +132,7 @@ impl Metrics {
         let transitions = Family::<TransitionLabels, Counter>::default();
         let unavailable = Counter::default();
         let aborts = Family::<AbortLabels, Counter>::default();
+        let health = Family::<HealthLabels, Counter>::default();
         let ejected = Gauge::default();
         let max_ejected = Gauge::default();
         registry.register(
@@ -155,6 +166,11 @@ impl Metrics {
             aborts.clone(),
         );
         registry.register(
+            "sluice_health_checks",
+            "Active health checks of the workers, by result",
+            health.clone(),
+        );
+        registry.register(
             "sluice_ejected_workers",
             "Workers ejected now (breaker open or half-open)",
             ejected.clone(),
@@ -178,6 +194,7 @@ impl Metrics {
             transitions,
             unavailable,
             aborts,
+            health,
             ejected,
             max_ejected,
         }
@@ -234,6 +251,19 @@ impl Metrics {
             .get_or_create(&AbortLabels {
                 worker: name.clone(),
                 result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one health check of `worker`.
+    pub fn health_check(&self, worker: usize, passed: bool) {
+        let Some(name) = self.workers.get(worker) else {
+            return;
+        };
+        self.health
+            .get_or_create(&HealthLabels {
+                worker: name.clone(),
+                result: if passed { "passed" } else { "failed" }.to_owned(),
             })
             .inc();
     }

@@ -585,7 +585,10 @@ impl<F: FnMut(&Line)> Run<F> {
             } => {
                 scratch.verdicts.push((request, outcome));
             }
-            Event::Unavailable { .. } | Event::Stale { .. } | Event::Abort { .. } => {}
+            Event::Unavailable { .. }
+            | Event::Stale { .. }
+            | Event::Abort { .. }
+            | Event::HealthCheck { .. } => {}
         }
     }
 

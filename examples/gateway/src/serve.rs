@@ -2,6 +2,8 @@
 //! llama.cpp server, or anything that speaks the OpenAI HTTP API; the Anthropic and
 //! Responses routes for engines that speak those too).
 
+use std::collections::HashSet;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,8 +11,23 @@ use sluice::breaker::{Config, DEFAULT_MAX_EJECTED_PERCENT, Pick, StdClock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::duration::{format_duration, parse_duration};
 use crate::engine::Engine;
-use crate::gateway::{Api, Gateway, GatewayError, Options, WorkerSpec};
+use crate::gateway::{Api, Gateway, GatewayError, HealthCheck, Options, WorkerSpec};
+
+/// How long a worker may take to send its response head, by default (`30s`).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = crate::gateway::DEFAULT_HEADER_TIMEOUT;
+
+/// The time between two rounds of health checks, by default (`5s`).
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long streams in flight may run on after SIGTERM or Ctrl-C, by default (`30s`).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// After the grace, how long connections that still hold a stream the gateway could
+/// not end (a client that reads nothing, so its body is never polled) may stay
+/// before the server stops without them.
+pub const AFTER_GRACE: Duration = Duration::from_secs(1);
 
 /// How `serve` picks a worker among those whose breaker admits the call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -39,10 +56,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Base URL of an upstream worker, e.g. http://127.0.0.1:8000 (repeat the flag
-    /// for several workers). The request's path (/v1/chat/completions,
-    /// /v1/completions, /v1/messages, /v1/responses) is appended to it.
-    #[arg(long = "upstream", value_name = "URL", required = true)]
+    /// An upstream worker: its base URL, e.g. http://127.0.0.1:8000, optionally
+    /// named, e.g. alpha=http://127.0.0.1:8000 (repeat the flag for several
+    /// workers). Unnamed, a worker is named host:port. The name is what logs,
+    /// metrics and error answers show; the URL is never shown to clients. The
+    /// request's path (/v1/chat/completions, ...) is appended to the URL. A URL
+    /// with credentials (user:pass@) is refused.
+    #[arg(long = "upstream", value_name = "[NAME=]URL", required = true)]
     pub upstreams: Vec<String>,
 
     /// How to pick a worker among those whose breaker admits the call.
@@ -72,6 +92,27 @@ pub struct ServeArgs {
     /// POST /abort_request when a client abandons a request the engine has).
     #[arg(long, value_enum, default_value_t = Engine::Generic)]
     pub engine: Engine,
+
+    /// How long a worker may take to send its response head (500ms, 30s, 2m): past
+    /// it the request is the worker's failure (cause header_timeout) and the client
+    /// gets a 504.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Check each worker with GET PATH (e.g. /health) every --health-interval; a
+    /// worker failing 3 checks in a row is forced open (no traffic) until a check
+    /// passes. Off unless given.
+    #[arg(long, value_name = "PATH")]
+    pub health_check: Option<String>,
+
+    /// The time between two rounds of health checks, and each check's time limit.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+
+    /// On SIGTERM or Ctrl-C, stop accepting and let streams in flight run for this
+    /// long; then end the rest (their verdict: abandoned, cause shutdown) and exit 0.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 impl ServeArgs {
@@ -86,6 +127,10 @@ impl ServeArgs {
             success_threshold: 2,
             open_secs: 30,
             engine: Engine::Generic,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            health_check: None,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -100,8 +145,39 @@ pub enum ServeError {
     /// An `--upstream` is not a usable URL.
     #[error("invalid --upstream URL `{url}`: {reason}")]
     Upstream {
-        /// The URL as given.
+        /// The URL as given (credentials, if any, replaced by `***`).
         url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An `--upstream` URL carries credentials (`user:pass@` or `user@`).
+    #[error(
+        "--upstream URL `{url}` carries credentials: refused (a worker's URL may show up \
+         in logs; give the worker its credentials another way)"
+    )]
+    Credentials {
+        /// The URL with its credentials replaced by `***`.
+        url: String,
+    },
+    /// An `--upstream` name is unusable.
+    #[error("invalid --upstream name `{name}`: {reason}")]
+    Name {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Two workers have the same name (the default name is `host:port`).
+    #[error(
+        "two --upstream workers are named `{0}`: name them (NAME=URL) so that logs and \
+         metrics can tell them apart"
+    )]
+    DuplicateName(String),
+    /// A flag's value is unusable.
+    #[error("invalid --{flag}: {reason}")]
+    Flag {
+        /// The flag, without its dashes.
+        flag: &'static str,
         /// What is wrong with it.
         reason: String,
     },
@@ -121,16 +197,50 @@ pub enum ServeError {
     Serve(std::io::Error),
 }
 
-/// Checks one `--upstream` value: an `http` URL with a host, no query or fragment.
-/// Returns the base the request paths are appended to.
-pub fn parse_upstream(url: &str) -> Result<String, ServeError> {
+/// `text` with whatever stands before an `@` in its authority replaced by `***`,
+/// for error messages.
+fn redacted(text: &str) -> String {
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, text),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let redacted_rest = match rest[..authority_end].rfind('@') {
+        Some(at) => format!("***{}", &rest[at..]),
+        None => rest.to_owned(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{redacted_rest}"),
+        None => redacted_rest,
+    }
+}
+
+/// Checks one `--upstream` value, `[NAME=]URL`: the URL an `http` URL with a host,
+/// no credentials, no query or fragment. Returns the worker: its name (as given, or
+/// the URL's `host:port`) and the base the request paths are appended to.
+///
+/// A `NAME` has no `:`, `/` or whitespace (so `http://h/a=b` is a URL, not a name).
+pub fn parse_upstream(spec: &str) -> Result<WorkerSpec, ServeError> {
+    let (name, url) = match spec.split_once('=') {
+        Some((name, url)) if !name.contains([':', '/']) => (Some(name.trim()), url.trim()),
+        _ => (None, spec.trim()),
+    };
     let bad = |reason: &str| ServeError::Upstream {
-        url: url.to_owned(),
+        url: redacted(url),
         reason: reason.to_owned(),
     };
+    if let Some(name) = name {
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ServeError::Name {
+                name: name.to_owned(),
+                reason: "a name is not empty and has no spaces".to_owned(),
+            });
+        }
+    }
     if !url.contains("://") {
         return Err(bad(&format!(
-            "it has no scheme (did you mean http://{url}?)"
+            "it has no scheme (did you mean http://{}?)",
+            redacted(url)
         )));
     }
     let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
@@ -144,13 +254,21 @@ pub fn parse_upstream(url: &str) -> Result<String, ServeError> {
         }
         other => return Err(bad(&format!("the scheme must be http, not `{other}`"))),
     }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host"));
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ServeError::Credentials { url: redacted(url) });
     }
+    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        return Err(bad("it has no host"));
+    };
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(bad("a worker's base URL takes no query or fragment"));
     }
-    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let name = name.map_or_else(|| format!("{host}:{port}"), str::to_owned);
+    Ok(WorkerSpec {
+        name,
+        base: parsed.as_str().trim_end_matches('/').to_owned(),
+    })
 }
 
 /// A running `serve` gateway.
@@ -158,11 +276,20 @@ pub fn parse_upstream(url: &str) -> Result<String, ServeError> {
 pub struct Serving {
     /// The address it listens on (the real port when `--listen` asked for port 0).
     pub addr: SocketAddr,
+    gateway: Gateway,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    health: Option<JoinHandle<()>>,
 }
 
 impl Serving {
-    /// Serves until the server fails.
+    /// The gateway (its breaker states, its metrics: also after it stopped).
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Serves until the server fails, or until the shutdown trigger given to
+    /// [`start_until`] fired and the streams in flight ended (within the grace, or
+    /// ended by it).
     pub async fn wait(mut self) -> Result<(), ServeError> {
         match self.task.take() {
             Some(task) => match task.await {
@@ -179,22 +306,71 @@ impl Drop for Serving {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        if let Some(health) = self.health.take() {
+            health.abort();
+        }
     }
 }
 
-/// Checks the flags, binds the listen address and starts serving in a task.
+/// Checks the flags, binds the listen address and starts serving in a task, until
+/// dropped (no shutdown trigger: see [`start_until`]).
 pub async fn start(args: &ServeArgs) -> Result<Serving, ServeError> {
-    if args.upstreams.is_empty() {
+    start_until(args, std::future::pending()).await
+}
+
+/// The workers of `--upstream`, checked, their names distinct.
+pub fn workers(upstreams: &[String]) -> Result<Vec<WorkerSpec>, ServeError> {
+    if upstreams.is_empty() {
         return Err(ServeError::NoUpstream);
     }
+    let mut names = HashSet::new();
     let mut workers = Vec::new();
-    for url in &args.upstreams {
-        let base = parse_upstream(url)?;
-        workers.push(WorkerSpec {
-            name: base.clone(),
-            base,
+    for spec in upstreams {
+        let worker = parse_upstream(spec)?;
+        if !names.insert(worker.name.clone()) {
+            return Err(ServeError::DuplicateName(worker.name));
+        }
+        workers.push(worker);
+    }
+    Ok(workers)
+}
+
+/// The health check `--health-check` and `--health-interval` ask for, if any.
+fn health_check(args: &ServeArgs) -> Result<Option<HealthCheck>, ServeError> {
+    let Some(path) = &args.health_check else {
+        return Ok(None);
+    };
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ServeError::Flag {
+            flag: "health-check",
+            reason: format!("`{path}` is not a path (it starts with / and has no spaces)"),
         });
     }
+    if args.health_interval.is_zero() {
+        return Err(ServeError::Flag {
+            flag: "health-interval",
+            reason: "it must be longer than zero".to_owned(),
+        });
+    }
+    Ok(Some(HealthCheck::new(path.clone(), args.health_interval)))
+}
+
+/// Like [`start`], with a shutdown trigger: when `shutdown` resolves, the server
+/// stops accepting, lets the streams in flight finish within `--shutdown-grace`,
+/// then ends the rest ([`Gateway::end_streams`]: Abandoned, cause `shutdown`), and
+/// [`Serving::wait`] returns `Ok`.
+pub async fn start_until(
+    args: &ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Serving, ServeError> {
+    let workers = workers(&args.upstreams)?;
+    if args.header_timeout.is_zero() {
+        return Err(ServeError::Flag {
+            flag: "header-timeout",
+            reason: "it must be longer than zero".to_owned(),
+        });
+    }
+    let health = health_check(args)?;
     let config = Config::default()
         .failure_threshold(args.failure_threshold)
         .success_threshold(args.success_threshold)
@@ -204,6 +380,7 @@ pub async fn start(args: &ServeArgs) -> Result<Serving, ServeError> {
         max_ejected_percent: args.max_ejected_percent,
         pick: args.pick.into(),
         engine: args.engine,
+        header_timeout: args.header_timeout,
     };
     let gateway = Gateway::new(workers, options, StdClock::new(), None)?;
     let listener = TcpListener::bind(args.listen)
@@ -216,38 +393,193 @@ pub async fn start(args: &ServeArgs) -> Result<Serving, ServeError> {
         addr: args.listen,
         source,
     })?;
-    let router = gateway.router();
-    let task = tokio::spawn(async move { axum::serve(listener, router).await });
+    let health = health.map(|check| tokio::spawn(gateway.health_checks(check)));
+    let task = tokio::spawn(serve_until(
+        listener,
+        gateway.clone(),
+        shutdown,
+        args.shutdown_grace,
+    ));
     Ok(Serving {
         addr,
+        gateway,
         task: Some(task),
+        health,
     })
 }
 
-/// `serve`: starts, says where it listens, and serves until stopped or Ctrl-C.
+/// Serves until `shutdown`, then for at most the grace (and [`AFTER_GRACE`]).
+async fn serve_until(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(
+            grace = %format_duration(grace),
+            "shutting down: no new connections; streams in flight have the grace to finish"
+        );
+        let _ = stopping.send(());
+    };
+    let server = axum::serve(listener, gateway.router())
+        .with_graceful_shutdown(signal)
+        .into_future();
+    let grace_timer = async move {
+        if stopped.await.is_err() {
+            // The server ended before any shutdown: nothing to time.
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(grace).await;
+        let in_flight = gateway.end_streams();
+        tracing::info!(
+            in_flight,
+            "shutdown grace over: ending the requests in flight (abandoned, cause shutdown)"
+        );
+        tokio::time::sleep(AFTER_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served,
+        () = grace_timer => {
+            tracing::warn!("connections still open after the grace: stopping without them");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves at the first SIGTERM or Ctrl-C (SIGINT).
+async fn terminate_or_interrupt() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => Some(term),
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}): Ctrl-C only");
+                None
+            }
+        };
+        let terminated = async {
+            match term.as_mut() {
+                Some(term) => drop(term.recv().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = terminated => tracing::info!("SIGTERM"),
+            () = interrupted() => tracing::info!("interrupted"),
+        }
+    }
+    #[cfg(not(unix))]
+    interrupted().await;
+}
+
+/// Resolves at Ctrl-C; never, without a signal handler.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// `serve`: starts, says where it listens, and serves until stopped by SIGTERM or
+/// Ctrl-C (then shuts down gracefully and returns `Ok`).
 pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
-    let serving = start(args).await?;
+    let serving = start_until(args, terminate_or_interrupt()).await?;
     let routes: Vec<&str> = Api::ALL.iter().map(|api| api.path()).collect();
     tracing::info!(
         listen = %serving.addr,
-        upstreams = %args.upstreams.join(", "),
+        upstreams = %serving.gateway.names().join(", "),
         routes = %routes.join(", "),
         pick = ?args.pick,
         max_ejected_percent = args.max_ejected_percent,
         engine = %args.engine,
+        header_timeout = %format_duration(args.header_timeout),
+        health_check = args.health_check.as_deref().unwrap_or("off"),
+        shutdown_grace = %format_duration(args.shutdown_grace),
         "sluice gateway serving (GET /metrics for the metrics)"
     );
-    let interrupted = async {
-        // Without a signal handler, serve until killed.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+    serving.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_default_to_host_and_port() {
+        let w = parse_upstream("http://127.0.0.1:8000").expect("url");
+        assert_eq!(
+            (w.name.as_str(), w.base.as_str()),
+            ("127.0.0.1:8000", "http://127.0.0.1:8000")
+        );
+        let w = parse_upstream("http://localhost/v1/").expect("url");
+        assert_eq!(
+            (w.name.as_str(), w.base.as_str()),
+            ("localhost:80", "http://localhost/v1")
+        );
+        let w = parse_upstream("http://[::1]:9000").expect("url");
+        assert_eq!(w.name, "[::1]:9000");
+        let w = parse_upstream("alpha=http://10.0.0.1:8000").expect("named");
+        assert_eq!(
+            (w.name.as_str(), w.base.as_str()),
+            ("alpha", "http://10.0.0.1:8000")
+        );
+        let w = parse_upstream("http://h:1/a=b").expect("an = in the path");
+        assert_eq!(
+            (w.name.as_str(), w.base.as_str()),
+            ("h:1", "http://h:1/a=b")
+        );
+    }
+
+    #[test]
+    fn credentials_are_refused_and_never_echoed() {
+        for url in [
+            "http://user:hunter2@127.0.0.1:8000",
+            "http://user@127.0.0.1:8000",
+            "http://:hunter2@127.0.0.1:8000",
+            "alpha=http://user:hunter2@127.0.0.1:8000/v1",
+        ] {
+            let err = parse_upstream(url).expect_err(url);
+            assert!(
+                matches!(err, ServeError::Credentials { .. }),
+                "{url}: {err:?}"
+            );
+            let message = err.to_string();
+            assert!(message.contains("credentials"), "{message}");
+            assert!(message.contains("***@127.0.0.1:8000"), "{message}");
+            assert!(
+                !message.contains("hunter2") && !message.contains("user"),
+                "{message}"
+            );
         }
-    };
-    tokio::select! {
-        served = serving.wait() => served,
-        () = interrupted => {
-            tracing::info!("interrupted: stopping (in-flight streams are dropped, their upstreams closed)");
-            Ok(())
-        }
+        // Without a scheme, the error redacts too.
+        let err = parse_upstream("user:hunter2@127.0.0.1:8000").expect_err("no scheme");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_and_duplicates_are_refused() {
+        let err = parse_upstream("=http://127.0.0.1:1").expect_err("empty name");
+        assert!(matches!(err, ServeError::Name { .. }), "{err:?}");
+        let err = parse_upstream("a b=http://127.0.0.1:1").expect_err("space");
+        assert!(matches!(err, ServeError::Name { .. }), "{err:?}");
+        let twice = [
+            "http://127.0.0.1:1/a".to_owned(),
+            "http://127.0.0.1:1/b".to_owned(),
+        ];
+        let err = workers(&twice).expect_err("same host:port");
+        assert!(
+            matches!(&err, ServeError::DuplicateName(n) if n == "127.0.0.1:1"),
+            "{err:?}"
+        );
+        let named = [
+            "a=http://127.0.0.1:1/a".to_owned(),
+            "b=http://127.0.0.1:1/b".to_owned(),
+        ];
+        assert_eq!(workers(&named).expect("named apart").len(), 2);
     }
 }

@@ -156,8 +156,8 @@ async fn the_gateway_in_front_of_llama_server() {
     let gateway = format!("http://{}", serving.addr);
     let series = |verdict: &str, cause: &str| {
         format!(
-            "sluice_verdicts_total{{worker=\"{}\",verdict=\"{verdict}\",cause=\"{cause}\"}}",
-            engine.url()
+            "sluice_verdicts_total{{worker=\"127.0.0.1:{}\",verdict=\"{verdict}\",cause=\"{cause}\"}}",
+            engine.port
         )
     };
 

@@ -123,7 +123,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_abort_per_abandoned_request_and_none_for_finished_ones() {
     let rig = Rig::start(Engine::Sglang).await;
-    let w = rig.engine.url();
+    let w = rig.engine.addr.to_string();
     let aborts_ok = format!("sluice_aborts_total{{worker=\"{w}\",result=\"ok\"}}");
 
     rig.finished("f1").await;
@@ -222,7 +222,7 @@ async fn the_generic_profile_leaves_the_zombie_decoding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_before_the_headers_gets_its_request_aborted() {
     let rig = Rig::start(Engine::Sglang).await;
-    let w = rig.engine.url();
+    let w = rig.engine.addr.to_string();
     let send = rig
         .client
         .post(format!("http://{}/v1/chat/completions", rig.serving.addr))
