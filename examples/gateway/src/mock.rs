@@ -16,7 +16,9 @@
 //! `mock_hold_headers: true` never answers (a mock SGLang generates all the same).
 //! A worker set [`failing`](MockWorker::set_failing) answers 200, streams two tokens
 //! and then breaks the connection mid-stream; one given a
-//! [`status`](MockWorker::set_status) answers every request with it.
+//! [`status`](MockWorker::set_status) answers every request with it. `GET /health`
+//! answers 200, or 503 once the worker is set
+//! [`unhealthy`](MockWorker::set_healthy).
 //!
 //! A worker started with [`MockWorker::start_sglang`] behaves as SGLang does when it
 //! fails to notice a disconnect: each request's generation runs in a task of its
@@ -36,7 +38,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use futures_util::stream;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -79,6 +81,8 @@ struct WorkerState {
     rids: Mutex<HashMap<String, String>>,
     /// Aborts that named no known rid.
     unknown_aborts: AtomicU32,
+    /// `GET /health` answers 503.
+    unhealthy: AtomicBool,
 }
 
 impl WorkerState {
@@ -131,6 +135,7 @@ impl MockWorker {
             .route("/v1/messages", post(handle))
             .route("/v1/responses", post(handle))
             .route("/abort_request", post(abort))
+            .route("/health", get(health))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -163,6 +168,11 @@ impl MockWorker {
             .status
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = status;
+    }
+
+    /// From now on, `GET /health` answers 200 (`true`) or 503 (`false`).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.unhealthy.store(!healthy, Ordering::SeqCst);
     }
 
     /// `POST /abort_request` calls that named no request this worker knows.
@@ -511,6 +521,15 @@ fn sglang_stream(format: Format, ask: &Ask, pace: Duration, guard: DropGuard) ->
         Some((Ok::<_, std::io::Error>(event), (guard, rx)))
     });
     Body::from_stream(events)
+}
+
+/// `GET /health`: 200, or 503 when set unhealthy.
+async fn health(State(state): State<Arc<WorkerState>>) -> StatusCode {
+    if state.unhealthy.load(Ordering::SeqCst) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    }
 }
 
 /// `POST /abort_request {"rid": ...}`, as SGLang takes it.

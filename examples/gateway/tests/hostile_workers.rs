@@ -1,0 +1,496 @@
+//! `serve` in front of workers that misbehave, each a real server on loopback: one
+//! that redirects, one that streams an error object whatever the request says, one
+//! that accepts and never answers, one whose health endpoint fails; and the graceful
+//! shutdown with a stream in flight.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{self, any};
+use sluice::breaker::{Config, Reason, State as BreakerState, StdClock};
+use sluice_gateway::gateway::{Event, Gateway, HealthCheck, Options, WorkerSpec};
+use sluice_gateway::mock::MockWorker;
+use sluice_gateway::serve::{self, ServeArgs};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// How long a test waits for an effect before it fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(DEADLINE, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("no {what} within {DEADLINE:?}"),
+    }
+}
+
+fn args(upstreams: Vec<String>) -> ServeArgs {
+    ServeArgs {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        failure_threshold: 10,
+        success_threshold: 1,
+        open_secs: 3600,
+        ..ServeArgs::new(upstreams)
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Serves `router` on a free port of 127.0.0.1.
+async fn serve_router(router: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+async fn post(gateway: SocketAddr, id: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    let send = client()
+        .post(format!("http://{gateway}/v1/chat/completions"))
+        .header("x-request-id", id)
+        .header("content-type", "application/json")
+        .body(body)
+        .send();
+    within("response", send).await.expect("gateway answers")
+}
+
+async fn scrape(gateway: SocketAddr) -> String {
+    let get = client().get(format!("http://{gateway}/metrics")).send();
+    let response = within("scrape", get).await.expect("metrics");
+    within("metrics text", response.text()).await.expect("text")
+}
+
+/// The value of the series `name{labels}` in an exposition, if present.
+fn series(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+fn verdicts(text: &str, worker: &str, verdict: &str, cause: &str) -> Option<f64> {
+    series(
+        text,
+        &format!(
+            "sluice_verdicts_total{{worker=\"{worker}\",verdict=\"{verdict}\",cause=\"{cause}\"}}"
+        ),
+    )
+}
+
+/// Scrapes until `pred` holds (a stream's verdict is counted when the gateway drops
+/// its body, just after the client saw its end).
+async fn metrics_until(gateway: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = scrape(gateway).await;
+        if pred(&text) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {what} within {DEADLINE:?}:\n{text}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Reads a body to its end; returns the text and whether it ended cleanly.
+async fn read_all(mut response: reqwest::Response) -> (String, bool) {
+    let mut text = Vec::new();
+    loop {
+        match within("chunk", response.chunk()).await {
+            Ok(Some(bytes)) => text.extend_from_slice(&bytes),
+            Ok(None) => return (String::from_utf8_lossy(&text).into_owned(), true),
+            Err(_) => return (String::from_utf8_lossy(&text).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_it_is_the_workers_failure() {
+    // Where the worker points: it must hear nothing.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let target = serve_router(Router::new().fallback(any(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { "followed" }
+    })))
+    .await;
+    let location = format!("http://{target}/v1/chat/completions");
+    let worker = serve_router(Router::new().route(
+        "/v1/chat/completions",
+        routing::post(move || async move {
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, location)],
+            )
+        }),
+    ))
+    .await;
+    let serving = serve::start(&args(vec![format!("redirector=http://{worker}")]))
+        .await
+        .expect("serve");
+    let response = post(serving.addr, "r1", r#"{"stream":true}"#).await;
+    assert_eq!(response.status(), 502);
+    let ct = response.headers()[header::CONTENT_TYPE].clone();
+    assert_eq!(ct, "application/json");
+    let text = within("body", response.text()).await.expect("body");
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON error");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("redirector"), "{message}");
+    assert!(message.contains("307"), "{message}");
+    assert!(
+        !text.contains(&target.to_string()) && !text.contains(&worker.to_string()),
+        "no worker URL in the body: {text}"
+    );
+    let m = scrape(serving.addr).await;
+    assert_eq!(
+        verdicts(&m, "redirector", "failure", "status"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+}
+
+/// What the always-streaming worker received, per request id.
+type Received = Arc<Mutex<Vec<(String, Bytes)>>>;
+
+/// A worker that streams whatever the request says: for a request id starting with
+/// `err`, one token, an error object and the end (no `[DONE]`, as llama.cpp and TGI
+/// end); for `good`, two tokens and `[DONE]` with `Content-Type: Text/Event-Stream;
+/// charset=utf-8`.
+async fn streaming_worker(received: Received) -> SocketAddr {
+    async fn handle(State(received): State<Received>, headers: HeaderMap, body: Bytes) -> Response {
+        let id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((id.clone(), body));
+        let token = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        if id.starts_with("good") {
+            let text = format!("{token}{token}data: [DONE]\n\n");
+            return (
+                [(header::CONTENT_TYPE, "Text/Event-Stream; charset=utf-8")],
+                text,
+            )
+                .into_response();
+        }
+        let text = format!("{token}data: {{\"error\":{{\"message\":\"engine died\"}}}}\n\n");
+        ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response()
+    }
+    serve_router(
+        Router::new()
+            .route("/v1/chat/completions", routing::post(handle))
+            .with_state(received),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdict_rules_come_from_the_response_not_the_request_body() {
+    let received = Received::default();
+    let worker = streaming_worker(received.clone()).await;
+    let name = worker.to_string();
+    let serving = serve::start(&args(vec![format!("http://{worker}")]))
+        .await
+        .expect("serve");
+    // Bodies that the old `"stream": true` sniffing read as non-streaming.
+    let bodies: [(&str, &[u8]); 3] = [
+        ("err-number", br#"{"stream":1}"#),
+        ("err-string", br#"{"stream":"true"}"#),
+        ("err-bom", b"\xEF\xBB\xBF{\"stream\":true}"),
+    ];
+    for (id, body) in bodies {
+        let response = post(serving.addr, id, Bytes::from_static(body)).await;
+        assert_eq!(response.status(), 200, "{id}");
+        let (text, _) = read_all(response).await;
+        assert!(text.contains("engine died"), "{id}: {text}");
+    }
+    let m = metrics_until(serving.addr, "three failures", |m| {
+        verdicts(m, &name, "failure", "error_event") == Some(3.0)
+    })
+    .await;
+    assert_eq!(verdicts(&m, &name, "success", "end"), None, "{m}");
+
+    // A media type in another case, with a parameter: still an event stream.
+    let response = post(serving.addr, "good-1", r#"{"stream":true}"#).await;
+    assert_eq!(response.status(), 200);
+    let (text, clean) = read_all(response).await;
+    assert!(clean && text.ends_with("data: [DONE]\n\n"), "{text}");
+    metrics_until(serving.addr, "a success", |m| {
+        verdicts(m, &name, "success", "done") == Some(1.0)
+    })
+    .await;
+
+    // Each body reached the worker exactly as it came (the BOM too).
+    let received = received.lock().unwrap_or_else(PoisonError::into_inner);
+    for (id, body) in bodies {
+        let got = received.iter().find(|(r, _)| r == id).expect("received");
+        assert_eq!(got.1.as_ref(), body, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_sends_its_head_times_out_and_opens_its_breaker() {
+    // Accepts connections and never writes a byte (it holds them open).
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let worker = silent.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let mut a = args(vec![format!("mute=http://{worker}")]);
+    a.failure_threshold = 2;
+    a.header_timeout = Duration::from_millis(200);
+    let serving = serve::start(&a).await.expect("serve");
+    for id in ["h1", "h2"] {
+        let response = post(serving.addr, id, r#"{"stream":true}"#).await;
+        assert_eq!(response.status(), 504, "{id}");
+        let text = within("body", response.text()).await.expect("body");
+        let body: serde_json::Value = serde_json::from_str(&text).expect("JSON error");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains("mute") && message.contains("no response head"));
+        assert!(!text.contains(&worker.to_string()), "{text}");
+    }
+    let m = scrape(serving.addr).await;
+    assert_eq!(
+        verdicts(&m, "mute", "failure", "header_timeout"),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "sluice_breaker_state{worker=\"mute\",state=\"open\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // Open: the next request is refused at once, without trying the worker.
+    let response = post(serving.addr, "h3", r#"{"stream":true}"#).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// Waits for an event that `pred` picks.
+async fn event(
+    events: &mut UnboundedReceiver<Event>,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    within(what, async {
+        loop {
+            match events.recv().await {
+                Some(e) if pred(&e) => return e,
+                Some(_) => {}
+                None => panic!("the gateway is gone"),
+            }
+        }
+    })
+    .await
+}
+
+/// Posts a short non-streamed request to the gateway at `addr`; returns its status.
+async fn short(addr: SocketAddr, id: &str) -> u16 {
+    let response = post(addr, id, r#"{"stream":false,"max_tokens":1}"#).await;
+    let status = response.status().as_u16();
+    let _ = within("body", response.bytes()).await;
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_failing_its_health_checks_gets_no_traffic_until_it_passes() {
+    let mut workers = Vec::new();
+    for name in ["sick", "well"] {
+        workers.push(
+            MockWorker::start(name, Duration::from_millis(1))
+                .await
+                .expect("mock"),
+        );
+    }
+    let specs = workers
+        .iter()
+        .map(|w| WorkerSpec {
+            name: w.name.clone(),
+            base: w.url(),
+        })
+        .collect();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let options = Options {
+        max_ejected_percent: 50,
+        ..Options::new(Config::default())
+    };
+    let gateway = Gateway::new(specs, options, StdClock::new(), Some(tx)).expect("gateway");
+    let addr = serve_router(gateway.router()).await;
+    let checks =
+        tokio::spawn(gateway.health_checks(HealthCheck::new("/health", Duration::from_millis(20))));
+
+    workers[0].set_healthy(false);
+    let forced = event(&mut events, "the sick worker forced open", |e| {
+        matches!(e, Event::Transition { worker: 0, transition }
+            if transition.to == BreakerState::ForcedOpen && transition.reason == Reason::Forced)
+    })
+    .await;
+    drop(forced);
+    // Over a few more intervals, every request goes to the healthy worker.
+    for round in 0..3 {
+        for n in 0..2 {
+            let id = format!("out-{round}-{n}");
+            assert_eq!(short(addr, &id).await, 200);
+            assert!(workers[1].progress(&id).borrow().arrived, "{id}");
+            assert!(!workers[0].progress(&id).borrow().arrived, "{id}");
+        }
+        event(&mut events, "another failed check", |e| {
+            matches!(
+                e,
+                Event::HealthCheck {
+                    worker: 0,
+                    passed: false
+                }
+            )
+        })
+        .await;
+    }
+    assert_eq!(gateway.states()[0], BreakerState::ForcedOpen);
+
+    workers[0].set_healthy(true);
+    event(&mut events, "the worker released", |e| {
+        matches!(e, Event::Transition { worker: 0, transition }
+            if transition.to == BreakerState::Closed && transition.reason == Reason::Reset)
+    })
+    .await;
+    let mut to_sick = 0;
+    for n in 0..4 {
+        let id = format!("back-{n}");
+        assert_eq!(short(addr, &id).await, 200);
+        to_sick += usize::from(workers[0].progress(&id).borrow().arrived);
+    }
+    assert_eq!(to_sick, 2, "round-robin over both workers again");
+    let m = gateway.metrics_text().expect("metrics");
+    assert!(
+        series(
+            &m,
+            "sluice_health_checks_total{worker=\"sick\",result=\"failed\"}"
+        )
+        .is_some_and(|n| n >= 5.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(
+            &m,
+            "sluice_breaker_transitions_total{worker=\"sick\",from=\"closed\",to=\"forced_open\",reason=\"forced\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    checks.abort();
+}
+
+/// A trigger for `start_until`.
+fn trigger() -> (
+    tokio::sync::oneshot::Sender<()>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+/// Reads until the first event of a stream has come.
+async fn first_event(response: &mut reqwest::Response) -> Vec<u8> {
+    let mut seen = Vec::new();
+    while !seen.windows(2).any(|w| w == b"\n\n") {
+        let bytes = within("first event", response.chunk())
+            .await
+            .expect("stream")
+            .expect("an event");
+        seen.extend_from_slice(&bytes);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_in_flight_at_shutdown_finishes_within_the_grace() {
+    let worker = MockWorker::start("w", Duration::from_millis(20))
+        .await
+        .expect("mock");
+    let (stop, shutdown) = trigger();
+    let mut a = args(vec![format!("w=http://{}", worker.addr)]);
+    a.shutdown_grace = Duration::from_secs(30);
+    let serving = serve::start_until(&a, shutdown).await.expect("serve");
+    let (addr, gateway) = (serving.addr, serving.gateway().clone());
+    let mut response = post(addr, "s1", r#"{"stream":true,"max_tokens":10}"#).await;
+    let mut text = first_event(&mut response).await;
+    stop.send(()).expect("trigger");
+    let (rest, clean) = read_all(response).await;
+    text.extend_from_slice(rest.as_bytes());
+    let text = String::from_utf8_lossy(&text);
+    assert!(clean && text.ends_with("data: [DONE]\n\n"), "{text}");
+    within("the server to stop", serving.wait())
+        .await
+        .expect("a clean stop");
+    let m = gateway.metrics_text().expect("metrics");
+    assert_eq!(verdicts(&m, "w", "success", "done"), Some(1.0), "{m}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after the shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_outlasts_the_grace_is_abandoned_with_cause_shutdown() {
+    let worker = MockWorker::start("w", Duration::from_millis(20))
+        .await
+        .expect("mock");
+    let (stop, shutdown) = trigger();
+    let mut a = args(vec![format!("w=http://{}", worker.addr)]);
+    a.shutdown_grace = Duration::from_millis(100);
+    let serving = serve::start_until(&a, shutdown).await.expect("serve");
+    let gateway = serving.gateway().clone();
+    let mut response = post(
+        serving.addr,
+        "long",
+        r#"{"stream":true,"max_tokens":100000}"#,
+    )
+    .await;
+    first_event(&mut response).await;
+    stop.send(()).expect("trigger");
+    let (text, clean) = read_all(response).await;
+    assert!(!clean, "a cut stream, not a clean end: {text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    within("the server to stop", serving.wait())
+        .await
+        .expect("a clean stop");
+    let mut progress = worker.progress("long");
+    within(
+        "the worker's connection to close",
+        progress.wait_for(|p| p.dropped),
+    )
+    .await
+    .expect("worker log");
+    let m = gateway.metrics_text().expect("metrics");
+    assert_eq!(verdicts(&m, "w", "abandoned", "shutdown"), Some(1.0), "{m}");
+    assert_eq!(verdicts(&m, "w", "abandoned", "client_left"), None, "{m}");
+}
