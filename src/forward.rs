@@ -19,11 +19,16 @@
 //!    upstream connection so the worker stops generating. Under
 //!    [`OnClose::Drain`] the loop keeps reading the upstream and discards the items,
 //!    bounded by the drain limit, so the verdict is the upstream's.
-//! 2. **While an item is being handed over**: the send ([`Downstream::send`]), then
-//!    the send timeout ([`ForwardOptions::send_timeout`]).
-//! 3. **While waiting for the upstream**: the upstream's next item, then the worker's
-//!    timers (first token or idle, then the deadline). An item that is ready when a
-//!    timer fires is taken: it arrived in time, the loop was late.
+//! 2. **While waiting for the upstream**: the worker's timers (first token or idle,
+//!    then the deadline), then the upstream's next item. A timer that is due wins
+//!    over an upstream that is always ready: an endless run of tokens or `: ping`
+//!    keep-alives cannot hold a deadline off.
+//! 3. **While an item is being handed over**: the send ([`Downstream::send`]); once
+//!    the client has kept the item waiting, the deadline; then the send timeout
+//!    ([`ForwardOptions::send_timeout`]). A deadline that passes while the client is
+//!    slow to take an item is the client's doing, not the worker's: the loop gives
+//!    up as the send timeout would (an item the client takes in that same instant
+//!    still reaches it).
 //!
 //! Every item goes to the client in order, an error item too; after an error item
 //! the loop stops. The upstream's end stops it as well. In every case the upstream is
@@ -35,9 +40,9 @@
 //! The worker's timers count **progress**, not bytes: with SSE rules, the dispatched
 //! events that are not keep-alives (a `:` comment or Anthropic's `ping` keeps no
 //! timer at bay); without them, every item. The first-token timer runs from the start
-//! of forwarding to the first progress; the idle timer from the end of each wait that
-//! brought progress (the time the client takes to accept an item does not count) to
-//! the next; the deadline from the start to the end. A timer that fires is the
+//! of forwarding to the first progress; the idle timer from the first wait on the
+//! upstream after each progress (the time the client takes to accept an item does not
+//! count) to the next progress; the deadline from the start to the end. A timer that fires is the
 //! worker's fault: the stream is marked failed with the timer as its
 //! [`Cause`], and the verdict is [`Failure`](crate::Verdict::Failure).
 //! Once the stream has completed in-band (its done event), no timer can blame the
@@ -45,8 +50,9 @@
 //! upstream's end, then stops with [`Ending::Completed`], and the verdict stays
 //! [`Success`](crate::Verdict::Success).
 //!
-//! A client that stops reading (the send timeout) is not the worker's fault: the loop
-//! gives up without marking anything, so a stream with no end yet is
+//! A client that stops reading (the send timeout, or the deadline passing while an
+//! item waits for the client) is not the worker's fault: the loop gives up without
+//! marking anything, so a stream with no end yet is
 //! [`Abandoned`](crate::Verdict::Abandoned), cause
 //! [`ClientStalled`](crate::Cause::ClientStalled).
 //!
@@ -55,12 +61,13 @@
 
 use core::future::{Future, poll_fn};
 use core::pin::{Pin, pin};
-use core::task::{Context, Poll};
+use core::task::Poll;
 use core::time::Duration;
 
 use futures_core::Stream;
-use pin_project_lite::pin_project;
 
+pub use crate::timers::Timer;
+use crate::timers::{ProgressWatch, Timeouts};
 use crate::{Cause, Outcome, Recorder, Terminal, TrackedStream};
 
 /// Where forwarded items go: the client's side of a channel, or any sink that can
@@ -76,16 +83,6 @@ pub trait Downstream<T> {
 
     /// Resolves when the reader has gone (the receiver was dropped).
     fn closed(&self) -> impl Future<Output = ()>;
-}
-
-/// A source of sleeps: the runtime's timer.
-pub trait Timer {
-    /// A sleep: a future that resolves once its time has come.
-    type Sleep: Future<Output = ()>;
-
-    /// Resolves `duration` after this call (the deadline is set when `sleep` is
-    /// called, not when the future is first polled).
-    fn sleep(&self, duration: Duration) -> Self::Sleep;
 }
 
 /// The client has gone: its receiver was dropped.
@@ -157,8 +154,11 @@ impl ForwardOptions {
     }
 
     /// The whole stream must end within `deadline` of the start of forwarding, or it
-    /// fails with cause [`Deadline`](Cause::Deadline). Time spent waiting on a slow
-    /// client counts too: bound that with [`send_timeout`](Self::send_timeout).
+    /// fails with cause [`Deadline`](Cause::Deadline). It fires on time however busy
+    /// the worker is. If it passes while an item waits for a slow client, the client
+    /// is to blame, not the worker: forwarding ends with [`Ending::TimedOut`] and
+    /// nothing marked (cause [`ClientStalled`](Cause::ClientStalled) if no end was
+    /// seen), as after the [`send_timeout`](Self::send_timeout).
     #[must_use]
     pub const fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
@@ -191,6 +191,17 @@ impl ForwardOptions {
     /// The policy when the client leaves.
     pub const fn on_close(&self) -> OnClose {
         self.on_close
+    }
+
+    /// The worker's timers (first token, idle, deadline) as [`Timeouts`], for a
+    /// [`ProgressWatch`] or
+    /// [`TrackedStream::with_timers`](crate::TrackedStream::with_timers).
+    pub const fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            first_token: self.first_token,
+            idle: self.idle,
+            deadline: self.deadline,
+        }
     }
 }
 
@@ -294,8 +305,17 @@ where
 {
     let (ending, outcome) = {
         let mut upstream = pin!(upstream);
-        let mut watch = pin!(Watch::new(timer, &options));
-        let ending = drive(upstream.as_mut(), downstream, watch.as_mut(), &options).await;
+        let mut watch = pin!(ProgressWatch::new(timer, options.timeouts()));
+        // The deadline runs from the start of forwarding.
+        watch.as_mut().start();
+        let ending = drive(
+            upstream.as_mut(),
+            downstream,
+            timer,
+            watch.as_mut(),
+            &options,
+        )
+        .await;
         (ending, upstream.outcome())
         // The upstream is dropped here and records the outcome just read.
     };
@@ -340,8 +360,9 @@ where
 }
 
 /// Items handled in a row before the loop yields to its executor once, so an upstream
-/// that is always ready can neither hog a thread nor outrun a timer that only fires
-/// when the executor runs.
+/// that is always ready cannot hog a thread, and a runtime whose timers only advance
+/// when its executor runs (tokio's driver) gets to fire them. The timers themselves
+/// never wait on this: a due timer wins at the next wait, whatever the upstream.
 const YIELD_EVERY: u32 = 64;
 
 /// Returns `Pending` once (waking itself at once), then `Ready`.
@@ -367,73 +388,8 @@ async fn fair(count: &mut u32) {
     }
 }
 
-pin_project! {
-    /// The worker's timers: first token, then idle, restarted by progress; and the
-    /// deadline, from the start.
-    struct Watch<'t, T>
-    where
-        T: Timer,
-        T: ?Sized,
-    {
-        timer: &'t T,
-        first_token: Option<Duration>,
-        idle: Option<Duration>,
-        // The progress count when `wait` was started; `None` before the first wait.
-        started_at: Option<u64>,
-        #[pin]
-        wait: Option<T::Sleep>,
-        #[pin]
-        deadline: Option<T::Sleep>,
-    }
-}
-
-impl<'t, T: Timer + ?Sized> Watch<'t, T> {
-    /// Starts the deadline now; the other timers start with the first wait.
-    fn new(timer: &'t T, options: &ForwardOptions) -> Self {
-        Self {
-            timer,
-            first_token: options.first_token,
-            idle: options.idle,
-            started_at: None,
-            wait: None,
-            deadline: options.deadline.map(|d| timer.sleep(d)),
-        }
-    }
-
-    /// Restarts the first-token or idle timer if there was progress since it
-    /// started (or it never did); call it as a wait on the upstream begins.
-    fn rearm(self: Pin<&mut Self>, progress: u64) {
-        let mut this = self.project();
-        if *this.started_at == Some(progress) {
-            return;
-        }
-        *this.started_at = Some(progress);
-        let timeout = match progress {
-            0 => *this.first_token,
-            _ => *this.idle,
-        };
-        this.wait.set(timeout.map(|d| this.timer.sleep(d)));
-    }
-
-    /// Ready with the cause when a timer has fired.
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cause> {
-        let this = self.project();
-        if let Some(wait) = this.wait.as_pin_mut() {
-            if wait.poll(cx).is_ready() {
-                return Poll::Ready(match this.started_at {
-                    Some(0) => Cause::FirstTokenTimeout,
-                    _ => Cause::IdleTimeout,
-                });
-            }
-        }
-        if let Some(deadline) = this.deadline.as_pin_mut() {
-            if deadline.poll(cx).is_ready() {
-                return Poll::Ready(Cause::Deadline);
-            }
-        }
-        Poll::Pending
-    }
-}
+/// The worker's timers, over the adapter's timer.
+type Watch<'t, T> = ProgressWatch<&'t T>;
 
 /// What one wait for the upstream gave.
 enum Next<T> {
@@ -447,7 +403,10 @@ enum Next<T> {
 /// What one hand-over to the client gave.
 enum HandOver {
     Taken,
+    /// Taken, but the deadline passed while the client kept the item waiting.
+    TakenLate,
     Closed,
+    /// The send timeout passed, or the deadline did while the client was slow.
     TimedOut,
 }
 
@@ -455,6 +414,7 @@ enum HandOver {
 async fn drive<S, B, E, R, D, T>(
     mut upstream: Pin<&mut TrackedStream<S, R>>,
     downstream: &D,
+    timer: &T,
     mut watch: Pin<&mut Watch<'_, T>>,
     options: &ForwardOptions,
 ) -> Ending
@@ -473,18 +433,19 @@ where
             Next::Item(Some(item)) => item,
             Next::Item(None) => return Ending::Completed,
             Next::TimedOut(cause) => return timed_out(upstream, cause, Ending::TimedOut),
-            Next::Stopped => return on_close(upstream, watch, options).await,
+            Next::Stopped => return on_close(upstream, timer, watch, options).await,
         };
         let errored = item.is_err();
         let send = pin!(downstream.send(item));
-        let timeout = pin!(options.send.map(|d| watch.timer.sleep(d)));
-        match hand_over(closed.as_mut(), send, timeout).await {
+        let timeout = pin!(options.send.map(|d| timer.sleep(d)));
+        match hand_over(closed.as_mut(), send, timeout, Some(watch.as_mut())).await {
             HandOver::Taken if errored => return Ending::UpstreamError,
             HandOver::Taken => fair(&mut handled).await,
             // After an error item there is nothing left to drain.
             HandOver::Closed if errored => return Ending::ClientGone,
-            HandOver::Closed => return on_close(upstream, watch, options).await,
-            HandOver::TimedOut => {
+            HandOver::Closed => return on_close(upstream, timer, watch, options).await,
+            HandOver::TakenLate if errored => return Ending::UpstreamError,
+            HandOver::TimedOut | HandOver::TakenLate => {
                 upstream.abandon_pinned(Cause::ClientStalled);
                 return Ending::TimedOut;
             }
@@ -495,22 +456,20 @@ where
 /// A worker's timer fired: the stream fails for `cause`, unless it already completed
 /// in-band, in which case the loop only stops waiting for the end.
 fn timed_out<S, R: Recorder>(
-    upstream: Pin<&mut TrackedStream<S, R>>,
+    mut upstream: Pin<&mut TrackedStream<S, R>>,
     cause: Cause,
     ending: Ending,
 ) -> Ending {
-    if upstream.terminal() == Terminal::Completed {
-        return match ending {
-            Ending::TimedOut => Ending::Completed,
-            other => other,
-        };
+    upstream.as_mut().expire_pinned(cause);
+    match (upstream.terminal(), ending) {
+        (Terminal::Completed, Ending::TimedOut) => Ending::Completed,
+        (_, ending) => ending,
     }
-    upstream.mark_errored_pinned(cause);
-    ending
 }
 
 /// Waits for the upstream's next item, unless `stop` (the client's close, or the drain
-/// limit) is ready first, which it wins on a tie, or a worker's timer fires.
+/// limit) is ready first, which it wins on a tie, or a worker's timer is due, which
+/// wins over an item that is ready.
 async fn next_item<S, B, E, R, T, F>(
     mut upstream: Pin<&mut TrackedStream<S, R>>,
     mut stop: Pin<&mut F>,
@@ -523,37 +482,53 @@ where
     T: Timer + ?Sized,
     F: Future<Output = ()>,
 {
-    watch.as_mut().rearm(upstream.ledger().progress());
     poll_fn(|cx| {
         if stop.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Next::Stopped);
         }
-        if let Poll::Ready(item) = upstream.as_mut().poll_next(cx) {
-            return Poll::Ready(Next::Item(item));
+        let progress = upstream.ledger().progress();
+        if let Poll::Ready(cause) = watch.as_mut().poll_expired(cx, progress) {
+            return Poll::Ready(Next::TimedOut(cause));
         }
-        watch.as_mut().poll(cx).map(Next::TimedOut)
+        upstream.as_mut().poll_next(cx).map(Next::Item)
     })
     .await
 }
 
-/// Waits until the client takes an item, leaves, or the send timeout passes.
-async fn hand_over<C, F, W>(
+/// Waits until the client takes an item, leaves, or gives up: the send timeout
+/// passes, or the deadline does (when `watch` is given) while the item waits for the
+/// client.
+async fn hand_over<C, F, W, T>(
     mut closed: Pin<&mut C>,
     mut send: Pin<&mut F>,
     mut timeout: Pin<&mut Option<W>>,
+    mut watch: Option<Pin<&mut Watch<'_, T>>>,
 ) -> HandOver
 where
     C: Future<Output = ()>,
     F: Future<Output = Result<(), ClientGone>>,
     W: Future<Output = ()>,
+    T: Timer + ?Sized,
 {
+    // Whether the client has kept the item waiting.
+    let mut waited = false;
     poll_fn(|cx| {
         if closed.as_mut().poll(cx).is_ready() {
             return Poll::Ready(HandOver::Closed);
         }
-        match send.as_mut().poll(cx) {
+        let sent = send.as_mut().poll(cx);
+        waited |= sent.is_pending();
+        // The deadline was not due when the item came: if it is now, and the client
+        // kept the item waiting, it passed on the client's time.
+        let late = waited
+            && watch
+                .as_mut()
+                .is_some_and(|watch| watch.as_mut().poll_deadline(cx).is_ready());
+        match sent {
+            Poll::Ready(Ok(())) if late => return Poll::Ready(HandOver::TakenLate),
             Poll::Ready(Ok(())) => return Poll::Ready(HandOver::Taken),
             Poll::Ready(Err(ClientGone)) => return Poll::Ready(HandOver::Closed),
+            Poll::Pending if late => return Poll::Ready(HandOver::TimedOut),
             Poll::Pending => {}
         }
         if let Some(sleep) = timeout.as_mut().as_pin_mut() {
@@ -569,6 +544,7 @@ where
 /// The client left: return at once, or drain the upstream within the limit.
 async fn on_close<S, B, E, R, T>(
     mut upstream: Pin<&mut TrackedStream<S, R>>,
+    timer: &T,
     mut watch: Pin<&mut Watch<'_, T>>,
     options: &ForwardOptions,
 ) -> Ending
@@ -581,7 +557,7 @@ where
     let OnClose::Drain { limit } = options.on_close else {
         return Ending::ClientGone;
     };
-    let mut limit = pin!(watch.timer.sleep(limit));
+    let mut limit = pin!(timer.sleep(limit));
     let mut handled = 0;
     loop {
         // Draining still waits on the worker: its timers go on. The limit is polled
@@ -608,7 +584,7 @@ mod tests {
     use crate::Verdict;
     use crate::sse::SseRules;
     use core::cell::{Cell, RefCell};
-    use core::task::Waker;
+    use core::task::{Context, Waker};
     use std::collections::VecDeque;
     use std::rc::Rc;
     use std::vec::Vec;
@@ -627,6 +603,14 @@ mod tests {
         steps: VecDeque<Step>,
         polls: usize,
         dropped: bool,
+        ticking: Option<Ticking>,
+    }
+
+    /// Once the steps run out: `item` is always ready, each poll moving `now` by `gap`.
+    struct Ticking {
+        item: &'static [u8],
+        now: Rc<Cell<Duration>>,
+        gap: Duration,
     }
 
     struct Upstream(Rc<RefCell<Script>>);
@@ -639,7 +623,14 @@ mod tests {
             match script.steps.pop_front() {
                 Some(Step::Item(item)) => Poll::Ready(Some(item)),
                 Some(Step::End) => Poll::Ready(None),
-                Some(Step::Pending) | None => Poll::Pending,
+                Some(Step::Pending) => Poll::Pending,
+                None => match &script.ticking {
+                    Some(t) => {
+                        t.now.set(t.now.get() + t.gap);
+                        Poll::Ready(Some(Ok(t.item)))
+                    }
+                    None => Poll::Pending,
+                },
             }
         }
     }
@@ -767,6 +758,13 @@ mod tests {
                 &self.clock,
                 options,
             )
+        }
+
+        /// After its steps, the upstream is always ready with `item`, and each poll
+        /// moves the clock by `gap`.
+        fn ticking(&self, item: &'static [u8], gap: Duration) {
+            let now = self.clock.0.clone();
+            self.script.borrow_mut().ticking = Some(Ticking { item, now, gap });
         }
 
         fn push(&self, step: Step) {
@@ -967,15 +965,100 @@ mod tests {
     }
 
     #[test]
-    fn an_item_ready_when_the_timer_fires_is_taken() {
+    fn a_due_timer_wins_over_a_ready_item() {
         let rig = Rig::new([]);
         let options = ForwardOptions::default().first_token_timeout(SEC);
         let mut fut = pin!(rig.forward(options));
         assert!(poll(fut.as_mut()).is_pending());
+        let polls = rig.polls();
         rig.clock.advance(SEC);
         rig.push(Step::Item(Ok(A)));
         rig.push(Step::End);
-        assert_eq!(done(fut.as_mut()).ending, Ending::Completed);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            summary(&out),
+            (Ending::TimedOut, Verdict::Failure, Cause::FirstTokenTimeout)
+        );
+        assert_eq!(rig.polls(), polls, "the upstream was polled past its timer");
+        assert!(rig.client.got.borrow().is_empty());
+    }
+
+    /// An upstream that is always ready and moves the clock on each poll: the
+    /// deadline fires after as many items as fit in it, not never.
+    #[test]
+    fn the_deadline_fires_over_an_always_ready_upstream() {
+        for item in [PING, TOKEN] {
+            let rig = Rig::new([]);
+            rig.ticking(item, SEC / 10);
+            let options = ForwardOptions::default().deadline(SEC);
+            let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
+            let mut polls = 0;
+            let out = loop {
+                polls += 1;
+                assert!(polls < 100, "the deadline never fired");
+                if let Poll::Ready(out) = poll(fut.as_mut()) {
+                    break out;
+                }
+            };
+            assert_eq!(
+                summary(&out),
+                (Ending::TimedOut, Verdict::Failure, Cause::Deadline)
+            );
+            assert_eq!(
+                out.outcome.chunks, 10,
+                "one item per tick, up to the deadline"
+            );
+        }
+    }
+
+    #[test]
+    fn the_idle_timer_fires_over_always_ready_keep_alives() {
+        let rig = Rig::new([Step::Item(Ok(TOKEN))]);
+        rig.ticking(PING, SEC / 10);
+        let options = ForwardOptions::default().idle_timeout(SEC);
+        let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
+        let out = loop {
+            if let Poll::Ready(out) = poll(fut.as_mut()) {
+                break out;
+            }
+            assert!(rig.polls() < 100, "the idle timer never fired");
+        };
+        assert_eq!(
+            summary(&out),
+            (Ending::TimedOut, Verdict::Failure, Cause::IdleTimeout)
+        );
+        assert_eq!(out.outcome.chunks, 11, "a token, then pings for a second");
+    }
+
+    #[test]
+    fn a_deadline_that_passes_while_the_client_is_slow_blames_the_client() {
+        let rig = Rig::new([Step::Item(Ok(TOKEN)), Step::Item(Ok(TOKEN))]);
+        rig.client.room.set(1);
+        let options = ForwardOptions::default().deadline(SEC);
+        let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
+        assert!(poll(fut.as_mut()).is_pending()); // the second token waits for room
+        rig.clock.advance(SEC);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            summary(&out),
+            (Ending::TimedOut, Verdict::Abandoned, Cause::ClientStalled)
+        );
+        assert_eq!(rig.recorded(), [Verdict::Abandoned]);
+    }
+
+    #[test]
+    fn a_deadline_while_the_client_is_slow_after_done_keeps_the_success() {
+        let rig = Rig::new([Step::Item(Ok(DONE)), Step::Item(Ok(PING))]);
+        rig.client.room.set(1);
+        let options = ForwardOptions::default().deadline(SEC);
+        let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
+        assert!(poll(fut.as_mut()).is_pending());
+        rig.clock.advance(SEC);
+        let out = done(fut.as_mut());
+        assert_eq!(
+            summary(&out),
+            (Ending::TimedOut, Verdict::Success, Cause::Done)
+        );
     }
 
     #[test]

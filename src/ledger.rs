@@ -217,6 +217,38 @@ impl<R: Recorder> Ledger<R> {
         self.handle(Event::Failed, cause);
     }
 
+    /// A worker's timer fired for `cause` (see [`timers`](crate::timers)): the stream
+    /// fails for `cause` ([`Event::Failed`]), unless it already completed in-band (its
+    /// done event came: the timer only ended the wait for the upstream's end, and the
+    /// verdict stays [`Success`](crate::Verdict::Success)). Either way the wrapper stops
+    /// polling the inner value: the ledger is [ended](Self::is_ended) after this.
+    ///
+    /// ```
+    /// use sluice::sse::SseRules;
+    /// use sluice::{Cause, Ledger, Outcome, Verdict};
+    ///
+    /// let mut ledger = Ledger::new(|o: Outcome| {
+    ///     assert_eq!((o.verdict, o.cause), (Verdict::Success, Cause::Done));
+    /// })
+    /// .with_sse(SseRules::openai_chat());
+    /// ledger.on_chunk(b"data: [DONE]\n\n");
+    /// ledger.expire(Cause::IdleTimeout); // the worker kept the connection open
+    /// assert!(ledger.is_ended());
+    /// ```
+    pub fn expire(&mut self, cause: Cause) {
+        self.close();
+        if self.tracker.terminal() != Terminal::Completed {
+            self.handle(Event::Failed, cause);
+        }
+    }
+
+    /// The wrapper gives up on the inner value: it is not polled again (the ledger is
+    /// ended); the state is unchanged.
+    pub(crate) fn close(&mut self) {
+        self.settle();
+        self.polling = Polling::Ended;
+    }
+
     /// The stream is given up for `cause` without blaming the worker (the client
     /// stopped reading, say): if no end was seen, the verdict will be
     /// [`Abandoned`](crate::Verdict::Abandoned) with this cause (by default

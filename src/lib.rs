@@ -52,6 +52,7 @@ mod tracker;
 pub mod breaker;
 pub mod forward;
 pub mod sse;
+pub mod timers;
 
 pub use guard::RecordGuard;
 pub use ledger::Ledger;

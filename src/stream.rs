@@ -95,6 +95,13 @@ impl<S, R: Recorder> TrackedStream<S, R> {
         self.project().ledger.fail(cause);
     }
 
+    /// A worker's timer fired for `cause`, through a pin: the stream fails for it
+    /// unless it already completed in-band, and ends either way (see
+    /// [`Ledger::expire`]).
+    pub fn expire_pinned(self: Pin<&mut Self>, cause: Cause) {
+        self.project().ledger.expire(cause);
+    }
+
     /// Gives the stream up for `cause` through a pin, without blaming the worker: see
     /// [`Ledger::abandon`].
     pub fn abandon_pinned(self: Pin<&mut Self>, cause: Cause) {

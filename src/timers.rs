@@ -1,0 +1,362 @@
+//! The worker's progress timers, without a clock: first token, idle, and a deadline.
+//!
+//! The core reads no clock. A [`Timer`] is the runtime's sleep (`sluice_tokio::TokioTimer`,
+//! `sluice_smol::SmolTimer`, or a test's manual clock), and [`ProgressWatch`] is the
+//! small state that races those sleeps against a stream's **progress**: the count a
+//! [`Ledger`](crate::Ledger) keeps in [`progress`](crate::Ledger::progress) (with SSE
+//! rules the events that are not keep-alives, without them every data item).
+//!
+//! [`TrackedStream::with_timers`](crate::TrackedStream::with_timers) puts one inside a
+//! tracked stream; [`forward`](crate::forward::forward) runs one beside it; a body
+//! wrapper holds one beside its [`Ledger`](crate::Ledger) and calls
+//! [`ProgressWatch::poll_expired`] from its `poll_frame`.
+//!
+//! # The rules
+//!
+//! * **First token**: from the start of the watch (its first poll, or
+//!   [`start`](ProgressWatch::start)) to the first progress. Keep-alives do not count.
+//! * **Idle**: from the poll that first sees new progress to the next progress.
+//! * **Deadline**: from the start to the end, whatever the traffic.
+//! * **A due timer wins.** A driver polls the watch before the inner stream, so an
+//!   inner stream that is always ready cannot keep a timer from firing.
+//! * A timer that fires is the worker's fault (causes
+//!   [`FirstTokenTimeout`](Cause::FirstTokenTimeout), [`IdleTimeout`](Cause::IdleTimeout),
+//!   [`Deadline`](Cause::Deadline)) unless the stream already completed in-band (its
+//!   done event, itself progress, so only the idle time or the deadline is left to
+//!   run): then the driver only stops waiting for the upstream's end, and the verdict
+//!   stays [`Success`](crate::Verdict::Success). [`Ledger::expire`](crate::Ledger::expire)
+//!   applies that rule.
+
+use core::future::{Future, Pending, pending};
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+use pin_project_lite::pin_project;
+
+use crate::Cause;
+
+/// A source of sleeps: the runtime's timer.
+pub trait Timer {
+    /// A sleep: a future that resolves once its time has come.
+    type Sleep: Future<Output = ()>;
+
+    /// Resolves `duration` after this call (the deadline is set when `sleep` is
+    /// called, not when the future is first polled).
+    fn sleep(&self, duration: Duration) -> Self::Sleep;
+}
+
+impl<T: Timer + ?Sized> Timer for &T {
+    type Sleep = T::Sleep;
+
+    fn sleep(&self, duration: Duration) -> T::Sleep {
+        (**self).sleep(duration)
+    }
+}
+
+/// A timer whose sleeps never end: for code that is generic over a [`Timer`] and has
+/// no timeouts to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct NeverTimer;
+
+impl Timer for NeverTimer {
+    type Sleep = Pending<()>;
+
+    fn sleep(&self, _: Duration) -> Pending<()> {
+        pending()
+    }
+}
+
+/// The worker's timeouts, all off by default: first progress, idle between progress,
+/// and the total deadline. See the [module docs](self) for what each one measures.
+///
+/// ```
+/// use core::time::Duration;
+/// use sluice::timers::Timeouts;
+///
+/// const TIMEOUTS: Timeouts = Timeouts::new()
+///     .first_token(Duration::from_secs(60))
+///     .idle(Duration::from_secs(20))
+///     .deadline(Duration::from_secs(600));
+/// assert_eq!(TIMEOUTS.idle_timeout(), Some(Duration::from_secs(20)));
+/// assert!(!Timeouts::default().is_set());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Timeouts {
+    pub(crate) first_token: Option<Duration>,
+    pub(crate) idle: Option<Duration>,
+    pub(crate) deadline: Option<Duration>,
+}
+
+impl Timeouts {
+    /// No timeouts.
+    pub const fn new() -> Self {
+        Self {
+            first_token: None,
+            idle: None,
+            deadline: None,
+        }
+    }
+
+    /// The first progress (the first token) must come within `timeout` of the start.
+    #[must_use]
+    pub const fn first_token(mut self, timeout: Duration) -> Self {
+        self.first_token = Some(timeout);
+        self
+    }
+
+    /// Each progress must come within `timeout` of the one before; after the done
+    /// event, it bounds the wait for the upstream's end (which then blames nobody).
+    #[must_use]
+    pub const fn idle(mut self, timeout: Duration) -> Self {
+        self.idle = Some(timeout);
+        self
+    }
+
+    /// The whole stream must end within `deadline` of the start.
+    #[must_use]
+    pub const fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The first-token timeout, if set.
+    pub const fn first_token_timeout(&self) -> Option<Duration> {
+        self.first_token
+    }
+
+    /// The idle timeout, if set.
+    pub const fn idle_timeout(&self) -> Option<Duration> {
+        self.idle
+    }
+
+    /// The deadline, if set.
+    pub const fn deadline_after(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    /// Whether any timeout is set.
+    pub const fn is_set(&self) -> bool {
+        self.first_token.is_some() || self.idle.is_some() || self.deadline.is_some()
+    }
+}
+
+/// Something a wrapper polls to learn whether a worker's timer has fired.
+///
+/// [`ProgressWatch`] is the one that runs timers; [`NoTimers`] never fires, and is
+/// what a [`TrackedStream`](crate::TrackedStream) holds until
+/// [`with_timers`](crate::TrackedStream::with_timers) (its code compiles away).
+pub trait Watch {
+    /// Whether this watch can ever fire; `false` lets a wrapper skip it entirely.
+    const ACTIVE: bool;
+
+    /// Ready with the timer's cause once a timer is due, given the stream's
+    /// `progress` so far; see [`ProgressWatch::poll_expired`].
+    fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>, progress: u64) -> Poll<Cause>;
+}
+
+/// No timers: never fires, costs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct NoTimers;
+
+impl Watch for NoTimers {
+    const ACTIVE: bool = false;
+
+    #[inline(always)]
+    fn poll_expired(self: Pin<&mut Self>, _: &mut Context<'_>, _: u64) -> Poll<Cause> {
+        Poll::Pending
+    }
+}
+
+/// Whether the watch's clock has started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not polled yet: no sleep made.
+    Idle,
+    /// Running.
+    Started,
+}
+
+pin_project! {
+    /// The state that drives a stream's progress timers over a [`Timer`]: the
+    /// first-token or idle sleep, restarted by progress, and the deadline. No
+    /// allocation; two sleeps at most.
+    ///
+    /// The driving order, for a wrapper around an inner stream or body (each poll):
+    ///
+    /// 1. If the wrapper's [`Ledger`](crate::Ledger) is ended, do not poll anything.
+    /// 2. [`poll_expired`](Self::poll_expired) with the ledger's
+    ///    [`progress`](crate::Ledger::progress). If it is ready, hand the cause to
+    ///    [`Ledger::expire`](crate::Ledger::expire) (a failure, unless the stream
+    ///    already completed in-band) and end the stream: the inner value is not
+    ///    polled. A due timer wins over an inner value that is always ready.
+    /// 3. Otherwise poll the inner value, as the [`Ledger`](crate::Ledger) says.
+    ///
+    /// ```
+    /// use core::pin::pin;
+    /// use core::task::{Context, Poll, Waker};
+    /// use core::time::Duration;
+    /// use sluice::Cause;
+    /// use sluice::timers::{NeverTimer, ProgressWatch, Timeouts, Timer};
+    ///
+    /// /// A timer whose sleeps are all due at once.
+    /// struct Due;
+    /// impl Timer for Due {
+    ///     type Sleep = core::future::Ready<()>;
+    ///     fn sleep(&self, _: Duration) -> Self::Sleep {
+    ///         core::future::ready(())
+    ///     }
+    /// }
+    ///
+    /// let mut cx = Context::from_waker(Waker::noop());
+    /// let timeouts = Timeouts::new().first_token(Duration::from_secs(1));
+    /// let mut watch = pin!(ProgressWatch::new(Due, timeouts));
+    /// assert_eq!(watch.as_mut().poll_expired(&mut cx, 0), Poll::Ready(Cause::FirstTokenTimeout));
+    ///
+    /// let mut quiet = pin!(ProgressWatch::new(NeverTimer, timeouts));
+    /// assert_eq!(quiet.as_mut().poll_expired(&mut cx, 0), Poll::Pending);
+    /// ```
+    pub struct ProgressWatch<T: Timer> {
+        timer: T,
+        timeouts: Timeouts,
+        phase: Phase,
+        // The progress count when `wait` was armed; `None` before the first poll.
+        armed_at: Option<u64>,
+        // A sleep that fired is dropped, and this says which fired.
+        fired: Option<Cause>,
+        #[pin]
+        wait: Option<T::Sleep>,
+        #[pin]
+        deadline: Option<T::Sleep>,
+    }
+}
+
+impl<T: Timer> ProgressWatch<T> {
+    /// A watch over `timer` with `timeouts`; its clock starts at the first poll (or
+    /// at [`start`](Self::start)).
+    pub const fn new(timer: T, timeouts: Timeouts) -> Self {
+        Self {
+            timer,
+            timeouts,
+            phase: Phase::Idle,
+            armed_at: None,
+            fired: None,
+            wait: None,
+            deadline: None,
+        }
+    }
+
+    /// The timeouts it runs.
+    pub const fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// The timer it sleeps on.
+    pub const fn timer(&self) -> &T {
+        &self.timer
+    }
+
+    /// Starts the clock now, if it has not started: the deadline runs from here. The
+    /// first-token (or idle) sleep starts at the first poll.
+    pub fn start(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        if *this.phase == Phase::Idle {
+            *this.phase = Phase::Started;
+            let deadline = this.timeouts.deadline.map(|d| this.timer.sleep(d));
+            this.deadline.set(deadline);
+        }
+    }
+
+    /// Ready with the cause once a timer is due: the first-token timer (while
+    /// `progress` is 0) or the idle timer (restarted whenever `progress` differs
+    /// from the last poll), checked before the deadline. Starts the clock on the first
+    /// call. Once ready, it stays ready with the same cause.
+    ///
+    /// The caller decides what the cause means: a failure, unless the stream already
+    /// completed in-band ([`Ledger::expire`](crate::Ledger::expire)).
+    pub fn poll_expired(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        progress: u64,
+    ) -> Poll<Cause> {
+        if let Some(cause) = self.fired {
+            return Poll::Ready(cause);
+        }
+        self.as_mut().start();
+        let mut this = self.project();
+        if *this.armed_at != Some(progress) {
+            *this.armed_at = Some(progress);
+            let timeout = match progress {
+                0 => this.timeouts.first_token,
+                _ => this.timeouts.idle,
+            };
+            let wait = timeout.map(|d| this.timer.sleep(d));
+            this.wait.set(wait);
+        }
+        let waited = match this.wait.as_mut().as_pin_mut() {
+            Some(wait) => wait.poll(cx).is_ready(),
+            None => false,
+        };
+        if waited {
+            this.wait.set(None);
+            let cause = match progress {
+                0 => Cause::FirstTokenTimeout,
+                _ => Cause::IdleTimeout,
+            };
+            *this.fired = Some(cause);
+            return Poll::Ready(cause);
+        }
+        if poll_once(this.deadline, cx) {
+            *this.fired = Some(Cause::Deadline);
+            return Poll::Ready(Cause::Deadline);
+        }
+        Poll::Pending
+    }
+
+    /// Ready once the deadline has passed (never, without one). Starts the clock on
+    /// the first call. For a driver that waits on something else than the worker (a
+    /// slow client, say) and must still stop at the deadline.
+    pub fn poll_deadline(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.fired == Some(Cause::Deadline) {
+            return Poll::Ready(());
+        }
+        self.as_mut().start();
+        let this = self.project();
+        if poll_once(this.deadline, cx) {
+            *this.fired = Some(Cause::Deadline);
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// Polls an optional sleep; once it is ready it is dropped (some timers must not be
+/// polled again after they fired).
+fn poll_once<F: Future<Output = ()>>(mut sleep: Pin<&mut Option<F>>, cx: &mut Context<'_>) -> bool {
+    let ready = match sleep.as_mut().as_pin_mut() {
+        Some(sleep) => sleep.poll(cx).is_ready(),
+        None => false,
+    };
+    if ready {
+        sleep.set(None);
+    }
+    ready
+}
+
+impl<T: Timer> Watch for ProgressWatch<T> {
+    const ACTIVE: bool = true;
+
+    fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>, progress: u64) -> Poll<Cause> {
+        ProgressWatch::poll_expired(self, cx, progress)
+    }
+}
+
+impl<T: Timer> core::fmt::Debug for ProgressWatch<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ProgressWatch")
+            .field("timeouts", &self.timeouts)
+            .field("started", &(self.phase == Phase::Started))
+            .field("fired", &self.fired)
+            .finish_non_exhaustive()
+    }
+}
