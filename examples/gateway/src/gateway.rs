@@ -142,17 +142,18 @@ pub enum How {
 }
 
 impl How {
-    /// Whether the gateway stopped waiting for a request the engine has (the client
-    /// left, the shutdown grace ended, or the head never came): the upstream was
-    /// dropped early, and an engine profile that aborts by id is asked to stop.
+    /// Whether the gateway dropped the upstream before its end without blaming the
+    /// worker (the client left, or the shutdown grace ended).
     const fn cancelled(self, verdict: Verdict) -> bool {
-        match self {
-            Self::Stream | Self::ClientLeft | Self::Shutdown => {
-                matches!(verdict, Verdict::Abandoned)
-            }
-            Self::HeaderTimeout => true,
-            Self::Status(_) | Self::SendFailed => false,
-        }
+        matches!(verdict, Verdict::Abandoned)
+            && matches!(self, Self::Stream | Self::ClientLeft | Self::Shutdown)
+    }
+
+    /// Whether the gateway stopped waiting for a request the engine has: cancelled,
+    /// or no response head in time. An engine profile that aborts by id is asked to
+    /// stop it.
+    const fn abort_engine(self, verdict: Verdict) -> bool {
+        self.cancelled(verdict) || matches!(self, Self::HeaderTimeout)
     }
 
     /// A label for logs.

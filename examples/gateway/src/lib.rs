@@ -19,12 +19,32 @@
 //! | `POST /v1/responses` | OpenAI Responses | `response.completed` / `response.incomplete` | `response.failed`, `error`, an end before the done event |
 //! | `GET /metrics` | OpenMetrics | | |
 //!
-//! A request with `"stream": true` is tracked with its route's SSE rules; one without
-//! is tracked without rules: its clean end is its success (cause `end`). The start of
-//! every answer goes through the default `StatusPolicy` (5xx: Failure; 429 and other
-//! 4xx: Abandoned, so a storm of bad requests ejects nobody). When no worker admits
-//! a call (every breaker open, or a one-worker pool whose worker is down) the
-//! gateway answers 503 with `Retry-After` at once, without trying a worker.
+//! The verdict rules come from the response, not the request: a 2xx answer whose
+//! `Content-Type` is `text/event-stream` (any case, any parameters) is tracked with
+//! its route's SSE rules; any other 2xx body without rules: its clean end is its
+//! success (cause `end`). The request body is passed on byte for byte (the `sglang`
+//! profile adds its `rid`). The start of every answer goes through the default
+//! `StatusPolicy` (5xx: Failure; 429 and other 4xx: Abandoned, so a storm of bad
+//! requests ejects nobody; 3xx: Failure, never followed, and the client gets 502);
+//! a non-2xx body is passed on capped at 64 KiB and 5 s. A worker that sends no
+//! response head within `--header-timeout` fails (cause `header_timeout`, 504).
+//! When no worker admits a call (every breaker open, or a one-worker pool whose
+//! worker is down) the gateway answers 503 with `Retry-After` at once, without
+//! trying a worker.
+//!
+//! # Workers
+//!
+//! `--upstream [NAME=]URL`: a worker is named (by default `host:port`), and the name
+//! is all that logs, metrics and client-facing errors show of it; the detail of an
+//! error (which may hold the URL) goes to the logs only. A URL with credentials is
+//! refused at start. With `--health-check PATH`, a worker failing three checks in a
+//! row is forced open until one passes ([`gateway::health`]).
+//!
+//! # Shutdown
+//!
+//! On SIGTERM or Ctrl-C, `serve` stops accepting, lets the streams in flight run for
+//! `--shutdown-grace`, ends the rest (Abandoned, cause `shutdown`) and exits 0
+//! ([`serve::start_until`] takes the trigger as a future, for tests and embedders).
 //!
 //! # Logs
 //!

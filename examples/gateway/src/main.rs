@@ -32,7 +32,8 @@ enum Command {
     /// /v1/messages and /v1/responses (streaming or not) to the --upstream workers,
     /// picked among those whose breaker admits the call (503 with Retry-After when
     /// none does), and expose GET /metrics in the OpenMetrics text format. Logs go
-    /// to stderr (RUST_LOG filters; default info).
+    /// to stderr (RUST_LOG filters; default info). SIGTERM or Ctrl-C stops it
+    /// gracefully (--shutdown-grace) with exit status 0.
     Serve(ServeArgs),
 }
 
@@ -149,6 +150,8 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::CommandFactory;
     use sluice_gateway::engine::Engine;
     use sluice_gateway::serve::PickArg;
@@ -188,7 +191,61 @@ mod tests {
         assert_eq!(args.engine, Engine::Sglang);
         let defaults = ServeArgs::new(args.upstreams.clone());
         assert_eq!((args.listen, args.failure_threshold), (defaults.listen, 5));
+        assert_eq!(args, defaults_with(&defaults, &args));
+        assert_eq!(args.header_timeout, Duration::from_secs(30));
+        assert_eq!(args.health_check, None);
+        assert_eq!(args.health_interval, Duration::from_secs(5));
+        assert_eq!(args.shutdown_grace, Duration::from_secs(30));
         // serve needs an upstream.
         assert!(Cli::try_parse_from(["sluice-gateway", "serve"]).is_err());
+    }
+
+    /// `defaults` with the flags the test above set taken from `args`: the clap
+    /// defaults and `ServeArgs::new` agree on every other flag.
+    fn defaults_with(defaults: &ServeArgs, args: &ServeArgs) -> ServeArgs {
+        ServeArgs {
+            pick: args.pick,
+            max_ejected_percent: args.max_ejected_percent,
+            engine: args.engine,
+            ..defaults.clone()
+        }
+    }
+
+    #[test]
+    fn duration_flags_take_units_and_refuse_bare_numbers() {
+        let cli = Cli::try_parse_from([
+            "sluice-gateway",
+            "serve",
+            "--upstream",
+            "a=http://127.0.0.1:8000",
+            "--header-timeout",
+            "500ms",
+            "--health-check",
+            "/health",
+            "--health-interval",
+            "2m",
+            "--shutdown-grace",
+            "1h",
+        ])
+        .expect("serve");
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.header_timeout, Duration::from_millis(500));
+        assert_eq!(args.health_check.as_deref(), Some("/health"));
+        assert_eq!(args.health_interval, Duration::from_secs(120));
+        assert_eq!(args.shutdown_grace, Duration::from_secs(3600));
+        for flag in ["--header-timeout", "--health-interval", "--shutdown-grace"] {
+            let err = Cli::try_parse_from([
+                "sluice-gateway",
+                "serve",
+                "--upstream",
+                "http://127.0.0.1:8000",
+                flag,
+                "30",
+            ])
+            .expect_err(flag);
+            assert!(err.to_string().contains("no known unit"), "{flag}: {err}");
+        }
     }
 }

@@ -667,3 +667,55 @@ impl JsonBody for reqwest::Response {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     }
 }
+
+#[tokio::test]
+async fn unusable_flags_and_credentials_are_refused_at_start() {
+    let upstream = || vec!["http://127.0.0.1:9".to_owned()];
+    let mut a = args(upstream());
+    a.header_timeout = Duration::ZERO;
+    let err = serve::start(&a).await.expect_err("zero header timeout");
+    assert!(
+        matches!(
+            err,
+            ServeError::Flag {
+                flag: "header-timeout",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    for path in ["health", "/he alth"] {
+        let mut a = args(upstream());
+        a.health_check = Some(path.to_owned());
+        let err = serve::start(&a).await.expect_err(path);
+        assert!(
+            matches!(
+                err,
+                ServeError::Flag {
+                    flag: "health-check",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    let mut a = args(upstream());
+    a.health_check = Some("/health".to_owned());
+    a.health_interval = Duration::ZERO;
+    let err = serve::start(&a).await.expect_err("zero interval");
+    assert!(
+        matches!(
+            err,
+            ServeError::Flag {
+                flag: "health-interval",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = serve::start(&args(vec!["http://me:secret@127.0.0.1:9".to_owned()]))
+        .await
+        .expect_err("credentials");
+    assert!(matches!(err, ServeError::Credentials { .. }), "{err:?}");
+    assert!(!err.to_string().contains("secret"), "{err}");
+}

@@ -70,7 +70,7 @@ impl Ticket {
         // The request reached the engine (a ticket exists from the send on) and the
         // gateway stopped waiting for it: ask the engine to stop, if its profile says
         // so.
-        if how.cancelled(outcome.verdict) {
+        if how.abort_engine(outcome.verdict) {
             if let Some(rid) = self.rid.take() {
                 gw.abort(self.request.clone(), worker, rid);
             }
