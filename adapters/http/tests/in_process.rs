@@ -291,6 +291,43 @@ async fn a_2xx_body_carries_the_permit_and_its_trailers_decide() {
     );
 }
 
+#[tokio::test]
+async fn sse_rules_for_event_streams_scan_event_streams_only() {
+    let breaker = SharedBreaker::new(Config::default());
+    let rules = SseRules::openai_chat;
+    // No `[DONE]` in the body: the rules, if they apply, call that a truncation.
+    let truncated = (Verdict::Failure, Cause::Truncated);
+    let ended = (Verdict::Success, Cause::End);
+    for (content_type, sse_last, want) in [
+        (Some("text/event-stream"), false, truncated),
+        (Some("Text/Event-Stream ; charset=utf-8"), false, truncated),
+        (Some("application/json"), false, ended),
+        (None, false, ended),
+        // The last of `with_sse` and `with_sse_for_event_streams` wins.
+        (Some("application/json"), true, truncated),
+    ] {
+        let (layer, rx) = layer(&breaker);
+        let layer = match sse_last {
+            false => layer.with_sse(rules()).with_sse_for_event_streams(rules()),
+            true => layer.with_sse_for_event_streams(rules()).with_sse(rules()),
+        };
+        let svc = ServiceBuilder::new().layer(layer).service(service_fn(
+            move |_: Request<()>| async move {
+                let mut r = Response::new(Full::new(Bytes::from_static(b"data: {}\n\n")));
+                if let Some(value) = content_type {
+                    r.headers_mut()
+                        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(value));
+                }
+                Ok::<_, Infallible>(r)
+            },
+        ));
+        let response = svc.oneshot(Request::new(())).await.expect("response");
+        response.into_body().collect().await.expect("body");
+        let o = rx.try_recv().expect("recorded");
+        assert_eq!((o.verdict, o.cause), want, "{content_type:?} {sse_last}");
+    }
+}
+
 /// An inner service that is not ready, then fails its readiness.
 #[derive(Clone)]
 struct Flaky(Arc<AtomicU32>);

@@ -5,8 +5,9 @@
 //! hyper-util client in front.
 //!
 //! The worker reads its query string (`id`, `tokens`, `stall_after`, `status`,
-//! `hold_headers`, `empty`, `grpc` = a status code or `none`, `grpc_only` = a status code for a
-//! trailers-only answer) and records, per request id, what it did and when its
+//! `hold_headers`, `empty`, `json` (a whole `application/json` answer), `cut` (an SSE
+//! stream that ends cleanly without `data: [DONE]`), `grpc` = a status code or `none`,
+//! `grpc_only` = a status code for a trailers-only answer) and records, per request id, what it did and when its
 //! response was dropped (its connection or stream closed, as it sees it). Every
 //! outcome the layer records goes to one channel.
 #![allow(dead_code, unreachable_pub)]
@@ -34,7 +35,8 @@ use sluice::breaker::{Config, ManualClock, SharedBreaker};
 use sluice::sse::SseRules;
 use sluice::{Outcome, Recorder};
 use sluice_http::{
-    BreakerError, BreakerLayer, BreakerService, GrpcPolicy, PermitRecorder, TrackedBody,
+    BreakerError, BreakerLayer, BreakerService, GrpcPolicy, PermitRecorder, PickedWorker,
+    TrackedBody,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -99,7 +101,13 @@ impl Drop for Server {
 }
 
 impl Server {
-    async fn start<S, B>(svc: S) -> Self
+    /// Stops accepting, and closes the listener (connections already made go on).
+    pub async fn stop(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
+    pub async fn start<S, B>(svc: S) -> Self
     where
         S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
             + Clone
@@ -244,6 +252,16 @@ async fn worker(
         // A 200 with an empty body: `content-length: 0`, nothing to poll.
         return Response::new(Either::Right(Full::default()));
     }
+    if p.contains_key("json") {
+        let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+            b"{\"text\":\"hi\"}",
+        ))));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return r;
+    }
     if let Some(code) = p.get("grpc_only") {
         let mut r = Response::new(Either::Right(Full::default()));
         r.headers_mut().insert(
@@ -257,6 +275,7 @@ async fn worker(
     let grpc = p.get("grpc").cloned();
     let tokens = num(&p, "tokens").unwrap_or(3);
     let stall_after = num(&p, "stall_after");
+    let cut = p.contains_key("cut");
     let state = (guard, 0u64, false);
     let frames = stream::unfold(state, move |(guard, next, over)| {
         let grpc = grpc.clone();
@@ -269,6 +288,10 @@ async fn worker(
                 pending::<()>().await;
             }
             if next == tokens {
+                if cut && grpc.is_none() {
+                    guard.0.send_modify(|pr| pr.finished = true);
+                    return None;
+                }
                 let last = match grpc.as_deref() {
                     None => Frame::data(Bytes::from_static(b"data: [DONE]\n\n")),
                     Some("none") => {
@@ -345,7 +368,10 @@ impl Gateway {
                 "{base}{}",
                 req.uri().path_and_query().map_or("/", |pq| pq.as_str())
             );
-            async move { Ok::<_, Infallible>(relay(svc, uri).await) }
+            async move {
+                let request = Request::get(uri).body(Empty::new()).expect("request");
+                Ok::<_, Infallible>(relay(svc, request).await)
+            }
         });
         Self {
             server: Server::start(svc).await,
@@ -370,13 +396,26 @@ impl Gateway {
     }
 }
 
-async fn relay(svc: Upstream, uri: String) -> Response<GatewayBody> {
-    let request = Request::get(uri).body(Empty::new()).expect("request");
+/// Relays `request` through a layer's service: the tracked body as the response body
+/// (with the picked worker, if any, in an `x-worker` header), a rejection as a 503 with
+/// `Retry-After`, an inner error as a 502.
+pub async fn relay<S, B, E>(
+    svc: S,
+    request: Request<Empty<Bytes>>,
+) -> Response<Either<B, Full<Bytes>>>
+where
+    S: tower::Service<Request<Empty<Bytes>>, Response = Response<B>, Error = BreakerError<E>>,
+{
     match svc.oneshot(request).await {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             for hop in [header::CONNECTION, header::TRANSFER_ENCODING] {
                 parts.headers.remove(hop);
+            }
+            if let Some(worker) = parts.extensions.get::<PickedWorker>() {
+                parts
+                    .headers
+                    .insert("x-worker", HeaderValue::from(worker.index));
             }
             Response::from_parts(parts, Either::Left(body))
         }
