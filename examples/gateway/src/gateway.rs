@@ -26,7 +26,7 @@
 //! (closing the worker's connection, so the engine stops) and records `Abandoned`. A
 //! client that leaves while the gateway still waits for the worker's headers drops
 //! the handler future, and with it the upstream request and the ticket's
-//! [`RecordGuard`], which records `Abandoned` (`client_left`). With an engine
+//! [`RecordGuard`](sluice::RecordGuard), which records `Abandoned` (`client_left`). With an engine
 //! profile that aborts explicitly ([`Engine`]), an abandoned request that reached the
 //! engine is also aborted by id, from a spawned task.
 
