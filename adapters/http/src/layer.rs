@@ -23,22 +23,30 @@ use crate::{BreakerError, PermitRecorder, ResponseFuture, TrackedBody};
 ///
 /// * the inner service's error (connect error, send timeout) is a
 ///   [`Failure`](sluice::Verdict::Failure) (by the status policy's
-///   [`send_failed`](sluice::breaker::StatusPolicy::send_failed); cause [`SendFailed`](sluice::Cause::SendFailed)),
-///   recorded at once and returned as [`BreakerError::Inner`];
-/// * a status the [`StatusPolicy`](sluice::breaker::StatusPolicy) settles (5xx: `Failure`; 429 and other 4xx:
-///   `Abandoned`) is recorded at once with cause [`Status`](sluice::Cause::Status), and the
-///   body is passed through untracked ([`TrackedBody::settled`]);
+///   [`send_failed`](sluice::breaker::StatusPolicy::send_failed); cause
+///   [`SendFailed`](sluice::Cause::SendFailed)), recorded at once and returned as
+///   [`BreakerError::Inner`];
+/// * a status the [`StatusPolicy`](sluice::breaker::StatusPolicy) settles (5xx:
+///   `Failure`; 429 and other 4xx: `Abandoned`) is recorded at once with cause
+///   [`Status`](sluice::Cause::Status), and the body is passed through untracked
+///   ([`TrackedBody::settled`]);
 /// * with [`with_grpc`](Self::with_grpc), a 2xx that carries `grpc-status` in its
 ///   headers (a trailers-only response) is settled the same way by the
-///   [`GrpcPolicy`](crate::GrpcPolicy), with cause [`GrpcStatus`](sluice::Cause::GrpcStatus);
+///   [`GrpcPolicy`](crate::GrpcPolicy), with cause
+///   [`GrpcStatus`](sluice::Cause::GrpcStatus);
 /// * any other 2xx body is returned as a [`TrackedBody`] carrying the permit, with
-///   the layer's SSE rules and gRPC policy: its end (or drop) records the verdict;
+///   the layer's SSE rules (every body with [`with_sse`](Self::with_sse), only
+///   `text/event-stream` ones with
+///   [`with_sse_for_event_streams`](Self::with_sse_for_event_streams)) and gRPC
+///   policy: its end (or drop) records the verdict;
 /// * a response future dropped before the headers is
-///   [`Abandoned`](sluice::Verdict::Abandoned) (cause [`ClientLeft`](sluice::Cause::ClientLeft)).
+///   [`Abandoned`](sluice::Verdict::Abandoned) (cause
+///   [`ClientLeft`](sluice::Cause::ClientLeft)).
 ///
 /// Every call is recorded exactly once. [`with_observer`](Self::with_observer) hears
 /// each outcome with what the breaker did ([`Recorded`], so the transitions can be
-/// logged and exported).
+/// logged and exported). For a pool of workers behind one client service, see
+/// [`PoolLayer`](crate::PoolLayer).
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -75,8 +83,8 @@ pub struct BreakerLayer {
 }
 
 impl BreakerLayer {
-    /// A layer recording into `breaker`, with the default [`StatusPolicy`](sluice::breaker::StatusPolicy), no SSE
-    /// rules and no gRPC.
+    /// A layer recording into `breaker`, with the default
+    /// [`StatusPolicy`](sluice::breaker::StatusPolicy), no SSE rules and no gRPC.
     pub const fn new(breaker: SharedBreaker) -> Self {
         Self {
             breaker,

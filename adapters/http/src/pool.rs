@@ -36,8 +36,8 @@ pub struct PickedWorker {
 ///
 /// * the inner service's error is a [`Failure`](sluice::Verdict::Failure) (cause
 ///   [`SendFailed`](sluice::Cause::SendFailed)), returned as [`BreakerError::Inner`];
-/// * a status the [`StatusPolicy`](sluice::breaker::StatusPolicy) settles (5xx: `Failure`; 429 and other 4xx:
-///   `Abandoned`) is recorded at once with cause [`Status`](sluice::Cause::Status),
+/// * a status the [`StatusPolicy`] settles (5xx, 3xx, 1xx: `Failure`; 429 and other
+///   4xx: `Abandoned`) is recorded at once with cause [`Status`](sluice::Cause::Status),
 ///   the body passed through untracked; with [`with_grpc`](Self::with_grpc), a
 ///   trailers-only gRPC response is settled by its `grpc-status`;
 /// * any other 2xx body is a [`TrackedBody`] carrying the worker's [`SetPermit`]: its
@@ -54,6 +54,7 @@ pub struct PickedWorker {
 /// `text/event-stream` bodies and lets any other end cleanly.
 ///
 /// [`BreakerLayer`]: crate::BreakerLayer
+/// [`StatusPolicy`]: sluice::breaker::StatusPolicy
 ///
 /// ```
 /// use std::convert::Infallible;

@@ -188,21 +188,24 @@ async fn round_robin_alternates_and_routes_by_the_picked_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_5xx_is_its_workers_failure_and_opens_its_breaker_only() {
+async fn a_5xx_or_3xx_is_its_workers_failure_and_opens_its_breaker_only() {
     for proto in PROTOS {
         let config = Config::default().failure_threshold(2);
         let mut pool = Pool::start(proto, Pick::RoundRobin, config, 50, Sse::Always).await;
-        // Worker 0 answers 500 twice; worker 1 serves in between.
-        for (id, query, want) in [
-            (1, "status=500", (0, Verdict::Failure, Cause::Status)),
-            (2, "tokens=1", (1, Verdict::Success, Cause::Done)),
-            (3, "status=500", (0, Verdict::Failure, Cause::Status)),
+        // Worker 0 answers 500, then 302; worker 1 serves in between.
+        for (id, code, want) in [
+            (1, 500, (0, Verdict::Failure, Cause::Status)),
+            (2, 200, (1, Verdict::Success, Cause::Done)),
+            (3, 302, (0, Verdict::Failure, Cause::Status)),
         ] {
-            let (worker, status, body) = pool.read(&format!("id={id}&{query}")).await;
-            assert_eq!(worker, want.0, "{proto:?} {id}");
-            if want.1 == Verdict::Failure {
+            let query = match code {
+                200 => format!("id={id}&tokens=1"),
+                _ => format!("id={id}&status={code}"),
+            };
+            let (worker, status, body) = pool.read(&query).await;
+            assert_eq!((worker, status.as_u16()), (want.0, code), "{proto:?} {id}");
+            if code != 200 {
                 // Settled at once; the worker's answer passed through untracked.
-                assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
                 assert_eq!(body.data, b"worker says no");
             }
             assert_eq!(pool.outcome().await, want, "{proto:?} {id}");
