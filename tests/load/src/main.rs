@@ -1,0 +1,350 @@
+//! The gateway's load check: does `sluice-gateway serve` stay close to a bare relay?
+//!
+//! ```sh
+//! cargo run --release -p sluice-load                     # 1,000 streams, 3 rounds
+//! cargo run --release -p sluice-load -- --streams 200 --rounds 1
+//! ```
+//!
+//! One mock worker (its own process) streams `--tokens` SSE events `--gap-ms` apart,
+//! then `data: [DONE]`. Two relays in front of it, each its own process with the
+//! same runtime (two worker threads, no logs): a bare axum + reqwest relay that
+//! copies the body, and the gateway (`sluice_gateway::serve::start`, its defaults and
+//! one worker). Each round runs both under the same load: `--streams` concurrent
+//! streaming requests from this process, every body read to its end and checked for
+//! its `[DONE]`. The relay's CPU time (user + system, from `/proc/PID/stat`, counted
+//! from when it is ready) and its peak RSS (`VmHWM` in `/proc/PID/status`) are read
+//! from the OS, and the gateway's figures are given as ratios of the bare relay's
+//! in the same round. Linux only.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// The command line, parsed by hand: a handful of numbers.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    streams: usize,
+    tokens: u32,
+    gap_ms: u64,
+    rounds: u32,
+}
+
+impl Load {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut load = Self {
+            streams: 1_000,
+            tokens: 64,
+            gap_ms: 20,
+            rounds: 3,
+        };
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let bad = |e: std::num::ParseIntError| format!("{flag} {value}: {e}");
+            match flag.as_str() {
+                "--streams" => load.streams = value.parse().map_err(bad)?,
+                "--tokens" => load.tokens = value.parse().map_err(bad)?,
+                "--gap-ms" => load.gap_ms = value.parse().map_err(bad)?,
+                "--rounds" => load.rounds = value.parse().map_err(bad)?,
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        Ok(load)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = match args.first().map(String::as_str) {
+        Some("worker") => runtime.block_on(worker(&args[1..])),
+        Some("bare") => runtime.block_on(bare(&args[1..])),
+        Some("gateway") => runtime.block_on(gateway(&args[1..])),
+        _ => match Load::parse(&args) {
+            Ok(load) => runtime.block_on(drive(load)),
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds a loopback port and tells the parent where (one line on stdout).
+async fn listen() -> Result<TcpListener, String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("ready {addr}");
+    Ok(listener)
+}
+
+/// The mock worker: every POST streams `tokens` events `gap_ms` apart, then `[DONE]`.
+async fn worker(args: &[String]) -> Result<(), String> {
+    let number = |i: usize| -> Result<u64, String> {
+        args.get(i)
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| "worker TOKENS GAP_MS".to_owned())
+    };
+    let (tokens, gap) = (number(0)?, Duration::from_millis(number(1)?));
+    let answer = move || async move {
+        let ticks = stream::unfold(0, move |i| async move {
+            if i > tokens {
+                return None;
+            }
+            tokio::time::sleep(gap).await;
+            let event = if i == tokens {
+                Bytes::from_static(b"data: [DONE]\n\n")
+            } else {
+                Bytes::from(format!(
+                    "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token {i} \"}}}}]}}\n\n"
+                ))
+            };
+            Some((Ok::<_, std::io::Error>(event), i + 1))
+        });
+        (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            Body::from_stream(ticks),
+        )
+    };
+    let app = Router::new().route("/v1/chat/completions", post(answer));
+    axum::serve(listen().await?, app)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The bare relay: the request to the worker, its status, content type and body
+/// back, nothing else.
+async fn bare(args: &[String]) -> Result<(), String> {
+    let upstream = args.first().ok_or("bare UPSTREAM")?.clone();
+    async fn relay(
+        State((client, upstream)): State<(reqwest::Client, String)>,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        let mut call = client.post(format!("{upstream}{}", uri.path())).body(body);
+        if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+            call = call.header(header::CONTENT_TYPE, ct);
+        }
+        match call.send().await {
+            Ok(answer) => {
+                let status = answer.status();
+                let ct = answer.headers().get(header::CONTENT_TYPE).cloned();
+                let mut out = Response::new(Body::from_stream(answer.bytes_stream()));
+                *out.status_mut() = status;
+                if let Some(ct) = ct {
+                    out.headers_mut().insert(header::CONTENT_TYPE, ct);
+                }
+                out
+            }
+            Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+        }
+    }
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let app = Router::new()
+        .route("/v1/chat/completions", post(relay))
+        .with_state((client, upstream));
+    axum::serve(listen().await?, app)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The gateway as `serve` runs it, with its defaults and one worker.
+async fn gateway(args: &[String]) -> Result<(), String> {
+    let upstream = args.first().ok_or("gateway UPSTREAM")?.clone();
+    let mut serve = sluice_gateway::serve::ServeArgs::new(vec![upstream]);
+    serve.listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+    let serving = sluice_gateway::serve::start(&serve)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("ready {}", serving.addr);
+    serving.wait().await.map_err(|e| e.to_string())
+}
+
+/// A child process of this binary, in one of its roles, and where it listens.
+struct Role {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Role {
+    async fn spawn(args: &[&str]) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn {args:?}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        let addr = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("{args:?} said {line:?}, not `ready ADDR`"))?;
+        Ok(Self { child, addr })
+    }
+
+    fn pid(&self) -> Result<u32, String> {
+        self.child.id().ok_or_else(|| "the child has exited".to_owned())
+    }
+}
+
+/// CPU time used by process `pid` so far (user + system).
+fn cpu(pid: u32) -> Result<Duration, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').ok_or("odd /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("no field {i} in /proc/{pid}/stat"))
+    };
+    // utime and stime are fields 14 and 15 of the line; here 12 and 13, in ticks of
+    // USER_HZ, which is 100 on Linux.
+    Ok(Duration::from_millis((tick(11)? + tick(12)?) * 10))
+}
+
+/// The peak resident set of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> Result<u64, String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// What one relay did under one round's load.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    complete: usize,
+    wall: Duration,
+    cpu: Duration,
+    peak_rss_kib: u64,
+}
+
+/// Runs `load.streams` concurrent streams through the relay `role`.
+async fn round(load: Load, role: &str, worker: SocketAddr) -> Result<Figures, String> {
+    let relay = Role::spawn(&[role, &format!("http://{worker}")]).await?;
+    let pid = relay.pid()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("http://{}/v1/chat/completions", relay.addr);
+    let body = r#"{"model":"load","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let cpu_before = cpu(pid)?;
+    let started = Instant::now();
+    let complete = stream::iter(0..load.streams)
+        .map(|_| {
+            let call = client
+                .post(&url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+            async move {
+                let answer = call.send().await.ok()?;
+                let bytes = answer.bytes().await.ok()?;
+                bytes.ends_with(b"data: [DONE]\n\n").then_some(())
+            }
+        })
+        .buffer_unordered(load.streams)
+        .filter(|done| std::future::ready(done.is_some()))
+        .count()
+        .await;
+    let wall = started.elapsed();
+    let figures = Figures {
+        complete,
+        wall,
+        cpu: cpu(pid)?.saturating_sub(cpu_before),
+        peak_rss_kib: peak_rss_kib(pid)?,
+    };
+    drop(relay);
+    Ok(figures)
+}
+
+async fn drive(load: Load) -> Result<(), String> {
+    let worker = Role::spawn(&[
+        "worker",
+        &load.tokens.to_string(),
+        &load.gap_ms.to_string(),
+    ])
+    .await?;
+    println!(
+        "{} concurrent streams of {} tokens, {} ms apart; {} round(s)",
+        load.streams, load.tokens, load.gap_ms, load.rounds
+    );
+    println!(
+        "{:>5}  {:<8} {:>9} {:>8} {:>9} {:>13}",
+        "round", "relay", "complete", "wall s", "cpu s", "peak rss MiB"
+    );
+    let mut ratios = Vec::new();
+    for n in 1..=load.rounds {
+        let mut pair = Vec::new();
+        for role in ["bare", "gateway"] {
+            let f = round(load, role, worker.addr).await?;
+            println!(
+                "{n:>5}  {role:<8} {:>9} {:>8.2} {:>9.2} {:>13.1}",
+                f.complete,
+                f.wall.as_secs_f64(),
+                f.cpu.as_secs_f64(),
+                f.peak_rss_kib as f64 / 1024.0
+            );
+            if f.complete != load.streams {
+                return Err(format!(
+                    "{role}: only {} of {} streams ended with [DONE]",
+                    f.complete, load.streams
+                ));
+            }
+            pair.push(f);
+        }
+        let (bare, gateway) = (pair[0], pair[1]);
+        let cpu = gateway.cpu.as_secs_f64() / bare.cpu.as_secs_f64().max(0.01);
+        let rss = gateway.peak_rss_kib as f64 / bare.peak_rss_kib.max(1) as f64;
+        println!("{n:>5}  gateway / bare: cpu {cpu:.3}x, peak rss {rss:.3}x");
+        ratios.push((cpu, rss));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let cpu = median(ratios.iter().map(|r| r.0).collect());
+    let rss = median(ratios.iter().map(|r| r.1).collect());
+    println!("median of {} round(s): cpu {cpu:.3}x, peak rss {rss:.3}x", ratios.len());
+    Ok(())
+}
