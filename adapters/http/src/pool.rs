@@ -178,11 +178,6 @@ impl<S> PoolService<S> {
     pub fn set(&self) -> &SharedBreakerSet {
         &self.layer.set
     }
-
-    /// How this service picks a worker.
-    pub fn pick(&self) -> Pick {
-        self.layer.pick
-    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PoolService<S>
