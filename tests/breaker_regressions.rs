@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::{StreamExt, stream};
 use sluice::breaker::{
     CircuitBreaker, Classified, Clock, Config, ConfigError, ManualClock, Pick, Reason, Recorded,
-    SetPermit, SharedBreaker, SharedBreakerSet, State, StatusPolicy, Window,
+    SetPermit, SharedBreaker, SharedBreakerSet, State, StatusPolicy, Window, WindowCounts,
 };
 use sluice::{TrackedStream, Verdict};
 
@@ -491,7 +491,7 @@ fn the_rate_rule_counts_successes_without_the_core_and_loses_none() {
         );
     }
     // Nothing was lost: 13 failures and 51 successes, the oldest of them aged out.
-    let (calls, failures) = shared.snapshot().window_counts().expect("a rate rule");
+    let WindowCounts { calls, failures } = shared.snapshot().window_counts().expect("a rate rule");
     assert!(
         failures > 0 && calls > failures,
         "{calls} calls, {failures} failed"

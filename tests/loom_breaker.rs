@@ -12,6 +12,7 @@ use loom::thread;
 use sluice::Verdict;
 use sluice::breaker::{
     Config, ManualClock, Pick, Reason, Recorded, SharedBreaker, SharedBreakerSet, State, Window,
+    WindowCounts,
 };
 
 fn breaker(config: Config) -> (SharedBreaker, ManualClock) {
@@ -190,7 +191,10 @@ fn rate_rule_successes_are_all_counted() {
         assert_eq!(b.state(), State::Closed);
         assert_eq!(
             b.snapshot().window_counts(),
-            Some((5, 1)),
+            Some(WindowCounts {
+                calls: 5,
+                failures: 1
+            }),
             "a success was lost"
         );
     });
@@ -212,7 +216,14 @@ fn rate_rule_success_and_failure_give_a_sequential_outcome() {
         if opened.is_empty() {
             // Both counted in Closed: then the window is S S S F or S S F S.
             assert_eq!(state, State::Closed, "{got:?}");
-            assert_eq!(b.snapshot().window_counts(), Some((4, 1)), "{got:?}");
+            assert_eq!(
+                b.snapshot().window_counts(),
+                Some(WindowCounts {
+                    calls: 4,
+                    failures: 1
+                }),
+                "{got:?}"
+            );
         } else {
             assert_eq!(opened.len(), 1, "{got:?}");
             assert_eq!(opened[0].reason, Reason::FailureRate);
@@ -235,7 +246,13 @@ fn rate_rule_time_window_successes_are_not_lost() {
         let got = race(&b, &[Verdict::Success, Verdict::Success]);
         mover.join().expect("no panic");
         assert_eq!(got, [Recorded::Counted(None); 2]);
-        assert_eq!(b.snapshot().window_counts(), Some((3, 0)));
+        assert_eq!(
+            b.snapshot().window_counts(),
+            Some(WindowCounts {
+                calls: 3,
+                failures: 0
+            })
+        );
     });
 }
 

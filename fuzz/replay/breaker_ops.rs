@@ -103,7 +103,7 @@ impl Deferred {
 
     /// The handle ran an operation under its lock on `b`: it published the word anew.
     fn published(&mut self, b: &CircuitBreaker) {
-        let failures = b.window_counts().map_or(u64::MAX, |(_, failures)| failures);
+        let failures = b.window_counts().map_or(u64::MAX, |w| w.failures);
         let closed = b.state(Duration::ZERO) == State::Closed;
         self.safe = closed && failures * 1_000_000 < self.rate_ppm * self.minimum;
     }

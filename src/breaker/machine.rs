@@ -629,8 +629,11 @@ impl CircuitBreaker {
 
     /// The calls counted in the failure-rate window and how many of them failed, as
     /// of the latest `now` seen; `None` without a rate rule.
-    pub fn window_counts(&self) -> Option<(u64, u64)> {
-        self.window.as_ref().map(|w| w.counts(self.latest))
+    pub fn window_counts(&self) -> Option<WindowCounts> {
+        self.window.as_ref().map(|w| {
+            let (calls, failures) = w.counts(self.latest);
+            WindowCounts { calls, failures }
+        })
     }
 
     // What the shared handle needs to mirror the Closed state in its atomic word.
@@ -687,6 +690,27 @@ impl CircuitBreaker {
     pub(crate) const fn latest(&self) -> Duration {
         self.latest
     }
+}
+
+/// What a failure-rate window holds ([`CircuitBreaker::window_counts`]).
+///
+/// ```
+/// use core::time::Duration;
+/// use sluice::Verdict;
+/// use sluice::breaker::{CircuitBreaker, Config, Window, WindowCounts};
+///
+/// let config = Config::default().failure_rate(0.5, Window::Calls(10), 4);
+/// let mut breaker = CircuitBreaker::new(config);
+/// let permit = breaker.try_acquire(Duration::ZERO).expect("closed");
+/// let _ = breaker.record(permit, Verdict::Failure, Duration::ZERO);
+/// assert_eq!(breaker.window_counts(), Some(WindowCounts { calls: 1, failures: 1 }));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct WindowCounts {
+    /// Calls counted (successes and failures; abandoned calls are not calls).
+    pub calls: u64,
+    /// How many of them failed.
+    pub failures: u64,
 }
 
 /// Whether an Open breaker's `until` has come at `now`. An `until` that saturated at

@@ -76,7 +76,9 @@ mod shared;
 mod sync;
 
 pub use self::config::{Config, ConfigError, MAX_WINDOW_CALLS, TIME_WINDOW_BUCKETS, Window};
-pub use self::machine::{CircuitBreaker, Permit, Reason, Recorded, Rejected, State, Transition};
+pub use self::machine::{
+    CircuitBreaker, Permit, Reason, Recorded, Rejected, State, Transition, WindowCounts,
+};
 pub use self::policy::{Classified, StatusPolicy};
 #[cfg(feature = "std")]
 pub use self::set::{

@@ -218,7 +218,9 @@ impl Role {
     }
 
     fn pid(&self) -> Result<u32, String> {
-        self.child.id().ok_or_else(|| "the child has exited".to_owned())
+        self.child
+            .id()
+            .ok_or_else(|| "the child has exited".to_owned())
     }
 }
 
@@ -299,12 +301,8 @@ async fn round(load: Load, role: &str, worker: SocketAddr) -> Result<Figures, St
 }
 
 async fn drive(load: Load) -> Result<(), String> {
-    let worker = Role::spawn(&[
-        "worker",
-        &load.tokens.to_string(),
-        &load.gap_ms.to_string(),
-    ])
-    .await?;
+    let worker =
+        Role::spawn(&["worker", &load.tokens.to_string(), &load.gap_ms.to_string()]).await?;
     println!(
         "{} concurrent streams of {} tokens, {} ms apart; {} round(s)",
         load.streams, load.tokens, load.gap_ms, load.rounds
@@ -345,6 +343,9 @@ async fn drive(load: Load) -> Result<(), String> {
     };
     let cpu = median(ratios.iter().map(|r| r.0).collect());
     let rss = median(ratios.iter().map(|r| r.1).collect());
-    println!("median of {} round(s): cpu {cpu:.3}x, peak rss {rss:.3}x", ratios.len());
+    println!(
+        "median of {} round(s): cpu {cpu:.3}x, peak rss {rss:.3}x",
+        ratios.len()
+    );
     Ok(())
 }
