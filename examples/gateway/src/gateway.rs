@@ -30,6 +30,7 @@
 //! profile that aborts explicitly ([`Engine`]), an abandoned request that reached the
 //! engine is also aborted by id, from a spawned task.
 
+mod body;
 pub mod health;
 pub mod proxy;
 mod shutdown;
@@ -37,12 +38,11 @@ mod ticket;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State as AxumState;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sluice::breaker::{
@@ -53,16 +53,22 @@ use sluice::sse::SseRules;
 use sluice::{Outcome, Verdict};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 pub use self::health::HealthCheck;
 use crate::engine::{self, ABORT_TIMEOUT, Engine, RidMinter};
-use crate::metrics::{self, Metrics, reason_name, state_name};
+use crate::metrics::{self, AbortResult, Metrics, Operation};
 
 /// How long the gateway waits for a worker's response head, by default.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The header that carries a request's id to the worker (and into the timeline).
+/// The header that carries a request's id to the worker and back to the client (and
+/// into the timeline).
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// [`REQUEST_ID`] as a header name.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// One worker the gateway forwards to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +116,14 @@ impl Api {
     /// The API of a route.
     pub fn from_path(path: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|api| api.path() == path)
+    }
+
+    /// Its GenAI operation, for the OpenTelemetry measures.
+    pub const fn operation(self) -> Operation {
+        match self {
+            Self::Completions => Operation::TextCompletion,
+            Self::Chat | Self::Messages | Self::Responses => Operation::Chat,
+        }
     }
 
     /// The SSE rules of its streams (each requires its done event).
@@ -297,7 +311,6 @@ struct Inner {
     pick: Pick,
     engine: Engine,
     rids: RidMinter,
-    next_id: AtomicUsize,
     client: reqwest::Client,
     policy: StatusPolicy,
     metrics: Metrics,
@@ -358,7 +371,6 @@ impl Gateway {
                 pick: options.pick,
                 engine: options.engine,
                 rids: RidMinter::new(),
-                next_id: AtomicUsize::new(0),
                 client,
                 policy: StatusPolicy::default(),
                 metrics: Metrics::new(&names),
@@ -370,14 +382,26 @@ impl Gateway {
     }
 
     /// The routes: the four model APIs ([`Api`]) and `GET /metrics`.
+    ///
+    /// Every request has an id in `x-request-id` (`tower-http`'s request-id layers):
+    /// the client's, kept as it came, or a random UUID (v4) the gateway makes; it
+    /// goes to the worker and back to the client in the response. Each request runs
+    /// in a `request` span (`tower-http`'s `TraceLayer`) with fields `request_id`,
+    /// `route` and, once one is picked, `worker`; its verdict is logged inside it.
     pub fn router(&self) -> Router {
         let mut router = Router::new();
         for api in Api::ALL {
             router = router.route(api.path(), post(proxy::proxy));
         }
+        let trace = TraceLayer::new_for_http().make_span_with(request_span);
+        // The last layer added runs first: the id is set, then the span opened, then
+        // the id copied to the response.
         router
             .route("/metrics", get(scrape))
             .with_state(self.inner.clone())
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+            .layer(trace)
+            .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
     }
 
     /// Applies what time alone changes to every breaker (Open to HalfOpen once the
@@ -452,7 +476,7 @@ impl Inner {
 
     fn transition(&self, worker: usize, t: Transition) {
         self.metrics.transition(worker, &t);
-        let (from, to, reason) = (state_name(t.from), state_name(t.to), reason_name(t.reason));
+        let (from, to, reason) = (t.from.as_str(), t.to.as_str(), t.reason.as_str());
         let at_ms = t.at.as_millis() as u64;
         let worker_name = self.name(worker);
         if matches!(t.to, State::Open { .. }) || t.reason == Reason::EjectionCapped {
@@ -533,7 +557,7 @@ impl Inner {
     /// breaker.
     fn abort(self: &Arc<Self>, request: String, worker: usize, rid: String) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.aborted(request, worker, rid, "failed");
+            self.aborted(request, worker, rid, AbortResult::Failed);
             return;
         };
         let url = format!(
@@ -550,18 +574,19 @@ impl Inner {
         let gw = Arc::clone(self);
         runtime.spawn(async move {
             let result = match tokio::time::timeout(ABORT_TIMEOUT, call).await {
-                Ok(Ok(response)) if response.status().is_success() => "ok",
-                Ok(Ok(_)) => "rejected",
-                Ok(Err(_)) => "failed",
-                Err(_) => "timeout",
+                Ok(Ok(response)) if response.status().is_success() => AbortResult::Ok,
+                Ok(Ok(_)) => AbortResult::Rejected,
+                Ok(Err(_)) => AbortResult::Failed,
+                Err(_) => AbortResult::Timeout,
             };
             gw.aborted(request, worker, rid, result);
         });
     }
 
-    fn aborted(&self, request: String, worker: usize, rid: String, result: &'static str) {
+    fn aborted(&self, request: String, worker: usize, rid: String, result: AbortResult) {
         self.metrics.abort(worker, result);
         let worker_name = self.name(worker);
+        let result = result.as_str();
         if result == "ok" {
             tracing::info!(request, worker = worker_name, rid, result, "engine abort");
         } else {
@@ -574,6 +599,23 @@ impl Inner {
             result,
         });
     }
+}
+
+/// The span of one request: its id (set by then), its route, and the worker once
+/// one is picked.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .map(|id| String::from_utf8_lossy(id.as_bytes()).into_owned());
+    // The routes have no parameters: a path is its route.
+    tracing::info_span!(
+        "request",
+        request_id = id.as_deref().unwrap_or("-"),
+        method = %request.method(),
+        route = request.uri().path(),
+        worker = tracing::field::Empty,
+    )
 }
 
 /// An OpenAI-style JSON error.

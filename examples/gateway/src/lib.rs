@@ -55,6 +55,20 @@
 //! and per explicit abort. The demo prints its timeline instead (and the logs too
 //! when `RUST_LOG` is set).
 //!
+//! Every request has an id in `x-request-id`: the client's, kept as it came, or a
+//! random UUID the gateway makes (`tower-http`'s request-id layers). It goes to the
+//! worker and back to the client. Each request runs in a `request` span
+//! (`tower-http`'s `TraceLayer`: `request_id`, `method`, `route`, and `worker` once
+//! one is picked), and its verdict event is logged inside that span.
+//!
+//! # Metrics
+//!
+//! `GET /metrics` ([`metrics`]): verdicts by worker and cause, breaker states and
+//! transitions, 503s, aborts, health checks, and the OpenTelemetry GenAI histograms
+//! `gen_ai_server_time_to_first_token_seconds`,
+//! `gen_ai_server_time_per_output_token_seconds` and
+//! `gen_ai_server_request_duration_seconds`.
+//!
 //! # Engines
 //!
 //! See [`engine`]: which engines stop when the connection closes, and the `sglang`

@@ -17,21 +17,224 @@
 //!   --health-check`), by result: `passed` or `failed`;
 //! * `sluice_ejected_workers` and `sluice_max_ejected_workers`: how many workers are
 //!   ejected now, and the cap.
+//!
+//! And the OpenTelemetry GenAI model-server measures, in Prometheus spelling, as
+//! histograms with the explicit buckets the semantic conventions recommend:
+//!
+//! * `gen_ai_server_request_duration_seconds{worker,gen_ai_operation_name,verdict[,error_type]}`:
+//!   from the request's arrival at the gateway to its verdict, for every request
+//!   that reached a worker; `error_type` (OpenTelemetry's `error.type`) is the
+//!   verdict's cause, on failures only;
+//! * `gen_ai_server_time_to_first_token_seconds{worker,gen_ai_operation_name}`:
+//!   from the request's arrival to the stream's first progress event (keep-alives
+//!   and the API's preamble do not count; a body without SSE rules: its first
+//!   chunk), for successful responses (as OpenTelemetry defines it);
+//! * `gen_ai_server_time_per_output_token_seconds{worker,gen_ai_operation_name}`:
+//!   the time from the first to the last progress event over the events after the
+//!   first, for successful responses with at least two (progress events stand in
+//!   for output tokens; the done event is one).
+//!
+//! `gen_ai_operation_name` is `chat` (Chat Completions, Messages, Responses) or
+//! `text_completion` (legacy completions). OpenTelemetry's `gen_ai.provider.name`
+//! and the model names are left out: the gateway does not know the provider behind a
+//! worker, and does not read the model from bodies. `gen_ai_client_token_usage`
+//! is not exported: it needs the token counts an API reports, which the core does
+//! not hand out yet.
+//!
+//! Every label value is typed (a verdict, a cause, a breaker state, a transition
+//! reason, an abort or health-check result, an operation), never a free string but
+//! the worker's name.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt;
+use std::time::Duration;
+
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{
+    EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
-use sluice::Outcome;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use sluice::breaker::{Reason, State, Transition};
+use sluice::{Cause, Outcome, Verdict};
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// `gen_ai_server_time_to_first_token_seconds` buckets: the explicit boundaries
+/// OpenTelemetry's GenAI semantic conventions give for `gen_ai.server.time_to_first_token`.
+pub const TIME_TO_FIRST_TOKEN_BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// `gen_ai_server_time_per_output_token_seconds` buckets (OpenTelemetry's, for
+/// `gen_ai.server.time_per_output_token`).
+pub const TIME_PER_OUTPUT_TOKEN_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+
+/// `gen_ai_server_request_duration_seconds` buckets (OpenTelemetry's, for
+/// `gen_ai.server.request.duration`).
+pub const REQUEST_DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// The GenAI operation of a request (OpenTelemetry's `gen_ai.operation.name`, a
+/// label `gen_ai_operation_name` here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// `chat`: OpenAI Chat Completions, Anthropic Messages, OpenAI Responses.
+    Chat,
+    /// `text_completion`: OpenAI's legacy completions.
+    TextCompletion,
+}
+
+impl Operation {
+    /// Its label value, as OpenTelemetry spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::TextCompletion => "text_completion",
+        }
+    }
+}
+
+impl EncodeLabelValue for Operation {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// How long one request took, as the OpenTelemetry GenAI histograms measure it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latency {
+    /// The request's operation.
+    pub operation: Operation,
+    /// From the request's arrival at the gateway to its verdict.
+    pub duration: Duration,
+    /// From the request's arrival to the stream's first progress event (the first
+    /// event that is not a keep-alive or preamble; without SSE rules, the first
+    /// chunk), if one came.
+    pub first_token: Option<Duration>,
+    /// The time between the first and the last progress event divided by the
+    /// progress events after the first, for a stream with at least two.
+    pub per_token: Option<Duration>,
+}
+
+/// A verdict as a label value: `success`, `failure`, `abandoned`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct VerdictLabel(Verdict);
+
+impl EncodeLabelValue for VerdictLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+/// A cause as a label value ([`Cause::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CauseLabel(Cause);
+
+impl EncodeLabelValue for CauseLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+/// A breaker state as a label value ([`State::as_str`]); an Open state's `until`
+/// is left out, so every Open is one series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct StateLabel(State);
+
+impl From<State> for StateLabel {
+    fn from(state: State) -> Self {
+        match state {
+            State::Open { .. } => Self(State::Open {
+                until: Duration::ZERO,
+            }),
+            other => Self(other),
+        }
+    }
+}
+
+impl EncodeLabelValue for StateLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+/// A transition reason as a label value ([`Reason::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ReasonLabel(Reason);
+
+impl EncodeLabelValue for ReasonLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+/// How an explicit abort sent to an engine went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AbortResult {
+    /// The engine answered 2xx.
+    Ok,
+    /// The engine answered, not 2xx.
+    Rejected,
+    /// The call failed (connect error, no runtime).
+    Failed,
+    /// No answer within the abort's time limit.
+    Timeout,
+}
+
+impl AbortResult {
+    /// Its label value: `ok`, `rejected`, `failed`, `timeout`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl EncodeLabelValue for AbortResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// A health check's result as a label value: `passed` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum HealthResult {
+    Passed,
+    Failed,
+}
+
+impl EncodeLabelValue for HealthResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        let value = match self {
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+        };
+        EncodeLabelValue::encode(&value, encoder)
+    }
+}
+
 /// The states a breaker can be in, as label values.
-const STATES: [&str; 5] = ["closed", "open", "half_open", "forced_open", "disabled"];
+const STATES: [State; 5] = [
+    State::Closed,
+    State::Open {
+        until: Duration::ZERO,
+    },
+    State::HalfOpen,
+    State::ForcedOpen,
+    State::Disabled,
+];
 
 /// Labels of a per-worker series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -43,38 +246,86 @@ struct WorkerLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AbortLabels {
     worker: String,
-    result: String,
+    result: AbortResult,
 }
 
 /// Labels of `sluice_health_checks_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HealthLabels {
     worker: String,
-    result: String,
+    result: HealthResult,
 }
 
 /// Labels of `sluice_breaker_state`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     worker: String,
-    state: String,
+    state: StateLabel,
 }
 
 /// Labels of `sluice_verdicts_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
     worker: String,
-    verdict: String,
-    cause: String,
+    verdict: VerdictLabel,
+    cause: CauseLabel,
 }
 
 /// Labels of `sluice_breaker_transitions_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransitionLabels {
     worker: String,
-    from: String,
-    to: String,
-    reason: String,
+    from: StateLabel,
+    to: StateLabel,
+    reason: ReasonLabel,
+}
+
+/// Labels of the time-to-first-token and time-per-output-token histograms.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    worker: String,
+    gen_ai_operation_name: Operation,
+}
+
+/// Labels of `gen_ai_server_request_duration_seconds`: OpenTelemetry's
+/// `error.type` (here `error_type`, the cause) is set on failures only, and left
+/// out of the other series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct DurationLabels {
+    worker: String,
+    gen_ai_operation_name: Operation,
+    verdict: VerdictLabel,
+    error_type: Option<CauseLabel>,
+}
+
+impl EncodeLabelSet for DurationLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        EncodeLabel::encode(&("worker", self.worker.as_str()), encoder.encode_label())?;
+        EncodeLabel::encode(
+            &("gen_ai_operation_name", self.gen_ai_operation_name),
+            encoder.encode_label(),
+        )?;
+        EncodeLabel::encode(&("verdict", self.verdict), encoder.encode_label())?;
+        if let Some(cause) = self.error_type {
+            EncodeLabel::encode(&("error_type", cause), encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes the histograms of a family.
+type Buckets = fn() -> Histogram;
+
+fn time_to_first_token() -> Histogram {
+    Histogram::new(TIME_TO_FIRST_TOKEN_BUCKETS)
+}
+
+fn time_per_output_token() -> Histogram {
+    Histogram::new(TIME_PER_OUTPUT_TOKEN_BUCKETS)
+}
+
+fn request_duration() -> Histogram {
+    Histogram::new(REQUEST_DURATION_BUCKETS)
 }
 
 /// The registry and its metric families.
@@ -91,34 +342,19 @@ pub struct Metrics {
     health: Family<HealthLabels, Counter>,
     ejected: Gauge,
     max_ejected: Gauge,
+    first_token: Family<TokenLabels, Histogram, Buckets>,
+    per_token: Family<TokenLabels, Histogram, Buckets>,
+    duration: Family<DurationLabels, Histogram, Buckets>,
 }
 
-/// A breaker state's label value.
+/// A breaker state's label value ([`State::as_str`]).
 pub fn state_name(state: State) -> &'static str {
-    match state {
-        State::Closed => "closed",
-        State::Open { .. } => "open",
-        State::HalfOpen => "half_open",
-        State::ForcedOpen => "forced_open",
-        State::Disabled => "disabled",
-        _ => "other",
-    }
+    state.as_str()
 }
 
-/// A transition reason's label value.
+/// A transition reason's label value ([`Reason::as_str`]).
 pub fn reason_name(reason: Reason) -> &'static str {
-    match reason {
-        Reason::ConsecutiveFailures => "consecutive_failures",
-        Reason::FailureRate => "failure_rate",
-        Reason::OpenElapsed => "open_elapsed",
-        Reason::ProbeFailed => "probe_failed",
-        Reason::ProbesSucceeded => "probes_succeeded",
-        Reason::Forced => "forced",
-        Reason::Disabled => "disabled",
-        Reason::Reset => "reset",
-        Reason::EjectionCapped => "ejection_capped",
-        _ => "other",
-    }
+    reason.as_str()
 }
 
 impl Metrics {
@@ -135,6 +371,9 @@ impl Metrics {
         let health = Family::<HealthLabels, Counter>::default();
         let ejected = Gauge::default();
         let max_ejected = Gauge::default();
+        let first_token = Family::new_with_constructor(time_to_first_token as Buckets);
+        let per_token = Family::new_with_constructor(time_per_output_token as Buckets);
+        let duration = Family::new_with_constructor(request_duration as Buckets);
         registry.register(
             "sluice_breaker_state",
             "Whether each worker's circuit breaker is in this state (1) or not (0)",
@@ -180,6 +419,24 @@ impl Metrics {
             "How many workers may be ejected at once (the ejection cap)",
             max_ejected.clone(),
         );
+        registry.register_with_unit(
+            "gen_ai_server_time_to_first_token",
+            "Time from a request's arrival to its stream's first progress event, for successful responses",
+            Unit::Seconds,
+            first_token.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_time_per_output_token",
+            "Time per progress event after the first, for successful responses with two or more",
+            Unit::Seconds,
+            per_token.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_request_duration",
+            "Time from a request's arrival to its verdict",
+            Unit::Seconds,
+            duration.clone(),
+        );
         for worker in workers {
             drop(cancelled.get_or_create(&WorkerLabels {
                 worker: worker.clone(),
@@ -197,6 +454,9 @@ impl Metrics {
             health,
             ejected,
             max_ejected,
+            first_token,
+            per_token,
+            duration,
         }
     }
 
@@ -209,8 +469,8 @@ impl Metrics {
         self.verdicts
             .get_or_create(&VerdictLabels {
                 worker: name.clone(),
-                verdict: outcome.verdict.as_str().to_owned(),
-                cause: outcome.cause.as_str().to_owned(),
+                verdict: VerdictLabel(outcome.verdict),
+                cause: CauseLabel(outcome.cause),
             })
             .inc();
         if cancelled {
@@ -222,6 +482,42 @@ impl Metrics {
         }
     }
 
+    /// Observes how long one request to `worker` took, whose verdict is `outcome`:
+    /// its duration always (labelled by the verdict, and on a failure by its cause
+    /// as `error_type`); its time to first token and time per output token only for
+    /// a successful response, as OpenTelemetry's conventions define them.
+    pub fn latency(&self, worker: usize, outcome: Outcome, latency: &Latency) {
+        let Some(name) = self.workers.get(worker) else {
+            return;
+        };
+        self.duration
+            .get_or_create(&DurationLabels {
+                worker: name.clone(),
+                gen_ai_operation_name: latency.operation,
+                verdict: VerdictLabel(outcome.verdict),
+                error_type: (outcome.verdict == Verdict::Failure)
+                    .then_some(CauseLabel(outcome.cause)),
+            })
+            .observe(latency.duration.as_secs_f64());
+        if outcome.verdict != Verdict::Success {
+            return;
+        }
+        let labels = TokenLabels {
+            worker: name.clone(),
+            gen_ai_operation_name: latency.operation,
+        };
+        if let Some(first) = latency.first_token {
+            self.first_token
+                .get_or_create(&labels)
+                .observe(first.as_secs_f64());
+        }
+        if let Some(per) = latency.per_token {
+            self.per_token
+                .get_or_create(&labels)
+                .observe(per.as_secs_f64());
+        }
+    }
+
     /// Counts one transition of `worker`'s breaker.
     pub fn transition(&self, worker: usize, t: &Transition) {
         let Some(name) = self.workers.get(worker) else {
@@ -230,9 +526,9 @@ impl Metrics {
         self.transitions
             .get_or_create(&TransitionLabels {
                 worker: name.clone(),
-                from: state_name(t.from).to_owned(),
-                to: state_name(t.to).to_owned(),
-                reason: reason_name(t.reason).to_owned(),
+                from: t.from.into(),
+                to: t.to.into(),
+                reason: ReasonLabel(t.reason),
             })
             .inc();
     }
@@ -243,14 +539,14 @@ impl Metrics {
     }
 
     /// Counts one explicit abort sent to `worker`'s engine, by `result`.
-    pub fn abort(&self, worker: usize, result: &str) {
+    pub fn abort(&self, worker: usize, result: AbortResult) {
         let Some(name) = self.workers.get(worker) else {
             return;
         };
         self.aborts
             .get_or_create(&AbortLabels {
                 worker: name.clone(),
-                result: result.to_owned(),
+                result,
             })
             .inc();
     }
@@ -263,7 +559,11 @@ impl Metrics {
         self.health
             .get_or_create(&HealthLabels {
                 worker: name.clone(),
-                result: if passed { "passed" } else { "failed" }.to_owned(),
+                result: if passed {
+                    HealthResult::Passed
+                } else {
+                    HealthResult::Failed
+                },
             })
             .inc();
     }
@@ -280,12 +580,13 @@ impl Metrics {
         self.max_ejected
             .set(i64::try_from(max_ejected).unwrap_or(i64::MAX));
         for (worker, state) in self.workers.iter().zip(states) {
-            let now = state_name(*state);
+            let now = StateLabel::from(*state);
             for s in STATES {
+                let s = StateLabel::from(s);
                 self.state
                     .get_or_create(&StateLabels {
                         worker: worker.clone(),
-                        state: s.to_owned(),
+                        state: s,
                     })
                     .set(i64::from(s == now));
             }

@@ -1,7 +1,6 @@
 //! The proxy handler: admit, send, classify the head, track the body.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -11,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use sluice::breaker::Classified;
 use sluice::{Cause, Outcome, RecordGuard, TrackedStream, Verdict};
 
-use super::shutdown::{EndsAtShutdown, grace_over};
-use super::ticket::Ticket;
+use super::body::ClientBody;
+use super::shutdown::grace_over;
+use super::ticket::{Ticket, Timing};
 use super::{Api, Event, How, Inner, REQUEST_ID, error_chain, json_error};
 use crate::engine;
 
@@ -64,6 +64,7 @@ pub(super) async fn proxy(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let timing = Timing::start();
     let Some(api) = Api::from_path(uri.path()) else {
         return json_error(StatusCode::NOT_FOUND, "not_found", "no such route");
     };
@@ -74,16 +75,19 @@ pub(super) async fn proxy(
             "the gateway is shutting down",
         );
     }
-    let request = match headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) => id.to_owned(),
-        None => format!("gw-{}", gw.next_id.fetch_add(1, Ordering::Relaxed)),
-    };
+    // The request-id layer put one there: the client's, or one it made.
+    let id = headers.get(REQUEST_ID).cloned();
+    let request = id.as_ref().map_or_else(String::new, |id| {
+        String::from_utf8_lossy(id.as_bytes()).into_owned()
+    });
     let permit = match gw.admit(&request) {
         Ok(permit) => permit,
         Err(wait) => return unavailable(&gw, request, wait),
     };
     let worker = permit.worker();
     let upstream = &gw.workers[worker];
+    let span = tracing::Span::current();
+    span.record("worker", upstream.name.as_str());
     // The body goes on as it came; only an engine profile that aborts by id adds it.
     let (body, rid) = if gw.engine.aborts() {
         match engine::with_rid(&body, &gw.rids.mint()) {
@@ -94,7 +98,10 @@ pub(super) async fn proxy(
         (body, None)
     };
     let url = format!("{}{}", upstream.base.trim_end_matches('/'), api.path());
-    let mut call = gw.client.post(url).header(REQUEST_ID, &request).body(body);
+    let mut call = gw.client.post(url).body(body);
+    if let Some(id) = id {
+        call = call.header(REQUEST_ID, id);
+    }
     for name in PASSED {
         if let Some(value) = headers.get(name) {
             call = call.header(name, value);
@@ -107,6 +114,9 @@ pub(super) async fn proxy(
         gw: gw.clone(),
         request,
         permit: Some(permit),
+        api,
+        timing,
+        span,
         rid,
         streaming: false,
     });
@@ -234,13 +244,14 @@ fn tracked_response(gw: &Inner, api: Api, response: reqwest::Response, ticket: T
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     let event_stream = is_event_stream(content_type.as_ref());
+    let timing = ticket.timing.clone();
     let tracked = TrackedStream::new(response.bytes_stream(), ticket);
     let tracked = if event_stream {
         tracked.with_sse(api.rules())
     } else {
         tracked
     };
-    let body = EndsAtShutdown::new(tracked, gw.shutdown.subscribe());
+    let body = ClientBody::new(tracked, gw.shutdown.subscribe(), timing);
     let mut out = Response::new(Body::from_stream(body));
     *out.status_mut() = status;
     if let Some(ct) = content_type {

@@ -1,12 +1,70 @@
 //! The verdict ticket: the recorder of one request from the moment it is sent
 //! upstream.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sluice::breaker::{Recorded, SetPermit};
 use sluice::{Cause, Outcome, Recorder, Verdict};
+use tokio::time::Instant;
 
-use super::{Event, How, Inner};
+use super::{Api, Event, How, Inner};
+use crate::metrics::Latency;
+
+/// When a request arrived, and when its stream made progress: written by the
+/// client's body as it polls the tracked stream, read by the ticket at the verdict.
+#[derive(Debug)]
+pub(super) struct Timing {
+    started: Instant,
+    marks: Mutex<Marks>,
+}
+
+/// The progress seen so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Marks {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    progress: u64,
+}
+
+impl Timing {
+    /// A request that arrived now.
+    pub(super) fn start() -> Arc<Self> {
+        Arc::new(Self {
+            started: Instant::now(),
+            marks: Mutex::new(Marks::default()),
+        })
+    }
+
+    /// The stream's progress count grew to `progress`, now.
+    pub(super) fn progressed(&self, progress: u64) {
+        let now = Instant::now();
+        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        if progress > 0 && marks.first.is_none() {
+            marks.first = Some(now);
+        }
+        marks.last = Some(now);
+        marks.progress = progress;
+    }
+
+    /// The request's latency for `api`, its verdict given now.
+    fn latency(&self, api: Api) -> Latency {
+        let now = Instant::now();
+        let marks = *self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let per_token = match (marks.first, marks.last) {
+            (Some(first), Some(last)) if marks.progress >= 2 => {
+                let after_first = u32::try_from(marks.progress - 1).unwrap_or(u32::MAX);
+                Some(last.duration_since(first) / after_first)
+            }
+            _ => None,
+        };
+        Latency {
+            operation: api.operation(),
+            duration: now.duration_since(self.started),
+            first_token: marks.first.map(|first| first.duration_since(self.started)),
+            per_token,
+        }
+    }
+}
 
 /// The recorder of one request from the moment it is sent upstream: holds the
 /// worker's permit until the verdict is in, then reports it and logs what the
@@ -21,6 +79,12 @@ pub(super) struct Ticket {
     pub(super) gw: Arc<Inner>,
     pub(super) request: String,
     pub(super) permit: Option<SetPermit>,
+    /// The route's API.
+    pub(super) api: Api,
+    /// When the request arrived and its stream progressed.
+    pub(super) timing: Arc<Timing>,
+    /// The request's span (its id, route and worker): the verdict is told inside it.
+    pub(super) span: tracing::Span,
     /// The id to abort the request by at the engine, if the profile aborts.
     pub(super) rid: Option<String>,
     /// The stream has started (a verdict through the recorder is the stream's).
@@ -33,6 +97,7 @@ impl Ticket {
         let Some(permit) = self.permit.take() else {
             return;
         };
+        let _inside = self.span.enter();
         let gw = &self.gw;
         if outcome.verdict == Verdict::Abandoned
             && outcome.cause == Cause::ClientLeft
@@ -51,6 +116,8 @@ impl Ticket {
         }
         gw.metrics
             .verdict(worker, outcome, how.cancelled(outcome.verdict));
+        gw.metrics
+            .latency(worker, outcome, &self.timing.latency(self.api));
         tracing::info!(
             request = self.request,
             worker = gw.name(worker),
