@@ -56,6 +56,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_millis(millis))
 }
 
+/// Parses a timeout: a duration as [`parse_duration`] reads it, or `off` (any
+/// case) or a bare `0` for none, returned as zero (a zero timeout is off).
+///
+/// ```
+/// use std::time::Duration;
+/// use sluice_gateway::duration::parse_timeout;
+///
+/// assert_eq!(parse_timeout("30s"), Ok(Duration::from_secs(30)));
+/// assert_eq!(parse_timeout("off"), Ok(Duration::ZERO));
+/// assert_eq!(parse_timeout("0"), Ok(Duration::ZERO));
+/// assert!(parse_timeout("30").is_err());
+/// ```
+pub fn parse_timeout(text: &str) -> Result<Duration, DurationError> {
+    match text.trim() {
+        "0" => Ok(Duration::ZERO),
+        off if off.eq_ignore_ascii_case("off") => Ok(Duration::ZERO),
+        _ => parse_duration(text),
+    }
+}
+
+/// Writes a timeout the way [`parse_timeout`] reads it: `off` for zero.
+pub fn format_timeout(timeout: Duration) -> String {
+    if timeout.is_zero() {
+        "off".to_owned()
+    } else {
+        format_duration(timeout)
+    }
+}
+
 /// Writes a duration the way [`parse_duration`] reads it (the largest unit that
 /// divides it exactly), for logs and defaults.
 pub fn format_duration(duration: Duration) -> String {

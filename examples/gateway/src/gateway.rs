@@ -41,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State as AxumState;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,7 +51,8 @@ use sluice::breaker::{
     Transition,
 };
 use sluice::sse::SseRules;
-use sluice::{Outcome, Verdict};
+use sluice::timers::Timeouts;
+use sluice::{Cause, Outcome, Verdict};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -62,6 +64,24 @@ use crate::metrics::{self, AbortResult, Metrics, Operation};
 
 /// How long the gateway waits for a worker's response head, by default.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a worker may take from the start of its answer's body to its first
+/// progress event, by default.
+pub const DEFAULT_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a worker may go without progress once it has made some, by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a worker's answer may take from the start of its body to its end, by
+/// default.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The worker's progress timers a gateway runs by default: [`DEFAULT_FIRST_TOKEN_TIMEOUT`],
+/// [`DEFAULT_IDLE_TIMEOUT`], [`DEFAULT_DEADLINE`].
+pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts::new()
+    .first_token(DEFAULT_FIRST_TOKEN_TIMEOUT)
+    .idle(DEFAULT_IDLE_TIMEOUT)
+    .deadline(DEFAULT_DEADLINE);
 
 /// The header that carries a request's id to the worker and back to the client (and
 /// into the timeline).
@@ -124,6 +144,45 @@ impl Api {
             Self::Completions => Operation::TextCompletion,
             Self::Chat | Self::Messages | Self::Responses => Operation::Chat,
         }
+    }
+
+    /// The event that tells a client of this API that its stream failed after the
+    /// response head (the worker broke, hung or stopped short): OpenAI-style
+    /// `data: {"error": ...}` (and no `[DONE]` after it), Anthropic's `event: error`,
+    /// the Responses API's `response.failed`. `message` says what happened; `cause`
+    /// goes in as the error's code.
+    pub fn failure_event(self, message: &str, cause: Cause) -> Bytes {
+        let code = cause.as_str();
+        let (event, data) = match self {
+            Self::Chat | Self::Completions => (
+                None,
+                serde_json::json!({
+                    "error": {"message": message, "type": "server_error", "code": code}
+                }),
+            ),
+            Self::Messages => (
+                Some("error"),
+                serde_json::json!({
+                    "type": "error",
+                    "error": {"type": "api_error", "message": message}
+                }),
+            ),
+            Self::Responses => (
+                Some("response.failed"),
+                serde_json::json!({
+                    "type": "response.failed",
+                    "response": {
+                        "status": "failed",
+                        "error": {"code": "server_error", "message": message}
+                    }
+                }),
+            ),
+        };
+        let text = match event {
+            Some(event) => format!("event: {event}\ndata: {data}\n\n"),
+            None => format!("data: {data}\n\n"),
+        };
+        Bytes::from(text)
     }
 
     /// The SSE rules of its streams (each requires its done event).
@@ -288,11 +347,17 @@ pub struct Options {
     /// past it the request is the worker's Failure (cause `header_timeout`) and the
     /// client gets a 504.
     pub header_timeout: Duration,
+    /// The worker's progress timers on every 2xx body, from its first poll: first
+    /// token, idle between tokens, and a deadline (with SSE rules they count
+    /// progress events, keep-alives excluded; without, chunks). An expiry is the
+    /// worker's Failure with the timer's cause; the client gets the route's error
+    /// event (a body without SSE rules is cut).
+    pub timeouts: Timeouts,
 }
 
 impl Options {
     /// `config`, the set's default cap, round-robin, the generic engine profile,
-    /// [`DEFAULT_HEADER_TIMEOUT`].
+    /// [`DEFAULT_HEADER_TIMEOUT`], [`DEFAULT_TIMEOUTS`].
     pub fn new(config: Config) -> Self {
         Self {
             config,
@@ -300,6 +365,7 @@ impl Options {
             pick: Pick::RoundRobin,
             engine: Engine::Generic,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            timeouts: DEFAULT_TIMEOUTS,
         }
     }
 }
@@ -316,6 +382,7 @@ struct Inner {
     metrics: Metrics,
     events: Option<UnboundedSender<Event>>,
     header_timeout: Duration,
+    timeouts: Timeouts,
     /// True once the shutdown grace is over: every tracked body ends.
     shutdown: watch::Sender<bool>,
 }
@@ -376,6 +443,7 @@ impl Gateway {
                 metrics: Metrics::new(&names),
                 events,
                 header_timeout: options.header_timeout,
+                timeouts: options.timeouts,
                 shutdown: watch::channel(false).0,
             }),
         })

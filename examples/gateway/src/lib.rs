@@ -28,6 +28,19 @@
 //! requests ejects nobody; 3xx: Failure, never followed, and the client gets 502);
 //! a non-2xx body is passed on capped at 64 KiB and 5 s. A worker that sends no
 //! response head within `--header-timeout` fails (cause `header_timeout`, 504).
+//!
+//! Every 2xx body runs the worker's progress timers from its first poll
+//! (`--first-token-timeout`, default `60s`; `--idle-timeout`, `30s`; `--deadline`,
+//! `10m`; `off` or `0` switches one off): with SSE rules they count progress events
+//! (keep-alives such as `: ping` and Anthropic's `ping` are not progress), without
+//! them chunks. An expiry is the worker's Failure with the timer's cause
+//! (`first_token_timeout`, `idle_timeout`, `deadline`), counted by its breaker, and
+//! the upstream is closed. A worker failure after the response head (a timer, a
+//! broken connection, an end before the done event) reaches an event stream's
+//! client as the route's error event ([`Api::failure_event`](gateway::Api::failure_event):
+//! OpenAI-style `data: {"error": ...}` and no `[DONE]`, Anthropic `event: error`,
+//! Responses `response.failed`), never as a clean end; any other body is cut.
+//!
 //! When no worker admits a call (every breaker open, or a one-worker pool whose
 //! worker is down) the gateway answers 503 with `Retry-After` at once, without
 //! trying a worker.

@@ -196,6 +196,9 @@ mod tests {
         assert_eq!(args.health_check, None);
         assert_eq!(args.health_interval, Duration::from_secs(5));
         assert_eq!(args.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(args.first_token_timeout, Duration::from_secs(60));
+        assert_eq!(args.idle_timeout, Duration::from_secs(30));
+        assert_eq!(args.deadline, Duration::from_secs(600));
         // serve needs an upstream.
         assert!(Cli::try_parse_from(["sluice-gateway", "serve"]).is_err());
     }
@@ -226,6 +229,12 @@ mod tests {
             "2m",
             "--shutdown-grace",
             "1h",
+            "--first-token-timeout",
+            "off",
+            "--idle-timeout",
+            "0",
+            "--deadline",
+            "2m",
         ])
         .expect("serve");
         let Some(Command::Serve(args)) = cli.command else {
@@ -235,7 +244,18 @@ mod tests {
         assert_eq!(args.health_check.as_deref(), Some("/health"));
         assert_eq!(args.health_interval, Duration::from_secs(120));
         assert_eq!(args.shutdown_grace, Duration::from_secs(3600));
-        for flag in ["--header-timeout", "--health-interval", "--shutdown-grace"] {
+        // A progress timer is switched off by `off` or `0`.
+        assert_eq!(args.first_token_timeout, Duration::ZERO);
+        assert_eq!(args.idle_timeout, Duration::ZERO);
+        assert_eq!(args.deadline, Duration::from_secs(120));
+        for flag in [
+            "--header-timeout",
+            "--health-interval",
+            "--shutdown-grace",
+            "--first-token-timeout",
+            "--idle-timeout",
+            "--deadline",
+        ] {
             let err = Cli::try_parse_from([
                 "sluice-gateway",
                 "serve",

@@ -8,15 +8,27 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sluice::breaker::{Config, DEFAULT_MAX_EJECTED_PERCENT, Pick, StdClock};
+use sluice::timers::Timeouts;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::duration::{format_duration, parse_duration};
+use crate::duration::{format_duration, format_timeout, parse_duration, parse_timeout};
 use crate::engine::Engine;
 use crate::gateway::{Api, Gateway, GatewayError, HealthCheck, Options, WorkerSpec};
 
 /// How long a worker may take to send its response head, by default (`30s`).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = crate::gateway::DEFAULT_HEADER_TIMEOUT;
+
+/// How long a worker may take from the start of its answer's body to its first
+/// token, by default (`60s`: a long prompt's prefill on a busy engine).
+pub const DEFAULT_FIRST_TOKEN_TIMEOUT: Duration = crate::gateway::DEFAULT_FIRST_TOKEN_TIMEOUT;
+
+/// How long a worker may go without a token once it has sent one, by default (`30s`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = crate::gateway::DEFAULT_IDLE_TIMEOUT;
+
+/// How long a worker's answer may take from the start of its body to its end, by
+/// default (`10m`).
+pub const DEFAULT_DEADLINE: Duration = crate::gateway::DEFAULT_DEADLINE;
 
 /// The time between two rounds of health checks, by default (`5s`).
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -99,6 +111,25 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
+    /// How long a worker's streamed answer may go from the start of its body to its
+    /// first token (500ms, 60s, 2m; off or 0: no limit). Keep-alives (`: ping`,
+    /// Anthropic's ping) are not tokens. Past it the request is the worker's failure
+    /// (cause first_token_timeout) and the client gets the API's error event.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub first_token_timeout: Duration,
+
+    /// How long a worker may go without a token once it has sent one (off or 0: no
+    /// limit); keep-alives do not count. Past it: the worker's failure (cause
+    /// idle_timeout), the API's error event to the client.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+
+    /// How long a worker's answer may take from the start of its body to its end,
+    /// whatever it sends (off or 0: no limit). Past it: the worker's failure (cause
+    /// deadline), the API's error event to the client.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_timeout)]
+    pub deadline: Duration,
+
     /// Check each worker with GET PATH (e.g. /health) every --health-interval; a
     /// worker failing 3 checks in a row is forced open (no traffic) until a check
     /// passes. Off unless given.
@@ -128,6 +159,9 @@ impl ServeArgs {
             open_secs: 30,
             engine: Engine::Generic,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            first_token_timeout: DEFAULT_FIRST_TOKEN_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            deadline: DEFAULT_DEADLINE,
             health_check: None,
             health_interval: DEFAULT_HEALTH_INTERVAL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -355,6 +389,21 @@ fn health_check(args: &ServeArgs) -> Result<Option<HealthCheck>, ServeError> {
     Ok(Some(HealthCheck::new(path.clone(), args.health_interval)))
 }
 
+/// The worker's progress timers the flags ask for (a zero one is off).
+fn timeouts(args: &ServeArgs) -> Timeouts {
+    let mut timeouts = Timeouts::new();
+    if !args.first_token_timeout.is_zero() {
+        timeouts = timeouts.first_token(args.first_token_timeout);
+    }
+    if !args.idle_timeout.is_zero() {
+        timeouts = timeouts.idle(args.idle_timeout);
+    }
+    if !args.deadline.is_zero() {
+        timeouts = timeouts.deadline(args.deadline);
+    }
+    timeouts
+}
+
 /// Like [`start`], with a shutdown trigger: when `shutdown` resolves, the server
 /// stops accepting, lets the streams in flight finish within `--shutdown-grace`,
 /// then ends the rest ([`Gateway::end_streams`]: Abandoned, cause `shutdown`), and
@@ -381,6 +430,7 @@ pub async fn start_until(
         pick: args.pick.into(),
         engine: args.engine,
         header_timeout: args.header_timeout,
+        timeouts: timeouts(args),
     };
     let gateway = Gateway::new(workers, options, StdClock::new(), None)?;
     let listener = TcpListener::bind(args.listen)
@@ -496,6 +546,9 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
         max_ejected_percent = args.max_ejected_percent,
         engine = %args.engine,
         header_timeout = %format_duration(args.header_timeout),
+        first_token_timeout = %format_timeout(args.first_token_timeout),
+        idle_timeout = %format_timeout(args.idle_timeout),
+        deadline = %format_timeout(args.deadline),
         health_check = args.health_check.as_deref().unwrap_or("off"),
         shutdown_grace = %format_duration(args.shutdown_grace),
         "sluice gateway serving (GET /metrics for the metrics)"

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use sluice::breaker::Classified;
 use sluice::{Cause, Outcome, RecordGuard, TrackedStream, Verdict};
+use sluice_tokio::TokioTimer;
 
 use super::body::ClientBody;
 use super::shutdown::grace_over;
@@ -192,7 +193,7 @@ pub(super) async fn proxy(
         return out;
     }
     ticket.streaming = true;
-    tracked_response(&gw, api, response, ticket)
+    tracked_response(&gw, api, worker, response, ticket)
 }
 
 /// The 503 when no worker admits the call.
@@ -239,8 +240,17 @@ async fn capped_body(mut response: reqwest::Response, cap: usize, limit: Duratio
 /// The client's response for a worker's 2xx answer: the one place where a stream is
 /// tracked. The rules come from the response: a `text/event-stream` body gets the
 /// route's SSE preset (it ends at its API's done event); any other body is tracked
-/// without rules (its clean end is its success).
-fn tracked_response(gw: &Inner, api: Api, response: reqwest::Response, ticket: Ticket) -> Response {
+/// without rules (its clean end is its success). Either runs the worker's progress
+/// timers ([`Options::timeouts`](super::Options::timeouts)), from the body's first
+/// poll; an expiry fails the stream with its cause. A failure after the head reaches
+/// an event stream's client as the route's error event (see [`ClientBody`]).
+fn tracked_response(
+    gw: &Inner,
+    api: Api,
+    worker: usize,
+    response: reqwest::Response,
+    ticket: Ticket,
+) -> Response {
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     let event_stream = is_event_stream(content_type.as_ref());
@@ -251,7 +261,14 @@ fn tracked_response(gw: &Inner, api: Api, response: reqwest::Response, ticket: T
     } else {
         tracked
     };
-    let body = ClientBody::new(tracked, gw.shutdown.subscribe(), timing);
+    let tracked = tracked.with_timers(TokioTimer, gw.timeouts);
+    let body = ClientBody::new(
+        tracked,
+        gw.shutdown.subscribe(),
+        timing,
+        event_stream.then_some(api),
+        Arc::from(gw.name(worker)),
+    );
     let mut out = Response::new(Body::from_stream(body));
     *out.status_mut() = status;
     if let Some(ct) = content_type {

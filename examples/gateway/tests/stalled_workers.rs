@@ -1,0 +1,425 @@
+//! The worker's progress timers and the failure event, on loopback: `serve` (or a
+//! gateway on a manual breaker clock) in front of workers that answer 200 and then
+//! misbehave: keep-alives and no tokens, a role chunk and silence, a stall mid-stream,
+//! tokens past the deadline, a half-open probe that hangs, a connection broken after
+//! the first token. The timeouts are tens of milliseconds, set by the flags; every
+//! wait in a test is on the gateway's answer, never a sleep.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing;
+use futures_util::{StreamExt, stream};
+use sluice::breaker::{Config, ManualClock, Reason, State as BreakerState};
+use sluice::timers::Timeouts;
+use sluice_gateway::gateway::{Event, Gateway, Options, WorkerSpec};
+use sluice_gateway::mock::MockWorker;
+use sluice_gateway::serve::{self, ServeArgs, Serving};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// How long a test waits for an effect before it fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(DEADLINE, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("no {what} within {DEADLINE:?}"),
+    }
+}
+
+const TOKEN: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+
+/// Serves `router` on a free port of 127.0.0.1.
+async fn serve_router(router: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// Tells when it is dropped: the gateway closed the worker's connection.
+struct Closed(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// A worker whose chat route answers 200 `text/event-stream` with the body
+/// `events` makes, per request; each body's drop is sent on the returned channel.
+async fn sse_worker<S>(
+    events: impl Fn() -> S + Clone + Send + Sync + 'static,
+) -> (SocketAddr, UnboundedReceiver<()>)
+where
+    S: futures_util::Stream<Item = Bytes> + Send + 'static,
+{
+    let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
+    let handle = move || {
+        let events = events.clone();
+        let closed = closed.clone();
+        async move {
+            let guard = Closed(closed);
+            let body = events().map(move |event| {
+                let _held = &guard;
+                Ok::<_, std::io::Error>(event)
+            });
+            (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(body),
+            )
+                .into_response()
+        }
+    };
+    let router = Router::new().route("/v1/chat/completions", routing::post(handle));
+    (serve_router(router).await, closes)
+}
+
+/// One token, then only keep-alive comments every 10 ms, forever.
+fn token_then_pings() -> impl futures_util::Stream<Item = Bytes> + Send {
+    let pings = stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Some((Bytes::from_static(b": ping\n\n"), ()))
+    });
+    stream::iter([Bytes::from_static(TOKEN.as_bytes())]).chain(pings)
+}
+
+/// `events`, then nothing more, with the connection held open.
+fn then_silence(
+    events: Vec<&'static str>,
+) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
+    stream::iter(events.into_iter().map(|e| Bytes::from_static(e.as_bytes())))
+        .chain(stream::pending())
+}
+
+fn args(worker: SocketAddr, tweak: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
+    let mut args = ServeArgs {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        failure_threshold: 10,
+        success_threshold: 1,
+        open_secs: 3600,
+        first_token_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(10),
+        deadline: Duration::ZERO,
+        ..ServeArgs::new(vec![format!("w=http://{worker}")])
+    };
+    tweak(&mut args);
+    args
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+async fn post_to(gateway: SocketAddr, path: &str, body: &'static str) -> reqwest::Response {
+    let send = client()
+        .post(format!("http://{gateway}{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send();
+    within("response", send).await.expect("gateway answers")
+}
+
+async fn post(gateway: SocketAddr) -> reqwest::Response {
+    post_to(gateway, "/v1/chat/completions", r#"{"stream":true}"#).await
+}
+
+/// Reads a body to its end; returns the text and whether it ended cleanly.
+async fn read_all(mut response: reqwest::Response) -> (String, bool) {
+    let mut text = Vec::new();
+    loop {
+        match within("chunk", response.chunk()).await {
+            Ok(Some(bytes)) => text.extend_from_slice(&bytes),
+            Ok(None) => return (String::from_utf8_lossy(&text).into_owned(), true),
+            Err(_) => return (String::from_utf8_lossy(&text).into_owned(), false),
+        }
+    }
+}
+
+/// The value of the series `name{labels}` in an exposition, if present.
+fn series(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+fn verdicts(text: &str, verdict: &str, cause: &str) -> Option<f64> {
+    series(
+        text,
+        &format!("sluice_verdicts_total{{worker=\"w\",verdict=\"{verdict}\",cause=\"{cause}\"}}"),
+    )
+}
+
+/// The OpenAI-style error event's data, parsed, from the end of a stream: the last
+/// event, and no `[DONE]` anywhere.
+fn openai_error(text: &str) -> serde_json::Value {
+    assert!(!text.contains("[DONE]"), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().expect("an event");
+    let data = last
+        .strip_prefix("data: ")
+        .unwrap_or_else(|| panic!("not a data event: {last:?}"));
+    let value: serde_json::Value = serde_json::from_str(data).expect("JSON");
+    assert!(value["error"]["message"].is_string(), "{value}");
+    value
+}
+
+/// Posts one chat request and reads it to its end: a clean end of the body whose
+/// last event is the error event, with this cause as its code.
+async fn fails_with(serving: &Serving, cause: &str) -> String {
+    let response = post(serving.addr).await;
+    assert_eq!(response.status(), 200);
+    let (text, clean) = read_all(response).await;
+    assert!(clean, "the body ends after the error event: {text}");
+    let error = openai_error(&text);
+    assert_eq!(error["error"]["code"], cause, "{text}");
+    let message = error["error"]["message"].as_str().expect("message");
+    assert!(message.contains("upstream w "), "{message}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_after_a_token_are_an_idle_timeout_that_opens_the_breaker() {
+    let (worker, mut closes) = sse_worker(token_then_pings).await;
+    let serving = serve::start(&args(worker, |a| {
+        a.idle_timeout = Duration::from_millis(100);
+        a.failure_threshold = 2;
+    }))
+    .await
+    .expect("serve");
+    for _ in 0..2 {
+        let text = fails_with(&serving, "idle_timeout").await;
+        assert!(text.starts_with(TOKEN) && text.contains(": ping"), "{text}");
+        within("the worker's connection closed", closes.recv()).await;
+    }
+    let m = serving.gateway().metrics_text().expect("metrics");
+    assert_eq!(verdicts(&m, "failure", "idle_timeout"), Some(2.0), "{m}");
+    assert!(
+        matches!(serving.gateway().states()[0], BreakerState::Open { .. }),
+        "{m}"
+    );
+    // Open: the third request is refused at once.
+    let response = post(serving.addr).await;
+    assert_eq!(response.status(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_and_no_token_are_a_first_token_timeout() {
+    let pings =
+        || stream::iter([Bytes::from_static(b": ping\n\n")]).chain(token_then_pings().skip(1));
+    let (worker, _closes) = sse_worker(pings).await;
+    let serving = serve::start(&args(worker, |a| {
+        a.first_token_timeout = Duration::from_millis(100);
+        a.idle_timeout = Duration::from_millis(30);
+    }))
+    .await
+    .expect("serve");
+    fails_with(&serving, "first_token_timeout").await;
+    let m = serving.gateway().metrics_text().expect("metrics");
+    assert_eq!(
+        verdicts(&m, "failure", "first_token_timeout"),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_chunk_then_silence_counts_the_role_chunk_as_progress() {
+    // The OpenAI preamble: the role, no content. SPEC section 2 says it is not
+    // progress; the core's scanner counts it today (every event with data but a
+    // keep-alive is progress), so the idle timer, not the first-token timer, fires.
+    let role = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n";
+    let (worker, mut closes) = sse_worker(move || then_silence(vec![role])).await;
+    let serving = serve::start(&args(worker, |a| {
+        a.first_token_timeout = Duration::from_millis(100);
+        a.idle_timeout = Duration::from_millis(150);
+    }))
+    .await
+    .expect("serve");
+    let text = fails_with(&serving, "idle_timeout").await;
+    assert!(text.starts_with(role), "{text}");
+    within("the worker's connection closed", closes.recv()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_mid_stream_is_an_idle_timeout() {
+    let (worker, mut closes) = sse_worker(|| then_silence(vec![TOKEN, TOKEN, TOKEN])).await;
+    let serving = serve::start(&args(worker, |a| {
+        a.idle_timeout = Duration::from_millis(100);
+    }))
+    .await
+    .expect("serve");
+    let text = fails_with(&serving, "idle_timeout").await;
+    assert_eq!(text.matches("\"hi\"").count(), 3, "{text}");
+    within("the worker's connection closed", closes.recv()).await;
+    let m = serving.gateway().metrics_text().expect("metrics");
+    assert_eq!(verdicts(&m, "failure", "idle_timeout"), Some(1.0), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_past_the_deadline_are_a_deadline_failure() {
+    // A token every 10 ms, forever: neither the first-token nor the idle timer fires.
+    let endless = || {
+        stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Some((Bytes::from_static(TOKEN.as_bytes()), ()))
+        })
+    };
+    let (worker, mut closes) = sse_worker(endless).await;
+    let serving = serve::start(&args(worker, |a| {
+        a.first_token_timeout = Duration::from_secs(5);
+        a.idle_timeout = Duration::from_secs(5);
+        a.deadline = Duration::from_millis(150);
+    }))
+    .await
+    .expect("serve");
+    let text = fails_with(&serving, "deadline").await;
+    assert!(text.matches("\"hi\"").count() >= 2, "{text}");
+    within("the worker's connection closed", closes.recv()).await;
+    let m = serving.gateway().metrics_text().expect("metrics");
+    assert_eq!(verdicts(&m, "failure", "deadline"), Some(1.0), "{m}");
+}
+
+/// Waits for an event that `pred` picks.
+async fn event(
+    events: &mut UnboundedReceiver<Event>,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    within(what, async {
+        loop {
+            match events.recv().await {
+                Some(e) if pred(&e) => return e,
+                Some(_) => {}
+                None => panic!("the gateway is gone"),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_probe_that_hangs_is_failed_by_its_timer_and_the_breaker_reopens() {
+    // The worker fails its first request (500), then answers 200 and hangs.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let handle = move || {
+        let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            let hang = stream::pending::<Result<Bytes, std::io::Error>>();
+            (
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                Body::from_stream(hang),
+            )
+                .into_response()
+        }
+    };
+    let worker =
+        serve_router(Router::new().route("/v1/chat/completions", routing::post(handle))).await;
+    let clock = ManualClock::new();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let options = Options {
+        timeouts: Timeouts::new()
+            .first_token(Duration::from_millis(100))
+            .idle(Duration::from_millis(100)),
+        ..Options::new(
+            Config::default()
+                .failure_threshold(1)
+                .open_duration(Duration::from_secs(30)),
+        )
+    };
+    let spec = WorkerSpec {
+        name: "w".to_owned(),
+        base: format!("http://{worker}"),
+    };
+    let gateway = Gateway::new(vec![spec], options, clock.clone(), Some(tx)).expect("gateway");
+    let addr = serve_router(gateway.router()).await;
+
+    let response = post(addr).await;
+    assert_eq!(response.status(), 500);
+    drop(within("body", response.bytes()).await);
+    assert!(matches!(gateway.states()[0], BreakerState::Open { .. }));
+
+    // The open time passes: the next request is the probe, and the worker hangs.
+    clock.advance(Duration::from_secs(31));
+    let response = post(addr).await;
+    assert_eq!(response.status(), 200);
+    let (text, clean) = read_all(response).await;
+    assert!(clean, "{text}");
+    assert_eq!(openai_error(&text)["error"]["code"], "first_token_timeout");
+    event(
+        &mut events,
+        "the probe's failure reopening the breaker",
+        |e| {
+            matches!(e, Event::Transition { worker: 0, transition }
+            if transition.reason == Reason::ProbeFailed
+                && matches!(transition.to, BreakerState::Open { .. }))
+        },
+    )
+    .await;
+    // The probe slot is free again, and the breaker open: refused at once.
+    let response = post(addr).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_broken_after_the_first_tokens_reaches_the_client_in_its_dialect() {
+    let worker = MockWorker::start("w", Duration::from_millis(1))
+        .await
+        .expect("mock");
+    worker.set_failing(true);
+    let serving = serve::start(&args(worker.addr, |_| {}))
+        .await
+        .expect("serve");
+    let body = r#"{"stream":true,"max_tokens":10}"#;
+
+    let (text, clean) = read_all(post_to(serving.addr, "/v1/chat/completions", body).await).await;
+    assert!(clean && text.contains("tok1"), "{text}");
+    assert_eq!(openai_error(&text)["error"]["code"], "error_item");
+
+    let (text, clean) = read_all(post_to(serving.addr, "/v1/messages", body).await).await;
+    assert!(clean && text.contains("tok1"), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().expect("an event");
+    let data = last
+        .strip_prefix("event: error\ndata: ")
+        .unwrap_or_else(|| panic!("not an Anthropic error event: {last:?}"));
+    let error: serde_json::Value = serde_json::from_str(data).expect("JSON");
+    assert_eq!(error["type"], "error", "{error}");
+    assert!(error["error"]["message"].is_string(), "{error}");
+
+    let (text, clean) = read_all(post_to(serving.addr, "/v1/responses", body).await).await;
+    assert!(clean && text.contains("tok1"), "{text}");
+    assert!(!text.contains("response.completed"), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().expect("an event");
+    let data = last
+        .strip_prefix("event: response.failed\ndata: ")
+        .unwrap_or_else(|| panic!("not a response.failed event: {last:?}"));
+    let failed: serde_json::Value = serde_json::from_str(data).expect("JSON");
+    assert_eq!(failed["response"]["status"], "failed", "{failed}");
+
+    // A worker that ends its body cleanly before `[DONE]` is told the same way.
+    worker.set_failing(false);
+    let cut = r#"{"stream":true,"max_tokens":10,"mock_cut":true}"#;
+    let (text, clean) = read_all(post_to(serving.addr, "/v1/chat/completions", cut).await).await;
+    assert!(clean, "{text}");
+    assert_eq!(openai_error(&text)["error"]["code"], "truncated");
+
+    let m = serving.gateway().metrics_text().expect("metrics");
+    assert_eq!(verdicts(&m, "failure", "error_item"), Some(3.0), "{m}");
+    assert_eq!(verdicts(&m, "failure", "truncated"), Some(1.0), "{m}");
+}
