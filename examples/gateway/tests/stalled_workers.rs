@@ -2,7 +2,7 @@
 //! gateway on a manual breaker clock) in front of workers that answer 200 and then
 //! misbehave: keep-alives and no tokens, a role chunk and silence, a stall mid-stream,
 //! tokens past the deadline, a half-open probe that hangs, a connection broken after
-//! the first token. The timeouts are tens of milliseconds, set by the flags; every
+//! the first token, a JSON body that stalls. The timeouts are tens of milliseconds, set by the flags; every
 //! wait in a test is on the gateway's answer, never a sleep.
 
 use std::future::Future;
@@ -422,4 +422,34 @@ async fn a_connection_broken_after_the_first_tokens_reaches_the_client_in_its_di
     let m = serving.gateway().metrics_text().expect("metrics");
     assert_eq!(verdicts(&m, "failure", "error_item"), Some(3.0), "{m}");
     assert_eq!(verdicts(&m, "failure", "truncated"), Some(1.0), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_sse_rules_that_stalls_is_cut_not_ended() {
+    // A JSON answer whose worker sends half of it and then nothing.
+    let handle = || async {
+        let half = stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(
+            b"{\"choices\":[",
+        ))])
+        .chain(stream::pending());
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from_stream(half),
+        )
+            .into_response()
+    };
+    let worker =
+        serve_router(Router::new().route("/v1/chat/completions", routing::post(handle))).await;
+    let serving = serve::start(&args(worker, |a| {
+        a.idle_timeout = Duration::from_millis(100);
+    }))
+    .await
+    .expect("serve");
+    let response = post_to(serving.addr, "/v1/chat/completions", r#"{"stream":false}"#).await;
+    assert_eq!(response.status(), 200);
+    let (text, clean) = read_all(response).await;
+    assert!(!clean, "a cut body, not a clean end: {text}");
+    assert_eq!(text, "{\"choices\":[");
+    let m = serving.gateway().metrics_text().expect("metrics");
+    assert_eq!(verdicts(&m, "failure", "idle_timeout"), Some(1.0), "{m}");
 }
