@@ -67,7 +67,7 @@ use core::time::Duration;
 use futures_core::Stream;
 
 pub use crate::timers::Timer;
-use crate::timers::{ProgressWatch, Timeouts};
+use crate::timers::{ProgressWatch, Timeouts, Watch};
 use crate::{Cause, Outcome, Recorder, Terminal, TrackedStream};
 
 /// Where forwarded items go: the client's side of a channel, or any sink that can
@@ -290,8 +290,8 @@ impl Forwarded {
 /// assert_eq!(out.outcome.cause, Cause::Done);
 /// assert_eq!(client.0.borrow().len(), 2);
 /// ```
-pub async fn forward<S, B, E, R, D, T>(
-    upstream: TrackedStream<S, R>,
+pub async fn forward<S, B, E, R, W, D, T>(
+    upstream: TrackedStream<S, R, W>,
     downstream: &D,
     timer: &T,
     options: ForwardOptions,
@@ -300,6 +300,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
+    W: Watch,
     D: Downstream<Result<B, E>> + ?Sized,
     T: Timer + ?Sized,
 {
@@ -389,7 +390,7 @@ async fn fair(count: &mut u32) {
 }
 
 /// The worker's timers, over the adapter's timer.
-type Watch<'t, T> = ProgressWatch<&'t T>;
+type Timers<'t, T> = ProgressWatch<&'t T>;
 
 /// What one wait for the upstream gave.
 enum Next<T> {
@@ -411,17 +412,18 @@ enum HandOver {
 }
 
 /// The loop; the caller drops the upstream when it returns.
-async fn drive<S, B, E, R, D, T>(
-    mut upstream: Pin<&mut TrackedStream<S, R>>,
+async fn drive<S, B, E, R, W, D, T>(
+    mut upstream: Pin<&mut TrackedStream<S, R, W>>,
     downstream: &D,
     timer: &T,
-    mut watch: Pin<&mut Watch<'_, T>>,
+    mut watch: Pin<&mut Timers<'_, T>>,
     options: &ForwardOptions,
 ) -> Ending
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
+    W: Watch,
     D: Downstream<Result<B, E>> + ?Sized,
     T: Timer + ?Sized,
 {
@@ -431,7 +433,7 @@ where
         let next = next_item(upstream.as_mut(), closed.as_mut(), watch.as_mut()).await;
         let item = match next {
             Next::Item(Some(item)) => item,
-            Next::Item(None) => return Ending::Completed,
+            Next::Item(None) => return ended(&upstream),
             Next::TimedOut(cause) => return timed_out(upstream, cause, Ending::TimedOut),
             Next::Stopped => return on_close(upstream, timer, watch, options).await,
         };
@@ -455,8 +457,8 @@ where
 
 /// A worker's timer fired: the stream fails for `cause`, unless it already completed
 /// in-band, in which case the loop only stops waiting for the end.
-fn timed_out<S, R: Recorder>(
-    mut upstream: Pin<&mut TrackedStream<S, R>>,
+fn timed_out<S, R: Recorder, W>(
+    mut upstream: Pin<&mut TrackedStream<S, R, W>>,
     cause: Cause,
     ending: Ending,
 ) -> Ending {
@@ -467,18 +469,33 @@ fn timed_out<S, R: Recorder>(
     }
 }
 
+/// The upstream ended: completely, or because its own timers (its
+/// [`with_timers`](TrackedStream::with_timers)) fired.
+fn ended<S, R: Recorder, W>(upstream: &Pin<&mut TrackedStream<S, R, W>>) -> Ending {
+    let outcome = upstream.outcome();
+    let timer = matches!(
+        outcome.cause,
+        Cause::FirstTokenTimeout | Cause::IdleTimeout | Cause::Deadline
+    );
+    match (outcome.verdict, timer) {
+        (crate::Verdict::Failure, true) => Ending::TimedOut,
+        _ => Ending::Completed,
+    }
+}
+
 /// Waits for the upstream's next item, unless `stop` (the client's close, or the drain
 /// limit) is ready first, which it wins on a tie, or a worker's timer is due, which
 /// wins over an item that is ready.
-async fn next_item<S, B, E, R, T, F>(
-    mut upstream: Pin<&mut TrackedStream<S, R>>,
+async fn next_item<S, B, E, R, W, T, F>(
+    mut upstream: Pin<&mut TrackedStream<S, R, W>>,
     mut stop: Pin<&mut F>,
-    mut watch: Pin<&mut Watch<'_, T>>,
+    mut watch: Pin<&mut Timers<'_, T>>,
 ) -> Next<Result<B, E>>
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
+    W: Watch,
     T: Timer + ?Sized,
     F: Future<Output = ()>,
 {
@@ -502,7 +519,7 @@ async fn hand_over<C, F, W, T>(
     mut closed: Pin<&mut C>,
     mut send: Pin<&mut F>,
     mut timeout: Pin<&mut Option<W>>,
-    mut watch: Option<Pin<&mut Watch<'_, T>>>,
+    mut watch: Option<Pin<&mut Timers<'_, T>>>,
 ) -> HandOver
 where
     C: Future<Output = ()>,
@@ -542,16 +559,17 @@ where
 }
 
 /// The client left: return at once, or drain the upstream within the limit.
-async fn on_close<S, B, E, R, T>(
-    mut upstream: Pin<&mut TrackedStream<S, R>>,
+async fn on_close<S, B, E, R, W, T>(
+    mut upstream: Pin<&mut TrackedStream<S, R, W>>,
     timer: &T,
-    mut watch: Pin<&mut Watch<'_, T>>,
+    mut watch: Pin<&mut Timers<'_, T>>,
     options: &ForwardOptions,
 ) -> Ending
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
+    W: Watch,
     T: Timer + ?Sized,
 {
     let OnClose::Drain { limit } = options.on_close else {

@@ -7,6 +7,7 @@ use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 
 use crate::sse::SseRules;
+use crate::timers::{NoTimers, ProgressWatch, Timeouts, Timer, Watch};
 use crate::{Cause, Ledger, Outcome, Recorder, Terminal};
 
 pin_project! {
@@ -28,6 +29,10 @@ pin_project! {
     /// The wrapper allocates nothing; it is as generic as its parts. Its bookkeeping is
     /// a [`Ledger`], which other wrappers share.
     ///
+    /// **Progress timers** ([`with_timers`](Self::with_timers)): first token, idle and
+    /// a deadline, on any runtime's [`Timer`]; the third type parameter `W` is then a
+    /// [`ProgressWatch`] (by default [`NoTimers`], which costs nothing).
+    ///
     /// ```
     /// use futures_util::{StreamExt, stream};
     /// use sluice::{Cause, Outcome, Terminal, TrackedStream, Verdict};
@@ -43,20 +48,85 @@ pin_project! {
     /// tracked.finish(); // or drop it: the recorder hears once either way
     /// # });
     /// ```
-    pub struct TrackedStream<S, R: Recorder> {
+    pub struct TrackedStream<S, R: Recorder, W = NoTimers> {
         #[pin]
         inner: S,
+        #[pin]
+        watch: W,
         ledger: Ledger<R>,
     }
 }
 
 impl<S, R: Recorder> TrackedStream<S, R> {
     /// Tracks `inner`, reporting to `recorder`. No SSE rules: only the end of the
-    /// stream, an error item or a `mark_*` call decides.
+    /// stream, an error item or a `mark_*` call decides. No timers.
     pub const fn new(inner: S, recorder: R) -> Self {
         Self {
             inner,
+            watch: NoTimers,
             ledger: Ledger::new(recorder),
+        }
+    }
+}
+
+impl<S, R: Recorder, W> TrackedStream<S, R, W> {
+    /// Runs the worker's progress timers on `timer` (the runtime's sleep:
+    /// `sluice_tokio::TokioTimer`, `sluice_smol::SmolTimer`), as `forward` does:
+    ///
+    /// * they count progress: with SSE rules the events that are not keep-alives
+    ///   (comments, Anthropic's `ping`), without them every data item;
+    /// * the first-token timer and the deadline start at the **first poll** of the
+    ///   stream (not here); the idle timer runs from the poll that first sees each
+    ///   progress;
+    /// * a timer that fires fails the stream with its cause
+    ///   ([`FirstTokenTimeout`](Cause::FirstTokenTimeout),
+    ///   [`IdleTimeout`](Cause::IdleTimeout), [`Deadline`](Cause::Deadline)) and the
+    ///   stream ends (the inner stream is not polled again); once the stream completed
+    ///   in-band (its done event), a timer only ends it, and the verdict stays
+    ///   [`Success`](crate::Verdict::Success);
+    /// * a due timer wins over an inner stream that is always ready: the timers are
+    ///   polled first, and every 64th poll returns `Pending` once (the task woken at
+    ///   once) so that a runtime whose timers fire only when its executor runs
+    ///   (tokio) gets to fire them.
+    ///
+    /// Replaces timers given before.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use futures_util::{StreamExt, stream};
+    /// use sluice::sse::SseRules;
+    /// use sluice::timers::{Timeouts, Timer};
+    /// use sluice::{Cause, Outcome, TrackedStream, Verdict};
+    ///
+    /// /// A timer whose sleeps are all due at once (a test's clock, far ahead).
+    /// struct Late;
+    /// impl Timer for Late {
+    ///     type Sleep = core::future::Ready<()>;
+    ///     fn sleep(&self, _: Duration) -> Self::Sleep {
+    ///         core::future::ready(())
+    ///     }
+    /// }
+    /// # futures_executor::block_on(async {
+    /// // A worker that sends keep-alives forever.
+    /// let pings = stream::repeat(b": ping\n\n").map(Ok::<_, std::io::Error>);
+    /// let timeouts = Timeouts::new().first_token(Duration::from_secs(30));
+    /// let mut tracked = TrackedStream::new(pings, |o: Outcome| {
+    ///     assert_eq!((o.verdict, o.cause), (Verdict::Failure, Cause::FirstTokenTimeout));
+    /// })
+    /// .with_sse(SseRules::openai_chat())
+    /// .with_timers(Late, timeouts);
+    /// assert!(tracked.next().await.is_none()); // the timer wins over the ready ping
+    /// # });
+    /// ```
+    pub fn with_timers<T: Timer>(
+        self,
+        timer: T,
+        timeouts: Timeouts,
+    ) -> TrackedStream<S, R, ProgressWatch<T>> {
+        TrackedStream {
+            inner: self.inner,
+            watch: ProgressWatch::new(timer, timeouts),
+            ledger: self.ledger,
         }
     }
 
@@ -68,6 +138,7 @@ impl<S, R: Recorder> TrackedStream<S, R> {
     pub fn with_sse(self, rules: SseRules) -> Self {
         Self {
             inner: self.inner,
+            watch: self.watch,
             ledger: self.ledger.with_sse(rules),
         }
     }
@@ -128,17 +199,23 @@ impl<S, R: Recorder> TrackedStream<S, R> {
         &self.inner
     }
 
+    /// The timers' state ([`NoTimers`] unless [`with_timers`](Self::with_timers)).
+    pub fn watch(&self) -> &W {
+        &self.watch
+    }
+
     /// Records the outcome now and returns it; the drop that follows records nothing.
     pub fn finish(mut self) -> Outcome {
         self.ledger.record()
     }
 }
 
-impl<S, B, E, R> Stream for TrackedStream<S, R>
+impl<S, B, E, R, W> Stream for TrackedStream<S, R, W>
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
+    W: Watch,
 {
     type Item = Result<B, E>;
 
@@ -148,6 +225,18 @@ where
         let ledger = this.ledger;
         if ledger.is_ended() {
             return Poll::Ready(None);
+        }
+        // A due timer wins over an inner stream that is ready.
+        if W::ACTIVE {
+            let mut watch = this.watch;
+            if let Poll::Ready(cause) = watch.as_mut().poll_expired(cx, ledger.progress()) {
+                ledger.expire(cause);
+                return Poll::Ready(None);
+            }
+            // Now and then, back to the executor: its timers may need it to fire.
+            if watch.poll_turn(cx).is_pending() {
+                return Poll::Pending;
+            }
         }
         let mut inner = this.inner;
         let poll = ledger.guard(|| inner.as_mut().poll_next(cx));
@@ -168,21 +257,23 @@ where
     }
 }
 
-impl<S, B, E, R> FusedStream for TrackedStream<S, R>
+impl<S, B, E, R, W> FusedStream for TrackedStream<S, R, W>
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
+    W: Watch,
 {
     fn is_terminated(&self) -> bool {
         self.ledger.is_ended()
     }
 }
 
-impl<S, R: Recorder> core::fmt::Debug for TrackedStream<S, R> {
+impl<S, R: Recorder, W: core::fmt::Debug> core::fmt::Debug for TrackedStream<S, R, W> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TrackedStream")
             .field("ledger", &self.ledger)
+            .field("timers", &self.watch)
             .finish_non_exhaustive()
     }
 }

@@ -153,6 +153,12 @@ pub trait Watch {
     /// Ready with the timer's cause once a timer is due, given the stream's
     /// `progress` so far; see [`ProgressWatch::poll_expired`].
     fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>, progress: u64) -> Poll<Cause>;
+
+    /// Call before each poll of the inner value: `Pending` (the task woken at once)
+    /// once every so many calls, so that an inner value that is always ready still
+    /// lets the executor run, and with it a runtime's timer driver (tokio fires its
+    /// sleeps only then). See [`ProgressWatch::poll_turn`].
+    fn poll_turn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
 }
 
 /// No timers: never fires, costs nothing.
@@ -166,7 +172,16 @@ impl Watch for NoTimers {
     fn poll_expired(self: Pin<&mut Self>, _: &mut Context<'_>, _: u64) -> Poll<Cause> {
         Poll::Pending
     }
+
+    #[inline(always)]
+    fn poll_turn(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
 }
+
+/// Polls of the inner value between two turns given to the executor (see
+/// [`Watch::poll_turn`]): the same as `forward`'s.
+const TURN_EVERY: u8 = 64;
 
 /// Whether the watch's clock has started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +205,9 @@ pin_project! {
     ///    [`Ledger::expire`](crate::Ledger::expire) (a failure, unless the stream
     ///    already completed in-band) and end the stream: the inner value is not
     ///    polled. A due timer wins over an inner value that is always ready.
-    /// 3. Otherwise poll the inner value, as the [`Ledger`](crate::Ledger) says.
+    /// 3. [`poll_turn`](Self::poll_turn): if it is pending, return `Pending` (the
+    ///    task is already woken), so the executor, and its timers, get to run.
+    /// 4. Otherwise poll the inner value, as the [`Ledger`](crate::Ledger) says.
     ///
     /// ```
     /// use core::pin::pin;
@@ -224,6 +241,8 @@ pin_project! {
         armed_at: Option<u64>,
         // A sleep that fired is dropped, and this says which fired.
         fired: Option<Cause>,
+        // Polls since the last turn given to the executor.
+        polls: u8,
         #[pin]
         wait: Option<T::Sleep>,
         #[pin]
@@ -241,6 +260,7 @@ impl<T: Timer> ProgressWatch<T> {
             phase: Phase::Idle,
             armed_at: None,
             fired: None,
+            polls: 0,
             wait: None,
             deadline: None,
         }
@@ -313,6 +333,22 @@ impl<T: Timer> ProgressWatch<T> {
         Poll::Pending
     }
 
+    /// Call before each poll of the inner value: every 64th call is `Pending`, having
+    /// woken the task, so that a wrapper around an inner value that is always ready
+    /// still returns to its executor now and then. A runtime whose timers advance only
+    /// when its executor runs (tokio's driver) then gets to fire them, and the next
+    /// [`poll_expired`](Self::poll_expired) sees them due.
+    pub fn poll_turn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        *this.polls += 1;
+        if *this.polls < TURN_EVERY {
+            return Poll::Ready(());
+        }
+        *this.polls = 0;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     /// Ready once the deadline has passed (never, without one). Starts the clock on
     /// the first call. For a driver that waits on something else than the worker (a
     /// slow client, say) and must still stop at the deadline.
@@ -348,6 +384,10 @@ impl<T: Timer> Watch for ProgressWatch<T> {
 
     fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>, progress: u64) -> Poll<Cause> {
         ProgressWatch::poll_expired(self, cx, progress)
+    }
+
+    fn poll_turn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        ProgressWatch::poll_turn(self, cx)
     }
 }
 

@@ -36,7 +36,8 @@ use core::time::Duration;
 
 use async_channel::Sender;
 use futures_core::Stream;
-use sluice::forward::{self, ClientGone, Downstream, ForwardOptions, Forwarded, Timer};
+use sluice::forward::{self, ClientGone, Downstream, ForwardOptions, Forwarded};
+use sluice::timers::{Timer, Watch};
 use sluice::{Recorder, TrackedStream};
 
 /// Forwards `upstream` to `tx` with the default [`ForwardOptions`] (no timeouts,
@@ -44,11 +45,15 @@ use sluice::{Recorder, TrackedStream};
 /// dropped; the upstream is dropped, and has recorded, by then.
 ///
 /// See the [crate docs](crate) for an example.
-pub async fn forward<S, B, E, R>(upstream: TrackedStream<S, R>, tx: &Sender<S::Item>) -> Forwarded
+pub async fn forward<S, B, E, R, W>(
+    upstream: TrackedStream<S, R, W>,
+    tx: &Sender<S::Item>,
+) -> Forwarded
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
+    W: Watch,
 {
     forward_with(upstream, tx, ForwardOptions::default()).await
 }
@@ -72,8 +77,8 @@ where
 /// assert_eq!(forwarded.outcome.verdict, Verdict::Failure);
 /// # });
 /// ```
-pub async fn forward_with<S, B, E, R>(
-    upstream: TrackedStream<S, R>,
+pub async fn forward_with<S, B, E, R, W>(
+    upstream: TrackedStream<S, R, W>,
     tx: &Sender<S::Item>,
     options: ForwardOptions,
 ) -> Forwarded
@@ -81,8 +86,9 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
+    W: Watch,
 {
-    forward::forward(upstream, &Tx(tx), &AsyncIoTimer, options).await
+    forward::forward(upstream, &Tx(tx), &SmolTimer, options).await
 }
 
 /// Runs `fut` unless every receiver of `tx` is dropped first; then `fut` is dropped
@@ -117,10 +123,32 @@ impl<T> Downstream<T> for Tx<'_, T> {
     }
 }
 
-/// Sleeps on `async-io`'s reactor.
-struct AsyncIoTimer;
+/// The core's [`Timer`] on `async-io`'s reactor (smol's timers). What
+/// [`forward_with`] sleeps on, and what runs a tracked stream's own progress timers
+/// ([`TrackedStream::with_timers`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_lite::{StreamExt, stream};
+/// use sluice::sse::SseRules;
+/// use sluice::timers::Timeouts;
+/// use sluice::{Cause, Outcome, TrackedStream, Verdict};
+/// use sluice_smol::SmolTimer;
+///
+/// # smol::block_on(async {
+/// // A worker that never says its first token.
+/// let mut tracked = TrackedStream::new(stream::pending::<Result<&str, ()>>(), |o: Outcome| {
+///     assert_eq!((o.verdict, o.cause), (Verdict::Failure, Cause::FirstTokenTimeout));
+/// })
+/// .with_sse(SseRules::openai_chat())
+/// .with_timers(SmolTimer, Timeouts::new().first_token(Duration::from_millis(10)));
+/// assert!(tracked.next().await.is_none());
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SmolTimer;
 
-impl Timer for AsyncIoTimer {
+impl Timer for SmolTimer {
     type Sleep = Sleep;
 
     fn sleep(&self, duration: Duration) -> Sleep {
@@ -129,9 +157,9 @@ impl Timer for AsyncIoTimer {
     }
 }
 
-/// An `async-io` timer that resolves to `()`.
+/// A [`SmolTimer`] sleep: an `async-io` timer that resolves to `()`.
 #[derive(Debug)]
-struct Sleep(async_io::Timer);
+pub struct Sleep(async_io::Timer);
 
 impl Future for Sleep {
     type Output = ();

@@ -47,7 +47,8 @@ use core::future::Future;
 use core::time::Duration;
 
 use futures_core::Stream;
-use sluice::forward::{self, ClientGone, Downstream, ForwardOptions, Forwarded, Timer};
+use sluice::forward::{self, ClientGone, Downstream, ForwardOptions, Forwarded};
+use sluice::timers::{Timer, Watch};
 use sluice::{Recorder, TrackedStream};
 use tokio::sync::mpsc::Sender;
 
@@ -56,11 +57,15 @@ use tokio::sync::mpsc::Sender;
 /// its receiver; the upstream is dropped, and has recorded, by then.
 ///
 /// See the [crate docs](crate) for an example.
-pub async fn forward<S, B, E, R>(upstream: TrackedStream<S, R>, tx: &Sender<S::Item>) -> Forwarded
+pub async fn forward<S, B, E, R, W>(
+    upstream: TrackedStream<S, R, W>,
+    tx: &Sender<S::Item>,
+) -> Forwarded
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
+    W: Watch,
 {
     forward_with(upstream, tx, ForwardOptions::default()).await
 }
@@ -84,8 +89,8 @@ where
 /// assert_eq!(forwarded.outcome.verdict, Verdict::Failure);
 /// # });
 /// ```
-pub async fn forward_with<S, B, E, R>(
-    upstream: TrackedStream<S, R>,
+pub async fn forward_with<S, B, E, R, W>(
+    upstream: TrackedStream<S, R, W>,
     tx: &Sender<S::Item>,
     options: ForwardOptions,
 ) -> Forwarded
@@ -93,6 +98,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
+    W: Watch,
 {
     forward::forward(upstream, &Tx(tx), &TokioTimer, options).await
 }
@@ -133,8 +139,38 @@ impl<T> Downstream<T> for Tx<'_, T> {
     }
 }
 
-/// Sleeps on `tokio::time`.
-struct TokioTimer;
+/// The core's [`Timer`] on `tokio::time`: sleeps follow a paused test clock. What
+/// [`forward_with`] sleeps on, and what runs a tracked stream's own progress timers
+/// ([`TrackedStream::with_timers`]), for a stream handed straight to a response body.
+///
+/// ```
+/// use std::time::Duration;
+/// use futures_util::{StreamExt, stream};
+/// use sluice::sse::SseRules;
+/// use sluice::timers::Timeouts;
+/// use sluice::{Cause, Outcome, TrackedStream, Verdict};
+/// use sluice_tokio::TokioTimer;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+/// // A worker that says one token, then only keep-alives.
+/// let worker = stream::iter([Ok::<_, std::io::Error>("data: {\"choices\":[]}\n\n")])
+///     .chain(stream::repeat(": ping\n\n").then(|ping| async move {
+///         tokio::time::sleep(Duration::from_secs(5)).await;
+///         Ok(ping)
+///     }));
+/// let tracked = TrackedStream::new(worker, |o: Outcome| {
+///     assert_eq!((o.verdict, o.cause), (Verdict::Failure, Cause::IdleTimeout));
+/// })
+/// .with_sse(SseRules::openai_chat())
+/// .with_timers(TokioTimer, Timeouts::new().idle(Duration::from_secs(20)));
+/// let mut tracked = std::pin::pin!(tracked);
+/// while let Some(item) = tracked.next().await {
+///     item.unwrap(); // the token, then four pings; then the idle timer ends it
+/// }
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TokioTimer;
 
 impl Timer for TokioTimer {
     type Sleep = tokio::time::Sleep;
