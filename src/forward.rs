@@ -66,6 +66,7 @@ use core::time::Duration;
 
 use futures_core::Stream;
 
+use crate::failure::FailureTail;
 pub use crate::timers::Timer;
 use crate::timers::{ProgressWatch, Timeouts, Watch};
 use crate::{Cause, Outcome, Recorder, Terminal, TrackedStream};
@@ -290,8 +291,8 @@ impl Forwarded {
 /// assert_eq!(out.outcome.cause, Cause::Done);
 /// assert_eq!(client.0.borrow().len(), 2);
 /// ```
-pub async fn forward<S, B, E, R, W, D, T>(
-    upstream: TrackedStream<S, R, W>,
+pub async fn forward<S, B, E, R, W, X, D, T>(
+    upstream: TrackedStream<S, R, W, X>,
     downstream: &D,
     timer: &T,
     options: ForwardOptions,
@@ -301,6 +302,7 @@ where
     B: AsRef<[u8]>,
     R: Recorder,
     W: Watch,
+    X: FailureTail<B, E>,
     D: Downstream<Result<B, E>> + ?Sized,
     T: Timer + ?Sized,
 {
@@ -412,8 +414,8 @@ enum HandOver {
 }
 
 /// The loop; the caller drops the upstream when it returns.
-async fn drive<S, B, E, R, W, D, T>(
-    mut upstream: Pin<&mut TrackedStream<S, R, W>>,
+async fn drive<S, B, E, R, W, X, D, T>(
+    mut upstream: Pin<&mut TrackedStream<S, R, W, X>>,
     downstream: &D,
     timer: &T,
     mut watch: Pin<&mut Timers<'_, T>>,
@@ -424,6 +426,7 @@ where
     B: AsRef<[u8]>,
     R: Recorder,
     W: Watch,
+    X: FailureTail<B, E>,
     D: Downstream<Result<B, E>> + ?Sized,
     T: Timer + ?Sized,
 {
@@ -434,7 +437,12 @@ where
         let item = match next {
             Next::Item(Some(item)) => item,
             Next::Item(None) => return ended(&upstream),
-            Next::TimedOut(cause) => return timed_out(upstream, cause, Ending::TimedOut),
+            Next::TimedOut(cause) => {
+                let ending = timed_out(upstream.as_mut(), cause, Ending::TimedOut);
+                // The stream's failure event, if it has one, still goes to the client.
+                pass_tail(upstream, downstream, closed, timer, options).await;
+                return ending;
+            }
             Next::Stopped => return on_close(upstream, timer, watch, options).await,
         };
         let errored = item.is_err();
@@ -457,11 +465,16 @@ where
 
 /// A worker's timer fired: the stream fails for `cause`, unless it already completed
 /// in-band, in which case the loop only stops waiting for the end.
-fn timed_out<S, R: Recorder, W>(
-    mut upstream: Pin<&mut TrackedStream<S, R, W>>,
+fn timed_out<S, B, E, R, W, X>(
+    mut upstream: Pin<&mut TrackedStream<S, R, W, X>>,
     cause: Cause,
     ending: Ending,
-) -> Ending {
+) -> Ending
+where
+    S: Stream<Item = Result<B, E>>,
+    R: Recorder,
+    X: FailureTail<B, E>,
+{
     upstream.as_mut().expire_pinned(cause);
     match (upstream.terminal(), ending) {
         (Terminal::Completed, Ending::TimedOut) => Ending::Completed,
@@ -469,9 +482,38 @@ fn timed_out<S, R: Recorder, W>(
     }
 }
 
+/// After the upstream's end (a timer ended it): hands over what the stream still
+/// yields, its failure event ([`TrackedStream::with_failure_event`]), unless the
+/// client leaves or stops reading first. The upstream is not polled again.
+async fn pass_tail<S, B, E, R, W, X, D, T, C>(
+    mut upstream: Pin<&mut TrackedStream<S, R, W, X>>,
+    downstream: &D,
+    mut closed: Pin<&mut C>,
+    timer: &T,
+    options: &ForwardOptions,
+) where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    R: Recorder,
+    W: Watch,
+    X: FailureTail<B, E>,
+    D: Downstream<Result<B, E>> + ?Sized,
+    T: Timer + ?Sized,
+    C: Future<Output = ()>,
+{
+    while let Some(item) = poll_fn(|cx| upstream.as_mut().poll_next(cx)).await {
+        let send = pin!(downstream.send(item));
+        let timeout = pin!(options.send.map(|d| timer.sleep(d)));
+        let handed = hand_over::<_, _, _, T>(closed.as_mut(), send, timeout, None).await;
+        if !matches!(handed, HandOver::Taken) {
+            return;
+        }
+    }
+}
+
 /// The upstream ended: completely, or because its own timers (its
 /// [`with_timers`](TrackedStream::with_timers)) fired.
-fn ended<S, R: Recorder, W>(upstream: &Pin<&mut TrackedStream<S, R, W>>) -> Ending {
+fn ended<S, R: Recorder, W, X>(upstream: &Pin<&mut TrackedStream<S, R, W, X>>) -> Ending {
     let outcome = upstream.outcome();
     let timer = matches!(
         outcome.cause,
@@ -486,8 +528,8 @@ fn ended<S, R: Recorder, W>(upstream: &Pin<&mut TrackedStream<S, R, W>>) -> Endi
 /// Waits for the upstream's next item, unless `stop` (the client's close, or the drain
 /// limit) is ready first, which it wins on a tie, or a worker's timer is due, which
 /// wins over an item that is ready.
-async fn next_item<S, B, E, R, W, T, F>(
-    mut upstream: Pin<&mut TrackedStream<S, R, W>>,
+async fn next_item<S, B, E, R, W, X, T, F>(
+    mut upstream: Pin<&mut TrackedStream<S, R, W, X>>,
     mut stop: Pin<&mut F>,
     mut watch: Pin<&mut Timers<'_, T>>,
 ) -> Next<Result<B, E>>
@@ -496,6 +538,7 @@ where
     B: AsRef<[u8]>,
     R: Recorder,
     W: Watch,
+    X: FailureTail<B, E>,
     T: Timer + ?Sized,
     F: Future<Output = ()>,
 {
@@ -559,8 +602,8 @@ where
 }
 
 /// The client left: return at once, or drain the upstream within the limit.
-async fn on_close<S, B, E, R, W, T>(
-    mut upstream: Pin<&mut TrackedStream<S, R, W>>,
+async fn on_close<S, B, E, R, W, X, T>(
+    mut upstream: Pin<&mut TrackedStream<S, R, W, X>>,
     timer: &T,
     mut watch: Pin<&mut Timers<'_, T>>,
     options: &ForwardOptions,
@@ -570,6 +613,7 @@ where
     B: AsRef<[u8]>,
     R: Recorder,
     W: Watch,
+    X: FailureTail<B, E>,
     T: Timer + ?Sized,
 {
     let OnClose::Drain { limit } = options.on_close else {

@@ -50,6 +50,7 @@ mod stream;
 mod tracker;
 
 pub mod breaker;
+pub mod failure;
 pub mod forward;
 pub mod sse;
 pub mod timers;

@@ -48,6 +48,7 @@ use alloc::{boxed::Box, sync::Arc, vec::Vec};
 use core::fmt;
 
 use self::json::ErrorObject;
+use crate::Cause;
 
 mod json;
 
@@ -86,6 +87,8 @@ pub struct SseRules {
     error_objects: bool,
     /// The stream must end with a done event.
     require_done: bool,
+    /// The API whose failure event a gateway writes to the client.
+    dialect: Option<Dialect>,
 }
 
 impl SseRules {
@@ -97,6 +100,7 @@ impl SseRules {
             event: Table::Static(&[]),
             error_objects: false,
             require_done: false,
+            dialect: None,
         }
     }
 
@@ -110,6 +114,7 @@ impl SseRules {
             event: Table::Static(&[]),
             error_objects: true,
             require_done: true,
+            dialect: Some(Dialect::OpenAiChat),
         }
     }
 
@@ -127,6 +132,7 @@ impl SseRules {
             ]),
             error_objects: false,
             require_done: true,
+            dialect: Some(Dialect::OpenAiResponses),
         }
     }
 
@@ -142,6 +148,7 @@ impl SseRules {
             ]),
             error_objects: false,
             require_done: true,
+            dialect: Some(Dialect::Anthropic),
         }
     }
 
@@ -168,6 +175,45 @@ impl SseRules {
     pub const fn failed_on_error_object(mut self, on: bool) -> Self {
         self.error_objects = on;
         self
+    }
+
+    /// The API dialect whose failure event [`failure_event`](Self::failure_event)
+    /// renders: the presets' own, none for [`empty`](Self::empty) (and so for custom
+    /// rules built from it) unless set with [`with_dialect`](Self::with_dialect).
+    pub const fn dialect(&self) -> Option<Dialect> {
+        self.dialect
+    }
+
+    /// Sets the dialect of the failure event (`None`: write none).
+    #[must_use]
+    pub const fn with_dialect(mut self, dialect: Option<Dialect>) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// The event that tells a client, in this API's own words, that the stream failed
+    /// for `cause` after its response head was sent (a timer fired, the upstream was
+    /// cut short or broke): never a clean end, so a client library raises an error
+    /// instead of returning a short answer. `None` without a [dialect](Self::dialect).
+    /// Written with [`Display`](fmt::Display), without allocating.
+    ///
+    /// ```
+    /// use sluice::Cause;
+    /// use sluice::sse::SseRules;
+    ///
+    /// let event = SseRules::openai_chat().failure_event(Cause::IdleTimeout).unwrap();
+    /// assert_eq!(
+    ///     event.to_string(),
+    ///     "data: {\"error\":{\"message\":\"upstream failed: idle_timeout\",\
+    ///      \"type\":\"upstream_error\",\"code\":\"idle_timeout\"}}\n\n",
+    /// );
+    /// assert!(SseRules::empty().failure_event(Cause::Truncated).is_none());
+    /// ```
+    pub const fn failure_event(&self, cause: Cause) -> Option<FailureEvent> {
+        match self.dialect {
+            Some(dialect) => Some(FailureEvent { dialect, cause }),
+            None => None,
+        }
     }
 
     /// Adds a rule: an event whose data is exactly `data` is done.
@@ -230,6 +276,7 @@ impl PartialEq for SseRules {
             && self.event.iter().eq(other.event.iter())
             && self.error_objects == other.error_objects
             && self.require_done == other.require_done
+            && self.dialect == other.dialect
     }
 }
 
@@ -248,7 +295,87 @@ impl fmt::Debug for SseRules {
             .field("event", &Rules(&self.event))
             .field("error_objects", &self.error_objects)
             .field("require_done", &self.require_done)
+            .field("dialect", &self.dialect)
             .finish()
+    }
+}
+
+/// An API's way of saying, in-band, that a stream failed: which failure event
+/// [`SseRules::failure_event`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// OpenAI Chat Completions and the compatible engines: an error object,
+    /// `data: {"error": {...}}`, and no `[DONE]`.
+    OpenAiChat,
+    /// OpenAI Responses: a `response.failed` event.
+    OpenAiResponses,
+    /// Anthropic Messages: an `error` event.
+    Anthropic,
+}
+
+/// The failure event of a [`Dialect`] for a [`Cause`], written by its
+/// [`Display`](fmt::Display) as one whole SSE event (ending in a blank line); see
+/// [`SseRules::failure_event`]. The message is `upstream failed: <cause>`.
+///
+/// ```
+/// use sluice::Cause;
+/// use sluice::sse::SseRules;
+///
+/// let anthropic = SseRules::anthropic().failure_event(Cause::Deadline).unwrap();
+/// assert_eq!(
+///     anthropic.to_string(),
+///     "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\
+///      \"message\":\"upstream failed: deadline\"}}\n\n",
+/// );
+/// let responses = SseRules::openai_responses().failure_event(Cause::Truncated).unwrap();
+/// assert_eq!(
+///     responses.to_string(),
+///     "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":\
+///      {\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\
+///      \"message\":\"upstream failed: truncated\"}}}\n\n",
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FailureEvent {
+    dialect: Dialect,
+    cause: Cause,
+}
+
+impl FailureEvent {
+    /// Its dialect.
+    pub const fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The cause it reports.
+    pub const fn cause(&self) -> Cause {
+        self.cause
+    }
+}
+
+impl fmt::Display for FailureEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Causes are snake_case labels: nothing in them needs escaping in JSON.
+        let cause = self.cause.as_str();
+        match self.dialect {
+            Dialect::OpenAiChat => write!(
+                f,
+                "data: {{\"error\":{{\"message\":\"upstream failed: {cause}\",\
+                 \"type\":\"upstream_error\",\"code\":\"{cause}\"}}}}\n\n"
+            ),
+            Dialect::OpenAiResponses => write!(
+                f,
+                "event: response.failed\ndata: {{\"type\":\"response.failed\",\
+                 \"response\":{{\"status\":\"failed\",\"error\":{{\"code\":\"server_error\",\
+                 \"message\":\"upstream failed: {cause}\"}}}}}}\n\n"
+            ),
+            Dialect::Anthropic => write!(
+                f,
+                "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\
+                 \"message\":\"upstream failed: {cause}\"}}}}\n\n"
+            ),
+        }
     }
 }
 

@@ -6,7 +6,10 @@ use core::task::{Context, Poll};
 use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 
-use crate::sse::SseRules;
+#[cfg(feature = "alloc")]
+use crate::failure::WithFailureEvent;
+use crate::failure::{FailureTail, NoFailureEvent};
+use crate::sse::{FailureEvent, SseRules};
 use crate::timers::{NoTimers, ProgressWatch, Timeouts, Timer, Watch};
 use crate::{Cause, Ledger, Outcome, Recorder, Terminal};
 
@@ -48,11 +51,12 @@ pin_project! {
     /// tracked.finish(); // or drop it: the recorder hears once either way
     /// # });
     /// ```
-    pub struct TrackedStream<S, R: Recorder, W = NoTimers> {
+    pub struct TrackedStream<S, R: Recorder, W = NoTimers, F = NoFailureEvent> {
         #[pin]
         inner: S,
         #[pin]
         watch: W,
+        tail: F,
         ledger: Ledger<R>,
     }
 }
@@ -64,12 +68,13 @@ impl<S, R: Recorder> TrackedStream<S, R> {
         Self {
             inner,
             watch: NoTimers,
+            tail: NoFailureEvent,
             ledger: Ledger::new(recorder),
         }
     }
 }
 
-impl<S, R: Recorder, W> TrackedStream<S, R, W> {
+impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
     /// Runs the worker's progress timers on `timer` (the runtime's sleep:
     /// `sluice_tokio::TokioTimer`, `sluice_smol::SmolTimer`), as `forward` does:
     ///
@@ -122,10 +127,53 @@ impl<S, R: Recorder, W> TrackedStream<S, R, W> {
         self,
         timer: T,
         timeouts: Timeouts,
-    ) -> TrackedStream<S, R, ProgressWatch<T>> {
+    ) -> TrackedStream<S, R, ProgressWatch<T>, F> {
         TrackedStream {
             inner: self.inner,
             watch: ProgressWatch::new(timer, timeouts),
+            tail: self.tail,
+            ledger: self.ledger,
+        }
+    }
+
+    /// When the stream fails without the worker's own error event (a timer fired, the
+    /// upstream ended before its done event, or it yielded an error item), it yields
+    /// its SSE dialect's failure event
+    /// ([`SseRules::failure_event`](crate::sse::SseRules::failure_event)) as one last
+    /// `Ok` item, then the error item if one failed it, and then ends. So a client
+    /// that already has the response head hears the failure in its API's words
+    /// (`data: {"error": ...}` and no `[DONE]`, Anthropic's `event: error`, a
+    /// `response.failed` event), never a clean end. When the worker sent its own
+    /// error object or event, nothing is added; without SSE rules with a dialect,
+    /// neither. The event's bytes are made once, at the failure (feature `alloc`).
+    ///
+    /// ```
+    /// use futures_util::{StreamExt, stream};
+    /// use sluice::sse::SseRules;
+    /// use sluice::{Cause, Outcome, TrackedStream, Verdict};
+    /// # futures_executor::block_on(async {
+    /// // The worker's connection drops before `[DONE]`.
+    /// let upstream = stream::iter([Ok::<_, std::io::Error>(String::from("data: {\"choices\":[]}\n\n"))]);
+    /// let tracked = TrackedStream::new(upstream, |o: Outcome| {
+    ///     assert_eq!((o.verdict, o.cause), (Verdict::Failure, Cause::Truncated));
+    /// })
+    /// .with_sse(SseRules::openai_chat())
+    /// .with_failure_event();
+    /// let sent: Vec<String> = tracked.map(Result::unwrap).collect().await;
+    /// assert_eq!(sent.len(), 2);
+    /// assert!(sent[1].starts_with("data: {\"error\":"));
+    /// # });
+    /// ```
+    #[cfg(feature = "alloc")]
+    pub fn with_failure_event<B, E>(self) -> TrackedStream<S, R, W, WithFailureEvent<E>>
+    where
+        S: Stream<Item = Result<B, E>>,
+        B: From<alloc::string::String>,
+    {
+        TrackedStream {
+            inner: self.inner,
+            watch: self.watch,
+            tail: WithFailureEvent::new(),
             ledger: self.ledger,
         }
     }
@@ -139,6 +187,7 @@ impl<S, R: Recorder, W> TrackedStream<S, R, W> {
         Self {
             inner: self.inner,
             watch: self.watch,
+            tail: self.tail,
             ledger: self.ledger.with_sse(rules),
         }
     }
@@ -164,13 +213,6 @@ impl<S, R: Recorder, W> TrackedStream<S, R, W> {
     /// Marks the stream failed for `cause` through a pin (a driver's timeout, say).
     pub fn mark_errored_pinned(self: Pin<&mut Self>, cause: Cause) {
         self.project().ledger.fail(cause);
-    }
-
-    /// A worker's timer fired for `cause`, through a pin: the stream fails for it
-    /// unless it already completed in-band, and ends either way (see
-    /// [`Ledger::expire`]).
-    pub fn expire_pinned(self: Pin<&mut Self>, cause: Cause) {
-        self.project().ledger.expire(cause);
     }
 
     /// Gives the stream up for `cause` through a pin, without blaming the worker: see
@@ -210,12 +252,46 @@ impl<S, R: Recorder, W> TrackedStream<S, R, W> {
     }
 }
 
-impl<S, B, E, R, W> Stream for TrackedStream<S, R, W>
+impl<S, B, E, R, W, F> TrackedStream<S, R, W, F>
+where
+    S: Stream<Item = Result<B, E>>,
+    R: Recorder,
+    F: FailureTail<B, E>,
+{
+    /// A worker's timer (a driver's, like `forward`'s) fired for `cause`, through a
+    /// pin: the stream fails for it unless it already completed in-band, and ends
+    /// either way (see [`Ledger::expire`]); the inner stream is not polled again.
+    /// With [`with_failure_event`](Self::with_failure_event), the stream then yields
+    /// the failure event before its end.
+    pub fn expire_pinned(self: Pin<&mut Self>, cause: Cause) {
+        let this = self.project();
+        this.ledger.expire(cause);
+        if F::ACTIVE {
+            if let Some(event) = failure_event(this.ledger, cause) {
+                this.tail.push_event(event);
+            }
+        }
+    }
+}
+
+/// The failure event to yield when the stream just failed for `cause`: only if that
+/// is what settled it (not the worker's own error event, nor a done event before),
+/// and the rules have a dialect.
+fn failure_event<R: Recorder>(ledger: &Ledger<R>, cause: Cause) -> Option<FailureEvent> {
+    let outcome = ledger.outcome();
+    if outcome.verdict != crate::Verdict::Failure || outcome.cause != cause {
+        return None;
+    }
+    ledger.scanner()?.rules().failure_event(cause)
+}
+
+impl<S, B, E, R, W, F> Stream for TrackedStream<S, R, W, F>
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
     W: Watch,
+    F: FailureTail<B, E>,
 {
     type Item = Result<B, E>;
 
@@ -224,14 +300,19 @@ where
         let this = self.project();
         let ledger = this.ledger;
         if ledger.is_ended() {
-            return Poll::Ready(None);
+            // The failure event and the error item after it, if any.
+            return Poll::Ready(if F::ACTIVE { this.tail.pop() } else { None });
         }
         // A due timer wins over an inner stream that is ready.
         if W::ACTIVE {
             let mut watch = this.watch;
             if let Poll::Ready(cause) = watch.as_mut().poll_expired(cx, ledger.progress()) {
                 ledger.expire(cause);
-                return Poll::Ready(None);
+                return Poll::Ready(if F::ACTIVE {
+                    fail(ledger, this.tail, cause, None)
+                } else {
+                    None
+                });
             }
             // Now and then, back to the executor: its timers may need it to fire.
             if watch.poll_turn(cx).is_pending() {
@@ -246,30 +327,72 @@ where
             Poll::Ready(Some(Err(_))) => ledger.on_error(),
             Poll::Ready(None) => ledger.on_end(),
         }
+        if F::ACTIVE {
+            match poll {
+                Poll::Ready(Some(Err(error))) => {
+                    return Poll::Ready(fail(ledger, this.tail, Cause::ErrorItem, Some(error)));
+                }
+                Poll::Ready(None) => {
+                    return Poll::Ready(fail(ledger, this.tail, Cause::Truncated, None));
+                }
+                poll => return poll,
+            }
+        }
         poll
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self.ledger.is_ended() {
             false => self.inner.size_hint(),
-            true => (0, Some(0)),
+            true => {
+                let tail = if F::ACTIVE { self.tail.len() } else { 0 };
+                (tail, Some(tail))
+            }
         }
     }
 }
 
-impl<S, B, E, R, W> FusedStream for TrackedStream<S, R, W>
+/// The stream failed for `cause` (the error item that did it is `error`): queues the
+/// failure event if there is one to yield (and then ends the stream), and returns the
+/// next item to yield.
+#[cold]
+fn fail<R, F, B, E>(
+    ledger: &mut Ledger<R>,
+    tail: &mut F,
+    cause: Cause,
+    error: Option<E>,
+) -> Option<Result<B, E>>
+where
+    R: Recorder,
+    F: FailureTail<B, E>,
+{
+    if let Some(event) = failure_event(ledger, cause) {
+        tail.push_event(event);
+        // The stream ends after its tail: an error item is its last.
+        ledger.close();
+    }
+    if let Some(error) = error {
+        if let Some(error) = tail.hold_error(error) {
+            return Some(Err(error));
+        }
+    }
+    tail.pop()
+}
+
+impl<S, B, E, R, W, F> FusedStream for TrackedStream<S, R, W, F>
 where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
     W: Watch,
+    F: FailureTail<B, E>,
 {
     fn is_terminated(&self) -> bool {
-        self.ledger.is_ended()
+        self.ledger.is_ended() && (!F::ACTIVE || self.tail.is_empty())
     }
 }
 
-impl<S, R: Recorder, W: core::fmt::Debug> core::fmt::Debug for TrackedStream<S, R, W> {
+impl<S, R: Recorder, W: core::fmt::Debug, F> core::fmt::Debug for TrackedStream<S, R, W, F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TrackedStream")
             .field("ledger", &self.ledger)

@@ -36,6 +36,7 @@ use core::time::Duration;
 
 use async_channel::Sender;
 use futures_core::Stream;
+use sluice::failure::FailureTail;
 use sluice::forward::{self, ClientGone, Downstream, ForwardOptions, Forwarded};
 use sluice::timers::{Timer, Watch};
 use sluice::{Recorder, TrackedStream};
@@ -45,8 +46,8 @@ use sluice::{Recorder, TrackedStream};
 /// dropped; the upstream is dropped, and has recorded, by then.
 ///
 /// See the [crate docs](crate) for an example.
-pub async fn forward<S, B, E, R, W>(
-    upstream: TrackedStream<S, R, W>,
+pub async fn forward<S, B, E, R, W, X>(
+    upstream: TrackedStream<S, R, W, X>,
     tx: &Sender<S::Item>,
 ) -> Forwarded
 where
@@ -54,6 +55,7 @@ where
     B: AsRef<[u8]>,
     R: Recorder,
     W: Watch,
+    X: FailureTail<B, E>,
 {
     forward_with(upstream, tx, ForwardOptions::default()).await
 }
@@ -77,8 +79,8 @@ where
 /// assert_eq!(forwarded.outcome.verdict, Verdict::Failure);
 /// # });
 /// ```
-pub async fn forward_with<S, B, E, R, W>(
-    upstream: TrackedStream<S, R, W>,
+pub async fn forward_with<S, B, E, R, W, X>(
+    upstream: TrackedStream<S, R, W, X>,
     tx: &Sender<S::Item>,
     options: ForwardOptions,
 ) -> Forwarded
@@ -87,6 +89,7 @@ where
     B: AsRef<[u8]>,
     R: Recorder,
     W: Watch,
+    X: FailureTail<B, E>,
 {
     forward::forward(upstream, &Tx(tx), &SmolTimer, options).await
 }

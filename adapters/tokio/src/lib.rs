@@ -47,6 +47,7 @@ use core::future::Future;
 use core::time::Duration;
 
 use futures_core::Stream;
+use sluice::failure::FailureTail;
 use sluice::forward::{self, ClientGone, Downstream, ForwardOptions, Forwarded};
 use sluice::timers::{Timer, Watch};
 use sluice::{Recorder, TrackedStream};
@@ -57,8 +58,8 @@ use tokio::sync::mpsc::Sender;
 /// its receiver; the upstream is dropped, and has recorded, by then.
 ///
 /// See the [crate docs](crate) for an example.
-pub async fn forward<S, B, E, R, W>(
-    upstream: TrackedStream<S, R, W>,
+pub async fn forward<S, B, E, R, W, X>(
+    upstream: TrackedStream<S, R, W, X>,
     tx: &Sender<S::Item>,
 ) -> Forwarded
 where
@@ -66,6 +67,7 @@ where
     B: AsRef<[u8]>,
     R: Recorder,
     W: Watch,
+    X: FailureTail<B, E>,
 {
     forward_with(upstream, tx, ForwardOptions::default()).await
 }
@@ -89,8 +91,8 @@ where
 /// assert_eq!(forwarded.outcome.verdict, Verdict::Failure);
 /// # });
 /// ```
-pub async fn forward_with<S, B, E, R, W>(
-    upstream: TrackedStream<S, R, W>,
+pub async fn forward_with<S, B, E, R, W, X>(
+    upstream: TrackedStream<S, R, W, X>,
     tx: &Sender<S::Item>,
     options: ForwardOptions,
 ) -> Forwarded
@@ -99,6 +101,7 @@ where
     B: AsRef<[u8]>,
     R: Recorder,
     W: Watch,
+    X: FailureTail<B, E>,
 {
     forward::forward(upstream, &Tx(tx), &TokioTimer, options).await
 }
