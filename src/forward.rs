@@ -50,6 +50,13 @@
 //! upstream's end, then stops with [`Ending::Completed`], and the verdict stays
 //! [`Success`](crate::Verdict::Success).
 //!
+//! When a timer fails the stream and the stream carries its failure event
+//! ([`TrackedStream::with_failure_event`]), the loop hands that event to the client
+//! before it returns (bounded by the send timeout), so the client reads an error in
+//! its API's dialect, not a clean end. A stream's own timers
+//! ([`TrackedStream::with_timers`]) run beside the loop's and end it the same way
+//! ([`Ending::TimedOut`]).
+//!
 //! A client that stops reading (the send timeout, or the deadline passing while an
 //! item waits for the client) is not the worker's fault: the loop gives up without
 //! marking anything, so a stream with no end yet is

@@ -13,7 +13,11 @@
 //!   end markers in-band, split-safe and in constant memory.
 //!
 //! [`TrackedStream`] wraps any `futures-core` stream of byte chunks, feeds both, and
-//! hands one [`Outcome`] to a [`Recorder`] when it is finished or dropped.
+//! hands one [`Outcome`] to a [`Recorder`] when it is finished or dropped. It can also
+//! run the worker's progress timers ([`timers`]: first token, idle, deadline, on any
+//! runtime's [`Timer`](timers::Timer)) and, when the stream fails after the client has
+//! its response head, end it with the failure event of its API's dialect
+//! ([`TrackedStream::with_failure_event`]) rather than a clean end.
 //!
 //! ```
 //! use sluice::{Outcome, TrackedStream, Verdict};
