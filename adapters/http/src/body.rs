@@ -9,9 +9,10 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use sluice::sse::SseRules;
+use sluice::timers::{NoTimers, ProgressWatch, Timeouts, Timer, Watch};
 use sluice::{Cause, Ledger, Outcome, Recorder, Terminal, Verdict};
 
-use crate::GrpcPolicy;
+use crate::{BodyError, GrpcPolicy};
 
 /// How many slices of a non-contiguous data frame are scanned.
 const SLICES: usize = 32;
@@ -71,7 +72,20 @@ pin_project! {
     /// assert_eq!((outcome.verdict, outcome.cause), (Verdict::Success, Cause::Done));
     /// # });
     /// ```
-    pub struct TrackedBody<B: Body, R: Recorder> {
+    pub struct TrackedBody<B: Body, R: Recorder, W = NoTimers> {
+        #[pin]
+        tracked: Tracked<B, R>,
+        // The progress timers: `NoTimers` (nothing, compiled away) or a
+        // `ProgressWatch`. Beside, not inside, the part with a drop, so that
+        // `with_timers` can move that part into a body of another type.
+        #[pin]
+        watch: W,
+    }
+}
+
+pin_project! {
+    /// The inner body and its bookkeeping: what a `TrackedBody` is without timers.
+    struct Tracked<B: Body, R: Recorder> {
         #[pin]
         inner: B,
         // A settled body's ledger is `Ledger::recorded`: ended and recorded before the
@@ -80,7 +94,7 @@ pin_project! {
         grpc: Option<GrpcPolicy>,
     }
 
-    impl<B: Body, R: Recorder> PinnedDrop for TrackedBody<B, R> {
+    impl<B: Body, R: Recorder> PinnedDrop for Tracked<B, R> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             // Skipped while unwinding: the inner body may be what panicked.
@@ -93,13 +107,16 @@ pin_project! {
 }
 
 impl<B: Body, R: Recorder> TrackedBody<B, R> {
-    /// Tracks `inner`, reporting to `recorder`. No SSE rules, no gRPC: only the end of
-    /// the body, an error frame or the drop decides.
+    /// Tracks `inner`, reporting to `recorder`. No SSE rules, no gRPC, no timers: only
+    /// the end of the body, an error frame or the drop decides.
     pub const fn new(inner: B, recorder: R) -> Self {
         Self {
-            inner,
-            ledger: Ledger::new(recorder),
-            grpc: None,
+            tracked: Tracked {
+                inner,
+                ledger: Ledger::new(recorder),
+                grpc: None,
+            },
+            watch: NoTimers,
         }
     }
 
@@ -108,9 +125,96 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
     /// returns `outcome` and [`terminal`](Self::terminal) reads its verdict.
     pub const fn settled(inner: B, outcome: Outcome) -> Self {
         Self {
-            inner,
-            ledger: Ledger::recorded(outcome),
-            grpc: None,
+            tracked: Tracked {
+                inner,
+                ledger: Ledger::recorded(outcome),
+                grpc: None,
+            },
+            watch: NoTimers,
+        }
+    }
+}
+
+impl<B: Body, R: Recorder, W> TrackedBody<B, R, W> {
+    /// Runs the worker's progress timers on `timer` (the runtime's sleep:
+    /// `sluice_tokio::TokioTimer`, `sluice_smol::SmolTimer`, or the caller's own
+    /// [`Timer`]), as `forward` and
+    /// [`TrackedStream::with_timers`](sluice::TrackedStream::with_timers) do (see
+    /// [`sluice::timers`]):
+    ///
+    /// * they count progress: with [`with_sse`](Self::with_sse) the events that are
+    ///   not keep-alives (`:` comments, Anthropic's `ping`), without SSE rules every
+    ///   data frame;
+    /// * the first-token timer and the deadline start at the **first poll** of the
+    ///   body (not here); the idle timer runs from the poll that first sees each
+    ///   progress;
+    /// * a due timer wins over an inner body that is always ready: it is checked
+    ///   before each poll of the inner body;
+    /// * a timer that fires fails the body with its cause
+    ///   ([`FirstTokenTimeout`](Cause::FirstTokenTimeout),
+    ///   [`IdleTimeout`](Cause::IdleTimeout), [`Deadline`](Cause::Deadline)): the inner
+    ///   body is dropped unpolled from then on, and the body yields one error frame,
+    ///   [`BodyError::TimedOut`], never a clean end (a server then aborts the
+    ///   response, so the client cannot take the cut answer for a whole one);
+    /// * once the stream completed in-band (its done event came), a timer blames no
+    ///   one: it only ends the wait for the inner body's end (the idle time bounds
+    ///   it), the body ends cleanly, and the verdict stays
+    ///   [`Success`](Verdict::Success).
+    ///
+    /// The body's error type becomes [`BodyError<B::Error>`](BodyError) (the inner
+    /// body's errors are [`BodyError::Inner`]). No effect on a
+    /// [`settled`](Self::settled) body, which is never timed. Replaces timers given
+    /// before.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use futures_util::{StreamExt, stream};
+    /// use http_body::Frame;
+    /// use http_body_util::{BodyExt, StreamBody};
+    /// use sluice::sse::SseRules;
+    /// use sluice::timers::{Timeouts, Timer};
+    /// use sluice::{Cause, Outcome, Verdict};
+    /// use sluice_http::{BodyError, TrackedBody};
+    ///
+    /// /// Sleeps on tokio's clock (what `sluice_tokio::TokioTimer` does).
+    /// #[derive(Clone)]
+    /// struct Tokio;
+    /// impl Timer for Tokio {
+    ///     type Sleep = tokio::time::Sleep;
+    ///     fn sleep(&self, duration: Duration) -> tokio::time::Sleep {
+    ///         tokio::time::sleep(duration)
+    ///     }
+    /// }
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+    /// // A worker that sends a keep-alive every 5 s, and never a token.
+    /// let pings = stream::repeat(()).then(|()| async {
+    ///     tokio::time::sleep(Duration::from_secs(5)).await;
+    ///     Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b": ping\n\n")))
+    /// });
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let body = TrackedBody::new(StreamBody::new(pings), move |o: Outcome| { let _ = tx.send(o); })
+    ///     .with_sse(SseRules::openai_chat())
+    ///     .with_timers(Tokio, Timeouts::new().first_token(Duration::from_secs(30)));
+    /// let err = body.collect().await.unwrap_err(); // after 30 s: an error, not a clean end
+    /// assert!(matches!(err, BodyError::TimedOut { cause: Cause::FirstTokenTimeout }));
+    /// let outcome = rx.recv().unwrap();
+    /// assert_eq!((outcome.verdict, outcome.cause), (Verdict::Failure, Cause::FirstTokenTimeout));
+    /// # });
+    /// ```
+    pub fn with_timers<T: Timer>(
+        self,
+        timer: T,
+        timeouts: Timeouts,
+    ) -> TrackedBody<B, R, ProgressWatch<T>> {
+        self.with_watch(ProgressWatch::new(timer, timeouts))
+    }
+
+    /// The same body with `watch` in place of its timers.
+    pub(crate) fn with_watch<V>(self, watch: V) -> TrackedBody<B, R, V> {
+        TrackedBody {
+            tracked: self.tracked,
+            watch,
         }
     }
 
@@ -124,8 +228,8 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
         if self.is_tracked() {
             // Out and back in: the placeholder records nothing.
             let placeholder = Ledger::recorded(Outcome::from(Verdict::Abandoned));
-            let ledger = core::mem::replace(&mut self.ledger, placeholder);
-            self.ledger = ledger.with_sse(rules);
+            let ledger = core::mem::replace(&mut self.tracked.ledger, placeholder);
+            self.tracked.ledger = ledger.with_sse(rules);
         }
         self
     }
@@ -139,7 +243,7 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
     /// does).
     #[must_use]
     pub fn with_grpc(mut self, policy: GrpcPolicy) -> Self {
-        self.grpc = Some(policy);
+        self.tracked.grpc = Some(policy);
         self
     }
 
@@ -147,30 +251,36 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
     /// verdict: `Success` is `Completed`, `Failure` is `Errored`, `Abandoned` is
     /// `Active`.
     pub fn terminal(&self) -> Terminal {
-        self.ledger.terminal()
+        self.tracked.ledger.terminal()
     }
 
     /// The outcome that would be recorded now (or was, for a settled body).
     pub fn outcome(&self) -> Outcome {
-        self.ledger.outcome()
+        self.tracked.ledger.outcome()
     }
 
     /// Whether this body tracks its stream (`false` for a [`settled`](Self::settled)
     /// body).
     pub fn is_tracked(&self) -> bool {
         // Only `finish` (which consumes the body) and the drop record a tracked ledger.
-        !self.ledger.is_recorded()
+        !self.tracked.ledger.is_recorded()
     }
 
     /// The inner body.
     pub fn get_ref(&self) -> &B {
-        &self.inner
+        &self.tracked.inner
+    }
+
+    /// The timers' state: [`NoTimers`] unless [`with_timers`](Self::with_timers).
+    pub fn watch(&self) -> &W {
+        &self.watch
     }
 
     /// Records the outcome now and returns it; the drop that follows records nothing.
     pub fn finish(mut self) -> Outcome {
-        end_if_over(&mut self.ledger, &self.inner, &self.grpc);
-        self.ledger.record()
+        let tracked = &mut self.tracked;
+        end_if_over(&mut tracked.ledger, &tracked.inner, &tracked.grpc);
+        tracked.ledger.record()
     }
 }
 
@@ -261,61 +371,45 @@ impl<B: Body, R: Recorder> Body for TrackedBody<B, R> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let this = self.project();
-        let mut inner = this.inner;
-        let ledger = this.ledger;
-        if ledger.is_ended() {
-            // Settled: passed through. Tracked: over.
-            return match ledger.is_recorded() {
-                true => inner.poll_frame(cx),
-                false => Poll::Ready(None),
-            };
-        }
-        // Whether a data frame is the last one: asked under the same guard.
-        let mut last = false;
-        let poll = ledger.guard(|| {
-            let poll = inner.as_mut().poll_frame(cx);
-            if let Poll::Ready(Some(Ok(frame))) = &poll {
-                last = frame.is_data() && inner.is_end_stream();
-            }
-            poll
-        });
-        let frame = match poll {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Err(e))) => {
-                ledger.on_error();
-                return Poll::Ready(Some(Err(e)));
-            }
-            Poll::Ready(None) => {
-                on_end(ledger, this.grpc);
-                return Poll::Ready(None);
-            }
-        };
-        // The data taken out and put back in a new frame: across the ledger's calls
-        // only `data` is alive, not a `Frame` (large, for its trailers) that the
-        // unwinding path would have to drop, so nothing is copied through the stack.
-        // The rare paths are out of line.
-        match frame.into_data() {
-            Ok(data) => {
-                let data = match last {
-                    false => {
-                        on_data(ledger, &data);
-                        data
-                    }
-                    true => on_last_data(ledger, this.grpc, data),
-                };
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Err(frame) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    on_trailers(ledger, *this.grpc, trailers);
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-        }
+        // No timers: `NoTimers` never fires, so the second closure is never called.
+        poll_tracked(self, cx, |e| e, |_| None)
     }
 
+    fn is_end_stream(&self) -> bool {
+        self.tracked.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.tracked.size_hint()
+    }
+}
+
+/// With timers (see [`with_timers`](TrackedBody::with_timers)): the same frames, and
+/// one [`BodyError::TimedOut`] when a timer fails the body.
+impl<B: Body, R: Recorder, T: Timer> Body for TrackedBody<B, R, ProgressWatch<T>> {
+    type Data = B::Data;
+    type Error = BodyError<B::Error>;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, Self::Error>>> {
+        poll_tracked(self, cx, BodyError::Inner, |cause| {
+            Some(BodyError::TimedOut { cause })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.tracked.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.tracked.size_hint()
+    }
+}
+
+impl<B: Body, R: Recorder> Tracked<B, R> {
     fn is_end_stream(&self) -> bool {
         is_over(&self.ledger) || self.inner.is_end_stream()
     }
@@ -328,13 +422,106 @@ impl<B: Body, R: Recorder> Body for TrackedBody<B, R> {
     }
 }
 
-impl<B: Body, R: Recorder> core::fmt::Debug for TrackedBody<B, R> {
+/// A timer fired: the stream fails for `cause` unless it completed in-band, and the
+/// inner body is given up. A failure is an error frame (`timed_out`), a completed
+/// stream a clean end.
+#[cold]
+#[inline(never)]
+fn on_expired<R: Recorder, D, E>(
+    ledger: &mut Ledger<R>,
+    cause: Cause,
+    timed_out: impl FnOnce(Cause) -> Option<E>,
+) -> Option<Result<Frame<D>, E>> {
+    ledger.expire(cause);
+    match ledger.terminal() {
+        Terminal::Completed => None,
+        _ => timed_out(cause).map(Err),
+    }
+}
+
+/// One poll of a tracked body, whatever its timers: `inner_error` wraps the inner
+/// body's error, `timed_out` makes the error frame of a timer that failed the body.
+#[inline(always)]
+fn poll_tracked<B: Body, R: Recorder, W: Watch, E>(
+    body: Pin<&mut TrackedBody<B, R, W>>,
+    cx: &mut Context<'_>,
+    inner_error: impl FnOnce(B::Error) -> E,
+    timed_out: impl FnOnce(Cause) -> Option<E>,
+) -> Poll<Option<Result<Frame<B::Data>, E>>> {
+    let body = body.project();
+    let this = body.tracked.project();
+    let mut inner = this.inner;
+    let ledger = this.ledger;
+    if ledger.is_ended() {
+        // Settled: passed through. Tracked: over.
+        return match ledger.is_recorded() {
+            true => inner
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(inner_error))),
+            false => Poll::Ready(None),
+        };
+    }
+    // A due timer wins over an inner body that is ready.
+    if W::ACTIVE {
+        if let Poll::Ready(cause) = body.watch.poll_expired(cx, ledger.progress()) {
+            return Poll::Ready(on_expired(ledger, cause, timed_out));
+        }
+    }
+    // Whether a data frame is the last one: asked under the same guard.
+    let mut last = false;
+    let poll = ledger.guard(|| {
+        let poll = inner.as_mut().poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &poll {
+            last = frame.is_data() && inner.is_end_stream();
+        }
+        poll
+    });
+    let frame = match poll {
+        Poll::Ready(Some(Ok(frame))) => frame,
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(Some(Err(e))) => {
+            ledger.on_error();
+            return Poll::Ready(Some(Err(inner_error(e))));
+        }
+        Poll::Ready(None) => {
+            on_end(ledger, this.grpc);
+            return Poll::Ready(None);
+        }
+    };
+    // The data taken out and put back in a new frame: across the ledger's calls
+    // only `data` is alive, not a `Frame` (large, for its trailers) that the
+    // unwinding path would have to drop, so nothing is copied through the stack.
+    // The rare paths are out of line.
+    match frame.into_data() {
+        Ok(data) => {
+            let data = match last {
+                false => {
+                    on_data(ledger, &data);
+                    data
+                }
+                true => on_last_data(ledger, this.grpc, data),
+            };
+            Poll::Ready(Some(Ok(Frame::data(data))))
+        }
+        Err(frame) => {
+            if let Some(trailers) = frame.trailers_ref() {
+                on_trailers(ledger, *this.grpc, trailers);
+            }
+            Poll::Ready(Some(Ok(frame)))
+        }
+    }
+}
+
+impl<B: Body, R: Recorder, W: core::fmt::Debug> core::fmt::Debug for TrackedBody<B, R, W> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let mut d = f.debug_struct("TrackedBody");
+        let ledger = &self.tracked.ledger;
         match self.is_tracked() {
-            true => d.field("ledger", &self.ledger),
-            false => d.field("settled", &self.ledger.outcome()),
+            true => d.field("ledger", ledger),
+            false => d.field("settled", &ledger.outcome()),
         };
-        d.field("grpc", &self.grpc).finish_non_exhaustive()
+        d.field("grpc", &self.tracked.grpc)
+            .field("timers", &self.watch)
+            .finish_non_exhaustive()
     }
 }

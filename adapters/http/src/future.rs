@@ -10,10 +10,11 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use sluice::breaker::{Classified, OwnedSharedPermit, StatusPolicy};
+use sluice::timers::NoTimers;
 use sluice::{Cause, Outcome, RecordGuard, Recorder, Verdict};
 
 use crate::settings::Sse;
-use crate::{BreakerError, GrpcPolicy, LayerPermit, PermitRecorder, TrackedBody};
+use crate::{BreakerError, GrpcPolicy, LayerPermit, LayerTimers, PermitRecorder, TrackedBody};
 
 /// One admitted call, waiting for its response head.
 pub(crate) struct Call<P: LayerPermit> {
@@ -21,6 +22,10 @@ pub(crate) struct Call<P: LayerPermit> {
     pub(crate) guard: RecordGuard<PermitRecorder<P>>,
     pub(crate) judge: Judge,
 }
+
+/// What a call ends in: its response, with the body tracked (or settled) and timed by
+/// `W`, or the error.
+type Finished<B, P, W, E> = Result<Response<TrackedBody<B, PermitRecorder<P>, W>>, BreakerError<E>>;
 
 /// How a call's response head is judged: the layer's settings, for one call.
 pub(crate) struct Judge {
@@ -31,11 +36,12 @@ pub(crate) struct Judge {
 
 impl<P: LayerPermit> Call<P> {
     /// The call's response (or the inner service's error), its verdict recorded or
-    /// handed to the body.
-    fn finish<B: Body, E>(
+    /// handed to the body, which `watch` times.
+    fn finish<B: Body, E, W>(
         self,
         result: Result<Response<B>, E>,
-    ) -> Result<Response<TrackedBody<B, PermitRecorder<P>>>, BreakerError<E>> {
+        watch: W,
+    ) -> Finished<B, P, W, E> {
         // Nothing below awaits: the recorder records, or goes into the body, now.
         let recorder = self.guard.disarm();
         match result {
@@ -47,7 +53,7 @@ impl<P: LayerPermit> Call<P> {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 recorder.permit().tag(&mut parts.extensions);
-                let body = self.judge.body(&parts, body, recorder);
+                let body = self.judge.body(&parts, body, recorder).with_watch(watch);
                 Ok(Response::from_parts(parts, body))
             }
         }
@@ -98,8 +104,8 @@ impl Judge {
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, P: LayerPermit> {
-        Waiting { #[pin] future: F, call: Option<Call<P>> },
+    enum Kind<F, P: LayerPermit, M> {
+        Waiting { #[pin] future: F, call: Option<Call<P>>, timers: M },
         Rejected { retry_after: Option<Duration> },
     }
 }
@@ -107,62 +113,72 @@ pin_project! {
 pin_project! {
     /// The response future of a [`BreakerService`](crate::BreakerService) (`P` is
     /// [`OwnedSharedPermit`]) and of a [`PoolService`](crate::PoolService) (`P` is
-    /// [`SetPermit`](sluice::breaker::SetPermit)). Dropped before the response head,
-    /// the call is [`Abandoned`](Verdict::Abandoned) (cause
+    /// [`SetPermit`](sluice::breaker::SetPermit)); `M` is the layer's
+    /// [`LayerTimers`], which time the body. Dropped before the response head, the
+    /// call is [`Abandoned`](Verdict::Abandoned) (cause
     /// [`ClientLeft`](Cause::ClientLeft)).
-    pub struct ResponseFuture<F, P: LayerPermit = OwnedSharedPermit> {
+    pub struct ResponseFuture<F, P: LayerPermit = OwnedSharedPermit, M = NoTimers> {
         #[pin]
-        kind: Kind<F, P>,
+        kind: Kind<F, P, M>,
     }
 }
 
-impl<F, P: LayerPermit> ResponseFuture<F, P> {
+impl<F, P: LayerPermit, M> ResponseFuture<F, P, M> {
     pub(crate) const fn rejected(retry_after: Option<Duration>) -> Self {
         Self {
             kind: Kind::Rejected { retry_after },
         }
     }
 
-    pub(crate) const fn waiting(future: F, call: Call<P>) -> Self {
+    pub(crate) const fn waiting(future: F, call: Call<P>, timers: M) -> Self {
         Self {
             kind: Kind::Waiting {
                 future,
                 call: Some(call),
+                timers,
             },
         }
     }
 }
 
-impl<F, P: LayerPermit> core::fmt::Debug for ResponseFuture<F, P> {
+impl<F, P: LayerPermit, M> core::fmt::Debug for ResponseFuture<F, P, M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, B, E, P> Future for ResponseFuture<F, P>
+impl<F, B, E, P, M> Future for ResponseFuture<F, P, M>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body,
     P: LayerPermit,
+    M: LayerTimers,
 {
-    type Output = Result<Response<TrackedBody<B, PermitRecorder<P>>>, BreakerError<E>>;
+    type Output = Result<Response<TrackedBody<B, PermitRecorder<P>, M::Watch>>, BreakerError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Rejected { retry_after } => Poll::Ready(Err(BreakerError::Rejected {
                 retry_after: *retry_after,
             })),
-            KindProj::Waiting { future, call } => {
+            KindProj::Waiting {
+                future,
+                call,
+                timers,
+            } => {
                 let result = match future.poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(result) => result,
                 };
                 Poll::Ready(match call.take() {
-                    Some(call) => call.finish(result),
+                    Some(call) => call.finish(result, timers.watch()),
                     // Polled again after it completed: the inner future's contract says
                     // what that does; there is nothing left to record.
                     None => result.map_err(BreakerError::Inner).map(|r| {
-                        r.map(|b| TrackedBody::settled(b, Outcome::from(Verdict::Abandoned)))
+                        r.map(|b| {
+                            TrackedBody::settled(b, Outcome::from(Verdict::Abandoned))
+                                .with_watch(timers.watch())
+                        })
                     }),
                 })
             }

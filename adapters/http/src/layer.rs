@@ -7,11 +7,12 @@ use http::{Request, Response};
 use http_body::Body;
 use sluice::Outcome;
 use sluice::breaker::{OwnedSharedPermit, Recorded, SharedBreaker};
+use sluice::timers::{NoTimers, Timeouts, Timer};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::settings::{Settings, layer_builders};
-use crate::{BreakerError, PermitRecorder, ResponseFuture, TrackedBody};
+use crate::{BodyTimers, BreakerError, LayerTimers, PermitRecorder, ResponseFuture, TrackedBody};
 
 /// A [`tower_layer::Layer`] that puts one worker's [`SharedBreaker`] in front of a
 /// client `Service<http::Request<_>>` (hyper-util's client, say).
@@ -77,22 +78,44 @@ use crate::{BreakerError, PermitRecorder, ResponseFuture, TrackedBody};
 /// # });
 /// ```
 #[derive(Debug, Clone)]
-pub struct BreakerLayer {
+pub struct BreakerLayer<M = NoTimers> {
     breaker: SharedBreaker,
-    settings: Settings<()>,
+    settings: Settings<(), M>,
 }
 
 impl BreakerLayer {
     /// A layer recording into `breaker`, with the default
-    /// [`StatusPolicy`](sluice::breaker::StatusPolicy), no SSE rules and no gRPC.
+    /// [`StatusPolicy`](sluice::breaker::StatusPolicy), no SSE rules, no gRPC and no
+    /// timers.
     pub const fn new(breaker: SharedBreaker) -> Self {
         Self {
             breaker,
             settings: Settings::new(),
         }
     }
+}
 
+impl<M> BreakerLayer<M> {
     layer_builders!();
+
+    /// Runs the worker's progress timers (first token, idle between progress events,
+    /// a deadline: `timeouts`) on every tracked body, each on its own clone of
+    /// `timer`: see [`TrackedBody::with_timers`]. A timer that fires is the worker's
+    /// failure with the timer's cause, and the client's body ends in an error frame,
+    /// [`BodyError::TimedOut`](crate::BodyError::TimedOut). The bodies' clocks start
+    /// at their first poll. Bodies the status settled are not timed. Replaces timers
+    /// given before.
+    #[must_use]
+    pub fn with_timers<T: Timer + Clone>(
+        self,
+        timer: T,
+        timeouts: Timeouts,
+    ) -> BreakerLayer<BodyTimers<T>> {
+        BreakerLayer {
+            breaker: self.breaker,
+            settings: self.settings.with_timers(timer, timeouts),
+        }
+    }
 
     /// Calls `observer` with every outcome recorded, and what the breaker did with it.
     /// It runs where the verdict is recorded (possibly in `Drop`, possibly on another
@@ -111,10 +134,10 @@ impl BreakerLayer {
     }
 }
 
-impl<S> Layer<S> for BreakerLayer {
-    type Service = BreakerService<S>;
+impl<S, M: Clone> Layer<S> for BreakerLayer<M> {
+    type Service = BreakerService<S, M>;
 
-    fn layer(&self, inner: S) -> BreakerService<S> {
+    fn layer(&self, inner: S) -> BreakerService<S, M> {
         BreakerService {
             inner,
             layer: self.clone(),
@@ -130,12 +153,12 @@ impl<S> Layer<S> for BreakerLayer {
 /// does (a `ConcurrencyLimit` slot reserved by `poll_ready` is held until the service
 /// is next called or dropped).
 #[derive(Debug, Clone)]
-pub struct BreakerService<S> {
+pub struct BreakerService<S, M = NoTimers> {
     inner: S,
-    layer: BreakerLayer,
+    layer: BreakerLayer<M>,
 }
 
-impl<S> BreakerService<S> {
+impl<S, M> BreakerService<S, M> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -147,14 +170,15 @@ impl<S> BreakerService<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BreakerService<S>
+impl<S, ReqBody, ResBody, M> Service<Request<ReqBody>> for BreakerService<S, M>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body,
+    M: LayerTimers,
 {
-    type Response = Response<TrackedBody<ResBody, PermitRecorder>>;
+    type Response = Response<TrackedBody<ResBody, PermitRecorder, M::Watch>>;
     type Error = BreakerError<S::Error>;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, OwnedSharedPermit, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(BreakerError::Inner)

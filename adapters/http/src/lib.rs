@@ -75,15 +75,17 @@ mod permit;
 mod pool;
 mod recorder;
 mod settings;
+mod timers;
 
 pub use body::TrackedBody;
-pub use error::BreakerError;
+pub use error::{BodyError, BreakerError};
 pub use future::ResponseFuture;
 pub use grpc::GrpcPolicy;
 pub use layer::{BreakerLayer, BreakerService};
 pub use permit::LayerPermit;
 pub use pool::{PickedWorker, PoolLayer, PoolService};
 pub use recorder::PermitRecorder;
+pub use timers::{BodyTimers, LayerTimers};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -7,11 +7,12 @@ use http::{Request, Response};
 use http_body::Body;
 use sluice::Outcome;
 use sluice::breaker::{Pick, Recorded, SetPermit, SharedBreakerSet};
+use sluice::timers::{NoTimers, Timeouts, Timer};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::settings::{Settings, layer_builders};
-use crate::{BreakerError, PermitRecorder, ResponseFuture, TrackedBody};
+use crate::{BodyTimers, BreakerError, LayerTimers, PermitRecorder, ResponseFuture, TrackedBody};
 
 /// The worker a [`PoolService`] picked for a call: in the request's extensions (for
 /// the inner service to route by: rewrite the URI, choose a client) and in the
@@ -111,15 +112,16 @@ pub struct PickedWorker {
 /// # });
 /// ```
 #[derive(Debug, Clone)]
-pub struct PoolLayer {
+pub struct PoolLayer<M = NoTimers> {
     set: SharedBreakerSet,
     pick: Pick,
-    settings: Settings<PickedWorker>,
+    settings: Settings<PickedWorker, M>,
 }
 
 impl PoolLayer {
     /// A layer picking workers of `set` by `pick`, with the default
-    /// [`StatusPolicy`](sluice::breaker::StatusPolicy), no SSE rules and no gRPC.
+    /// [`StatusPolicy`](sluice::breaker::StatusPolicy), no SSE rules, no gRPC and no
+    /// timers.
     pub const fn new(set: SharedBreakerSet, pick: Pick) -> Self {
         Self {
             set,
@@ -127,8 +129,30 @@ impl PoolLayer {
             settings: Settings::new(),
         }
     }
+}
 
+impl<M> PoolLayer<M> {
     layer_builders!();
+
+    /// Runs the worker's progress timers (first token, idle between progress events,
+    /// a deadline: `timeouts`) on every tracked body, each on its own clone of
+    /// `timer`: see [`TrackedBody::with_timers`]. A timer that fires is the picked
+    /// worker's failure with the timer's cause, and the client's body ends in an
+    /// error frame, [`BodyError::TimedOut`](crate::BodyError::TimedOut). The bodies'
+    /// clocks start at their first poll. Bodies the status settled are not timed.
+    /// Replaces timers given before.
+    #[must_use]
+    pub fn with_timers<T: Timer + Clone>(
+        self,
+        timer: T,
+        timeouts: Timeouts,
+    ) -> PoolLayer<BodyTimers<T>> {
+        PoolLayer {
+            set: self.set,
+            pick: self.pick,
+            settings: self.settings.with_timers(timer, timeouts),
+        }
+    }
 
     /// Calls `observer` with every outcome recorded, the worker it was recorded to,
     /// and what that worker's breaker did with it (a
@@ -146,10 +170,10 @@ impl PoolLayer {
     }
 }
 
-impl<S> Layer<S> for PoolLayer {
-    type Service = PoolService<S>;
+impl<S, M: Clone> Layer<S> for PoolLayer<M> {
+    type Service = PoolService<S, M>;
 
-    fn layer(&self, inner: S) -> PoolService<S> {
+    fn layer(&self, inner: S) -> PoolService<S, M> {
         PoolService {
             inner,
             layer: self.clone(),
@@ -163,12 +187,12 @@ impl<S> Layer<S> for PoolLayer {
 /// [`BreakerError::Inner`]); the worker is picked in `call`, as a
 /// [`BreakerService`](crate::BreakerService) asks its breaker there.
 #[derive(Debug, Clone)]
-pub struct PoolService<S> {
+pub struct PoolService<S, M = NoTimers> {
     inner: S,
-    layer: PoolLayer,
+    layer: PoolLayer<M>,
 }
 
-impl<S> PoolService<S> {
+impl<S, M> PoolService<S, M> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -180,14 +204,15 @@ impl<S> PoolService<S> {
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PoolService<S>
+impl<S, ReqBody, ResBody, M> Service<Request<ReqBody>> for PoolService<S, M>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body,
+    M: LayerTimers,
 {
-    type Response = Response<TrackedBody<ResBody, PermitRecorder<SetPermit>>>;
+    type Response = Response<TrackedBody<ResBody, PermitRecorder<SetPermit>, M::Watch>>;
     type Error = BreakerError<S::Error>;
-    type Future = ResponseFuture<S::Future, SetPermit>;
+    type Future = ResponseFuture<S::Future, SetPermit, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(BreakerError::Inner)

@@ -5,11 +5,12 @@ use http::{HeaderMap, Request, header};
 use sluice::RecordGuard;
 use sluice::breaker::{Rejected, StatusPolicy};
 use sluice::sse::SseRules;
+use sluice::timers::{NoTimers, Timeouts, Timer};
 use tower_service::Service;
 
 use crate::future::{Call, Judge, ResponseFuture};
 use crate::recorder::Observer;
-use crate::{GrpcPolicy, LayerPermit, PermitRecorder};
+use crate::{BodyTimers, GrpcPolicy, LayerPermit, LayerTimers, PermitRecorder};
 
 /// The SSE rules of a layer, and which responses they apply to.
 #[derive(Debug, Clone)]
@@ -39,34 +40,54 @@ pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// The settings shared by a layer and its services; `L` is what its observer is told
-/// of the worker (see [`LayerPermit::Label`]).
+/// of the worker (see [`LayerPermit::Label`]), `M` the timers of its bodies.
 #[derive(Clone)]
-pub(crate) struct Settings<L> {
+pub(crate) struct Settings<L, M = NoTimers> {
     pub(crate) status: StatusPolicy,
     pub(crate) sse: Option<Sse>,
     pub(crate) grpc: Option<GrpcPolicy>,
     pub(crate) observer: Option<Observer<L>>,
+    pub(crate) timers: M,
 }
 
-impl<L> core::fmt::Debug for Settings<L> {
+impl<L, M: core::fmt::Debug> core::fmt::Debug for Settings<L, M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Settings")
             .field("status", &self.status)
             .field("sse", &self.sse)
             .field("grpc", &self.grpc)
             .field("observer", &self.observer.is_some())
+            .field("timers", &self.timers)
             .finish()
     }
 }
 
 impl<L> Settings<L> {
-    /// The default [`StatusPolicy`], no SSE rules, no gRPC, no observer.
+    /// The default [`StatusPolicy`], no SSE rules, no gRPC, no observer, no timers.
     pub(crate) const fn new() -> Self {
         Self {
             status: StatusPolicy::new(),
             sse: None,
             grpc: None,
             observer: None,
+            timers: NoTimers,
+        }
+    }
+}
+
+impl<L, M> Settings<L, M> {
+    /// The same settings, with `timeouts` on `timer` for every tracked body.
+    pub(crate) fn with_timers<T: Timer + Clone>(
+        self,
+        timer: T,
+        timeouts: Timeouts,
+    ) -> Settings<L, BodyTimers<T>> {
+        Settings {
+            status: self.status,
+            sse: self.sse,
+            grpc: self.grpc,
+            observer: self.observer,
+            timers: BodyTimers::new(timer, timeouts),
         }
     }
 
@@ -78,10 +99,11 @@ impl<L> Settings<L> {
         inner: &mut S,
         admitted: Result<P, Rejected>,
         mut request: Request<ReqBody>,
-    ) -> ResponseFuture<S::Future, P>
+    ) -> ResponseFuture<S::Future, P, M>
     where
         S: Service<Request<ReqBody>>,
         P: LayerPermit<Label = L>,
+        M: LayerTimers,
     {
         match admitted {
             Err(rejected) => ResponseFuture::rejected(rejected.retry_after),
@@ -97,7 +119,7 @@ impl<L> Settings<L> {
                         grpc: self.grpc,
                     },
                 };
-                ResponseFuture::waiting(inner.call(request), call)
+                ResponseFuture::waiting(inner.call(request), call, self.timers.clone())
             }
         }
     }
