@@ -132,9 +132,7 @@ pub enum OnClose {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ForwardOptions {
-    first_token: Option<Duration>,
-    idle: Option<Duration>,
-    deadline: Option<Duration>,
+    timeouts: Timeouts,
     send: Option<Duration>,
     on_close: OnClose,
 }
@@ -146,7 +144,7 @@ impl ForwardOptions {
     /// [`FirstTokenTimeout`](Cause::FirstTokenTimeout).
     #[must_use]
     pub const fn first_token_timeout(mut self, timeout: Duration) -> Self {
-        self.first_token = Some(timeout);
+        self.timeouts = self.timeouts.first_token(timeout);
         self
     }
 
@@ -157,7 +155,7 @@ impl ForwardOptions {
     /// bounds the wait for the upstream's end (which then blames nobody).
     #[must_use]
     pub const fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle = Some(timeout);
+        self.timeouts = self.timeouts.idle(timeout);
         self
     }
 
@@ -169,7 +167,7 @@ impl ForwardOptions {
     /// seen), as after the [`send_timeout`](Self::send_timeout).
     #[must_use]
     pub const fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
+        self.timeouts = self.timeouts.deadline(deadline);
         self
     }
 
@@ -205,11 +203,7 @@ impl ForwardOptions {
     /// [`ProgressWatch`] or
     /// [`TrackedStream::with_timers`](crate::TrackedStream::with_timers).
     pub const fn timeouts(&self) -> Timeouts {
-        Timeouts {
-            first_token: self.first_token,
-            idle: self.idle,
-            deadline: self.deadline,
-        }
+        self.timeouts
     }
 }
 
