@@ -5,6 +5,9 @@
 //! own dialect ([`SseRules::failure_event`](crate::sse::SseRules::failure_event))
 //! instead of a clean end.
 
+#[cfg(feature = "alloc")]
+use core::fmt;
+
 use crate::sse::FailureEvent;
 
 /// The items a tracked stream yields after a failure that the worker did not report
@@ -62,32 +65,57 @@ impl<B, E> FailureTail<B, E> for NoFailureEvent {
 
 /// The failure event of the stream's SSE dialect, as one last `Ok` item built from
 /// its text (`B: From<String>`: `bytes::Bytes`, `Vec<u8>`, `String`), then the error
-/// item that failed the stream, if one did. Feature `alloc` (the event's text is
-/// written into a `String` once, at the failure).
+/// item that failed the stream, if one did. Its message names the upstream when one
+/// is given (`N`, see [`named`](Self::named)). Feature `alloc`: the event's text is
+/// written, at the failure, into one `String` of the exact length (measured first), so
+/// a `Bytes` or a `Vec<u8>` made from it allocates nothing more.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WithFailureEvent<E> {
+pub struct WithFailureEvent<E, N = &'static str> {
     event: Option<FailureEvent>,
     error: Option<E>,
+    upstream: Option<N>,
 }
 
 impl<E> WithFailureEvent<E> {
-    /// Nothing to yield yet.
+    /// Nothing to yield yet; the message names no upstream.
     pub const fn new() -> Self {
         Self {
             event: None,
             error: None,
+            upstream: None,
         }
     }
 }
 
-impl<E> Default for WithFailureEvent<E> {
+impl<E, N> WithFailureEvent<E, N> {
+    /// Nothing to yield yet; the message names `upstream`
+    /// ([`FailureEvent::named`]).
+    pub const fn named(upstream: N) -> Self {
+        Self {
+            event: None,
+            error: None,
+            upstream: Some(upstream),
+        }
+    }
+}
+
+impl<E, N> Default for WithFailureEvent<E, N> {
+    /// Nothing to yield yet; the message names no upstream.
     fn default() -> Self {
-        Self::new()
+        Self {
+            event: None,
+            error: None,
+            upstream: None,
+        }
     }
 }
 
 #[cfg(feature = "alloc")]
-impl<B: From<alloc::string::String>, E> FailureTail<B, E> for WithFailureEvent<E> {
+impl<B, E, N> FailureTail<B, E> for WithFailureEvent<E, N>
+where
+    B: From<alloc::string::String>,
+    N: fmt::Display,
+{
     const ACTIVE: bool = true;
 
     fn push_event(&mut self, event: FailureEvent) {
@@ -103,9 +131,12 @@ impl<B: From<alloc::string::String>, E> FailureTail<B, E> for WithFailureEvent<E
     }
 
     fn pop(&mut self) -> Option<Result<B, E>> {
-        use alloc::string::ToString;
         if let Some(event) = self.event.take() {
-            return Some(Ok(B::from(event.to_string())));
+            let text = match &self.upstream {
+                Some(upstream) => exact_string(&event.named(upstream)),
+                None => exact_string(&event),
+            };
+            return Some(Ok(B::from(text)));
         }
         self.error.take().map(Err)
     }
@@ -113,4 +144,28 @@ impl<B: From<alloc::string::String>, E> FailureTail<B, E> for WithFailureEvent<E
     fn len(&self) -> usize {
         usize::from(self.event.is_some()) + usize::from(self.error.is_some())
     }
+}
+
+/// `text` in a `String` of exactly its length: one allocation, none to grow it.
+#[cfg(feature = "alloc")]
+fn exact_string(text: &impl fmt::Display) -> alloc::string::String {
+    use fmt::Write;
+
+    /// Counts the bytes written.
+    struct Len(usize);
+
+    impl Write for Len {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+
+    let mut len = Len(0);
+    // Neither writer fails; only a `Display` that returns an error can, and then the
+    // text is what it wrote.
+    let _ = write!(len, "{text}");
+    let mut out = alloc::string::String::with_capacity(len.0);
+    let _ = write!(out, "{text}");
+    out
 }

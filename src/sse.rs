@@ -211,7 +211,11 @@ impl SseRules {
     /// ```
     pub const fn failure_event(&self, cause: Cause) -> Option<FailureEvent> {
         match self.dialect {
-            Some(dialect) => Some(FailureEvent { dialect, cause }),
+            Some(dialect) => Some(FailureEvent {
+                dialect,
+                cause,
+                close: "",
+            }),
             None => None,
         }
     }
@@ -316,7 +320,14 @@ pub enum Dialect {
 
 /// The failure event of a [`Dialect`] for a [`Cause`], written by its
 /// [`Display`](fmt::Display) as one whole SSE event (ending in a blank line); see
-/// [`SseRules::failure_event`]. The message is `upstream failed: <cause>`.
+/// [`SseRules::failure_event`]. The message is `upstream failed: <cause>`, or, for an
+/// upstream given a name ([`named`](Self::named)), `upstream <name> failed: <cause>`;
+/// the error's code (OpenAI) is the cause ([`Cause::as_str`]).
+///
+/// Made by a scanner ([`SseScanner::failure_event`]) after a stream that was cut off
+/// inside an event, it first ends that event: a line end, then the blank line that
+/// dispatches it (or only the blank line, if the line had ended), so that the failure
+/// event is an event of its own, not more data lines of the cut one.
 ///
 /// ```
 /// use sluice::Cause;
@@ -340,6 +351,9 @@ pub enum Dialect {
 pub struct FailureEvent {
     dialect: Dialect,
     cause: Cause,
+    /// What ends the event the stream was cut off inside: `""` at an event boundary,
+    /// `"\n"` after a line end, `"\n\n"` inside a line.
+    close: &'static str,
 }
 
 impl FailureEvent {
@@ -352,30 +366,134 @@ impl FailureEvent {
     pub const fn cause(&self) -> Cause {
         self.cause
     }
-}
 
-impl fmt::Display for FailureEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The same event, its message naming the upstream that failed:
+    /// `upstream <name> failed: <cause>`. The name is written with its
+    /// [`Display`](fmt::Display) and escaped as a JSON string needs (quotes,
+    /// backslashes, control characters), so any text is safe in it; it is the
+    /// caller's to choose one that a client may read (a worker's name, never its URL).
+    ///
+    /// ```
+    /// use sluice::Cause;
+    /// use sluice::sse::SseRules;
+    ///
+    /// let event = SseRules::openai_chat().failure_event(Cause::IdleTimeout).unwrap();
+    /// assert_eq!(
+    ///     event.named("gpu-\"7\"").to_string(),
+    ///     "data: {\"error\":{\"message\":\"upstream gpu-\\\"7\\\" failed: idle_timeout\",\
+    ///      \"type\":\"upstream_error\",\"code\":\"idle_timeout\"}}\n\n",
+    /// );
+    /// ```
+    pub const fn named<'a, N: fmt::Display + ?Sized>(
+        &self,
+        upstream: &'a N,
+    ) -> NamedFailureEvent<'a, N> {
+        NamedFailureEvent {
+            event: *self,
+            upstream,
+        }
+    }
+
+    /// Writes the event, its message naming `upstream` if given.
+    fn write(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        upstream: Option<&dyn fmt::Display>,
+    ) -> fmt::Result {
+        let message = Message {
+            upstream,
+            cause: self.cause,
+        };
         // Causes are snake_case labels: nothing in them needs escaping in JSON.
         let cause = self.cause.as_str();
+        f.write_str(self.close)?;
         match self.dialect {
             Dialect::OpenAiChat => write!(
                 f,
-                "data: {{\"error\":{{\"message\":\"upstream failed: {cause}\",\
+                "data: {{\"error\":{{\"message\":\"{message}\",\
                  \"type\":\"upstream_error\",\"code\":\"{cause}\"}}}}\n\n"
             ),
             Dialect::OpenAiResponses => write!(
                 f,
                 "event: response.failed\ndata: {{\"type\":\"response.failed\",\
                  \"response\":{{\"status\":\"failed\",\"error\":{{\"code\":\"server_error\",\
-                 \"message\":\"upstream failed: {cause}\"}}}}}}\n\n"
+                 \"message\":\"{message}\"}}}}}}\n\n"
             ),
             Dialect::Anthropic => write!(
                 f,
                 "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\
-                 \"message\":\"upstream failed: {cause}\"}}}}\n\n"
+                 \"message\":\"{message}\"}}}}\n\n"
             ),
         }
+    }
+}
+
+impl fmt::Display for FailureEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, None)
+    }
+}
+
+/// A [`FailureEvent`] whose message names the upstream that failed; see
+/// [`FailureEvent::named`]. Written by its [`Display`](fmt::Display).
+#[derive(Debug, Clone, Copy)]
+pub struct NamedFailureEvent<'a, N: ?Sized> {
+    event: FailureEvent,
+    upstream: &'a N,
+}
+
+impl<N: fmt::Display + ?Sized> fmt::Display for NamedFailureEvent<'_, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.event.write(f, Some(&self.upstream))
+    }
+}
+
+/// A failure event's message, as the inside of a JSON string.
+struct Message<'a> {
+    upstream: Option<&'a dyn fmt::Display>,
+    cause: Cause,
+}
+
+impl fmt::Display for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("upstream ")?;
+        if let Some(upstream) = self.upstream {
+            fmt::write(&mut JsonString(f), format_args!("{upstream}"))?;
+            f.write_str(" ")?;
+        }
+        write!(f, "failed: {}", self.cause.as_str())
+    }
+}
+
+/// Writes text into a JSON string: escapes quotes, backslashes and control
+/// characters (RFC 8259, section 7), and passes everything else as it is.
+struct JsonString<'a, W: ?Sized>(&'a mut W);
+
+impl<W: fmt::Write + ?Sized> fmt::Write for JsonString<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0x00..=0x1f => "",
+                _ => continue,
+            };
+            // Only ASCII bytes are escaped: `i` is on a char boundary.
+            self.0.write_str(&s[plain..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            plain = i + 1;
+        }
+        self.0.write_str(&s[plain..])
     }
 }
 
@@ -584,6 +702,9 @@ pub struct SseScanner {
     /// The last byte was a CR: an LF right after it ends no second line.
     cr: bool,
     line: Line,
+    /// A line of the current event has ended (the blank line that dispatches it has
+    /// not come).
+    open: bool,
     /// The field name so far: a longer one is no field a rule reads.
     name: [u8; 5],
     name_len: u8,
@@ -605,6 +726,7 @@ impl SseScanner {
             bom: 0,
             cr: false,
             line: Line::Start,
+            open: false,
             name: [0; 5],
             name_len: 0,
             has_data: false,
@@ -625,6 +747,40 @@ impl SseScanner {
     /// data but the rules' keep-alives. Comments are never progress.
     pub const fn progress(&self) -> u64 {
         self.progress
+    }
+
+    /// The rules' failure event for `cause` ([`SseRules::failure_event`]), to be
+    /// written right after the bytes this scanner has read: if the stream was cut off
+    /// inside an event, the event first ends it (`\n\n` inside a line, `\n` after
+    /// one), so exactly one blank line comes before it and a client's parser reads it
+    /// as an event of its own (the cut event before it is dispatched as it stands,
+    /// truncated). `None` without a [dialect](SseRules::dialect).
+    ///
+    /// ```
+    /// use sluice::Cause;
+    /// use sluice::sse::{SseRules, SseScanner};
+    ///
+    /// let mut scanner = SseScanner::new(SseRules::openai_chat());
+    /// scanner.feed(b"data: {\"choices\":[{\"delta\":");
+    /// let event = scanner.failure_event(Cause::Truncated).unwrap();
+    /// assert!(event.to_string().starts_with("\n\ndata: {\"error\":"));
+    /// scanner.feed(b"{}}]}\n\n");
+    /// let event = scanner.failure_event(Cause::Truncated).unwrap();
+    /// assert!(event.to_string().starts_with("data: {\"error\":"));
+    /// ```
+    pub fn failure_event(&self, cause: Cause) -> Option<FailureEvent> {
+        let mut event = self.rules.failure_event(cause)?;
+        let in_bom = self.bom > 0 && usize::from(self.bom) < BOM.len();
+        event.close = if self.line != Line::Start || in_bom {
+            // Inside a line (a BOM cut short is one): end it, then the event.
+            "\n\n"
+        } else if self.open {
+            // A line of the event ended; after a CR, an LF would only complete it.
+            if self.cr { "\n\n" } else { "\n" }
+        } else {
+            ""
+        };
+        Some(event)
     }
 
     /// Scans the next chunk of the stream. Returns the strongest signal (`Failed` over
@@ -784,12 +940,19 @@ impl SseScanner {
     fn end_line(&mut self) -> Option<Signal> {
         let line = core::mem::replace(&mut self.line, Line::Start);
         match line {
-            Line::Start => self.dispatch(),
+            Line::Start => {
+                self.open = false;
+                self.dispatch()
+            }
             Line::Name => {
+                self.open = true;
                 self.start_field();
                 None
             }
-            Line::Skip | Line::ValueStart(_) | Line::Value(_) => None,
+            Line::Skip | Line::ValueStart(_) | Line::Value(_) => {
+                self.open = true;
+                None
+            }
         }
     }
 

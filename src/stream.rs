@@ -145,7 +145,10 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
     /// (`data: {"error": ...}` and no `[DONE]`, Anthropic's `event: error`, a
     /// `response.failed` event), never a clean end. When the worker sent its own
     /// error object or event, nothing is added; without SSE rules with a dialect,
-    /// neither. The event's bytes are made once, at the failure (feature `alloc`).
+    /// neither. A worker cut off inside an event has that event ended first (a line
+    /// end and the blank line: [`SseScanner::failure_event`](crate::sse::SseScanner::failure_event)),
+    /// so the failure is an event of its own. The event's bytes are made once, at the
+    /// failure, in one allocation (feature `alloc`).
     ///
     /// ```
     /// use futures_util::{StreamExt, stream};
@@ -174,6 +177,50 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
             inner: self.inner,
             watch: self.watch,
             tail: WithFailureEvent::new(),
+            ledger: self.ledger,
+        }
+    }
+
+    /// [`with_failure_event`](Self::with_failure_event), the event's message naming
+    /// the upstream that failed: `upstream <name> failed: <cause>` (see
+    /// [`FailureEvent::named`]: the name is written with its `Display` and escaped for
+    /// JSON; choose one a client may read, a worker's name, never its URL). The name
+    /// is kept in the stream and written only at a failure.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use futures_util::{StreamExt, stream};
+    /// use sluice::sse::SseRules;
+    /// use sluice::{Outcome, TrackedStream};
+    /// # futures_executor::block_on(async {
+    /// // The worker is cut off inside an event.
+    /// let upstream = stream::iter([Ok::<_, std::io::Error>(String::from("data: {\"choi"))]);
+    /// let worker: Arc<str> = Arc::from("gpu-7");
+    /// let tracked = TrackedStream::new(upstream, |_: Outcome| {})
+    ///     .with_sse(SseRules::openai_chat())
+    ///     .with_failure_event_named(worker);
+    /// let sent: Vec<String> = tracked.map(Result::unwrap).collect().await;
+    /// assert_eq!(
+    ///     sent[1],
+    ///     "\n\ndata: {\"error\":{\"message\":\"upstream gpu-7 failed: truncated\",\
+    ///      \"type\":\"upstream_error\",\"code\":\"truncated\"}}\n\n",
+    /// );
+    /// # });
+    /// ```
+    #[cfg(feature = "alloc")]
+    pub fn with_failure_event_named<B, E, N>(
+        self,
+        upstream: N,
+    ) -> TrackedStream<S, R, W, WithFailureEvent<E, N>>
+    where
+        S: Stream<Item = Result<B, E>>,
+        B: From<alloc::string::String>,
+        N: core::fmt::Display,
+    {
+        TrackedStream {
+            inner: self.inner,
+            watch: self.watch,
+            tail: WithFailureEvent::named(upstream),
             ledger: self.ledger,
         }
     }
@@ -282,7 +329,8 @@ fn failure_event<R: Recorder>(ledger: &Ledger<R>, cause: Cause) -> Option<Failur
     if outcome.verdict != crate::Verdict::Failure || outcome.cause != cause {
         return None;
     }
-    ledger.scanner()?.rules().failure_event(cause)
+    // The scanner's, so that it first ends an event the worker was cut off inside.
+    ledger.scanner()?.failure_event(cause)
 }
 
 impl<S, B, E, R, W, F> Stream for TrackedStream<S, R, W, F>

@@ -171,3 +171,241 @@ fn every_failure_event_is_a_failure_under_its_own_rules() {
         }
     }
 }
+
+/// Parses a client's whole byte stream with a reference SSE parser (the
+/// `eventsource-stream` crate, a WHATWG reading): the events' names and data.
+fn parse(text: &str) -> Vec<(String, String)> {
+    use eventsource_stream::Eventsource;
+    let bytes = stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(
+        text.to_owned(),
+    ))]);
+    let events: Vec<_> = futures_executor::block_on(bytes.eventsource().collect());
+    events
+        .into_iter()
+        .map(|e| {
+            let e = e.expect("the reference parser reads it");
+            (e.event, e.data)
+        })
+        .collect()
+}
+
+/// The event name a client sees for each preset's failure event.
+fn event_name(rules: &SseRules) -> &'static str {
+    match rules.dialect() {
+        Some(Dialect::OpenAiChat) => "message",
+        Some(Dialect::OpenAiResponses) => "response.failed",
+        Some(Dialect::Anthropic) => "error",
+        other => panic!("no failure event for {other:?}"),
+    }
+}
+
+/// Where a worker is cut off (after a whole token event), and what must come before
+/// the failure event so that exactly one blank line ends what was cut.
+const CUTS: &[(&str, &str, &str)] = &[
+    ("at an event boundary", "", ""),
+    ("inside a data line", "data: {\"choices\":[{\"del", "\n\n"),
+    ("inside a field name", "da", "\n\n"),
+    ("after one line end", "data: {\"choices\":[]}\n", "\n"),
+    ("after an event line", "event: content_block_delta\n", "\n"),
+    ("after a CR", "data: {\"choices\":[]}\r", "\n\n"),
+    ("after a CRLF", "data: {\"choices\":[]}\r\n", "\n"),
+    (
+        "after a blank line of CRs",
+        "data: {\"choices\":[]}\r\r",
+        "",
+    ),
+    ("inside a comment", ": keep-al", "\n\n"),
+    ("after a comment line", ": keep-alive\n", "\n"),
+    ("after a comment and its blank line", ": keep-alive\n\n", ""),
+];
+
+/// A worker cut off anywhere: the failure event comes after exactly one blank line
+/// (none at a boundary), so a reference SSE parser reads it as its own event with
+/// valid JSON, however the worker's bytes were split into chunks.
+#[test]
+fn a_worker_cut_inside_an_event_has_that_event_ended_before_the_failure_event() {
+    for rules in [
+        SseRules::openai_chat(),
+        SseRules::openai_responses(),
+        SseRules::anthropic(),
+    ] {
+        let bare = rules
+            .failure_event(Cause::Truncated)
+            .expect("a preset has a dialect")
+            .to_string();
+        let data = bare.split("data: ").nth(1).expect("data").trim_end();
+        for &(case, cut, close) in CUTS {
+            let sent = format!("{TOKEN}{cut}");
+            // Every split of the worker's bytes into two chunks (and the whole).
+            for at in 0..=sent.len() {
+                let (a, b) = sent.split_at(at);
+                let items = vec![Ok(Bytes::from(a.to_owned())), Ok(Bytes::from(b.to_owned()))];
+                let (text, _, outcome) = relay(items, rules.clone());
+                assert_eq!(why(&outcome), (Verdict::Failure, Cause::Truncated));
+                assert_eq!(
+                    text,
+                    format!("{sent}{close}{bare}"),
+                    "{case}, split at {at}, {rules:?}"
+                );
+            }
+            let text = format!("{sent}{close}{bare}");
+            let events = parse(&text);
+            let (name, last) = events.last().expect("events");
+            assert_eq!(
+                (name.as_str(), last.as_str()),
+                (event_name(&rules), data),
+                "{case}: {text:?} read as {events:?}"
+            );
+            let json: serde_json::Value = serde_json::from_str(last).expect("valid JSON");
+            assert!(json.is_object(), "{case}");
+            // The first token, maybe the cut event, then the failure: nothing else.
+            let cut_has_data = cut.starts_with("data");
+            assert_eq!(events.len(), 2 + usize::from(cut_has_data), "{case}");
+            assert_eq!(events[0].1, TOKEN["data: ".len()..].trim_end(), "{case}");
+            // The sluice scanner reads the client's stream as failed too.
+            let mut scanner = SseScanner::new(rules.clone());
+            assert_eq!(
+                scanner.feed(text.as_bytes()),
+                Some(Signal::Failed),
+                "{case}"
+            );
+        }
+    }
+}
+
+/// The same for the other failures: an error item and a timer (here `expire_pinned`,
+/// as `forward` does) after a worker cut inside a line.
+#[test]
+fn every_failure_closes_the_cut_event_first() {
+    const CUT: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"h";
+    let items = vec![ok(TOKEN), ok(CUT), Err("connection reset")];
+    let (text, errors, outcome) = relay(items, SseRules::openai_chat());
+    assert_eq!(why(&outcome), (Verdict::Failure, Cause::ErrorItem));
+    assert_eq!(errors, ["connection reset"]);
+    let bare = SseRules::openai_chat()
+        .failure_event(Cause::ErrorItem)
+        .expect("dialect")
+        .to_string();
+    assert_eq!(text, format!("{TOKEN}{CUT}\n\n{bare}"));
+
+    let upstream = stream::iter([ok(TOKEN), ok(CUT)]).chain(stream::pending());
+    let mut tracked = Box::pin(
+        TrackedStream::new(upstream, |_: Outcome| {})
+            .with_sse(SseRules::anthropic())
+            .with_failure_event(),
+    );
+    let mut text = String::new();
+    futures_executor::block_on(async {
+        for _ in 0..2 {
+            let item = tracked.next().await.expect("an item").expect("ok");
+            text.push_str(std::str::from_utf8(&item).expect("utf-8"));
+        }
+        tracked.as_mut().expire_pinned(Cause::IdleTimeout);
+        while let Some(item) = tracked.next().await {
+            text.push_str(std::str::from_utf8(&item.expect("ok")).expect("utf-8"));
+        }
+    });
+    let bare = SseRules::anthropic()
+        .failure_event(Cause::IdleTimeout)
+        .expect("dialect")
+        .to_string();
+    assert_eq!(text, format!("{TOKEN}{CUT}\n\n{bare}"));
+    let events = parse(&text);
+    assert_eq!(events.last().map(|e| e.0.as_str()), Some("error"));
+}
+
+#[test]
+fn a_partial_byte_order_mark_is_ended_like_a_line() {
+    let mut scanner = SseScanner::new(SseRules::openai_chat());
+    scanner.feed(b"\xEF\xBB");
+    let event = scanner.failure_event(Cause::Truncated).expect("dialect");
+    assert!(event.to_string().starts_with("\n\ndata: "));
+    scanner.feed(b"\xBF");
+    let event = scanner.failure_event(Cause::Truncated).expect("dialect");
+    assert!(
+        event.to_string().starts_with("data: "),
+        "a whole BOM is no content"
+    );
+}
+
+/// The upstream's name goes into the message as JSON string text: quotes,
+/// backslashes and control characters escaped, everything else as it is; the data
+/// stays one line.
+#[test]
+fn a_named_upstream_is_escaped_for_json() {
+    let names = [
+        "w",
+        "gpu-7.us-east",
+        "say \"hi\"",
+        "back\\slash\\",
+        "line\nbreak\r\nand\ttab",
+        "\u{0}\u{1}\u{8}\u{b}\u{c}\u{1f}\u{7f}",
+        "é ✓ 🦀 \u{2028}",
+        "",
+    ];
+    for rules in [
+        SseRules::openai_chat(),
+        SseRules::openai_responses(),
+        SseRules::anthropic(),
+    ] {
+        for name in names {
+            let event = rules.failure_event(Cause::IdleTimeout).expect("dialect");
+            let text = event.named(name).to_string();
+            let (head, data) = text.split_once("data: ").expect("data");
+            assert!(!head.contains('"'), "{text:?}");
+            let data = data.strip_suffix("\n\n").expect("ends the event");
+            assert!(
+                !data.bytes().any(|b| b < 0x20),
+                "a control character in the data line: {data:?}"
+            );
+            let json: serde_json::Value = serde_json::from_str(data).expect("valid JSON");
+            let message = match rules.dialect() {
+                Some(Dialect::OpenAiResponses) => &json["response"]["error"]["message"],
+                _ => &json["error"]["message"],
+            };
+            assert_eq!(
+                message.as_str(),
+                Some(format!("upstream {name} failed: idle_timeout").as_str()),
+                "{text:?}"
+            );
+            let events = parse(&text);
+            assert_eq!(events.len(), 1, "{text:?}");
+            assert_eq!(events[0].1, data);
+        }
+    }
+    // Spelled as JSON requires, byte for byte.
+    let event = SseRules::openai_chat()
+        .failure_event(Cause::Deadline)
+        .expect("dialect");
+    assert_eq!(
+        event.named("a\"b\\c\nd\u{1}e").to_string(),
+        "data: {\"error\":{\"message\":\"upstream a\\\"b\\\\c\\nd\\u0001e failed: deadline\",\
+         \"type\":\"upstream_error\",\"code\":\"deadline\"}}\n\n"
+    );
+}
+
+#[test]
+fn a_tracked_stream_names_its_upstream_in_the_event() {
+    use std::sync::Arc;
+    let name: Arc<str> = Arc::from("w \"1\"");
+    let (record, recorded) = std::sync::mpsc::channel();
+    let tracked = TrackedStream::new(stream::iter(vec![ok(TOKEN)]), move |o: Outcome| {
+        let _ = record.send(o); // the test reads it below
+    })
+    .with_sse(SseRules::openai_chat())
+    .with_failure_event_named(name);
+    let got: Vec<Item> = futures_executor::block_on(tracked.collect());
+    let text: String = got
+        .iter()
+        .map(|i| std::str::from_utf8(i.as_ref().expect("ok")).expect("utf-8"))
+        .collect();
+    assert_eq!(
+        text,
+        format!(
+            "{TOKEN}data: {{\"error\":{{\"message\":\"upstream w \\\"1\\\" failed: truncated\",\
+             \"type\":\"upstream_error\",\"code\":\"truncated\"}}}}\n\n"
+        )
+    );
+    let outcome = recorded.recv().expect("recorded");
+    assert_eq!(why(&outcome), (Verdict::Failure, Cause::Truncated));
+}
