@@ -41,7 +41,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State as AxumState;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -52,7 +51,7 @@ use sluice::breaker::{
 };
 use sluice::sse::SseRules;
 use sluice::timers::Timeouts;
-use sluice::{Cause, Outcome, Verdict};
+use sluice::{Outcome, Verdict};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -146,46 +145,10 @@ impl Api {
         }
     }
 
-    /// The event that tells a client of this API that its stream failed after the
-    /// response head (the worker broke, hung or stopped short): OpenAI-style
-    /// `data: {"error": ...}` (and no `[DONE]` after it), Anthropic's `event: error`,
-    /// the Responses API's `response.failed`. `message` says what happened; `cause`
-    /// goes in as the error's code.
-    pub fn failure_event(self, message: &str, cause: Cause) -> Bytes {
-        let code = cause.as_str();
-        let (event, data) = match self {
-            Self::Chat | Self::Completions => (
-                None,
-                serde_json::json!({
-                    "error": {"message": message, "type": "server_error", "code": code}
-                }),
-            ),
-            Self::Messages => (
-                Some("error"),
-                serde_json::json!({
-                    "type": "error",
-                    "error": {"type": "api_error", "message": message}
-                }),
-            ),
-            Self::Responses => (
-                Some("response.failed"),
-                serde_json::json!({
-                    "type": "response.failed",
-                    "response": {
-                        "status": "failed",
-                        "error": {"code": "server_error", "message": message}
-                    }
-                }),
-            ),
-        };
-        let text = match event {
-            Some(event) => format!("event: {event}\ndata: {data}\n\n"),
-            None => format!("data: {data}\n\n"),
-        };
-        Bytes::from(text)
-    }
-
-    /// The SSE rules of its streams (each requires its done event).
+    /// The SSE rules of its streams: each requires its done event, and has its API's
+    /// failure event ([`SseRules::failure_event`]: OpenAI-style `data: {"error": ...}`
+    /// and no `[DONE]`, Anthropic's `event: error`, the Responses API's
+    /// `response.failed`), which a client gets when its stream fails after the head.
     pub fn rules(self) -> SseRules {
         match self {
             Self::Chat | Self::Completions => SseRules::openai_chat(),

@@ -37,9 +37,11 @@
 //! (`first_token_timeout`, `idle_timeout`, `deadline`), counted by its breaker, and
 //! the upstream is closed. A worker failure after the response head (a timer, a
 //! broken connection, an end before the done event) reaches an event stream's
-//! client as the route's error event ([`Api::failure_event`](gateway::Api::failure_event):
-//! OpenAI-style `data: {"error": ...}` and no `[DONE]`, Anthropic `event: error`,
-//! Responses `response.failed`), never as a clean end; any other body is cut.
+//! client as the route's error event (the core's
+//! [`SseRules::failure_event`](sluice::sse::SseRules::failure_event), its message
+//! naming the worker: OpenAI-style `data: {"error": ...}` and no `[DONE]`, Anthropic
+//! `event: error`, Responses `response.failed`), never as a clean end; any other body
+//! is cut.
 //!
 //! When no worker admits a call (every breaker open, or a one-worker pool whose
 //! worker is down) the gateway answers 503 with `Retry-After` at once, without

@@ -2,7 +2,7 @@
 //! gateway on a manual breaker clock) in front of workers that answer 200 and then
 //! misbehave: keep-alives and no tokens, a role chunk and silence, a stall mid-stream,
 //! tokens past the deadline, a half-open probe that hangs, a connection broken after
-//! the first token, a JSON body that stalls. The timeouts are tens of milliseconds, set by the flags; every
+//! the first token, a stream cut inside an event, a JSON body that stalls. The timeouts are tens of milliseconds, set by the flags; every
 //! wait in a test is on the gateway's answer, never a sleep.
 
 use std::future::Future;
@@ -421,6 +421,25 @@ async fn a_connection_broken_after_the_first_tokens_reaches_the_client_in_its_di
 
     let m = serving.gateway().metrics_text().expect("metrics");
     assert_eq!(verdicts(&m, "failure", "error_item"), Some(3.0), "{m}");
+    assert_eq!(verdicts(&m, "failure", "truncated"), Some(1.0), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cut_inside_an_event_has_it_ended_before_the_error_event() {
+    // The worker's body ends in the middle of a data line.
+    const CUT: &str = "data: {\"choices\":[{\"index\":0,\"del";
+    let (worker, _closes) =
+        sse_worker(|| stream::iter([TOKEN, CUT].map(|e| Bytes::from_static(e.as_bytes())))).await;
+    let serving = serve::start(&args(worker, |_| {})).await.expect("serve");
+    let text = fails_with(&serving, "truncated").await;
+    // One blank line ends the cut event; the error event is one of its own.
+    assert!(
+        text.starts_with(&format!("{TOKEN}{CUT}\n\ndata: {{\"error\":")),
+        "{text}"
+    );
+    let error = openai_error(&text);
+    assert_eq!(error["error"]["message"], "upstream w failed: truncated");
+    let m = serving.gateway().metrics_text().expect("metrics");
     assert_eq!(verdicts(&m, "failure", "truncated"), Some(1.0), "{m}");
 }
 

@@ -4,13 +4,16 @@
 //! * **Progress times.** After each poll it reads the stream's progress count
 //!   ([`Ledger::progress`](sluice::Ledger::progress)) and marks when it grew, for the
 //!   time to first token and the time per output token ([`Timing`]).
-//! * **A failure after the head reaches the client as one.** When the worker breaks
-//!   the connection, stops short of its done event, or a progress timer fires, an
-//!   event stream ends with the route's error event
-//!   ([`Api::failure_event`](super::Api::failure_event): no `[DONE]`, no
-//!   `message_stop`), then a clean end of the body, so the client's SSE parser reads
-//!   it. A body without SSE rules is cut (the body ends with an error), never ended
-//!   cleanly. An error the worker sent in-band already went through as it came.
+//! * **A failure after the head reaches the client as one.** The tracked stream
+//!   carries the failure event of its SSE dialect
+//!   ([`TrackedStream::with_failure_event_named`], naming the worker): when the
+//!   worker breaks the connection, stops short of its done event, or a progress timer
+//!   fires, an event stream ends with the route's error event (no `[DONE]`, no
+//!   `message_stop`; a worker cut off inside an event has that event ended first),
+//!   and the body then ends cleanly, so the client's SSE parser reads it: the error
+//!   item that follows the event is not passed on. A body without SSE rules gets no
+//!   event: it is cut (the body ends with an error), never ended cleanly. An error the
+//!   worker sent in-band already went through as it came.
 //! * **The end of the shutdown grace** ends the stream: Abandoned with cause
 //!   `shutdown` (an end already seen stands), the upstream dropped, and the client's
 //!   body cut with an error.
@@ -27,15 +30,16 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
+use sluice::failure::FailureTail;
 use sluice::timers::Watch;
 use sluice::{Cause, Outcome, Recorder, TrackedStream, Verdict};
 use tokio::sync::watch;
 
-use super::Api;
 use super::shutdown::{BoxError, ShutDown, grace_over};
 use super::ticket::Timing;
 
-/// What a body without SSE rules ends with when its worker failed after the head.
+/// What a body that got no failure event (one without SSE rules) ends with when its
+/// worker failed after the head.
 #[derive(Debug, Clone, Copy)]
 struct WorkerFailed(Cause);
 
@@ -47,89 +51,54 @@ impl fmt::Display for WorkerFailed {
 
 impl Error for WorkerFailed {}
 
+/// The tracked stream, pinned where the body can drop it early.
+type Pinned<S, R, W, F> = Pin<Box<TrackedStream<S, R, W, F>>>;
+
 /// The client's body over a tracked stream.
-pub(super) struct ClientBody<S, R: Recorder, W> {
+pub(super) struct ClientBody<S, R: Recorder, W, F> {
     /// `None` once ended: dropping it recorded the verdict and closed the upstream.
-    tracked: Option<Pin<Box<TrackedStream<S, R, W>>>>,
+    tracked: Option<Pinned<S, R, W, F>>,
     grace_over: Pin<Box<dyn Future<Output = ()> + Send>>,
     timing: Arc<Timing>,
     /// The progress count at the last poll.
     seen: u64,
-    /// The route's API when the body is an event stream (its failure event is the
-    /// client's); `None`: a failure cuts the body.
-    dialect: Option<Api>,
-    /// The worker's name, for the failure event's message.
-    worker: Arc<str>,
-    /// The last bytes passed on, to tell whether they end an event.
-    tail: Tail,
+    /// The stream yielded its failure event: the client has been told.
+    told: bool,
 }
 
-impl<S, R: Recorder, W> ClientBody<S, R, W> {
-    /// The body over `tracked`, ended when `over` turns true; its progress marked in
-    /// `timing`; a failure told in `dialect`'s error event, naming `worker`.
+impl<S, R: Recorder, W, F> ClientBody<S, R, W, F> {
+    /// The body over `tracked` (with its failure event, if it is to have one), ended
+    /// when `over` turns true; its progress marked in `timing`.
     pub(super) fn new(
-        tracked: TrackedStream<S, R, W>,
+        tracked: TrackedStream<S, R, W, F>,
         over: watch::Receiver<bool>,
         timing: Arc<Timing>,
-        dialect: Option<Api>,
-        worker: Arc<str>,
     ) -> Self {
         Self {
             tracked: Some(Box::pin(tracked)),
             grace_over: Box::pin(grace_over(over)),
             timing,
             seen: 0,
-            dialect,
-            worker,
-            tail: Tail::default(),
+            told: false,
         }
-    }
-
-    /// The stream ended with `outcome` (already recorded): what the client gets last.
-    fn ending(&self, outcome: Outcome) -> Option<Result<Bytes, BoxError>> {
-        // A failure the worker told in-band went to the client as it came.
-        if outcome.verdict != Verdict::Failure || outcome.cause == Cause::ErrorEvent {
-            return None;
-        }
-        let Some(api) = self.dialect else {
-            return Some(Err(Box::new(WorkerFailed(outcome.cause))));
-        };
-        let message = format!(
-            "upstream {} failed mid-stream: {}",
-            self.worker,
-            what_happened(outcome.cause)
-        );
-        let event = api.failure_event(&message, outcome.cause);
-        // A worker cut off inside an event: end that event first, or the error's
-        // lines would join it.
-        Some(Ok(if self.tail.ends_event() {
-            event
-        } else {
-            let mut bytes = b"\n\n".to_vec();
-            bytes.extend_from_slice(&event);
-            Bytes::from(bytes)
-        }))
     }
 }
 
-/// What a failure's cause means, for the client.
-fn what_happened(cause: Cause) -> &'static str {
-    match cause {
-        Cause::FirstTokenTimeout => "no token within the first-token timeout",
-        Cause::IdleTimeout => "no token within the idle timeout",
-        Cause::Deadline => "the answer did not end within the deadline",
-        Cause::Truncated => "the stream ended before its end event",
-        Cause::ErrorItem => "the connection broke",
-        _ => "the stream failed",
-    }
+/// The stream ended with `outcome` (already recorded), the client `told` of a
+/// failure or not: an error to cut the body with, if it is not to end cleanly.
+fn cut(outcome: Outcome, told: bool) -> Option<BoxError> {
+    // A failure the worker told in-band went to the client as it came.
+    let untold = outcome.verdict == Verdict::Failure && outcome.cause != Cause::ErrorEvent;
+    (untold && !told).then(|| Box::new(WorkerFailed(outcome.cause)) as BoxError)
 }
 
-impl<S, E, R, W> Stream for ClientBody<S, R, W>
+impl<S, E, R, W, F> Stream for ClientBody<S, R, W, F>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<BoxError>,
     R: Recorder,
     W: Watch,
+    F: FailureTail<Bytes, E>,
 {
     type Item = Result<Bytes, BoxError>;
 
@@ -154,77 +123,149 @@ where
         match poll {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
-                this.tail.push(&chunk);
+                // The worker's chunks come before its end; an item after it is the
+                // stream's failure event.
+                this.told |= tracked.ledger().is_ended();
                 Poll::Ready(Some(Ok(chunk)))
             }
-            // The stream has failed (an error item); it ends here, so the client gets
-            // the failure as its API says it, not a cut connection.
             Poll::Ready(Some(Err(err))) => {
-                let outcome = tracked.outcome();
                 // Records the verdict now and closes the upstream.
                 this.tracked = None;
-                let ending = this.ending(outcome);
-                Poll::Ready(Some(ending.unwrap_or_else(|| Err(err.into()))))
+                // After the failure event, the error item that failed the stream: the
+                // client has the failure in its API's words, and the body ends
+                // cleanly so that its parser reads them. Otherwise, a cut.
+                Poll::Ready((!this.told).then(|| Err(err.into())))
             }
             Poll::Ready(None) => {
                 let outcome = tracked.outcome();
                 // Records the verdict now.
                 this.tracked = None;
-                Poll::Ready(this.ending(outcome))
+                Poll::Ready(cut(outcome, this.told).map(Err))
             }
         }
-    }
-}
-
-/// The last bytes of a stream, enough to tell whether they end an event (a blank
-/// line: LF LF, CR CR, or CRLF CRLF).
-#[derive(Debug, Clone, Copy)]
-struct Tail {
-    last: [u8; 4],
-}
-
-impl Default for Tail {
-    /// Nothing sent yet: at an event boundary.
-    fn default() -> Self {
-        Self { last: *b"\n\n\n\n" }
-    }
-}
-
-impl Tail {
-    fn push(&mut self, bytes: &[u8]) {
-        for &b in bytes.iter().rev().take(4).rev() {
-            self.last.rotate_left(1);
-            self.last[3] = b;
-        }
-    }
-
-    fn ends_event(&self) -> bool {
-        let [_, _, a, b] = self.last;
-        matches!((a, b), (b'\n', b'\n') | (b'\r', b'\r')) || self.last == *b"\r\n\r\n"
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures_util::{StreamExt, stream};
+    use sluice::sse::SseRules;
+
     use super::*;
 
-    #[test]
-    fn a_blank_line_ends_an_event_across_chunks() {
-        let ends = |chunks: &[&[u8]]| {
-            let mut tail = Tail::default();
-            for chunk in chunks {
-                tail.push(chunk);
-            }
-            tail.ends_event()
+    const TOKEN: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+
+    type Item = Result<Bytes, std::io::Error>;
+
+    /// What a client reads from the body over `items` (tracked with `rules`, the
+    /// failure event naming worker `w`): the text, whether the body ended cleanly,
+    /// and the verdict recorded.
+    async fn client_reads(items: Vec<Item>, rules: Option<SseRules>) -> (String, bool, Outcome) {
+        let (record, recorded) = std::sync::mpsc::channel();
+        let tracked = TrackedStream::new(stream::iter(items), move |o: Outcome| {
+            let _ = record.send(o); // read below
+        });
+        let tracked = match rules {
+            Some(rules) => tracked.with_sse(rules),
+            None => tracked,
         };
-        assert!(ends(&[]));
-        assert!(ends(&[b"data: x\n\n"]));
-        assert!(ends(&[b"data: x\n", b"\n"]));
-        assert!(ends(&[b"data: x\r\n\r", b"\n"]));
-        assert!(ends(&[b"data: x\r\r"]));
-        assert!(!ends(&[b"data: x\n"]));
-        assert!(!ends(&[b"data: {\"choi"]));
-        assert!(!ends(&[b"data: x\n\n", b"data"]));
-        assert!(!ends(&[b"data: x\r\n"]));
+        let tracked = tracked.with_failure_event_named(Arc::<str>::from("w"));
+        let (_over, over) = watch::channel(false);
+        let mut body = ClientBody::new(tracked, over, Timing::start());
+        let mut text = Vec::new();
+        let mut clean = true;
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(bytes) => text.extend_from_slice(&bytes),
+                Err(_) => {
+                    clean = false;
+                    assert!(body.next().await.is_none(), "nothing after the cut");
+                    break;
+                }
+            }
+        }
+        let outcome = recorded.try_recv().expect("recorded when the stream ended");
+        (String::from_utf8(text).expect("utf-8"), clean, outcome)
+    }
+
+    fn ok(text: &'static str) -> Item {
+        Ok(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// The last event of an OpenAI stream, parsed: its data must be an error object.
+    fn last_error(text: &str) -> serde_json::Value {
+        let last = text.trim_end().rsplit("\n\n").next().expect("an event");
+        let data = last.strip_prefix("data: ").expect("a data event");
+        serde_json::from_str(data).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn a_worker_cut_inside_an_event_gets_it_ended_then_the_error_and_a_clean_end() {
+        let cut = "data: {\"choices\":[{\"del";
+        let (text, clean, outcome) =
+            client_reads(vec![ok(TOKEN), ok(cut)], Some(SseRules::openai_chat())).await;
+        assert!(clean, "{text}");
+        assert_eq!(outcome.cause, Cause::Truncated);
+        assert!(
+            text.starts_with(&format!("{TOKEN}{cut}\n\ndata: {{\"error\"")),
+            "{text}"
+        );
+        let error = last_error(&text);
+        assert_eq!(error["error"]["code"], "truncated");
+        assert_eq!(error["error"]["message"], "upstream w failed: truncated");
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_is_told_and_the_body_ends_cleanly() {
+        let items = vec![ok(TOKEN), Err(std::io::Error::other("reset")), ok(TOKEN)];
+        let (text, clean, outcome) = client_reads(items, Some(SseRules::anthropic())).await;
+        assert!(
+            clean,
+            "the error item after the event is not passed on: {text}"
+        );
+        assert_eq!(outcome.cause, Cause::ErrorItem);
+        assert!(text.starts_with(TOKEN), "{text}");
+        assert!(
+            text.ends_with("\"message\":\"upstream w failed: error_item\"}}\n\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("hi").count(),
+            1,
+            "nothing read after the error"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_sse_rules_a_failure_cuts_the_body() {
+        let items = vec![ok("{\"choices\":["), Err(std::io::Error::other("reset"))];
+        let (text, clean, outcome) = client_reads(items, None).await;
+        assert!(!clean, "{text}");
+        assert_eq!(text, "{\"choices\":[");
+        assert_eq!(outcome.cause, Cause::ErrorItem);
+    }
+
+    #[tokio::test]
+    async fn the_worker_s_own_error_goes_through_and_nothing_is_added() {
+        let error = "data: {\"error\":{\"message\":\"out of memory\"}}\n\n";
+        let items = vec![ok(TOKEN), ok(error)];
+        let (text, clean, outcome) = client_reads(items, Some(SseRules::openai_chat())).await;
+        assert!(clean, "{text}");
+        assert_eq!(outcome.cause, Cause::ErrorEvent);
+        assert_eq!(text, format!("{TOKEN}{error}"));
+        // Then a broken connection: a cut, as the worker left it.
+        let items = vec![ok(error), Err(std::io::Error::other("reset"))];
+        let (text, clean, _) = client_reads(items, Some(SseRules::openai_chat())).await;
+        assert!(!clean, "{text}");
+        assert_eq!(text, error);
+    }
+
+    #[tokio::test]
+    async fn a_clean_end_is_a_clean_end() {
+        let items = vec![ok(TOKEN), ok("data: [DONE]\n\n")];
+        let (text, clean, outcome) = client_reads(items, Some(SseRules::openai_chat())).await;
+        assert!(clean);
+        assert_eq!(outcome.verdict, Verdict::Success);
+        assert_eq!(text, format!("{TOKEN}data: [DONE]\n\n"));
     }
 }

@@ -243,7 +243,9 @@ async fn capped_body(mut response: reqwest::Response, cap: usize, limit: Duratio
 /// without rules (its clean end is its success). Either runs the worker's progress
 /// timers ([`Options::timeouts`](super::Options::timeouts)), from the body's first
 /// poll; an expiry fails the stream with its cause. A failure after the head reaches
-/// an event stream's client as the route's error event (see [`ClientBody`]).
+/// an event stream's client as the route's error event
+/// ([`with_failure_event_named`](TrackedStream::with_failure_event_named); see
+/// [`ClientBody`]).
 fn tracked_response(
     gw: &Inner,
     api: Api,
@@ -261,14 +263,13 @@ fn tracked_response(
     } else {
         tracked
     };
-    let tracked = tracked.with_timers(TokioTimer, gw.timeouts);
-    let body = ClientBody::new(
-        tracked,
-        gw.shutdown.subscribe(),
-        timing,
-        event_stream.then_some(api),
-        Arc::from(gw.name(worker)),
-    );
+    // The route's failure event, naming the worker (never its URL); only an event
+    // stream has one.
+    let name: Arc<str> = Arc::from(gw.name(worker));
+    let tracked = tracked
+        .with_timers(TokioTimer, gw.timeouts)
+        .with_failure_event_named(name);
+    let body = ClientBody::new(tracked, gw.shutdown.subscribe(), timing);
     let mut out = Response::new(Body::from_stream(body));
     *out.status_mut() = status;
     if let Some(ct) = content_type {
