@@ -409,3 +409,41 @@ fn a_tracked_stream_names_its_upstream_in_the_event() {
     let outcome = recorded.recv().expect("recorded");
     assert_eq!(why(&outcome), (Verdict::Failure, Cause::Truncated));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Whatever the worker sent before it was cut off, the reference parser reads the
+    /// client's stream as the worker's events (the cut one dispatched as it stands),
+    /// then the failure event, its own: exactly one blank line was added between.
+    #[test]
+    fn after_any_cut_the_failure_event_is_read_as_its_own(
+        parts in proptest::collection::vec(
+            proptest::sample::select(&[
+                "data: ", "data:", "event: ", "event: error", "id: 1", ": ping", "retry: 5",
+                "{\"a\":", "[DONE]", "x", " ", "\n", "\r", "\r\n", "\n\n",
+            ][..]),
+            0..24,
+        ),
+        preset in 0..3_usize,
+    ) {
+        let rules = [
+            SseRules::openai_chat(),
+            SseRules::openai_responses(),
+            SseRules::anthropic(),
+        ][preset].clone();
+        let sent: String = parts.concat();
+        let mut scanner = SseScanner::new(rules.clone());
+        scanner.feed(sent.as_bytes());
+        let event = scanner.failure_event(Cause::Truncated).expect("dialect").to_string();
+        let bare = rules.failure_event(Cause::Truncated).expect("dialect").to_string();
+        let close = event.strip_suffix(bare.as_str()).expect("the event, after a close");
+        proptest::prop_assert!(["", "\n", "\n\n"].contains(&close), "{close:?}");
+        let events = parse(&format!("{sent}{event}"));
+        let (last, before) = events.split_last().expect("the failure event");
+        let data = bare.split("data: ").nth(1).expect("data").trim_end();
+        proptest::prop_assert_eq!((last.0.as_str(), last.1.as_str()), (event_name(&rules), data));
+        // The worker's events are what they would be with a blank line after them.
+        proptest::prop_assert_eq!(before, &parse(&format!("{sent}\n\n"))[..]);
+    }
+}
