@@ -8,7 +8,8 @@ use bytes::Buf;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use sluice::sse::SseRules;
+use sluice::failure::{FailureTail, NoFailureEvent, WithFailureEvent};
+use sluice::sse::{FailureEvent, SseRules};
 use sluice::timers::{NoTimers, ProgressWatch, Timeouts, Timer, Watch};
 use sluice::{Cause, Ledger, Outcome, Recorder, Terminal, Verdict};
 
@@ -54,6 +55,12 @@ pin_project! {
     /// `size_hint` and `is_end_stream` are the inner body's (until the end, after which
     /// they say the body is over). The wrapper allocates nothing.
     ///
+    /// **Progress timers** ([`with_timers`](Self::with_timers)): the third type
+    /// parameter `W` is then a [`ProgressWatch`] (by default [`NoTimers`], which costs
+    /// nothing). **The failure event** ([`with_failure_event`](Self::with_failure_event)):
+    /// the fourth, `F`, is then the core's [`WithFailureEvent`] (by default
+    /// [`NoFailureEvent`], which costs nothing either).
+    ///
     /// ```
     /// use bytes::Bytes;
     /// use http_body_util::{BodyExt, Full};
@@ -72,7 +79,7 @@ pin_project! {
     /// assert_eq!((outcome.verdict, outcome.cause), (Verdict::Success, Cause::Done));
     /// # });
     /// ```
-    pub struct TrackedBody<B: Body, R: Recorder, W = NoTimers> {
+    pub struct TrackedBody<B: Body, R: Recorder, W = NoTimers, F = NoFailureEvent> {
         #[pin]
         tracked: Tracked<B, R>,
         // The progress timers: `NoTimers` (nothing, compiled away) or a
@@ -80,6 +87,9 @@ pin_project! {
         // `with_timers` can move that part into a body of another type.
         #[pin]
         watch: W,
+        // What the body sends after a failure: `NoFailureEvent` (nothing, compiled
+        // away) or the failure event, then the error frame that failed the body.
+        tail: F,
     }
 }
 
@@ -117,6 +127,7 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
                 grpc: None,
             },
             watch: NoTimers,
+            tail: NoFailureEvent,
         }
     }
 
@@ -131,6 +142,7 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
                 grpc: None,
             },
             watch: NoTimers,
+            tail: NoFailureEvent,
         }
     }
 }
@@ -210,11 +222,116 @@ impl<B: Body, R: Recorder, W> TrackedBody<B, R, W> {
         self.with_watch(ProgressWatch::new(timer, timeouts))
     }
 
+    /// When the body fails without the worker's own in-band error event (a timer
+    /// fired, the inner body ended before the rules' done event, or it sent an error
+    /// frame), it sends its SSE dialect's failure event
+    /// ([`SseRules::failure_event`]) as one last data frame, then the error frame if
+    /// there is one (the inner body's, or [`BodyError::TimedOut`] with
+    /// [`with_timers`](Self::with_timers)), as
+    /// [`TrackedStream::with_failure_event`](sluice::TrackedStream::with_failure_event)
+    /// does for a stream. So a client that already has the response head hears the
+    /// failure in its API's words (`data: {"error": ...}` and no `[DONE]`,
+    /// Anthropic's `event: error`, a `response.failed` event), not a clean end. A
+    /// worker cut off inside an event has that event ended first
+    /// ([`SseScanner::failure_event`](sluice::sse::SseScanner::failure_event)), so the
+    /// failure is an event of its own.
+    ///
+    /// Nothing is added after the worker's own error event or error object, after the
+    /// done event, after a trailers frame (nothing may follow it), or without SSE
+    /// rules with a [dialect](SseRules::dialect) ([`with_sse`](Self::with_sse)); a
+    /// [`settled`](Self::settled) body is never added to. The verdict is unchanged.
+    /// While the event (or the error behind it) is left to send,
+    /// [`is_end_stream`](Body::is_end_stream) is `false`, also for an inner body
+    /// that says it is over before the done event came (an empty one). The event's
+    /// bytes are made once, at the failure, in one `String` of its exact length
+    /// (`B::Data: From<String>`: [`Bytes`](bytes::Bytes)).
+    ///
+    /// Call it after [`with_timers`](Self::with_timers): the error it holds is the
+    /// body's error, which the timers make a [`BodyError`].
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use futures_util::stream;
+    /// use http_body::Frame;
+    /// use http_body_util::{BodyExt, StreamBody};
+    /// use sluice::sse::SseRules;
+    /// use sluice::{Cause, Outcome, Verdict};
+    /// use sluice_http::TrackedBody;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// // The worker's connection ends before `[DONE]`.
+    /// let frames = [Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"data: {\"choices\":[]}\n\n")))];
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let body = TrackedBody::new(StreamBody::new(stream::iter(frames)), move |o: Outcome| { let _ = tx.send(o); })
+    ///     .with_sse(SseRules::openai_chat())
+    ///     .with_failure_event();
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// assert!(bytes.ends_with(b"\"code\":\"truncated\"}}\n\n"));
+    /// let outcome = rx.recv().unwrap();
+    /// assert_eq!((outcome.verdict, outcome.cause), (Verdict::Failure, Cause::Truncated));
+    /// # });
+    /// ```
+    pub fn with_failure_event(self) -> TrackedBody<B, R, W, WithFailureEvent<<Self as Body>::Error>>
+    where
+        Self: Body,
+        B::Data: From<String>,
+    {
+        self.with_tail(WithFailureEvent::new())
+    }
+
+    /// [`with_failure_event`](Self::with_failure_event), the event's message naming
+    /// the upstream that failed: `upstream <name> failed: <cause>` (see
+    /// [`FailureEvent::named`]: the name is written with its `Display` and escaped for
+    /// JSON; choose one a client may read, a worker's name, never its URL).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use futures_util::stream;
+    /// use http_body::Frame;
+    /// use http_body_util::{BodyExt, StreamBody};
+    /// use sluice::sse::SseRules;
+    /// use sluice::Outcome;
+    /// use sluice_http::TrackedBody;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// // The worker is cut off inside an Anthropic event.
+    /// let frames = [Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"event: content_block_delta\ndata: {\"ty")))];
+    /// let body = TrackedBody::new(StreamBody::new(stream::iter(frames)), |_: Outcome| {})
+    ///     .with_sse(SseRules::anthropic())
+    ///     .with_failure_event_named("gpu-7");
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// assert!(bytes.ends_with(
+    ///     b"{\"ty\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\
+    ///       \"message\":\"upstream gpu-7 failed: truncated\"}}\n\n"
+    /// ));
+    /// # });
+    /// ```
+    pub fn with_failure_event_named<N: core::fmt::Display>(
+        self,
+        upstream: N,
+    ) -> TrackedBody<B, R, W, WithFailureEvent<<Self as Body>::Error, N>>
+    where
+        Self: Body,
+        B::Data: From<String>,
+    {
+        self.with_tail(WithFailureEvent::named(upstream))
+    }
+}
+
+impl<B: Body, R: Recorder, W, F> TrackedBody<B, R, W, F> {
     /// The same body with `watch` in place of its timers.
-    pub(crate) fn with_watch<V>(self, watch: V) -> TrackedBody<B, R, V> {
+    pub(crate) fn with_watch<V>(self, watch: V) -> TrackedBody<B, R, V, F> {
         TrackedBody {
             tracked: self.tracked,
             watch,
+            tail: self.tail,
+        }
+    }
+
+    /// The same body with `tail` in place of what it sends after a failure.
+    pub(crate) fn with_tail<G>(self, tail: G) -> TrackedBody<B, R, W, G> {
+        TrackedBody {
+            tracked: self.tracked,
+            watch: self.watch,
+            tail,
         }
     }
 
@@ -362,7 +479,12 @@ fn on_parts<R: Recorder, D: Buf>(ledger: &mut Ledger<R>, data: &D) {
     ledger.on_chunk_parts(slices[..n].iter().map(|s| &**s));
 }
 
-impl<B: Body, R: Recorder> Body for TrackedBody<B, R> {
+impl<B, R, F> Body for TrackedBody<B, R, NoTimers, F>
+where
+    B: Body,
+    R: Recorder,
+    F: FailureTail<B::Data, B::Error>,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -376,17 +498,23 @@ impl<B: Body, R: Recorder> Body for TrackedBody<B, R> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.tracked.is_end_stream()
+        is_end_stream(self)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.tracked.size_hint()
+        size_hint(self)
     }
 }
 
 /// With timers (see [`with_timers`](TrackedBody::with_timers)): the same frames, and
 /// one [`BodyError::TimedOut`] when a timer fails the body.
-impl<B: Body, R: Recorder, T: Timer> Body for TrackedBody<B, R, ProgressWatch<T>> {
+impl<B, R, T, F> Body for TrackedBody<B, R, ProgressWatch<T>, F>
+where
+    B: Body,
+    R: Recorder,
+    T: Timer,
+    F: FailureTail<B::Data, BodyError<B::Error>>,
+{
     type Data = B::Data;
     type Error = BodyError<B::Error>;
 
@@ -401,12 +529,55 @@ impl<B: Body, R: Recorder, T: Timer> Body for TrackedBody<B, R, ProgressWatch<T>
     }
 
     fn is_end_stream(&self) -> bool {
-        self.tracked.is_end_stream()
+        is_end_stream(self)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.tracked.size_hint()
+        size_hint(self)
     }
+}
+
+/// Whether the body is over: the inner body's answer, or, after the end, yes; but
+/// never while its failure event (or the error behind it) is left to send.
+#[inline(always)]
+fn is_end_stream<B: Body, R: Recorder, W, D, E, F: FailureTail<D, E>>(
+    body: &TrackedBody<B, R, W, F>,
+) -> bool {
+    if F::ACTIVE && tail_pending(body) {
+        return false;
+    }
+    body.tracked.is_end_stream()
+}
+
+/// The inner body's hint, or, after the end, nothing more; unknown while the failure
+/// event is left to send.
+#[inline(always)]
+fn size_hint<B: Body, R: Recorder, W, D, E, F: FailureTail<D, E>>(
+    body: &TrackedBody<B, R, W, F>,
+) -> SizeHint {
+    if F::ACTIVE && tail_pending(body) {
+        return SizeHint::default();
+    }
+    body.tracked.size_hint()
+}
+
+/// Whether the body has a failure event (or the error behind it) to send, or will
+/// have one at its next poll: its inner body says it is over, though the rules'
+/// done event has not come and the rules have a dialect.
+fn tail_pending<B: Body, R: Recorder, W, D, E, F: FailureTail<D, E>>(
+    body: &TrackedBody<B, R, W, F>,
+) -> bool {
+    let tracked = &body.tracked;
+    let ledger = &tracked.ledger;
+    !body.tail.is_empty()
+        || (!ledger.is_ended()
+            && tracked.grpc.is_none()
+            && ledger.terminal() == Terminal::Active
+            && ledger.scanner().is_some_and(|scanner| {
+                let rules = scanner.rules();
+                rules.requires_done() && rules.dialect().is_some()
+            })
+            && tracked.inner.is_end_stream())
 }
 
 impl<B: Body, R: Recorder> Tracked<B, R> {
@@ -423,32 +594,91 @@ impl<B: Body, R: Recorder> Tracked<B, R> {
 }
 
 /// A timer fired: the stream fails for `cause` unless it completed in-band, and the
-/// inner body is given up. A failure is an error frame (`timed_out`), a completed
-/// stream a clean end.
+/// inner body is given up. A failure is an error frame (`timed_out`), after the
+/// failure event if the body sends one; a completed stream a clean end.
 #[cold]
 #[inline(never)]
-fn on_expired<R: Recorder, D, E>(
+fn on_expired<R: Recorder, F: FailureTail<D, E>, D, E>(
     ledger: &mut Ledger<R>,
+    tail: &mut F,
     cause: Cause,
     timed_out: impl FnOnce(Cause) -> Option<E>,
 ) -> Option<Result<Frame<D>, E>> {
     ledger.expire(cause);
     match ledger.terminal() {
         Terminal::Completed => None,
+        _ if F::ACTIVE => fail(ledger, tail, cause, timed_out(cause)),
         _ => timed_out(cause).map(Err),
+    }
+}
+
+/// The body just failed for `cause` (the error frame that did it, if one did, is
+/// `error`): queues the failure event if there is one to send, and returns the next
+/// frame: the event, else the error.
+#[cold]
+#[inline(never)]
+fn fail<R: Recorder, F: FailureTail<D, E>, D, E>(
+    ledger: &Ledger<R>,
+    tail: &mut F,
+    cause: Cause,
+    error: Option<E>,
+) -> Option<Result<Frame<D>, E>> {
+    if let Some(event) = failure_event(ledger, cause) {
+        tail.push_event(event);
+    }
+    if let Some(error) = error {
+        if let Some(error) = tail.hold_error(error) {
+            return Some(Err(error));
+        }
+    }
+    tail.pop().map(|item| item.map(Frame::data))
+}
+
+/// The failure event to send when the body just failed for `cause`: only if that is
+/// what settled it (not the worker's own error event, nor anything after its done
+/// event) and the rules have a dialect.
+fn failure_event<R: Recorder>(ledger: &Ledger<R>, cause: Cause) -> Option<FailureEvent> {
+    let outcome = ledger.outcome();
+    if outcome.verdict != Verdict::Failure || outcome.cause != cause {
+        return None;
+    }
+    // The scanner's, so that it first ends an event the worker was cut off inside.
+    ledger.scanner()?.failure_event(cause)
+}
+
+/// An error frame from the inner body (`error`, wrapped): the body fails, and with a
+/// failure tail sends the event first, unless the stream had completed in-band (its
+/// done event came: the client has its whole answer, and the error only follows it).
+#[cold]
+#[inline(never)]
+fn on_error<R: Recorder, F: FailureTail<D, E>, D, E>(
+    ledger: &mut Ledger<R>,
+    tail: &mut F,
+    error: E,
+) -> Option<Result<Frame<D>, E>> {
+    let completed = ledger.terminal() == Terminal::Completed;
+    ledger.on_error();
+    match completed {
+        false => fail(ledger, tail, Cause::ErrorItem, Some(error)),
+        true => Some(Err(error)),
     }
 }
 
 /// One poll of a tracked body, whatever its timers: `inner_error` wraps the inner
 /// body's error, `timed_out` makes the error frame of a timer that failed the body.
 #[inline(always)]
-fn poll_tracked<B: Body, R: Recorder, W: Watch, E>(
-    body: Pin<&mut TrackedBody<B, R, W>>,
+fn poll_tracked<B: Body, R: Recorder, W: Watch, F: FailureTail<B::Data, E>, E>(
+    body: Pin<&mut TrackedBody<B, R, W, F>>,
     cx: &mut Context<'_>,
     inner_error: impl FnOnce(B::Error) -> E,
     timed_out: impl FnOnce(Cause) -> Option<E>,
 ) -> Poll<Option<Result<Frame<B::Data>, E>>> {
     let body = body.project();
+    let tail = body.tail;
+    // The failure event, then the error frame behind it.
+    if F::ACTIVE && !tail.is_empty() {
+        return Poll::Ready(tail.pop().map(|item| item.map(Frame::data)));
+    }
     let this = body.tracked.project();
     let mut inner = this.inner;
     let ledger = this.ledger;
@@ -464,7 +694,7 @@ fn poll_tracked<B: Body, R: Recorder, W: Watch, E>(
     // A due timer wins over an inner body that is ready.
     if W::ACTIVE {
         if let Poll::Ready(cause) = body.watch.poll_expired(cx, ledger.progress()) {
-            return Poll::Ready(on_expired(ledger, cause, timed_out));
+            return Poll::Ready(on_expired(ledger, tail, cause, timed_out));
         }
     }
     // Whether a data frame is the last one: asked under the same guard.
@@ -480,11 +710,18 @@ fn poll_tracked<B: Body, R: Recorder, W: Watch, E>(
         Poll::Ready(Some(Ok(frame))) => frame,
         Poll::Pending => return Poll::Pending,
         Poll::Ready(Some(Err(e))) => {
+            let error = inner_error(e);
+            if F::ACTIVE {
+                return Poll::Ready(on_error(ledger, tail, error));
+            }
             ledger.on_error();
-            return Poll::Ready(Some(Err(inner_error(e))));
+            return Poll::Ready(Some(Err(error)));
         }
         Poll::Ready(None) => {
             on_end(ledger, this.grpc);
+            if F::ACTIVE {
+                return Poll::Ready(fail(ledger, tail, Cause::Truncated, None));
+            }
             return Poll::Ready(None);
         }
     };
@@ -499,7 +736,16 @@ fn poll_tracked<B: Body, R: Recorder, W: Watch, E>(
                     on_data(ledger, &data);
                     data
                 }
-                true => on_last_data(ledger, this.grpc, data),
+                true => {
+                    let data = on_last_data(ledger, this.grpc, data);
+                    if F::ACTIVE {
+                        // Sent at the next poll: `is_end_stream` says `false` till then.
+                        if let Some(event) = failure_event(ledger, Cause::Truncated) {
+                            tail.push_event(event);
+                        }
+                    }
+                    data
+                }
             };
             Poll::Ready(Some(Ok(Frame::data(data))))
         }
@@ -512,7 +758,7 @@ fn poll_tracked<B: Body, R: Recorder, W: Watch, E>(
     }
 }
 
-impl<B: Body, R: Recorder, W: core::fmt::Debug> core::fmt::Debug for TrackedBody<B, R, W> {
+impl<B: Body, R: Recorder, W: core::fmt::Debug, F> core::fmt::Debug for TrackedBody<B, R, W, F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let mut d = f.debug_struct("TrackedBody");
         let ledger = &self.tracked.ledger;
