@@ -10,11 +10,15 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use sluice::breaker::{Classified, OwnedSharedPermit, StatusPolicy};
+use sluice::failure::NoFailureEvent;
 use sluice::timers::NoTimers;
 use sluice::{Cause, Outcome, RecordGuard, Recorder, Verdict};
 
 use crate::settings::Sse;
-use crate::{BreakerError, GrpcPolicy, LayerPermit, LayerTimers, PermitRecorder, TrackedBody};
+use crate::{
+    BreakerError, GrpcPolicy, LayerFailureEvent, LayerPermit, LayerTimers, PermitRecorder,
+    TrackedBody,
+};
 
 /// One admitted call, waiting for its response head.
 pub(crate) struct Call<P: LayerPermit> {
@@ -23,9 +27,10 @@ pub(crate) struct Call<P: LayerPermit> {
     pub(crate) judge: Judge,
 }
 
-/// What a call ends in: its response, with the body tracked (or settled) and timed by
-/// `W`, or the error.
-type Finished<B, P, W, E> = Result<Response<TrackedBody<B, PermitRecorder<P>, W>>, BreakerError<E>>;
+/// What a call ends in: its response, with the body tracked (or settled), timed by
+/// `W` and failing with `T`, or the error.
+type Finished<B, P, W, T, E> =
+    Result<Response<TrackedBody<B, PermitRecorder<P>, W, T>>, BreakerError<E>>;
 
 /// How a call's response head is judged: the layer's settings, for one call.
 pub(crate) struct Judge {
@@ -36,12 +41,13 @@ pub(crate) struct Judge {
 
 impl<P: LayerPermit> Call<P> {
     /// The call's response (or the inner service's error), its verdict recorded or
-    /// handed to the body, which `watch` times.
-    fn finish<B: Body, E, W>(
+    /// handed to the body, which `watch` times and `tail` ends after a failure.
+    fn finish<B: Body, E, W, T>(
         self,
         result: Result<Response<B>, E>,
         watch: W,
-    ) -> Finished<B, P, W, E> {
+        tail: T,
+    ) -> Finished<B, P, W, T, E> {
         // Nothing below awaits: the recorder records, or goes into the body, now.
         let recorder = self.guard.disarm();
         match result {
@@ -53,7 +59,11 @@ impl<P: LayerPermit> Call<P> {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 recorder.permit().tag(&mut parts.extensions);
-                let body = self.judge.body(&parts, body, recorder).with_watch(watch);
+                let body = self
+                    .judge
+                    .body(&parts, body, recorder)
+                    .with_watch(watch)
+                    .with_tail(tail);
                 Ok(Response::from_parts(parts, body))
             }
         }
@@ -104,8 +114,8 @@ impl Judge {
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, P: LayerPermit, M> {
-        Waiting { #[pin] future: F, call: Option<Call<P>>, timers: M },
+    enum Kind<F, P: LayerPermit, M, V> {
+        Waiting { #[pin] future: F, call: Option<Call<P>>, timers: M, failure: V },
         Rejected { retry_after: Option<Duration> },
     }
 }
@@ -114,47 +124,58 @@ pin_project! {
     /// The response future of a [`BreakerService`](crate::BreakerService) (`P` is
     /// [`OwnedSharedPermit`]) and of a [`PoolService`](crate::PoolService) (`P` is
     /// [`SetPermit`](sluice::breaker::SetPermit)); `M` is the layer's
-    /// [`LayerTimers`], which time the body. Dropped before the response head, the
-    /// call is [`Abandoned`](Verdict::Abandoned) (cause
-    /// [`ClientLeft`](Cause::ClientLeft)).
-    pub struct ResponseFuture<F, P: LayerPermit = OwnedSharedPermit, M = NoTimers> {
+    /// [`LayerTimers`], which time the body, and `V` its [`LayerFailureEvent`], which
+    /// the body sends after a failure. Dropped before the response head, the call is
+    /// [`Abandoned`](Verdict::Abandoned) (cause [`ClientLeft`](Cause::ClientLeft)).
+    pub struct ResponseFuture<
+        F,
+        P: LayerPermit = OwnedSharedPermit,
+        M = NoTimers,
+        V = NoFailureEvent,
+    > {
         #[pin]
-        kind: Kind<F, P, M>,
+        kind: Kind<F, P, M, V>,
     }
 }
 
-impl<F, P: LayerPermit, M> ResponseFuture<F, P, M> {
+impl<F, P: LayerPermit, M, V> ResponseFuture<F, P, M, V> {
     pub(crate) const fn rejected(retry_after: Option<Duration>) -> Self {
         Self {
             kind: Kind::Rejected { retry_after },
         }
     }
 
-    pub(crate) const fn waiting(future: F, call: Call<P>, timers: M) -> Self {
+    pub(crate) const fn waiting(future: F, call: Call<P>, timers: M, failure: V) -> Self {
         Self {
             kind: Kind::Waiting {
                 future,
                 call: Some(call),
                 timers,
+                failure,
             },
         }
     }
 }
 
-impl<F, P: LayerPermit, M> core::fmt::Debug for ResponseFuture<F, P, M> {
+impl<F, P: LayerPermit, M, V> core::fmt::Debug for ResponseFuture<F, P, M, V> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, B, E, P, M> Future for ResponseFuture<F, P, M>
+/// The tail of a layer's body: `V`'s, over the body's error (`M`'s, over `B`'s).
+pub(crate) type LayerTail<V, M, B> =
+    <V as LayerFailureEvent>::Tail<<M as LayerTimers>::Error<<B as Body>::Error>>;
+
+impl<F, B, E, P, M, V> Future for ResponseFuture<F, P, M, V>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body,
     P: LayerPermit,
     M: LayerTimers,
+    V: LayerFailureEvent,
 {
-    type Output = Result<Response<TrackedBody<B, PermitRecorder<P>, M::Watch>>, BreakerError<E>>;
+    type Output = Finished<B, P, M::Watch, LayerTail<V, M, B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
@@ -165,19 +186,21 @@ where
                 future,
                 call,
                 timers,
+                failure,
             } => {
                 let result = match future.poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(result) => result,
                 };
                 Poll::Ready(match call.take() {
-                    Some(call) => call.finish(result, timers.watch()),
+                    Some(call) => call.finish(result, timers.watch(), failure.tail()),
                     // Polled again after it completed: the inner future's contract says
                     // what that does; there is nothing left to record.
                     None => result.map_err(BreakerError::Inner).map(|r| {
                         r.map(|b| {
                             TrackedBody::settled(b, Outcome::from(Verdict::Abandoned))
                                 .with_watch(timers.watch())
+                                .with_tail(failure.tail())
                         })
                     }),
                 })

@@ -7,12 +7,17 @@ use http::{Request, Response};
 use http_body::Body;
 use sluice::Outcome;
 use sluice::breaker::{OwnedSharedPermit, Recorded, SharedBreaker};
+use sluice::failure::NoFailureEvent;
 use sluice::timers::{NoTimers, Timeouts, Timer};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::future::LayerTail;
 use crate::settings::{Settings, layer_builders};
-use crate::{BodyTimers, BreakerError, LayerTimers, PermitRecorder, ResponseFuture, TrackedBody};
+use crate::{
+    BodyTimers, BreakerError, FailureEvents, LayerFailureEvent, LayerTimers, PermitRecorder,
+    ResponseFuture, TrackedBody,
+};
 
 /// A [`tower_layer::Layer`] that puts one worker's [`SharedBreaker`] in front of a
 /// client `Service<http::Request<_>>` (hyper-util's client, say).
@@ -78,9 +83,9 @@ use crate::{BodyTimers, BreakerError, LayerTimers, PermitRecorder, ResponseFutur
 /// # });
 /// ```
 #[derive(Debug, Clone)]
-pub struct BreakerLayer<M = NoTimers> {
+pub struct BreakerLayer<M = NoTimers, V = NoFailureEvent> {
     breaker: SharedBreaker,
-    settings: Settings<(), M>,
+    settings: Settings<(), M, V>,
 }
 
 impl BreakerLayer {
@@ -95,7 +100,7 @@ impl BreakerLayer {
     }
 }
 
-impl<M> BreakerLayer<M> {
+impl<M, V> BreakerLayer<M, V> {
     layer_builders!();
 
     /// Runs the worker's progress timers (first token, idle between progress events,
@@ -110,10 +115,32 @@ impl<M> BreakerLayer<M> {
         self,
         timer: T,
         timeouts: Timeouts,
-    ) -> BreakerLayer<BodyTimers<T>> {
+    ) -> BreakerLayer<BodyTimers<T>, V> {
         BreakerLayer {
             breaker: self.breaker,
             settings: self.settings.with_timers(timer, timeouts),
+        }
+    }
+
+    /// Every tracked body that fails after the response head without the worker's
+    /// own error event (a timer fired, the stream was cut before its done event, the
+    /// connection broke) sends the client its SSE dialect's failure event as its last
+    /// data frame, then its error frame if it has one: see
+    /// [`TrackedBody::with_failure_event`]. So a client hears the failure in its
+    /// API's words (OpenAI's `data: {"error": ...}` and no `[DONE]`, Anthropic's
+    /// `event: error`, a Responses `response.failed`), not a clean end. Only bodies
+    /// scanned with SSE rules that have a dialect get it: with
+    /// [`with_sse_for_event_streams`](Self::with_sse_for_event_streams), the
+    /// `text/event-stream` ones. The verdict (the worker's failure) is unchanged;
+    /// bodies the status settled are passed through untouched.
+    ///
+    /// The bodies' data must be buildable from the event's text (`From<String>`, as
+    /// [`Bytes`](bytes::Bytes) is) for them to be [`Body`]s.
+    #[must_use]
+    pub fn with_failure_event(self) -> BreakerLayer<M, FailureEvents> {
+        BreakerLayer {
+            breaker: self.breaker,
+            settings: self.settings.with_failure_event(),
         }
     }
 
@@ -134,10 +161,10 @@ impl<M> BreakerLayer<M> {
     }
 }
 
-impl<S, M: Clone> Layer<S> for BreakerLayer<M> {
-    type Service = BreakerService<S, M>;
+impl<S, M: Clone, V: Clone> Layer<S> for BreakerLayer<M, V> {
+    type Service = BreakerService<S, M, V>;
 
-    fn layer(&self, inner: S) -> BreakerService<S, M> {
+    fn layer(&self, inner: S) -> BreakerService<S, M, V> {
         BreakerService {
             inner,
             layer: self.clone(),
@@ -153,12 +180,12 @@ impl<S, M: Clone> Layer<S> for BreakerLayer<M> {
 /// does (a `ConcurrencyLimit` slot reserved by `poll_ready` is held until the service
 /// is next called or dropped).
 #[derive(Debug, Clone)]
-pub struct BreakerService<S, M = NoTimers> {
+pub struct BreakerService<S, M = NoTimers, V = NoFailureEvent> {
     inner: S,
-    layer: BreakerLayer<M>,
+    layer: BreakerLayer<M, V>,
 }
 
-impl<S, M> BreakerService<S, M> {
+impl<S, M, V> BreakerService<S, M, V> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -170,15 +197,17 @@ impl<S, M> BreakerService<S, M> {
     }
 }
 
-impl<S, ReqBody, ResBody, M> Service<Request<ReqBody>> for BreakerService<S, M>
+impl<S, ReqBody, ResBody, M, V> Service<Request<ReqBody>> for BreakerService<S, M, V>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body,
     M: LayerTimers,
+    V: LayerFailureEvent,
 {
-    type Response = Response<TrackedBody<ResBody, PermitRecorder, M::Watch>>;
+    type Response =
+        Response<TrackedBody<ResBody, PermitRecorder, M::Watch, LayerTail<V, M, ResBody>>>;
     type Error = BreakerError<S::Error>;
-    type Future = ResponseFuture<S::Future, OwnedSharedPermit, M>;
+    type Future = ResponseFuture<S::Future, OwnedSharedPermit, M, V>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(BreakerError::Inner)

@@ -68,6 +68,7 @@
 
 mod body;
 mod error;
+mod failure;
 mod future;
 mod grpc;
 mod layer;
@@ -79,6 +80,7 @@ mod timers;
 
 pub use body::TrackedBody;
 pub use error::{BodyError, BreakerError};
+pub use failure::{FailureEvents, LayerFailureEvent};
 pub use future::ResponseFuture;
 pub use grpc::GrpcPolicy;
 pub use layer::{BreakerLayer, BreakerService};

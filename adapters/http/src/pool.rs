@@ -7,12 +7,17 @@ use http::{Request, Response};
 use http_body::Body;
 use sluice::Outcome;
 use sluice::breaker::{Pick, Recorded, SetPermit, SharedBreakerSet};
+use sluice::failure::NoFailureEvent;
 use sluice::timers::{NoTimers, Timeouts, Timer};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::future::LayerTail;
 use crate::settings::{Settings, layer_builders};
-use crate::{BodyTimers, BreakerError, LayerTimers, PermitRecorder, ResponseFuture, TrackedBody};
+use crate::{
+    BodyTimers, BreakerError, FailureEvents, LayerFailureEvent, LayerTimers, PermitRecorder,
+    ResponseFuture, TrackedBody,
+};
 
 /// The worker a [`PoolService`] picked for a call: in the request's extensions (for
 /// the inner service to route by: rewrite the URI, choose a client) and in the
@@ -112,10 +117,10 @@ pub struct PickedWorker {
 /// # });
 /// ```
 #[derive(Debug, Clone)]
-pub struct PoolLayer<M = NoTimers> {
+pub struct PoolLayer<M = NoTimers, V = NoFailureEvent> {
     set: SharedBreakerSet,
     pick: Pick,
-    settings: Settings<PickedWorker, M>,
+    settings: Settings<PickedWorker, M, V>,
 }
 
 impl PoolLayer {
@@ -131,7 +136,7 @@ impl PoolLayer {
     }
 }
 
-impl<M> PoolLayer<M> {
+impl<M, V> PoolLayer<M, V> {
     layer_builders!();
 
     /// Runs the worker's progress timers (first token, idle between progress events,
@@ -146,11 +151,34 @@ impl<M> PoolLayer<M> {
         self,
         timer: T,
         timeouts: Timeouts,
-    ) -> PoolLayer<BodyTimers<T>> {
+    ) -> PoolLayer<BodyTimers<T>, V> {
         PoolLayer {
             set: self.set,
             pick: self.pick,
             settings: self.settings.with_timers(timer, timeouts),
+        }
+    }
+
+    /// Every tracked body that fails after the response head without the worker's
+    /// own error event (a timer fired, the stream was cut before its done event, the
+    /// connection broke) sends the client its SSE dialect's failure event as its last
+    /// data frame, then its error frame if it has one: see
+    /// [`TrackedBody::with_failure_event`]. So a client hears the failure in its
+    /// API's words (OpenAI's `data: {"error": ...}` and no `[DONE]`, Anthropic's
+    /// `event: error`, a Responses `response.failed`), not a clean end. Only bodies
+    /// scanned with SSE rules that have a dialect get it: with
+    /// [`with_sse_for_event_streams`](Self::with_sse_for_event_streams), the
+    /// `text/event-stream` ones. The verdict (the picked worker's failure) is unchanged;
+    /// bodies the status settled are passed through untouched.
+    ///
+    /// The bodies' data must be buildable from the event's text (`From<String>`, as
+    /// [`Bytes`](bytes::Bytes) is) for them to be [`Body`]s.
+    #[must_use]
+    pub fn with_failure_event(self) -> PoolLayer<M, FailureEvents> {
+        PoolLayer {
+            set: self.set,
+            pick: self.pick,
+            settings: self.settings.with_failure_event(),
         }
     }
 
@@ -170,10 +198,10 @@ impl<M> PoolLayer<M> {
     }
 }
 
-impl<S, M: Clone> Layer<S> for PoolLayer<M> {
-    type Service = PoolService<S, M>;
+impl<S, M: Clone, V: Clone> Layer<S> for PoolLayer<M, V> {
+    type Service = PoolService<S, M, V>;
 
-    fn layer(&self, inner: S) -> PoolService<S, M> {
+    fn layer(&self, inner: S) -> PoolService<S, M, V> {
         PoolService {
             inner,
             layer: self.clone(),
@@ -187,12 +215,12 @@ impl<S, M: Clone> Layer<S> for PoolLayer<M> {
 /// [`BreakerError::Inner`]); the worker is picked in `call`, as a
 /// [`BreakerService`](crate::BreakerService) asks its breaker there.
 #[derive(Debug, Clone)]
-pub struct PoolService<S, M = NoTimers> {
+pub struct PoolService<S, M = NoTimers, V = NoFailureEvent> {
     inner: S,
-    layer: PoolLayer<M>,
+    layer: PoolLayer<M, V>,
 }
 
-impl<S, M> PoolService<S, M> {
+impl<S, M, V> PoolService<S, M, V> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -204,15 +232,18 @@ impl<S, M> PoolService<S, M> {
     }
 }
 
-impl<S, ReqBody, ResBody, M> Service<Request<ReqBody>> for PoolService<S, M>
+impl<S, ReqBody, ResBody, M, V> Service<Request<ReqBody>> for PoolService<S, M, V>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body,
     M: LayerTimers,
+    V: LayerFailureEvent,
 {
-    type Response = Response<TrackedBody<ResBody, PermitRecorder<SetPermit>, M::Watch>>;
+    type Response = Response<
+        TrackedBody<ResBody, PermitRecorder<SetPermit>, M::Watch, LayerTail<V, M, ResBody>>,
+    >;
     type Error = BreakerError<S::Error>;
-    type Future = ResponseFuture<S::Future, SetPermit, M>;
+    type Future = ResponseFuture<S::Future, SetPermit, M, V>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(BreakerError::Inner)

@@ -4,13 +4,17 @@
 use http::{HeaderMap, Request, header};
 use sluice::RecordGuard;
 use sluice::breaker::{Rejected, StatusPolicy};
+use sluice::failure::NoFailureEvent;
 use sluice::sse::SseRules;
 use sluice::timers::{NoTimers, Timeouts, Timer};
 use tower_service::Service;
 
 use crate::future::{Call, Judge, ResponseFuture};
 use crate::recorder::Observer;
-use crate::{BodyTimers, GrpcPolicy, LayerPermit, LayerTimers, PermitRecorder};
+use crate::{
+    BodyTimers, FailureEvents, GrpcPolicy, LayerFailureEvent, LayerPermit, LayerTimers,
+    PermitRecorder,
+};
 
 /// The SSE rules of a layer, and which responses they apply to.
 #[derive(Debug, Clone)]
@@ -40,17 +44,19 @@ pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// The settings shared by a layer and its services; `L` is what its observer is told
-/// of the worker (see [`LayerPermit::Label`]), `M` the timers of its bodies.
+/// of the worker (see [`LayerPermit::Label`]), `M` the timers of its bodies, `V` what
+/// they send after a failure.
 #[derive(Clone)]
-pub(crate) struct Settings<L, M = NoTimers> {
+pub(crate) struct Settings<L, M = NoTimers, V = NoFailureEvent> {
     pub(crate) status: StatusPolicy,
     pub(crate) sse: Option<Sse>,
     pub(crate) grpc: Option<GrpcPolicy>,
     pub(crate) observer: Option<Observer<L>>,
     pub(crate) timers: M,
+    pub(crate) failure: V,
 }
 
-impl<L, M: core::fmt::Debug> core::fmt::Debug for Settings<L, M> {
+impl<L, M: core::fmt::Debug, V: core::fmt::Debug> core::fmt::Debug for Settings<L, M, V> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Settings")
             .field("status", &self.status)
@@ -58,6 +64,7 @@ impl<L, M: core::fmt::Debug> core::fmt::Debug for Settings<L, M> {
             .field("grpc", &self.grpc)
             .field("observer", &self.observer.is_some())
             .field("timers", &self.timers)
+            .field("failure", &self.failure)
             .finish()
     }
 }
@@ -71,23 +78,37 @@ impl<L> Settings<L> {
             grpc: None,
             observer: None,
             timers: NoTimers,
+            failure: NoFailureEvent,
         }
     }
 }
 
-impl<L, M> Settings<L, M> {
+impl<L, M, V> Settings<L, M, V> {
     /// The same settings, with `timeouts` on `timer` for every tracked body.
     pub(crate) fn with_timers<T: Timer + Clone>(
         self,
         timer: T,
         timeouts: Timeouts,
-    ) -> Settings<L, BodyTimers<T>> {
+    ) -> Settings<L, BodyTimers<T>, V> {
         Settings {
             status: self.status,
             sse: self.sse,
             grpc: self.grpc,
             observer: self.observer,
             timers: BodyTimers::new(timer, timeouts),
+            failure: self.failure,
+        }
+    }
+
+    /// The same settings, every tracked body sending the failure event.
+    pub(crate) fn with_failure_event(self) -> Settings<L, M, FailureEvents> {
+        Settings {
+            status: self.status,
+            sse: self.sse,
+            grpc: self.grpc,
+            observer: self.observer,
+            timers: self.timers,
+            failure: FailureEvents,
         }
     }
 
@@ -99,11 +120,12 @@ impl<L, M> Settings<L, M> {
         inner: &mut S,
         admitted: Result<P, Rejected>,
         mut request: Request<ReqBody>,
-    ) -> ResponseFuture<S::Future, P, M>
+    ) -> ResponseFuture<S::Future, P, M, V>
     where
         S: Service<Request<ReqBody>>,
         P: LayerPermit<Label = L>,
         M: LayerTimers,
+        V: LayerFailureEvent,
     {
         match admitted {
             Err(rejected) => ResponseFuture::rejected(rejected.retry_after),
@@ -119,7 +141,12 @@ impl<L, M> Settings<L, M> {
                         grpc: self.grpc,
                     },
                 };
-                ResponseFuture::waiting(inner.call(request), call, self.timers.clone())
+                ResponseFuture::waiting(
+                    inner.call(request),
+                    call,
+                    self.timers.clone(),
+                    self.failure.clone(),
+                )
             }
         }
     }

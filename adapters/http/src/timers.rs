@@ -19,12 +19,17 @@ pub trait LayerTimers: sealed::Sealed + Clone {
     /// [`TrackedBody`](crate::TrackedBody).
     type Watch: Watch;
 
+    /// The error type of a body this times whose inner body's error is `E`: `E`
+    /// without timers, [`BodyError<E>`](crate::BodyError) with them.
+    type Error<E>;
+
     /// A new watch, for one body.
     fn watch(&self) -> Self::Watch;
 }
 
 impl LayerTimers for NoTimers {
     type Watch = NoTimers;
+    type Error<E> = E;
 
     #[inline(always)]
     fn watch(&self) -> NoTimers {
@@ -68,6 +73,7 @@ impl<T> core::fmt::Debug for BodyTimers<T> {
 
 impl<T: Timer + Clone> LayerTimers for BodyTimers<T> {
     type Watch = ProgressWatch<T>;
+    type Error<E> = crate::BodyError<E>;
 
     fn watch(&self) -> ProgressWatch<T> {
         ProgressWatch::new(self.timer.clone(), self.timeouts)
