@@ -24,10 +24,42 @@
 //! strings never count, and a key or value spelled with escapes is not recognised.
 //!
 //! **Keep-alives are not progress.** Comments never are, nor the events a rule set
-//! names as keep-alives (Anthropic's `ping`); every other dispatched event is, and
-//! [`SseScanner::progress`] counts them, so a driver can time a worker by its tokens
-//! rather than its bytes. The presets also **require their end marker**: a stream that
-//! ends before its done event was cut short ([`SseRules::requires_done`]).
+//! names as keep-alives (Anthropic's `ping`), nor the preamble (below); every other
+//! dispatched event is, and [`SseScanner::progress`] counts them, so a driver can
+//! time a worker by its tokens rather than its bytes. The presets also **require
+//! their end marker**: a stream that ends before its done event was cut short
+//! ([`SseRules::requires_done`]).
+//!
+//! # Preamble and first progress
+//!
+//! The events an API sends before any output say only that a response has begun:
+//! they are **preamble**, not progress, until the first progress event (the first
+//! that carries output, the end marker, or a failure). So a worker that sends its
+//! preamble and then hangs is timed by its first-token timer, not its idle timer, and
+//! the first progress is where a response is committed to (SPEC section 6). The
+//! presets name them:
+//!
+//! * [`openai_chat`](SseRules::openai_chat): the **role-only chunk**, data that is a
+//!   JSON object whose `choices[].delta` objects carry a `role` and nothing but empty
+//!   values (`null`, `""`, `[]`, `{}`: no text, reasoning, tool call or refusal, nor
+//!   any member an engine may add), with every `choices[].finish_reason` `null`
+//!   (vLLM, SGLang, llama.cpp and OpenAI send it first; TGI and Ollama put the role
+//!   on every chunk, next to the text, and those chunks are progress). Members
+//!   outside `choices` (`id`, `usage`, ...) are not read. It is a walk like the
+//!   error-object one: a key spelled with escapes, or data that is not one object,
+//!   is not a role-only chunk, so in doubt an event is progress;
+//! * [`anthropic`](SseRules::anthropic): events `message_start` and
+//!   `content_block_start` (and `ping`, a keep-alive anyway);
+//! * [`openai_responses`](SseRules::openai_responses): events `response.created` and
+//!   `response.in_progress`.
+//!
+//! Custom rules add events with [`SseRules::preamble_on_event`]. Preamble is not the
+//! same as a keep-alive: after the first progress event, preamble events are
+//! progress. Anthropic sends a `content_block_start` for each content block, also
+//! after text; one mid-stream is the worker moving on to its next block, and it
+//! restarts the idle timer as any output does. A keep-alive never does, and the
+//! role-only chunk walk only runs until the first progress event, so its per-byte
+//! cost is paid on a stream's first events only.
 //!
 //! The scanner never buffers event data: its memory is fixed when it is made, however
 //! long a line or an event grows, and its time is linear in the bytes (line ends and
@@ -48,9 +80,11 @@ use alloc::{boxed::Box, sync::Arc, vec::Vec};
 use core::fmt;
 
 use self::json::ErrorObject;
+use self::role::RoleChunk;
 use crate::Cause;
 
 mod json;
+mod role;
 
 /// What a dispatched event says about the stream. `Failed` is stronger than `Done`
 /// (`Ord` follows: `Done < Failed`).
@@ -62,12 +96,13 @@ pub enum Signal {
     Failed,
 }
 
-/// Which dispatched events are done, failed, or keep-alives, and whether the stream
-/// must end with a done event.
+/// Which dispatched events are done, failed, keep-alives or preamble, and whether the
+/// stream must end with a done event.
 ///
 /// Presets cost nothing to make or clone; custom rules (feature `alloc`) are built
 /// once and shared by clones without copying. Where a data value or an event name is
-/// given twice, the stronger wins (`Failed` over `Done` over a keep-alive).
+/// given twice, the stronger wins (`Failed` over `Done` over preamble over a
+/// keep-alive).
 ///
 /// ```
 /// use sluice::sse::{Signal, SseRules, SseScanner};
@@ -85,6 +120,8 @@ pub struct SseRules {
     event: Table,
     /// Data that is a JSON object with a top-level error member failed.
     error_objects: bool,
+    /// An OpenAI role-only chunk is preamble.
+    role_chunks: bool,
     /// The stream must end with a done event.
     require_done: bool,
     /// The API whose failure event a gateway writes to the client.
@@ -99,6 +136,7 @@ impl SseRules {
             data: Table::Static(&[]),
             event: Table::Static(&[]),
             error_objects: false,
+            role_chunks: false,
             require_done: false,
             dialect: None,
         }
@@ -107,19 +145,23 @@ impl SseRules {
     /// OpenAI Chat Completions, and every OpenAI-compatible engine (vLLM, SGLang,
     /// llama.cpp server, TGI, Ollama, OpenRouter): data exactly `[DONE]` is done; data
     /// that is an error object (a top-level `error` member that is not `null`, or
-    /// `"object": "error"`) failed. Requires `[DONE]`. The default.
+    /// `"object": "error"`) failed; the role-only chunk that opens a stream is
+    /// preamble ([`preamble_on_role_chunk`](Self::preamble_on_role_chunk)). Requires
+    /// `[DONE]`. The default.
     pub const fn openai_chat() -> Self {
         Self {
             data: Table::Static(&[("[DONE]", Kind::Done)]),
             event: Table::Static(&[]),
             error_objects: true,
+            role_chunks: true,
             require_done: true,
             dialect: Some(Dialect::OpenAiChat),
         }
     }
 
     /// OpenAI Responses: events `response.completed` and `response.incomplete` are
-    /// done; `response.failed` and `error` failed. Requires a done event.
+    /// done; `response.failed` and `error` failed; `response.created` and
+    /// `response.in_progress` are preamble. Requires a done event.
     pub const fn openai_responses() -> Self {
         Self {
             data: Table::Static(&[]),
@@ -127,26 +169,33 @@ impl SseRules {
             event: Table::Static(&[
                 ("error", Kind::Failed),
                 ("response.completed", Kind::Done),
+                ("response.created", Kind::Preamble),
                 ("response.failed", Kind::Failed),
+                ("response.in_progress", Kind::Preamble),
                 ("response.incomplete", Kind::Done),
             ]),
             error_objects: false,
+            role_chunks: false,
             require_done: true,
             dialect: Some(Dialect::OpenAiResponses),
         }
     }
 
     /// Anthropic Messages: event `message_stop` is done; event `error` failed; event
-    /// `ping` is a keep-alive. Requires `message_stop`.
+    /// `ping` is a keep-alive; `message_start` and `content_block_start` are preamble.
+    /// Requires `message_stop`.
     pub const fn anthropic() -> Self {
         Self {
             data: Table::Static(&[]),
             event: Table::Static(&[
+                ("content_block_start", Kind::Preamble),
                 ("error", Kind::Failed),
+                ("message_start", Kind::Preamble),
                 ("message_stop", Kind::Done),
                 ("ping", Kind::KeepAlive),
             ]),
             error_objects: false,
+            role_chunks: false,
             require_done: true,
             dialect: Some(Dialect::Anthropic),
         }
@@ -174,6 +223,30 @@ impl SseRules {
     #[must_use]
     pub const fn failed_on_error_object(mut self, on: bool) -> Self {
         self.error_objects = on;
+        self
+    }
+
+    /// Sets whether data that is an OpenAI role-only chunk is preamble, not progress,
+    /// before the first progress event: a JSON object whose `choices[].delta` objects
+    /// carry a `role` and nothing else but empty values (`null`, `""`, `[]`, `{}`),
+    /// with every `finish_reason` `null` (the rule in full is in the
+    /// [module docs](crate::sse#preamble-and-first-progress)). On for
+    /// [`openai_chat`](Self::openai_chat).
+    ///
+    /// ```
+    /// use sluice::sse::{SseRules, SseScanner};
+    ///
+    /// let role = b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+    /// let mut scanner = SseScanner::new(SseRules::openai_chat());
+    /// scanner.feed(role);
+    /// assert_eq!(scanner.progress(), 0);
+    /// let mut scanner = SseScanner::new(SseRules::openai_chat().preamble_on_role_chunk(false));
+    /// scanner.feed(role);
+    /// assert_eq!(scanner.progress(), 1);
+    /// ```
+    #[must_use]
+    pub const fn preamble_on_role_chunk(mut self, on: bool) -> Self {
+        self.role_chunks = on;
         self
     }
 
@@ -248,11 +321,32 @@ impl SseRules {
         self.with_event(event, Kind::Failed)
     }
 
-    /// Adds a rule: an event named exactly `event` is a keep-alive, not progress.
+    /// Adds a rule: an event named exactly `event` is a keep-alive, never progress.
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn keep_alive_on_event(self, event: &str) -> Self {
         self.with_event(event, Kind::KeepAlive)
+    }
+
+    /// Adds a rule: an event named exactly `event` is preamble: not progress before
+    /// the first progress event, progress after it (see the
+    /// [module docs](crate::sse#preamble-and-first-progress)). A keep-alive rule for the
+    /// same name is weaker; a done or failed rule stronger.
+    ///
+    /// ```
+    /// use sluice::sse::{SseRules, SseScanner};
+    ///
+    /// let rules = SseRules::empty().preamble_on_event("start");
+    /// let mut scanner = SseScanner::new(rules);
+    /// scanner.feed(b"event: start\ndata: {}\n\n");
+    /// assert_eq!(scanner.progress(), 0);
+    /// scanner.feed(b"data: token\n\nevent: start\ndata: {}\n\n");
+    /// assert_eq!(scanner.progress(), 2); // after the first token, progress
+    /// ```
+    #[cfg(feature = "alloc")]
+    #[must_use]
+    pub fn preamble_on_event(self, event: &str) -> Self {
+        self.with_event(event, Kind::Preamble)
     }
 
     #[cfg(feature = "alloc")]
@@ -279,6 +373,7 @@ impl PartialEq for SseRules {
         self.data.iter().eq(other.data.iter())
             && self.event.iter().eq(other.event.iter())
             && self.error_objects == other.error_objects
+            && self.role_chunks == other.role_chunks
             && self.require_done == other.require_done
             && self.dialect == other.dialect
     }
@@ -298,6 +393,7 @@ impl fmt::Debug for SseRules {
             .field("data", &Rules(&self.data))
             .field("event", &Rules(&self.event))
             .field("error_objects", &self.error_objects)
+            .field("role_chunks", &self.role_chunks)
             .field("require_done", &self.require_done)
             .field("dialect", &self.dialect)
             .finish()
@@ -502,6 +598,9 @@ impl<W: fmt::Write + ?Sized> fmt::Write for JsonString<'_, W> {
 enum Kind {
     /// Not progress: the worker is only saying it is alive.
     KeepAlive,
+    /// Not progress before the first progress event: the worker says it has begun,
+    /// but no output yet.
+    Preamble,
     Done,
     Failed,
 }
@@ -509,7 +608,7 @@ enum Kind {
 impl Kind {
     fn signal(kind: Option<Self>) -> Option<Signal> {
         match kind? {
-            Kind::KeepAlive => None,
+            Kind::KeepAlive | Kind::Preamble => None,
             Kind::Done => Some(Signal::Done),
             Kind::Failed => Some(Signal::Failed),
         }
@@ -714,6 +813,9 @@ pub struct SseScanner {
     event: Matcher,
     /// The data's error-object walk, when the rules look for one.
     json: ErrorObject,
+    /// The data's role-only chunk walk, when the rules look for one and no progress
+    /// was dispatched yet.
+    role: RoleChunk,
     /// Dispatched events that are not keep-alives.
     progress: u64,
 }
@@ -733,6 +835,7 @@ impl SseScanner {
             data: Matcher::new(&rules.data),
             event: Matcher::new(&rules.event),
             json: ErrorObject::new(),
+            role: RoleChunk::new(),
             progress: 0,
             rules,
         }
@@ -744,7 +847,8 @@ impl SseScanner {
     }
 
     /// How many events were dispatched so far that are progress: every event with
-    /// data but the rules' keep-alives. Comments are never progress.
+    /// data but the rules' keep-alives, and but the preamble before the first
+    /// progress event. Comments are never progress.
     pub const fn progress(&self) -> u64 {
         self.progress
     }
@@ -882,7 +986,7 @@ impl SseScanner {
     /// Feeds value bytes to the field's matcher until the line ends or no pattern is
     /// left; returns how many it consumed.
     fn scan_value(&mut self, field: Field, bytes: &[u8]) -> usize {
-        if field == Field::Data && self.rules.error_objects {
+        if field == Field::Data && (self.rules.error_objects || self.reads_role()) {
             return self.scan_data(bytes);
         }
         let (matcher, table) = match field {
@@ -901,15 +1005,32 @@ impl SseScanner {
         bytes.len()
     }
 
-    /// A data value, when the rules look for error objects: up to the line end, it
-    /// goes to both the matcher and the error-object walk; returns how many bytes it
-    /// consumed. Once neither can match, the rest of the line is skipped.
+    /// Whether the data goes to the role-only chunk walk: the rules say so and no
+    /// progress was dispatched yet (the same for the whole event).
+    fn reads_role(&self) -> bool {
+        self.rules.role_chunks && self.progress == 0
+    }
+
+    /// Whether a JSON walk may still decide something about this event's data.
+    fn json_alive(&self) -> bool {
+        self.rules.error_objects && !self.json.is_dead()
+            || self.reads_role() && !self.role.is_dead()
+    }
+
+    /// A data value, when the rules look for error objects or role-only chunks: up
+    /// to the line end, it goes to the matcher and the JSON walks; returns how many
+    /// bytes it consumed. Once none can match, the rest of the line is skipped.
     fn scan_data(&mut self, bytes: &[u8]) -> usize {
         let end = line_end(bytes);
         let value = &bytes[..end];
         self.data.push(&self.rules.data, value);
-        self.json.feed(value);
-        if !self.data.is_alive() && self.json.is_dead() {
+        if self.rules.error_objects {
+            self.json.feed(value);
+        }
+        if self.reads_role() {
+            self.role.feed(value);
+        }
+        if !self.data.is_alive() && !self.json_alive() {
             self.line = Line::Skip;
         }
         end
@@ -923,10 +1044,10 @@ impl SseScanner {
                 if self.has_data {
                     self.data.push(&self.rules.data, b"\n");
                     self.json.line_feed();
+                    self.role.line_feed();
                 }
                 self.has_data = true;
-                let alive =
-                    self.data.is_alive() || self.rules.error_objects && !self.json.is_dead();
+                let alive = self.data.is_alive() || self.json_alive();
                 alive.then_some(Field::Data)
             }
             (5, [b'e', b'v', b'e', b'n', b't']) => {
@@ -964,8 +1085,12 @@ impl SseScanner {
                 self.event.matched(&self.rules.event)
             };
             let error = (self.rules.error_objects && self.json.is_error()).then_some(Kind::Failed);
+            let role = (self.reads_role() && self.role.is_role_only()).then_some(Kind::Preamble);
             let kind = self.data.matched(&self.rules.data).max(event).max(error);
-            if kind != Some(Kind::KeepAlive) {
+            // A role-only chunk that some rule also names is what that rule says.
+            let kind = kind.or(role);
+            let preamble = kind == Some(Kind::Preamble) && self.progress == 0;
+            if kind != Some(Kind::KeepAlive) && !preamble {
                 self.progress += 1;
             }
             kind
@@ -976,6 +1101,7 @@ impl SseScanner {
         self.data = Matcher::new(&self.rules.data);
         self.event = Matcher::new(&self.rules.event);
         self.json = ErrorObject::new();
+        self.role = RoleChunk::new();
         Kind::signal(kind)
     }
 }
