@@ -234,10 +234,10 @@ async fn keep_alives_and_no_token_are_a_first_token_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_role_chunk_then_silence_counts_the_role_chunk_as_progress() {
+async fn a_role_chunk_then_silence_is_a_first_token_timeout() {
     // The OpenAI preamble: the role, no content. SPEC section 2 says it is not
-    // progress; the core's scanner counts it today (every event with data but a
-    // keep-alive is progress), so the idle timer, not the first-token timer, fires.
+    // progress, and the core's scanner does not count it, so the first-token timer,
+    // not the idle timer, fires.
     let role = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n";
     let (worker, mut closes) = sse_worker(move || then_silence(vec![role])).await;
     let serving = serve::start(&args(worker, |a| {
@@ -246,7 +246,7 @@ async fn a_role_chunk_then_silence_counts_the_role_chunk_as_progress() {
     }))
     .await
     .expect("serve");
-    let text = fails_with(&serving, "idle_timeout").await;
+    let text = fails_with(&serving, "first_token_timeout").await;
     assert!(text.starts_with(role), "{text}");
     within("the worker's connection closed", closes.recv()).await;
 }
