@@ -270,8 +270,9 @@ impl<R: Recorder> Ledger<R> {
         self.polling != Polling::Open
     }
 
-    /// Progress so far: the events that are not keep-alives with SSE rules (see
-    /// [`SseScanner::progress`]), the data items without.
+    /// Progress so far: with SSE rules the events that are neither keep-alives nor
+    /// the preamble before the first progress (see [`SseScanner::progress`]), the
+    /// data items without.
     pub fn progress(&self) -> u64 {
         match &self.scanner {
             Some(scanner) => scanner.progress(),
