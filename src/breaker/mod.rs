@@ -69,12 +69,22 @@ mod policy;
 mod window;
 
 #[cfg(feature = "std")]
+mod cap;
+#[cfg(feature = "std")]
+mod cell;
+#[cfg(feature = "std")]
+mod clock;
+#[cfg(feature = "std")]
 mod set;
 #[cfg(feature = "std")]
 mod shared;
 #[cfg(feature = "std")]
 mod sync;
+#[cfg(feature = "std")]
+mod word;
 
+#[cfg(feature = "std")]
+pub use self::clock::{Clock, ManualClock, StdClock};
 pub use self::config::{Config, ConfigError, MAX_WINDOW_CALLS, TIME_WINDOW_BUCKETS, Window};
 pub use self::machine::{
     CircuitBreaker, Permit, Reason, Recorded, Rejected, State, Transition, WindowCounts,
@@ -85,6 +95,4 @@ pub use self::set::{
     DEFAULT_MAX_EJECTED_PERCENT, Pick, SetPermit, SharedBreakerSet, UnknownWorker,
 };
 #[cfg(feature = "std")]
-pub use self::shared::{
-    Clock, ManualClock, OwnedSharedPermit, SharedBreaker, SharedPermit, StdClock,
-};
+pub use self::shared::{OwnedSharedPermit, SharedBreaker, SharedPermit};

@@ -4,7 +4,10 @@ use alloc::boxed::Box;
 use core::fmt;
 use core::time::Duration;
 
-use super::shared::{Cap, Clock, Core, StdClock, permit_impl};
+use super::cap::Cap;
+use super::cell::BreakerCell;
+use super::clock::{Clock, StdClock};
+use super::shared::permit_impl;
 use super::sync::{Arc, AtomicUsize, Ordering};
 use super::{Config, ConfigError, Recorded, Rejected, State, Transition};
 use crate::{Outcome, Recorder, Verdict};
@@ -56,7 +59,7 @@ impl Pool {
 /// it and each of its permits another, so the permits in flight are its strong
 /// count less one: a permit costs one reference count up and one down, nothing more.
 struct Worker {
-    core: Core,
+    cell: BreakerCell,
     pool: Arc<Pool>,
 }
 
@@ -64,7 +67,7 @@ impl Worker {
     #[inline]
     fn record(&self, generation: u32, probe: bool, verdict: Verdict) -> Recorded {
         let cap = self.pool.cap();
-        self.core
+        self.cell
             .record(&*self.pool.clock, Some(&cap), generation, probe, verdict)
     }
 }
@@ -96,7 +99,7 @@ impl SetInner {
     #[inline]
     fn acquire(&self, worker: usize) -> Result<SetPermit, Rejected> {
         let w = &self.workers[worker];
-        let permit = w.core.acquire(&*self.pool.clock)?;
+        let permit = w.cell.acquire(&*self.pool.clock)?;
         Ok(SetPermit {
             breaker: Some(Arc::clone(w)),
             index: worker,
@@ -198,7 +201,7 @@ impl SharedBreakerSet {
                 workers: (0..workers)
                     .map(|_| {
                         Arc::new(Worker {
-                            core: Core::new(config),
+                            cell: BreakerCell::new(config),
                             pool: Arc::clone(&pool),
                         })
                     })
@@ -264,7 +267,7 @@ impl SharedBreakerSet {
     /// have).
     pub fn state(&self, worker: usize) -> State {
         match self.inner.worker(worker) {
-            Ok(w) => w.core.state(&*self.inner.pool.clock),
+            Ok(w) => w.cell.state(&*self.inner.pool.clock),
             Err(_) => State::ForcedOpen,
         }
     }
@@ -377,7 +380,7 @@ impl SharedBreakerSet {
         Ok(self
             .inner
             .worker(worker)?
-            .core
+            .cell
             .handle_timeout(&*self.inner.pool.clock, Some(&cap)))
     }
 
@@ -386,7 +389,7 @@ impl SharedBreakerSet {
         self.inner
             .workers
             .iter()
-            .filter_map(|w| w.core.poll_timeout())
+            .filter_map(|w| w.cell.poll_timeout())
             .min()
     }
 
@@ -397,7 +400,7 @@ impl SharedBreakerSet {
         Ok(self
             .inner
             .worker(worker)?
-            .core
+            .cell
             .force_open(&*self.inner.pool.clock, Some(&cap)))
     }
 
@@ -408,7 +411,7 @@ impl SharedBreakerSet {
         Ok(self
             .inner
             .worker(worker)?
-            .core
+            .cell
             .disable(&*self.inner.pool.clock, Some(&cap)))
     }
 
@@ -419,7 +422,7 @@ impl SharedBreakerSet {
         Ok(self
             .inner
             .worker(worker)?
-            .core
+            .cell
             .reset(&*self.inner.pool.clock, Some(&cap)))
     }
 
@@ -428,7 +431,7 @@ impl SharedBreakerSet {
         Ok(self
             .inner
             .worker(worker)?
-            .core
+            .cell
             .snapshot(&*self.inner.pool.clock))
     }
 }
