@@ -75,6 +75,8 @@ mod cell;
 #[cfg(feature = "std")]
 mod clock;
 #[cfg(feature = "std")]
+mod lease;
+#[cfg(feature = "std")]
 mod set;
 #[cfg(feature = "std")]
 mod shared;

@@ -7,7 +7,7 @@ use core::time::Duration;
 use super::cap::Cap;
 use super::cell::BreakerCell;
 use super::clock::{Clock, StdClock};
-use super::shared::permit_impl;
+use super::lease::{Handle, Lease};
 use super::sync::{Arc, AtomicUsize, Ordering};
 use super::{Config, ConfigError, Recorded, Rejected, State, Transition};
 use crate::{Outcome, Recorder, Verdict};
@@ -63,7 +63,7 @@ struct Worker {
     pool: Arc<Pool>,
 }
 
-impl Worker {
+impl Handle for Worker {
     #[inline]
     fn record(&self, generation: u32, probe: bool, verdict: Verdict) -> Recorded {
         let cap = self.pool.cap();
@@ -101,11 +101,8 @@ impl SetInner {
         let w = &self.workers[worker];
         let permit = w.cell.acquire(&*self.pool.clock)?;
         Ok(SetPermit {
-            breaker: Some(Arc::clone(w)),
+            lease: Lease::new(Arc::clone(w), permit),
             index: worker,
-            generation: permit.generation(),
-            probe: permit.is_probe(),
-            transition: permit.transition(),
         })
     }
 }
@@ -484,21 +481,16 @@ impl Tried {
 /// HalfOpen probe slot. `Drop` never panics and runs no user code (not the clock).
 #[must_use = "dropping a permit at once records it as Abandoned"]
 pub struct SetPermit {
-    /// `None` once recorded.
-    breaker: Option<Arc<Worker>>,
+    lease: Lease<Arc<Worker>>,
     index: usize,
-    generation: u32,
-    probe: bool,
-    transition: Option<Transition>,
 }
 
 impl fmt::Debug for SetPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SetPermit")
-            .field("worker", &self.index)
-            .field("generation", &self.generation)
-            .field("probe", &self.probe)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("SetPermit");
+        d.field("worker", &self.index);
+        self.lease.debug_fields(&mut d);
+        d.finish_non_exhaustive()
     }
 }
 
@@ -507,6 +499,39 @@ impl SetPermit {
     pub const fn worker(&self) -> usize {
         self.index
     }
+
+    /// The breaker generation it was issued in.
+    pub const fn generation(&self) -> u32 {
+        self.lease.generation()
+    }
+
+    /// Whether it holds a HalfOpen probe slot.
+    pub const fn is_probe(&self) -> bool {
+        self.lease.is_probe()
+    }
+
+    /// The transition acquiring it made (Open to HalfOpen), if any.
+    pub const fn transition(&self) -> Option<Transition> {
+        self.lease.transition()
+    }
+
+    /// Records `verdict` and says what the breaker did with it (so the caller can
+    /// log or export a [`Transition`]; for a set's permit, a
+    /// [`Reason::EjectionCapped`](super::Reason::EjectionCapped) transition when the
+    /// cap held its worker in).
+    #[inline]
+    pub fn report(self, verdict: Verdict) -> Recorded {
+        self.lease.report(verdict)
+    }
 }
 
-permit_impl!(@common SetPermit);
+impl Recorder for SetPermit {
+    /// Records `outcome.verdict` (what a [`TrackedStream`](crate::TrackedStream) does
+    /// when its stream ends or is dropped). The [`Recorded`] answer, and so any
+    /// [`Transition`] it caused, is dropped: to log or export it, give the stream a
+    /// closure instead, `move |o: Outcome| log(permit.report(o.verdict))`.
+    #[inline]
+    fn record(self, outcome: Outcome) {
+        let _ = self.report(outcome.verdict);
+    }
+}

@@ -8,6 +8,7 @@ use core::time::Duration;
 
 use super::cell::BreakerCell;
 use super::clock::{Clock, StdClock};
+use super::lease::{Handle, Lease};
 use super::sync::Arc;
 use super::{CircuitBreaker, Config, ConfigError, Recorded, Rejected, State, Transition};
 use crate::{Outcome, Recorder, Verdict};
@@ -18,7 +19,7 @@ pub(crate) struct Inner {
     clock: Box<dyn Clock>,
 }
 
-impl Inner {
+impl Handle for Inner {
     #[inline]
     fn record(&self, permit_generation: u32, probe: bool, verdict: Verdict) -> Recorded {
         self.cell
@@ -114,10 +115,7 @@ impl SharedBreaker {
     pub fn try_acquire(&self) -> Result<SharedPermit<'_>, Rejected> {
         let permit = self.inner.cell.acquire(&*self.inner.clock)?;
         Ok(SharedPermit {
-            breaker: Some(&self.inner),
-            generation: permit.generation(),
-            probe: permit.is_probe(),
-            transition: permit.transition(),
+            lease: Lease::new(&*self.inner, permit),
         })
     }
 
@@ -127,10 +125,7 @@ impl SharedBreaker {
     pub fn try_acquire_owned(&self) -> Result<OwnedSharedPermit, Rejected> {
         let permit = self.inner.cell.acquire(&*self.inner.clock)?;
         Ok(OwnedSharedPermit {
-            breaker: Some(Arc::clone(&self.inner)),
-            generation: permit.generation(),
-            probe: permit.is_probe(),
-            transition: permit.transition(),
+            lease: Lease::new(Arc::clone(&self.inner), permit),
         })
     }
 
@@ -188,80 +183,6 @@ impl SharedBreaker {
     }
 }
 
-/// What every permit of a shared breaker or set has: its accessors, `report`, the
-/// [`Recorder`] and the `Drop` that records Abandoned. The permit has the fields
-/// `breaker` (an `Option` of what records, taken when it does), `generation`, `probe`
-/// and `transition`.
-macro_rules! permit_impl {
-    ($permit:ty) => {
-        impl fmt::Debug for $permit {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($permit))
-                    .field("generation", &self.generation)
-                    .field("probe", &self.probe)
-                    .finish_non_exhaustive()
-            }
-        }
-
-        permit_impl!(@common $permit);
-    };
-    (@common $permit:ty) => {
-        impl $permit {
-            /// The breaker generation it was issued in.
-            pub const fn generation(&self) -> u32 {
-                self.generation
-            }
-
-            /// Whether it holds a HalfOpen probe slot.
-            pub const fn is_probe(&self) -> bool {
-                self.probe
-            }
-
-            /// The transition acquiring it made (Open to HalfOpen), if any.
-            pub const fn transition(&self) -> Option<Transition> {
-                self.transition
-            }
-
-            /// Records `verdict` and says what the breaker did with it (so the caller
-            /// can log or export a [`Transition`]; for a set's permit, a
-            /// [`Reason::EjectionCapped`](super::Reason::EjectionCapped) transition
-            /// when the cap held its worker in).
-            #[inline]
-            pub fn report(mut self, verdict: Verdict) -> Recorded {
-                match self.breaker.take() {
-                    Some(inner) => inner.record(self.generation, self.probe, verdict),
-                    None => Recorded::Stale,
-                }
-            }
-        }
-
-        impl Recorder for $permit {
-            /// Records `outcome.verdict` (what a [`TrackedStream`](crate::TrackedStream)
-            /// does when its stream ends or is dropped). The [`Recorded`] answer, and
-            /// so any [`Transition`] it caused, is dropped: to log or export it, give
-            /// the stream a closure instead,
-            /// `move |o: Outcome| log(permit.report(o.verdict))`.
-            #[inline]
-            fn record(self, outcome: Outcome) {
-                let _ = self.report(outcome.verdict);
-            }
-        }
-
-        impl Drop for $permit {
-            /// Records [`Verdict::Abandoned`] if the permit was not recorded, which
-            /// frees its probe slot (and a set's slot in flight). Never panics (a
-            /// poisoned lock is taken as it is) and runs no user code: an abandoned
-            /// call does not need the clock.
-            #[inline]
-            fn drop(&mut self) {
-                if let Some(inner) = self.breaker.take() {
-                    let _ = inner.record(self.generation, self.probe, Verdict::Abandoned);
-                }
-            }
-        }
-    };
-}
-
 /// Leave to make one call through a [`SharedBreaker`], borrowing it (like tokio's
 /// `SemaphorePermit`): the cheapest permit, with no reference count. For a permit that
 /// must outlive the borrow (a stream handed to a spawned task or a response body),
@@ -273,23 +194,102 @@ macro_rules! permit_impl {
 /// counts nothing and frees a HalfOpen probe slot. It never panics in `Drop`.
 #[must_use = "dropping a permit at once records it as Abandoned"]
 pub struct SharedPermit<'a> {
-    breaker: Option<&'a Inner>,
-    generation: u32,
-    probe: bool,
-    transition: Option<Transition>,
+    lease: Lease<&'a Inner>,
 }
 
-permit_impl!(SharedPermit<'_>);
+impl fmt::Debug for SharedPermit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("SharedPermit");
+        self.lease.debug_fields(&mut d);
+        d.finish_non_exhaustive()
+    }
+}
+
+impl SharedPermit<'_> {
+    /// The breaker generation it was issued in.
+    pub const fn generation(&self) -> u32 {
+        self.lease.generation()
+    }
+
+    /// Whether it holds a HalfOpen probe slot.
+    pub const fn is_probe(&self) -> bool {
+        self.lease.is_probe()
+    }
+
+    /// The transition acquiring it made (Open to HalfOpen), if any.
+    pub const fn transition(&self) -> Option<Transition> {
+        self.lease.transition()
+    }
+
+    /// Records `verdict` and says what the breaker did with it (so the caller can
+    /// log or export a [`Transition`]; for a set's permit, a
+    /// [`Reason::EjectionCapped`](super::Reason::EjectionCapped) transition when the
+    /// cap held its worker in).
+    #[inline]
+    pub fn report(self, verdict: Verdict) -> Recorded {
+        self.lease.report(verdict)
+    }
+}
+
+impl Recorder for SharedPermit<'_> {
+    /// Records `outcome.verdict` (what a [`TrackedStream`](crate::TrackedStream) does
+    /// when its stream ends or is dropped). The [`Recorded`] answer, and so any
+    /// [`Transition`] it caused, is dropped: to log or export it, give the stream a
+    /// closure instead, `move |o: Outcome| log(permit.report(o.verdict))`.
+    #[inline]
+    fn record(self, outcome: Outcome) {
+        let _ = self.report(outcome.verdict);
+    }
+}
 
 /// A [`SharedPermit`] that owns a handle to its breaker (one reference count), so it
 /// is `'static` and can travel with a stream into another task. Same recording rules.
 #[must_use = "dropping a permit at once records it as Abandoned"]
 pub struct OwnedSharedPermit {
-    breaker: Option<Arc<Inner>>,
-    generation: u32,
-    probe: bool,
-    transition: Option<Transition>,
+    lease: Lease<Arc<Inner>>,
 }
 
-permit_impl!(OwnedSharedPermit);
-pub(crate) use permit_impl;
+impl fmt::Debug for OwnedSharedPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("OwnedSharedPermit");
+        self.lease.debug_fields(&mut d);
+        d.finish_non_exhaustive()
+    }
+}
+
+impl OwnedSharedPermit {
+    /// The breaker generation it was issued in.
+    pub const fn generation(&self) -> u32 {
+        self.lease.generation()
+    }
+
+    /// Whether it holds a HalfOpen probe slot.
+    pub const fn is_probe(&self) -> bool {
+        self.lease.is_probe()
+    }
+
+    /// The transition acquiring it made (Open to HalfOpen), if any.
+    pub const fn transition(&self) -> Option<Transition> {
+        self.lease.transition()
+    }
+
+    /// Records `verdict` and says what the breaker did with it (so the caller can
+    /// log or export a [`Transition`]; for a set's permit, a
+    /// [`Reason::EjectionCapped`](super::Reason::EjectionCapped) transition when the
+    /// cap held its worker in).
+    #[inline]
+    pub fn report(self, verdict: Verdict) -> Recorded {
+        self.lease.report(verdict)
+    }
+}
+
+impl Recorder for OwnedSharedPermit {
+    /// Records `outcome.verdict` (what a [`TrackedStream`](crate::TrackedStream) does
+    /// when its stream ends or is dropped). The [`Recorded`] answer, and so any
+    /// [`Transition`] it caused, is dropped: to log or export it, give the stream a
+    /// closure instead, `move |o: Outcome| log(permit.report(o.verdict))`.
+    #[inline]
+    fn record(self, outcome: Outcome) {
+        let _ = self.report(outcome.verdict);
+    }
+}
