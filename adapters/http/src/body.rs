@@ -89,7 +89,7 @@ pin_project! {
         watch: W,
         // What the body sends after a failure: `NoFailureEvent` (nothing, compiled
         // away) or the failure event, then the error frame that failed the body.
-        tail: F,
+        tail: Tail<F>,
     }
 }
 
@@ -127,7 +127,7 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
                 grpc: None,
             },
             watch: NoTimers,
-            tail: NoFailureEvent,
+            tail: Tail::new(NoFailureEvent),
         }
     }
 
@@ -142,7 +142,7 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
                 grpc: None,
             },
             watch: NoTimers,
-            tail: NoFailureEvent,
+            tail: Tail::new(NoFailureEvent),
         }
     }
 }
@@ -331,7 +331,7 @@ impl<B: Body, R: Recorder, W, F> TrackedBody<B, R, W, F> {
         TrackedBody {
             tracked: self.tracked,
             watch: self.watch,
-            tail,
+            tail: Tail::new(tail),
         }
     }
 
@@ -569,7 +569,7 @@ fn tail_pending<B: Body, R: Recorder, W, D, E, F: FailureTail<D, E>>(
 ) -> bool {
     let tracked = &body.tracked;
     let ledger = &tracked.ledger;
-    !body.tail.is_empty()
+    !body.tail.items.is_empty()
         || (!ledger.is_ended()
             && tracked.grpc.is_none()
             && ledger.terminal() == Terminal::Active
@@ -600,7 +600,7 @@ impl<B: Body, R: Recorder> Tracked<B, R> {
 #[inline(never)]
 fn on_expired<R: Recorder, F: FailureTail<D, E>, D, E>(
     ledger: &mut Ledger<R>,
-    tail: &mut F,
+    tail: &mut Tail<F>,
     cause: Cause,
     timed_out: impl FnOnce(Cause) -> Option<E>,
 ) -> Option<Result<Frame<D>, E>> {
@@ -619,19 +619,62 @@ fn on_expired<R: Recorder, F: FailureTail<D, E>, D, E>(
 #[inline(never)]
 fn fail<R: Recorder, F: FailureTail<D, E>, D, E>(
     ledger: &Ledger<R>,
-    tail: &mut F,
+    tail: &mut Tail<F>,
     cause: Cause,
     error: Option<E>,
 ) -> Option<Result<Frame<D>, E>> {
     if let Some(event) = failure_event(ledger, cause) {
-        tail.push_event(event);
+        tail.items.push_event(event);
     }
     if let Some(error) = error {
-        if let Some(error) = tail.hold_error(error) {
+        if let Some(error) = tail.items.hold_error(error) {
             return Some(Err(error));
         }
     }
-    tail.pop().map(|item| item.map(Frame::data))
+    tail.pop()
+}
+
+/// The failure tail of a body, and whether the error frame behind the event waits a
+/// turn.
+#[derive(Debug)]
+struct Tail<F> {
+    items: F,
+    /// The event went out and an error frame is behind it: the next poll returns
+    /// `Pending` once (the task woken at once), so that a server flushes the event
+    /// before the error makes it abort the response (hyper's HTTP/1.1 server drops
+    /// the bytes it buffered when a body fails).
+    turn: bool,
+}
+
+impl<F> Tail<F> {
+    const fn new(items: F) -> Self {
+        Self { items, turn: false }
+    }
+
+    /// The next frame of the tail, if any.
+    fn pop<D, E>(&mut self) -> Option<Result<Frame<D>, E>>
+    where
+        F: FailureTail<D, E>,
+    {
+        let item = self.items.pop();
+        self.turn = matches!(item, Some(Ok(_))) && !self.items.is_empty();
+        item.map(|item| item.map(Frame::data))
+    }
+
+    /// The next frame of the tail, after the turn the error waits.
+    #[cold]
+    #[inline(never)]
+    fn poll_next<D, E>(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<D>, E>>>
+    where
+        F: FailureTail<D, E>,
+    {
+        if self.turn {
+            self.turn = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.pop())
+    }
 }
 
 /// The failure event to send when the body just failed for `cause`: only if that is
@@ -653,7 +696,7 @@ fn failure_event<R: Recorder>(ledger: &Ledger<R>, cause: Cause) -> Option<Failur
 #[inline(never)]
 fn on_error<R: Recorder, F: FailureTail<D, E>, D, E>(
     ledger: &mut Ledger<R>,
-    tail: &mut F,
+    tail: &mut Tail<F>,
     error: E,
 ) -> Option<Result<Frame<D>, E>> {
     let completed = ledger.terminal() == Terminal::Completed;
@@ -676,8 +719,8 @@ fn poll_tracked<B: Body, R: Recorder, W: Watch, F: FailureTail<B::Data, E>, E>(
     let body = body.project();
     let tail = body.tail;
     // The failure event, then the error frame behind it.
-    if F::ACTIVE && !tail.is_empty() {
-        return Poll::Ready(tail.pop().map(|item| item.map(Frame::data)));
+    if F::ACTIVE && !tail.items.is_empty() {
+        return tail.poll_next(cx);
     }
     let this = body.tracked.project();
     let mut inner = this.inner;
@@ -741,7 +784,7 @@ fn poll_tracked<B: Body, R: Recorder, W: Watch, F: FailureTail<B::Data, E>, E>(
                     if F::ACTIVE {
                         // Sent at the next poll: `is_end_stream` says `false` till then.
                         if let Some(event) = failure_event(ledger, Cause::Truncated) {
-                            tail.push_event(event);
+                            tail.items.push_event(event);
                         }
                     }
                     data
