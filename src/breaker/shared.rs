@@ -1,6 +1,6 @@
-//! The shared, thread-safe handle: [`SharedBreaker`] and its permits, one
-//! [`BreakerCell`] (the word and the core: the guarantee is in [`cell`](super::cell))
-//! and the clock it reads.
+//! The shared, thread-safe handle: [`SharedBreaker`] (an `Arc` of one
+//! [`BreakerCell`], the word and the core, and the clock it reads; the guarantee is
+//! in [`cell`](super::cell)) and its permits.
 
 use alloc::boxed::Box;
 use core::fmt;
