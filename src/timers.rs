@@ -44,6 +44,15 @@ pub trait Timer {
     /// Resolves `duration` after this call (the deadline is set when `sleep` is
     /// called, not when the future is first polled).
     fn sleep(&self, duration: Duration) -> Self::Sleep;
+
+    /// Makes `sleep` resolve `duration` after this call instead, as a new
+    /// [`sleep`](Self::sleep) would. The idle timer is restarted at every token, so a
+    /// runtime whose sleeps can move in place (tokio's `Sleep::reset`, which only
+    /// pushes a later deadline forward) should say so here; the default replaces the
+    /// sleep.
+    fn reset(&self, mut sleep: Pin<&mut Self::Sleep>, duration: Duration) {
+        sleep.set(self.sleep(duration));
+    }
 }
 
 impl<T: Timer + ?Sized> Timer for &T {
@@ -51,6 +60,10 @@ impl<T: Timer + ?Sized> Timer for &T {
 
     fn sleep(&self, duration: Duration) -> T::Sleep {
         (**self).sleep(duration)
+    }
+
+    fn reset(&self, sleep: Pin<&mut T::Sleep>, duration: Duration) {
+        (**self).reset(sleep, duration);
     }
 }
 
@@ -310,8 +323,10 @@ impl<T: Timer> ProgressWatch<T> {
                 0 => this.timeouts.first_token,
                 _ => this.timeouts.idle,
             };
-            let wait = timeout.map(|d| this.timer.sleep(d));
-            this.wait.set(wait);
+            match (timeout, this.wait.as_mut().as_pin_mut()) {
+                (Some(d), Some(wait)) => this.timer.reset(wait, d),
+                (timeout, _) => this.wait.set(timeout.map(|d| this.timer.sleep(d))),
+            }
         }
         let waited = match this.wait.as_mut().as_pin_mut() {
             Some(wait) => wait.poll(cx).is_ready(),

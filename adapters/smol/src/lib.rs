@@ -158,6 +158,11 @@ impl Timer for SmolTimer {
         // The deadline is set now, not at the first poll.
         Sleep(async_io::Timer::after(duration))
     }
+
+    /// Moves the timer in place (`async_io::Timer::set_after`).
+    fn reset(&self, sleep: Pin<&mut Sleep>, duration: Duration) {
+        sleep.get_mut().0.set_after(duration);
+    }
 }
 
 /// A [`SmolTimer`] sleep: an `async-io` timer that resolves to `()`.

@@ -44,6 +44,7 @@
 #![deny(missing_docs)]
 
 use core::future::Future;
+use core::pin::Pin;
 use core::time::Duration;
 
 use futures_core::Stream;
@@ -180,6 +181,15 @@ impl Timer for TokioTimer {
 
     fn sleep(&self, duration: Duration) -> tokio::time::Sleep {
         tokio::time::sleep(duration)
+    }
+
+    /// Moves the sleep in place ([`tokio::time::Sleep::reset`]): a later deadline is
+    /// one atomic update, not a new timer entry.
+    fn reset(&self, mut sleep: Pin<&mut tokio::time::Sleep>, duration: Duration) {
+        match tokio::time::Instant::now().checked_add(duration) {
+            Some(deadline) => sleep.as_mut().reset(deadline),
+            None => sleep.set(tokio::time::sleep(duration)),
+        }
     }
 }
 
