@@ -51,7 +51,11 @@ fn comment_pings_do_not_satisfy_the_first_token_timeout() {
 
 #[test]
 fn anthropic_pings_do_not_reset_the_idle_timeout() {
-    const START: &[&str] = &["event: message_start\ndata: {}\n\n"];
+    // `message_start` is preamble, not progress: the first token starts the idle timer.
+    const START: &[&str] = &[
+        "event: message_start\ndata: {}\n\n",
+        "event: content_block_delta\ndata: {\"delta\":{\"text\":\"hi\"}}\n\n",
+    ];
     let options = ForwardOptions::default().idle_timeout(MS * 40);
     let pings = upstream::<Smol>(START, ANTHROPIC_PING, MS * 2);
     let forwarded = run(pings, SseRules::anthropic(), options);

@@ -53,7 +53,11 @@ async fn comment_pings_do_not_satisfy_the_first_token_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn anthropic_pings_do_not_reset_the_idle_timeout() {
-    const START: &[&str] = &["event: message_start\ndata: {}\n\n"];
+    // `message_start` is preamble, not progress: the first token starts the idle timer.
+    const START: &[&str] = &[
+        "event: message_start\ndata: {}\n\n",
+        "event: content_block_delta\ndata: {\"delta\":{\"text\":\"hi\"}}\n\n",
+    ];
     let options = ForwardOptions::default().idle_timeout(Duration::from_secs(10));
     let pings = upstream::<Tokio>(START, ANTHROPIC_PING, Duration::from_secs(3));
     let (forwarded, _) = run(pings, SseRules::anthropic(), options).await;
