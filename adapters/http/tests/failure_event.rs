@@ -12,15 +12,14 @@
 mod common;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex};
+use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{PROTOS, Proto, Reader, Server, client, relay, within};
+use common::{ManualTimer, PROTOS, Proto, Reader, Server, client, relay, within};
 use futures_util::stream;
 use http::{HeaderValue, Request, Response, header};
 use http_body::{Body, Frame};
@@ -31,10 +30,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use sluice::breaker::{Config, ManualClock, Pick, SharedBreaker, SharedBreakerSet};
 use sluice::sse::SseRules;
-use sluice::timers::{Timeouts, Timer};
+use sluice::timers::Timeouts;
 use sluice::{Cause, Outcome, Verdict};
 use sluice_http::{BodyError, BreakerLayer, PickedWorker, PoolLayer, TrackedBody};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tower::Service;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -44,74 +43,6 @@ const OPENAI_TRUNCATED: &str = "data: {\"error\":{\"message\":\"upstream failed:
      \"type\":\"upstream_error\",\"code\":\"truncated\"}}\n\n";
 
 // ---------------------------------------------------------------- the manual timer
-
-/// A [`Timer`] on a clock only the test moves (its clones share it); it counts the
-/// sleeps it made, so a test can wait until a body armed one.
-#[derive(Clone, Default)]
-struct ManualTimer {
-    clock: Arc<Mutex<Clock>>,
-    sleeps: Arc<watch::Sender<u64>>,
-}
-
-#[derive(Default)]
-struct Clock {
-    now: Duration,
-    wakers: Vec<Waker>,
-}
-
-impl ManualTimer {
-    /// Moves the clock on by `by`, waking every sleep.
-    fn advance(&self, by: Duration) {
-        let wakers = {
-            let mut clock = self.clock.lock().expect("clock");
-            clock.now += by;
-            std::mem::take(&mut clock.wakers)
-        };
-        wakers.into_iter().for_each(Waker::wake);
-    }
-
-    /// Waits until `n` sleeps were made (bounded by the rig's deadline, in real time).
-    async fn armed(&self, n: u64) {
-        let mut rx = self.sleeps.subscribe();
-        within("armed sleeps", rx.wait_for(|&made| made >= n))
-            .await
-            .expect("timer");
-    }
-}
-
-/// One sleep of a [`ManualTimer`]: ready once the clock reaches `at`.
-struct ManualSleep {
-    clock: Arc<Mutex<Clock>>,
-    at: Duration,
-}
-
-impl Future for ManualSleep {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut clock = self.clock.lock().expect("clock");
-        if clock.now >= self.at {
-            return Poll::Ready(());
-        }
-        clock.wakers.push(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Timer for ManualTimer {
-    type Sleep = ManualSleep;
-
-    fn sleep(&self, duration: Duration) -> ManualSleep {
-        self.sleeps.send_modify(|n| *n += 1);
-        let at = self.clock.lock().expect("clock").now + duration;
-        ManualSleep {
-            clock: self.clock.clone(),
-            at,
-        }
-    }
-}
-
-// ---------------------------------------------------------------- in process
 
 /// A recorder into a channel.
 fn recorder() -> (

@@ -10,16 +10,15 @@
 mod common;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{PROTOS, Proto, Reader, Server, client, relay, within};
+use common::{ManualTimer, PROTOS, Proto, Reader, Server, client, relay, within};
 use futures_util::{StreamExt, stream};
 use http::{HeaderValue, Request, Response, header};
 use http_body::{Body, Frame};
@@ -30,95 +29,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use sluice::breaker::{Config, ManualClock, Pick, SharedBreaker, SharedBreakerSet, State};
 use sluice::sse::SseRules;
-use sluice::timers::{Timeouts, Timer};
+use sluice::timers::Timeouts;
 use sluice::{Cause, Outcome, Verdict};
 use sluice_http::{BodyError, BreakerLayer, PickedWorker, PoolLayer, TrackedBody};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tower::Service;
 
 const SEC: Duration = Duration::from_secs(1);
-
-// ---------------------------------------------------------------- the manual timer
-
-/// A [`Timer`] on a clock only the test moves. Its clones share the clock; it counts
-/// the sleeps it made, so a test can wait until a body has armed one.
-#[derive(Clone)]
-struct ManualTimer {
-    clock: Arc<Mutex<Clock>>,
-    sleeps: Arc<watch::Sender<u64>>,
-}
-
-#[derive(Default)]
-struct Clock {
-    now: Duration,
-    wakers: Vec<Waker>,
-}
-
-impl ManualTimer {
-    fn new() -> Self {
-        Self {
-            clock: Arc::default(),
-            sleeps: Arc::new(watch::channel(0).0),
-        }
-    }
-
-    /// Moves the clock on by `by`, waking every sleep.
-    fn advance(&self, by: Duration) {
-        let wakers = {
-            let mut clock = self.clock.lock().expect("clock");
-            clock.now += by;
-            std::mem::take(&mut clock.wakers)
-        };
-        wakers.into_iter().for_each(Waker::wake);
-    }
-
-    /// The sleeps made so far.
-    fn sleeps(&self) -> u64 {
-        *self.sleeps.borrow()
-    }
-
-    /// Waits until `n` sleeps were made (bounded by the rig's deadline, in real time).
-    async fn armed(&self, n: u64) {
-        let mut rx = self.sleeps.subscribe();
-        within("armed sleeps", rx.wait_for(|&made| made >= n))
-            .await
-            .expect("timer");
-    }
-}
-
-/// One sleep of a [`ManualTimer`]: ready once the clock reaches `at`.
-struct ManualSleep {
-    clock: Arc<Mutex<Clock>>,
-    at: Duration,
-}
-
-impl Future for ManualSleep {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut clock = self.clock.lock().expect("clock");
-        if clock.now >= self.at {
-            return Poll::Ready(());
-        }
-        if !clock.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            clock.wakers.push(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-}
-
-impl Timer for ManualTimer {
-    type Sleep = ManualSleep;
-
-    fn sleep(&self, duration: Duration) -> ManualSleep {
-        self.sleeps.send_modify(|n| *n += 1);
-        let at = self.clock.lock().expect("clock").now + duration;
-        ManualSleep {
-            clock: self.clock.clone(),
-            at,
-        }
-    }
-}
 
 // ---------------------------------------------------------------- in process
 

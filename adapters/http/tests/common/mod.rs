@@ -16,8 +16,10 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::{Future, pending};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -611,5 +613,94 @@ impl RawClient {
     pub fn close(self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
         self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------- the manual timer
+
+/// A [`Timer`](sluice::timers::Timer) on a clock only the test moves. Its clones share the clock; it counts
+/// the sleeps it made, so a test can wait until a body has armed one.
+#[derive(Clone)]
+pub struct ManualTimer {
+    clock: Arc<Mutex<ManualClockState>>,
+    sleeps: Arc<watch::Sender<u64>>,
+}
+
+/// The manual timer's time and the sleeps waiting on it.
+#[derive(Default)]
+pub struct ManualClockState {
+    now: Duration,
+    wakers: Vec<Waker>,
+}
+
+impl Default for ManualTimer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ManualTimer {
+    pub fn new() -> Self {
+        Self {
+            clock: Arc::default(),
+            sleeps: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Moves the clock on by `by`, waking every sleep.
+    pub fn advance(&self, by: Duration) {
+        let wakers = {
+            let mut clock = self.clock.lock().expect("clock");
+            clock.now += by;
+            std::mem::take(&mut clock.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The sleeps made so far.
+    pub fn sleeps(&self) -> u64 {
+        *self.sleeps.borrow()
+    }
+
+    /// Waits until `n` sleeps were made (bounded by the rig's deadline, in real time).
+    pub async fn armed(&self, n: u64) {
+        let mut rx = self.sleeps.subscribe();
+        within("armed sleeps", rx.wait_for(|&made| made >= n))
+            .await
+            .expect("timer");
+    }
+}
+
+/// One sleep of a [`ManualTimer`]: ready once the clock reaches `at`.
+pub struct ManualSleep {
+    clock: Arc<Mutex<ManualClockState>>,
+    at: Duration,
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut clock = self.clock.lock().expect("clock");
+        if clock.now >= self.at {
+            return Poll::Ready(());
+        }
+        if !clock.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            clock.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl sluice::timers::Timer for ManualTimer {
+    type Sleep = ManualSleep;
+
+    fn sleep(&self, duration: Duration) -> ManualSleep {
+        self.sleeps.send_modify(|n| *n += 1);
+        let at = self.clock.lock().expect("clock").now + duration;
+        ManualSleep {
+            clock: self.clock.clone(),
+            at,
+        }
     }
 }
