@@ -4,7 +4,6 @@
 //! Run it with `cargo run --example tour`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::mpsc;
 
 use futures_executor::block_on;
@@ -62,7 +61,7 @@ fn run(
                     Client::LeavesAfter(n) if forwarded == n => break,
                     Client::TimesOutAfter(n) if forwarded == n => {
                         // What `forward`'s idle timer does when it fires.
-                        Pin::new(&mut tracked).mark_errored_pinned(Cause::IdleTimeout);
+                        tracked.mark_errored_with(Cause::IdleTimeout);
                         break;
                     }
                     _ => {}

@@ -251,6 +251,25 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
         self.ledger.fail(Cause::Marked);
     }
 
+    /// Marks the stream failed for `cause`: what a driver's own timer or check found
+    /// (an idle timeout, say), so metrics and logs say why. As
+    /// [`mark_errored`](Self::mark_errored) otherwise.
+    ///
+    /// ```
+    /// use futures_util::stream;
+    /// use sluice::{Cause, Outcome, TrackedStream, Verdict};
+    ///
+    /// let upstream = stream::iter([Ok::<_, std::io::Error>(&b"data: hi\n\n"[..])]);
+    /// let mut tracked = TrackedStream::new(upstream, |o: Outcome| {
+    ///     assert_eq!((o.verdict, o.cause), (Verdict::Failure, Cause::IdleTimeout));
+    /// });
+    /// tracked.mark_errored_with(Cause::IdleTimeout);
+    /// tracked.finish();
+    /// ```
+    pub fn mark_errored_with(&mut self, cause: Cause) {
+        self.ledger.fail(cause);
+    }
+
     /// [`mark_completed`](Self::mark_completed) through a pin, for a driver that
     /// holds the stream pinned.
     pub fn mark_completed_pinned(self: Pin<&mut Self>) {
