@@ -53,9 +53,11 @@ mod ledger;
 mod stream;
 mod tracker;
 
+pub mod attempt;
 pub mod breaker;
 pub mod failure;
 pub mod forward;
+pub mod retry;
 pub mod sse;
 pub mod timers;
 

@@ -183,6 +183,13 @@ pub enum Cause {
     /// The gateway shut down (its grace period ended) before the stream did: not the
     /// worker's fault, Abandoned.
     Shutdown,
+    /// Another attempt at the same request reached its first token first, and this
+    /// one was dropped (a hedge that lost): a slow worker, not a failed one, so
+    /// Abandoned.
+    HedgeLost,
+    /// The other half of a pair failed (a prefill worker, for its decode worker), and
+    /// this one was dropped: not its fault, Abandoned.
+    PeerFailed,
 }
 
 impl Cause {
@@ -210,6 +217,8 @@ impl Cause {
             Self::GrpcStatus => "grpc_status",
             Self::HeaderTimeout => "header_timeout",
             Self::Shutdown => "shutdown",
+            Self::HedgeLost => "hedge_lost",
+            Self::PeerFailed => "peer_failed",
         }
     }
 }
