@@ -7,9 +7,9 @@
 //!   worker, labelled by the verdict's cause (`done`, `error_event`, `truncated`, ...);
 //! * `sluice_streams_cancelled_total{worker}`: requests whose client left before the
 //!   upstream ended (the upstream was dropped, so the engine stopped generating);
-//! * `sluice_breaker_transitions_total{worker,from,to,reason}`;
-//! * `sluice_breaker_transitions_total{worker,from,to,reason}` also counts the
-//!   ejections the cap refused (`from="closed",to="closed",reason="ejection_capped"`);
+//! * `sluice_breaker_transitions_total{worker,from,to,reason}`: each breaker's state
+//!   changes, and the ejections the cap refused
+//!   (`from="closed",to="closed",reason="ejection_capped"`);
 //! * `sluice_unavailable_total`: requests answered 503 because no worker was admitted;
 //! * `sluice_aborts_total{worker,result}`: explicit aborts sent to an engine (profile
 //!   `sglang`), by how they went: `ok`, `rejected` (non-2xx), `failed`, `timeout`;
