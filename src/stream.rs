@@ -316,6 +316,22 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
     pub fn finish(mut self) -> Outcome {
         self.ledger.record()
     }
+
+    /// Records the outcome now through a pin (an attempt that failed before its
+    /// commit, say), after giving the stream up for `abandon` if that is set and no
+    /// end was seen; the drop that follows records nothing.
+    pub(crate) fn record_pinned(self: Pin<&mut Self>, abandon: Option<Cause>) -> Outcome {
+        let ledger = self.project().ledger;
+        if let Some(cause) = abandon {
+            ledger.abandon(cause);
+        }
+        ledger.record()
+    }
+
+    /// Progress so far (see [`Ledger::progress`]).
+    pub(crate) fn progress_count(&self) -> u64 {
+        self.ledger.progress()
+    }
 }
 
 impl<S, B, E, R, W, F> TrackedStream<S, R, W, F>
