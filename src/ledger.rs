@@ -23,7 +23,8 @@ use crate::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Verdict};
 ///
 /// ```
 /// use sluice::sse::SseRules;
-/// use sluice::{Cause, Ledger, Outcome, Verdict};
+/// use sluice::wrap::Ledger;
+/// use sluice::{Cause, Outcome, Verdict};
 ///
 /// let mut ledger = Ledger::new(|o: Outcome| {
 ///     assert_eq!((o.verdict, o.cause, o.chunks), (Verdict::Failure, Cause::Truncated, 1));
@@ -76,7 +77,8 @@ impl<R: Recorder> Ledger<R> {
     /// [`outcome`](Self::outcome) is `outcome`.
     ///
     /// ```
-    /// use sluice::{Cause, Ledger, Outcome, Terminal, Verdict};
+    /// use sluice::wrap::Ledger;
+    /// use sluice::{Cause, Outcome, Terminal, Verdict};
     ///
     /// let outcome = Outcome::new(Verdict::Failure, Cause::Status, 0, 0);
     /// let mut ledger = Ledger::<fn(Outcome)>::recorded(outcome);
@@ -187,7 +189,8 @@ impl<R: Recorder> Ledger<R> {
     /// [`on_end`](Self::on_end).
     ///
     /// ```
-    /// use sluice::{Cause, Ledger, Outcome, Verdict};
+    /// use sluice::wrap::Ledger;
+    /// use sluice::{Cause, Outcome, Verdict};
     ///
     /// let mut ledger = Ledger::new(|o: Outcome| {
     ///     assert_eq!((o.verdict, o.cause), (Verdict::Abandoned, Cause::GrpcStatus));
@@ -225,7 +228,8 @@ impl<R: Recorder> Ledger<R> {
     ///
     /// ```
     /// use sluice::sse::SseRules;
-    /// use sluice::{Cause, Ledger, Outcome, Verdict};
+    /// use sluice::wrap::Ledger;
+    /// use sluice::{Cause, Outcome, Verdict};
     ///
     /// let mut ledger = Ledger::new(|o: Outcome| {
     ///     assert_eq!((o.verdict, o.cause), (Verdict::Success, Cause::Done));

@@ -60,8 +60,8 @@ pub mod forward;
 pub mod retry;
 pub mod sse;
 pub mod timers;
+pub mod wrap;
 
 pub use guard::RecordGuard;
-pub use ledger::Ledger;
 pub use stream::TrackedStream;
 pub use tracker::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Verdict};

@@ -9,9 +9,10 @@ use pin_project_lite::pin_project;
 #[cfg(feature = "alloc")]
 use crate::failure::WithFailureEvent;
 use crate::failure::{FailureTail, NoFailureEvent};
+use crate::ledger::Ledger;
 use crate::sse::{FailureEvent, SseRules};
 use crate::timers::{NoTimers, ProgressWatch, Timeouts, Timer, Watch};
-use crate::{Cause, Ledger, Outcome, Recorder, Terminal};
+use crate::{Cause, Outcome, Recorder, Terminal};
 
 pin_project! {
     /// A stream of byte chunks that knows how it ended and says so exactly once.
@@ -30,7 +31,7 @@ pin_project! {
     /// not to blame. Every outcome says why ([`Outcome::cause`]).
     ///
     /// The wrapper allocates nothing; it is as generic as its parts. Its bookkeeping is
-    /// a [`Ledger`], which other wrappers share.
+    /// a [`Ledger`](crate::wrap::Ledger), which other wrappers share.
     ///
     /// **Progress timers** ([`with_timers`](Self::with_timers)): first token, idle and
     /// a deadline, on any runtime's [`Timer`]; the third type parameter `W` is then a
@@ -78,8 +79,10 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
     /// Runs the worker's progress timers on `timer` (the runtime's sleep:
     /// `sluice_tokio::TokioTimer`, `sluice_smol::SmolTimer`), as `forward` does:
     ///
-    /// * they count progress: with SSE rules the events that are not keep-alives
-    ///   (comments, Anthropic's `ping`), without them every data item;
+    /// * they count progress: with SSE rules the events that are neither keep-alives
+    ///   (comments, Anthropic's `ping`) nor the API's preamble before its first
+    ///   content (OpenAI's role-only chunk, Anthropic's `message_start`, the Responses
+    ///   API's `response.created`), without them every data item;
     /// * the first-token timer and the deadline start at the **first poll** of the
     ///   stream (not here); the idle timer runs from the poll that first sees each
     ///   progress;
@@ -270,19 +273,24 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
         self.ledger.fail(cause);
     }
 
-    /// [`mark_completed`](Self::mark_completed) through a pin, for a driver that
-    /// holds the stream pinned.
-    pub fn mark_completed_pinned(self: Pin<&mut Self>) {
-        self.project().ledger.mark_completed();
-    }
-
-    /// Marks the stream failed for `cause` through a pin (a driver's timeout, say).
-    pub fn mark_errored_pinned(self: Pin<&mut Self>, cause: Cause) {
-        self.project().ledger.fail(cause);
-    }
-
-    /// Gives the stream up for `cause` through a pin, without blaming the worker: see
-    /// [`Ledger::abandon`].
+    /// Gives the stream up for `cause` without blaming the worker, through a pin: for
+    /// a driver that holds the stream pinned and stops reading it for a reason of its
+    /// own (the client stopped reading, the gateway is shutting down). If no end was
+    /// seen, the verdict is [`Abandoned`](crate::Verdict::Abandoned) with this cause
+    /// (instead of [`ClientLeft`](Cause::ClientLeft)); an end already seen stands. The
+    /// outcome is recorded when the stream is dropped or finished, as always.
+    ///
+    /// ```
+    /// use core::pin::pin;
+    /// use futures_util::stream;
+    /// use sluice::{Cause, Outcome, TrackedStream, Verdict};
+    ///
+    /// let upstream = stream::pending::<Result<&[u8], std::io::Error>>();
+    /// let mut tracked = pin!(TrackedStream::new(upstream, |o: Outcome| {
+    ///     assert_eq!((o.verdict, o.cause), (Verdict::Abandoned, Cause::Shutdown));
+    /// }));
+    /// tracked.as_mut().abandon_pinned(Cause::Shutdown);
+    /// ```
     pub fn abandon_pinned(self: Pin<&mut Self>, cause: Cause) {
         self.project().ledger.abandon(cause);
     }
@@ -297,8 +305,25 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
         self.ledger.outcome()
     }
 
-    /// The bookkeeping: counts, progress, the scanner.
-    pub fn ledger(&self) -> &Ledger<R> {
+    /// Progress so far: with SSE rules the events that carry output (neither
+    /// keep-alives nor the API's preamble), without them the data items. It is what
+    /// the progress timers count, and what a caller reads after each poll to time the
+    /// first token and the tokens after it.
+    pub fn progress(&self) -> u64 {
+        self.ledger.progress()
+    }
+
+    /// Whether the inner stream is done with: it ended, yielded the error that
+    /// failed it, panicked, or a timer ended it. It is not polled again; what this
+    /// stream still yields is its failure event and then that error item (see
+    /// [`with_failure_event`](Self::with_failure_event)), so an `Ok` item yielded
+    /// while this is true is the failure event, not the worker's.
+    pub fn is_inner_ended(&self) -> bool {
+        self.ledger.is_ended()
+    }
+
+    /// The bookkeeping, for the drivers in this crate.
+    pub(crate) fn ledger(&self) -> &Ledger<R> {
         &self.ledger
     }
 
@@ -341,8 +366,10 @@ where
     F: FailureTail<B, E>,
 {
     /// A worker's timer (a driver's, like `forward`'s) fired for `cause`, through a
-    /// pin: the stream fails for it unless it already completed in-band, and ends
-    /// either way (see [`Ledger::expire`]); the inner stream is not polled again.
+    /// pin: the stream fails for it unless it already completed in-band (its done
+    /// event came: then the timer only ended the wait for the upstream's end, and the
+    /// verdict stays [`Success`](crate::Verdict::Success)), and ends either way; the
+    /// inner stream is not polled again.
     /// With [`with_failure_event`](Self::with_failure_event), the stream then yields
     /// the failure event before its end.
     pub fn expire_pinned(self: Pin<&mut Self>, cause: Cause) {

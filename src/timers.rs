@@ -3,12 +3,12 @@
 //! The core reads no clock. A [`Timer`] is the runtime's sleep (`sluice_tokio::TokioTimer`,
 //! `sluice_smol::SmolTimer`, or a test's manual clock), and [`ProgressWatch`] is the
 //! small state that races those sleeps against a stream's **progress**: the count a
-//! [`Ledger`](crate::Ledger) keeps in [`progress`](crate::Ledger::progress) (with SSE
+//! [`Ledger`](crate::wrap::Ledger) keeps in [`progress`](crate::wrap::Ledger::progress) (with SSE
 //! rules the events that are not keep-alives, without them every data item).
 //!
 //! [`TrackedStream::with_timers`](crate::TrackedStream::with_timers) puts one inside a
 //! tracked stream; [`forward`](crate::forward::forward) runs one beside it; a body
-//! wrapper holds one beside its [`Ledger`](crate::Ledger) and calls
+//! wrapper holds one beside its [`Ledger`](crate::wrap::Ledger) and calls
 //! [`ProgressWatch::poll_expired`] from its `poll_frame`.
 //!
 //! # The rules
@@ -24,7 +24,7 @@
 //!   [`Deadline`](Cause::Deadline)) unless the stream already completed in-band (its
 //!   done event, itself progress, so only the idle time or the deadline is left to
 //!   run): then the driver only stops waiting for the upstream's end, and the verdict
-//!   stays [`Success`](crate::Verdict::Success). [`Ledger::expire`](crate::Ledger::expire)
+//!   stays [`Success`](crate::Verdict::Success). [`Ledger::expire`](crate::wrap::Ledger::expire)
 //!   applies that rule.
 
 use core::future::{Future, Pending, pending};
@@ -212,15 +212,15 @@ pin_project! {
     ///
     /// The driving order, for a wrapper around an inner stream or body (each poll):
     ///
-    /// 1. If the wrapper's [`Ledger`](crate::Ledger) is ended, do not poll anything.
+    /// 1. If the wrapper's [`Ledger`](crate::wrap::Ledger) is ended, do not poll anything.
     /// 2. [`poll_expired`](Self::poll_expired) with the ledger's
-    ///    [`progress`](crate::Ledger::progress). If it is ready, hand the cause to
-    ///    [`Ledger::expire`](crate::Ledger::expire) (a failure, unless the stream
+    ///    [`progress`](crate::wrap::Ledger::progress). If it is ready, hand the cause to
+    ///    [`Ledger::expire`](crate::wrap::Ledger::expire) (a failure, unless the stream
     ///    already completed in-band) and end the stream: the inner value is not
     ///    polled. A due timer wins over an inner value that is always ready.
     /// 3. [`poll_turn`](Self::poll_turn): if it is pending, return `Pending` (the
     ///    task is already woken), so the executor, and its timers, get to run.
-    /// 4. Otherwise poll the inner value, as the [`Ledger`](crate::Ledger) says.
+    /// 4. Otherwise poll the inner value, as the [`Ledger`](crate::wrap::Ledger) says.
     ///
     /// ```
     /// use core::pin::pin;
@@ -306,7 +306,7 @@ impl<T: Timer> ProgressWatch<T> {
     /// call. Once ready, it stays ready with the same cause.
     ///
     /// The caller decides what the cause means: a failure, unless the stream already
-    /// completed in-band ([`Ledger::expire`](crate::Ledger::expire)).
+    /// completed in-band ([`Ledger::expire`](crate::wrap::Ledger::expire)).
     pub fn poll_expired(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -4,7 +4,8 @@
 use std::cell::Cell;
 
 use sluice::sse::SseRules;
-use sluice::{Cause, Ledger, Outcome, Verdict};
+use sluice::wrap::Ledger;
+use sluice::{Cause, Outcome, Verdict};
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../fuzz/replay/model.rs"]

@@ -11,7 +11,8 @@ use pin_project_lite::pin_project;
 use sluice::failure::{FailureTail, NoFailureEvent, WithFailureEvent};
 use sluice::sse::{FailureEvent, SseRules};
 use sluice::timers::{NoTimers, ProgressWatch, Timeouts, Timer, Watch};
-use sluice::{Cause, Ledger, Outcome, Recorder, Terminal, Verdict};
+use sluice::wrap::Ledger;
+use sluice::{Cause, Outcome, Recorder, Terminal, Verdict};
 
 use crate::{BodyError, GrpcPolicy};
 

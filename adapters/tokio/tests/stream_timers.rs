@@ -143,7 +143,7 @@ async fn without_rules_every_chunk_is_progress() {
         Verdict::Abandoned,
         "no timer fired"
     );
-    assert_eq!(tracked.ledger().progress(), 10);
+    assert_eq!(tracked.progress(), 10);
 }
 
 /// Ready on every poll with a comment, each poll moving the paused clock by 1 ms.

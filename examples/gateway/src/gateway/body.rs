@@ -2,8 +2,8 @@
 //! gateway adds around it.
 //!
 //! * **Progress times.** After each poll it reads the stream's progress count
-//!   ([`Ledger::progress`](sluice::Ledger::progress)) and marks when it grew, for the
-//!   time to first token and the time per output token ([`Timing`]).
+//!   ([`TrackedStream::progress`]) and marks when it grew, for the time to first
+//!   token and the time per output token ([`Timing`]).
 //! * **A failure after the head reaches the client as one.** The tracked stream
 //!   carries the failure event of its SSE dialect
 //!   ([`TrackedStream::with_failure_event_named`], naming the worker): when the
@@ -115,7 +115,7 @@ where
             return Poll::Ready(Some(Err(Box::new(ShutDown))));
         }
         let poll = tracked.as_mut().poll_next(cx);
-        let progress = tracked.ledger().progress();
+        let progress = tracked.progress();
         if progress != this.seen {
             this.seen = progress;
             this.timing.progressed(progress);
@@ -125,7 +125,7 @@ where
             Poll::Ready(Some(Ok(chunk))) => {
                 // The worker's chunks come before its end; an item after it is the
                 // stream's failure event.
-                this.told |= tracked.ledger().is_ended();
+                this.told |= tracked.is_inner_ended();
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(err))) => {
