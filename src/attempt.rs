@@ -61,10 +61,11 @@
 //!
 //! // The second one answers: the client reads only its bytes, the preamble first.
 //! let token = &b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"[..];
-//! let mut second = pin!(attempt(vec![role, token, b"data: [DONE]\n\n"]));
+//! let mut second = Box::pin(attempt(vec![role, token, b"data: [DONE]\n\n"]));
 //! assert_eq!(second.as_mut().commit().await.unwrap(), Commit::Progress);
-//! let sent: Vec<_> = second.map(Result::unwrap).collect().await;
+//! let sent: Vec<_> = second.as_mut().map(Result::unwrap).collect().await;
 //! assert_eq!(sent, [role, token, b"data: [DONE]\n\n"]);
+//! drop(second); // records
 //! assert_eq!(rx.try_recv().unwrap().verdict, Verdict::Success);
 //! # });
 //! ```

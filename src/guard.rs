@@ -4,9 +4,11 @@ use crate::{Cause, Outcome, Recorder, Verdict};
 
 /// Holds a [`Recorder`] through the gap between taking a permit and having a stream to
 /// wrap (the wait for the worker's response headers, say), and records
-/// [`Abandoned`](Verdict::Abandoned) with cause [`ClientLeft`](Cause::ClientLeft) if it
-/// is dropped before anything was recorded: a handler future dropped because the
-/// client left still tells the breaker, and frees a half-open probe slot.
+/// [`Abandoned`](Verdict::Abandoned) with cause
+/// [`ClientLeftBeforeHead`](Cause::ClientLeftBeforeHead) if it is dropped before
+/// anything was recorded: a handler future dropped because the client left still
+/// tells the breaker, and frees a half-open probe slot. (Once the recorder is handed
+/// to a tracked stream, a client that leaves is [`ClientLeft`](Cause::ClientLeft).)
 ///
 /// It is a `Recorder` itself: record through it (a status that settles the verdict),
 /// or hand it to a [`TrackedStream`](crate::TrackedStream) as its recorder, or take the
@@ -21,7 +23,10 @@ use crate::{Cause, Outcome, Recorder, Verdict};
 /// let guard = RecordGuard::new(move |o: Outcome| drop(tx.send(o)));
 /// drop(guard); // the request future was dropped while waiting for headers
 /// let outcome = rx.recv().expect("recorded");
-/// assert_eq!((outcome.verdict, outcome.cause), (Verdict::Abandoned, Cause::ClientLeft));
+/// assert_eq!(
+///     (outcome.verdict, outcome.cause),
+///     (Verdict::Abandoned, Cause::ClientLeftBeforeHead),
+/// );
 /// ```
 #[derive(Debug)]
 pub struct RecordGuard<R: Recorder> {
@@ -57,7 +62,7 @@ impl<R: Recorder> Recorder for RecordGuard<R> {
 impl<R: Recorder> Drop for RecordGuard<R> {
     fn drop(&mut self) {
         if let Some(recorder) = self.recorder.take() {
-            let left = Outcome::new(Verdict::Abandoned, Cause::ClientLeft, 0, 0);
+            let left = Outcome::new(Verdict::Abandoned, Cause::ClientLeftBeforeHead, 0, 0);
             crate::ledger::deliver(recorder, left);
         }
     }

@@ -163,8 +163,13 @@ pub enum Cause {
     Deadline,
     /// The inner stream panicked while being polled.
     Panic,
-    /// The client left before any end: not the worker's fault.
+    /// The client left before any end, after the response head: not the worker's
+    /// fault, Abandoned.
     ClientLeft,
+    /// The client left before the worker's response head came (while the request was
+    /// sent, or its status and headers awaited): not the worker's fault, Abandoned.
+    /// What a [`RecordGuard`](crate::RecordGuard) records when it is dropped.
+    ClientLeftBeforeHead,
     /// The client stopped reading (a send timeout): not the worker's fault.
     ClientStalled,
     /// The start of the response decided (see `breaker::StatusPolicy`).
@@ -210,6 +215,7 @@ impl Cause {
             Self::Deadline => "deadline",
             Self::Panic => "panic",
             Self::ClientLeft => "client_left",
+            Self::ClientLeftBeforeHead => "client_left_before_head",
             Self::ClientStalled => "client_stalled",
             Self::Status => "status",
             Self::SendFailed => "send_failed",

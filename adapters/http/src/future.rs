@@ -22,7 +22,8 @@ use crate::{
 
 /// One admitted call, waiting for its response head.
 pub(crate) struct Call<P: LayerPermit> {
-    /// Dropped before the head (the client left), it records Abandoned, `client_left`.
+    /// Dropped before the head (the client left), it records Abandoned,
+    /// `client_left_before_head`.
     pub(crate) guard: RecordGuard<PermitRecorder<P>>,
     pub(crate) judge: Judge,
 }
@@ -126,7 +127,8 @@ pin_project! {
     /// [`SetPermit`](sluice::breaker::SetPermit)); `M` is the layer's
     /// [`LayerTimers`], which time the body, and `V` its [`LayerFailureEvent`], which
     /// the body sends after a failure. Dropped before the response head, the call is
-    /// [`Abandoned`](Verdict::Abandoned) (cause [`ClientLeft`](Cause::ClientLeft)).
+    /// [`Abandoned`](Verdict::Abandoned) (cause
+    /// [`ClientLeftBeforeHead`](Cause::ClientLeftBeforeHead)).
     pub struct ResponseFuture<
         F,
         P: LayerPermit = OwnedSharedPermit,

@@ -47,7 +47,7 @@ use crate::{
 ///   policy: its end (or drop) records the verdict;
 /// * a response future dropped before the headers is
 ///   [`Abandoned`](sluice::Verdict::Abandoned) (cause
-///   [`ClientLeft`](sluice::Cause::ClientLeft)).
+///   [`ClientLeftBeforeHead`](sluice::Cause::ClientLeftBeforeHead)).
 ///
 /// Every call is recorded exactly once. [`with_observer`](Self::with_observer) hears
 /// each outcome with what the breaker did ([`Recorded`], so the transitions can be

@@ -49,7 +49,8 @@ pub struct PickedWorker {
 /// * any other 2xx body is a [`TrackedBody`] carrying the worker's [`SetPermit`]: its
 ///   end (or its drop, when the client leaves: `Abandoned`,
 ///   [`ClientLeft`](sluice::Cause::ClientLeft)) records the verdict;
-/// * a response future dropped before the head is `Abandoned` (`ClientLeft`).
+/// * a response future dropped before the head is `Abandoned`
+///   ([`ClientLeftBeforeHead`](sluice::Cause::ClientLeftBeforeHead)).
 ///
 /// The response carries the [`PickedWorker`] in its extensions too, and the observer
 /// ([`with_observer`](Self::with_observer)) hears it with each outcome.

@@ -233,7 +233,7 @@ async fn a_future_dropped_before_the_headers_is_abandoned() {
     let o = rx.try_recv().expect("recorded at the drop");
     assert_eq!(
         (o.verdict, o.cause),
-        (Verdict::Abandoned, Cause::ClientLeft)
+        (Verdict::Abandoned, Cause::ClientLeftBeforeHead)
     );
 }
 

@@ -145,7 +145,7 @@ async fn a_future_dropped_in_the_header_wait_is_abandoned_and_closes_the_upstrea
         let o = rig.gateway.outcome().await;
         assert_eq!(
             (o.verdict, o.cause),
-            (Verdict::Abandoned, Cause::ClientLeft),
+            (Verdict::Abandoned, Cause::ClientLeftBeforeHead),
             "{proto:?}"
         );
         let seen = rig.worker.wait(1, "upstream close", |p| p.dropped).await;

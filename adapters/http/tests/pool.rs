@@ -379,7 +379,7 @@ async fn a_future_dropped_before_the_head_is_abandoned() {
         drop(request);
         assert_eq!(
             pool.outcome().await,
-            (0, Verdict::Abandoned, Cause::ClientLeft),
+            (0, Verdict::Abandoned, Cause::ClientLeftBeforeHead),
             "{proto:?}"
         );
         let seen = pool.workers[0]

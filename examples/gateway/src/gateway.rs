@@ -26,7 +26,8 @@
 //! (closing the worker's connection, so the engine stops) and records `Abandoned`. A
 //! client that leaves while the gateway still waits for the worker's headers drops
 //! the handler future, and with it the upstream request and the ticket's
-//! [`RecordGuard`](sluice::RecordGuard), which records `Abandoned` (`client_left`). With an engine
+//! [`RecordGuard`](sluice::RecordGuard), which records `Abandoned`
+//! (`client_left_before_head`). With an engine
 //! profile that aborts explicitly ([`Engine`]), an abandoned request that reached the
 //! engine is also aborted by id, from a spawned task.
 
@@ -45,13 +46,13 @@ use axum::extract::State as AxumState;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use sluice::Outcome;
 use sluice::breaker::{
     Clock, Config, ConfigError, Pick, Reason, SetPermit, SharedBreakerSet, State, StatusPolicy,
     Transition,
 };
 use sluice::sse::SseRules;
 use sluice::timers::Timeouts;
-use sluice::{Outcome, Verdict};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -158,53 +159,6 @@ impl Api {
     }
 }
 
-/// How a verdict was reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum How {
-    /// The tracked stream (or non-streamed body) ended, failed, or was dropped by
-    /// the client.
-    Stream,
-    /// The worker answered with this non-2xx status (the status policy decided).
-    Status(u16),
-    /// The request never got an answer (connect error).
-    SendFailed,
-    /// The worker sent no response head within the header timeout.
-    HeaderTimeout,
-    /// The client left while the gateway waited for the worker's headers.
-    ClientLeft,
-    /// The gateway's shutdown grace ended while it waited for the worker's headers.
-    Shutdown,
-}
-
-impl How {
-    /// Whether the gateway dropped the upstream before its end without blaming the
-    /// worker (the client left, or the shutdown grace ended).
-    const fn cancelled(self, verdict: Verdict) -> bool {
-        matches!(verdict, Verdict::Abandoned)
-            && matches!(self, Self::Stream | Self::ClientLeft | Self::Shutdown)
-    }
-
-    /// Whether the gateway stopped waiting for a request the engine has: cancelled,
-    /// or no response head in time. An engine profile that aborts by id is asked to
-    /// stop it.
-    const fn abort_engine(self, verdict: Verdict) -> bool {
-        self.cancelled(verdict) || matches!(self, Self::HeaderTimeout)
-    }
-
-    /// A label for logs.
-    const fn as_str(self) -> &'static str {
-        match self {
-            Self::Stream => "stream",
-            Self::Status(_) => "status",
-            Self::SendFailed => "send_failed",
-            Self::HeaderTimeout => "header_timeout",
-            Self::ClientLeft => "client_left_before_headers",
-            Self::Shutdown => "shutdown_before_headers",
-        }
-    }
-}
-
 /// What the gateway did, in order, for the demo's timeline and the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -255,10 +209,9 @@ pub enum Event {
         request: String,
         /// The worker.
         worker: usize,
-        /// The verdict and how much went through.
+        /// The verdict, its cause (what settled it: the stream's end, a status, the
+        /// client leaving before the response head...) and how much went through.
         outcome: Outcome,
-        /// How it was reached.
-        how: How,
     },
     /// An explicit abort was sent to the engine (engine profile `sglang`).
     Abort {

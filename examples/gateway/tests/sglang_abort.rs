@@ -252,7 +252,7 @@ async fn a_client_that_leaves_before_the_headers_gets_its_request_aborted() {
         metric(
             &text,
             &format!(
-                "sluice_verdicts_total{{worker=\"{w}\",verdict=\"abandoned\",cause=\"client_left\"}}"
+                "sluice_verdicts_total{{worker=\"{w}\",verdict=\"abandoned\",cause=\"client_left_before_head\"}}"
             )
         ),
         Some(1.0),

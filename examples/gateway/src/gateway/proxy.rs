@@ -14,7 +14,7 @@ use sluice_tokio::TokioTimer;
 use super::body::ClientBody;
 use super::shutdown::grace_over;
 use super::ticket::{Ticket, Timing};
-use super::{Api, Event, How, Inner, REQUEST_ID, error_chain, json_error};
+use super::{Api, Event, Inner, REQUEST_ID, error_chain, json_error};
 use crate::engine;
 
 /// At most this much of a worker's non-2xx body is passed on to the client.
@@ -110,7 +110,7 @@ pub(super) async fn proxy(
     }
     // From here the request is on its way to the engine. If the client leaves while
     // the gateway waits for the headers, hyper drops this future: the request is
-    // cancelled and the guard records Abandoned (`client_left`).
+    // cancelled and the guard records Abandoned (`client_left_before_head`).
     let guard = RecordGuard::new(Ticket {
         gw: gw.clone(),
         request,
@@ -119,7 +119,6 @@ pub(super) async fn proxy(
         timing,
         span,
         rid,
-        streaming: false,
     });
     let head = tokio::select! {
         biased;
@@ -144,13 +143,13 @@ pub(super) async fn proxy(
                 error = error_chain(&err),
                 "upstream unreachable"
             );
-            ticket.settle(failed, How::SendFailed);
+            ticket.settle(failed);
             let message = format!("upstream {} is unreachable", upstream.name);
             return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
         }
         Head::TimedOut => {
             let failed = Outcome::new(Verdict::Failure, Cause::HeaderTimeout, 0, 0);
-            ticket.settle(failed, How::HeaderTimeout);
+            ticket.settle(failed);
             let message = format!(
                 "upstream {} sent no response head within {:?}",
                 upstream.name, gw.header_timeout
@@ -159,7 +158,7 @@ pub(super) async fn proxy(
         }
         Head::Shutdown => {
             let gone = Outcome::new(Verdict::Abandoned, Cause::Shutdown, 0, 0);
-            ticket.settle(gone, How::Shutdown);
+            ticket.settle(gone);
             return json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -169,10 +168,7 @@ pub(super) async fn proxy(
     };
     let status = response.status();
     if let Classified::Settle(verdict) = gw.policy.classify(status.as_u16()) {
-        ticket.settle(
-            Outcome::new(verdict, Cause::Status, 0, 0),
-            How::Status(status.as_u16()),
-        );
+        ticket.settle(Outcome::new(verdict, Cause::Status, 0, 0));
         if status.is_redirection() {
             // Not followed: where it points is the worker's business, not the client's.
             let message = format!(
@@ -192,7 +188,6 @@ pub(super) async fn proxy(
         }
         return out;
     }
-    ticket.streaming = true;
     tracked_response(&gw, api, worker, response, ticket)
 }
 

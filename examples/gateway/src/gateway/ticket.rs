@@ -7,7 +7,7 @@ use sluice::breaker::{Recorded, SetPermit};
 use sluice::{Cause, Outcome, Recorder, Verdict};
 use tokio::time::Instant;
 
-use super::{Api, Event, How, Inner};
+use super::{Api, Event, Inner};
 use crate::metrics::Latency;
 
 /// When a request arrived, and when its stream made progress: written by the
@@ -73,8 +73,8 @@ impl Timing {
 /// client left while waiting for headers).
 ///
 /// Once the gateway's shutdown grace is over, an `Abandoned` verdict with cause
-/// `client_left` is told as cause `shutdown`: the gateway dropped the request, not
-/// the client.
+/// `client_left` (or `client_left_before_head`) is told as cause `shutdown`: the
+/// gateway dropped the request, not the client.
 pub(super) struct Ticket {
     pub(super) gw: Arc<Inner>,
     pub(super) request: String,
@@ -87,20 +87,21 @@ pub(super) struct Ticket {
     pub(super) span: tracing::Span,
     /// The id to abort the request by at the engine, if the profile aborts.
     pub(super) rid: Option<String>,
-    /// The stream has started (a verdict through the recorder is the stream's).
-    pub(super) streaming: bool,
 }
 
 impl Ticket {
     /// Reports `outcome` to the worker's breaker (once), counts and logs it.
-    pub(super) fn settle(&mut self, mut outcome: Outcome, how: How) {
+    pub(super) fn settle(&mut self, mut outcome: Outcome) {
         let Some(permit) = self.permit.take() else {
             return;
         };
         let _inside = self.span.enter();
         let gw = &self.gw;
         if outcome.verdict == Verdict::Abandoned
-            && outcome.cause == Cause::ClientLeft
+            && matches!(
+                outcome.cause,
+                Cause::ClientLeft | Cause::ClientLeftBeforeHead
+            )
             && gw.grace_is_over()
         {
             outcome.cause = Cause::Shutdown;
@@ -114,8 +115,7 @@ impl Ticket {
             }),
             _ => {}
         }
-        gw.metrics
-            .verdict(worker, outcome, how.cancelled(outcome.verdict));
+        gw.metrics.verdict(worker, outcome, cancelled(outcome));
         gw.metrics
             .latency(worker, outcome, &self.timing.latency(self.api));
         tracing::info!(
@@ -125,19 +125,17 @@ impl Ticket {
             cause = outcome.cause.as_str(),
             chunks = outcome.chunks,
             bytes = outcome.bytes,
-            how = how.as_str(),
             "verdict"
         );
         gw.emit(Event::Verdict {
             request: self.request.clone(),
             worker,
             outcome,
-            how,
         });
         // The request reached the engine (a ticket exists from the send on) and the
         // gateway stopped waiting for it: ask the engine to stop, if its profile says
         // so.
-        if how.abort_engine(outcome.verdict) {
+        if abort_engine(outcome) {
             if let Some(rid) = self.rid.take() {
                 gw.abort(self.request.clone(), worker, rid);
             }
@@ -146,12 +144,27 @@ impl Ticket {
 }
 
 impl Recorder for Ticket {
+    /// The tracked stream's verdict, or, from the `RecordGuard` dropped with the
+    /// handler, `client_left_before_head`.
     fn record(mut self, outcome: Outcome) {
-        let how = if self.streaming {
-            How::Stream
-        } else {
-            How::ClientLeft
-        };
-        self.settle(outcome, how);
+        self.settle(outcome);
     }
+}
+
+/// Whether the gateway dropped the upstream before its end without blaming the
+/// worker: the client left (before or after the response head), or the shutdown
+/// grace ended.
+fn cancelled(outcome: Outcome) -> bool {
+    outcome.verdict == Verdict::Abandoned
+        && matches!(
+            outcome.cause,
+            Cause::ClientLeft | Cause::ClientLeftBeforeHead | Cause::Shutdown
+        )
+}
+
+/// Whether the gateway stopped waiting for a request the engine has: cancelled, or
+/// no response head in time. An engine profile that aborts by id is asked to stop
+/// it.
+fn abort_engine(outcome: Outcome) -> bool {
+    cancelled(outcome) || outcome.cause == Cause::HeaderTimeout
 }
