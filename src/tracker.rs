@@ -163,8 +163,8 @@ pub enum Cause {
     Deadline,
     /// The inner stream panicked while being polled.
     Panic,
-    /// The client left before any end, after the response head: not the worker's
-    /// fault, Abandoned.
+    /// The client left before any end: the tracked stream or body was dropped
+    /// unfinished. Not the worker's fault, Abandoned.
     ClientLeft,
     /// The client left before the worker's response head came (while the request was
     /// sent, or its status and headers awaited): not the worker's fault, Abandoned.
