@@ -136,6 +136,7 @@ pin_project! {
         held: VecDeque<S::Item>,
         held_bytes: usize,
         limit: usize,
+        on_progress: bool,
         phase: Phase,
     }
 }
@@ -157,7 +158,19 @@ where
             held: VecDeque::new(),
             held_bytes: 0,
             limit,
+            on_progress: true,
             phase: Phase::Holding,
+        }
+    }
+
+    /// Holds `stream` back until its successful end or `limit`, whatever progress it
+    /// makes: for a non-streaming answer, which a client cannot use in part, so that
+    /// a failure anywhere before its end can still be retried. It never commits with
+    /// [`Commit::Progress`].
+    pub fn whole(stream: TrackedStream<S, R, W, F>, limit: usize) -> Self {
+        Self {
+            on_progress: false,
+            ..Self::new(stream, limit)
         }
     }
 
@@ -226,7 +239,7 @@ where
                     this.held.push_back(item);
                     if this.stream.terminal() == Terminal::Completed {
                         Commit::End
-                    } else if this.stream.progress_count() > 0 {
+                    } else if *this.on_progress && this.stream.progress_count() > 0 {
                         Commit::Progress
                     } else if *this.held_bytes >= *this.limit {
                         Commit::Bound
@@ -329,6 +342,7 @@ impl<S: Stream, R: Recorder, W: core::fmt::Debug, F> core::fmt::Debug for Attemp
             .field("held", &self.held.len())
             .field("held_bytes", &self.held_bytes)
             .field("limit", &self.limit)
+            .field("on_progress", &self.on_progress)
             .field("stream", &self.stream)
             .finish()
     }

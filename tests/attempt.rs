@@ -330,3 +330,26 @@ fn a_failure_event_stream_fails_before_the_commit_without_sending_it() {
     assert_eq!(failed.outcome.cause, Cause::Truncated);
     assert_eq!(heard.borrow().len(), 1);
 }
+
+#[test]
+fn a_whole_attempt_holds_a_non_streaming_answer_to_its_end() {
+    let heard: Heard = Rc::default();
+    let rec = heard.clone();
+    let body = [&b"{\"choices\":"[..], b"[]}"];
+    let upstream = stream::iter(body.map(Ok::<_, &str>));
+    let tracked = TrackedStream::new(upstream, move |o: Outcome| rec.borrow_mut().push((0, o)));
+    let mut attempt = Box::pin(Attempt::whole(tracked, usize::MAX));
+    assert_eq!(block_on(attempt.as_mut().commit()), Ok(Commit::End));
+    assert_eq!(attempt.held_bytes(), 14, "all of it, held");
+    // Cut after its first chunk: retryable, although a plain attempt would have
+    // committed on that chunk.
+    let rec = heard.clone();
+    let upstream = stream::iter([Ok(body[0]), Err("reset")]);
+    let tracked = TrackedStream::new(upstream, move |o: Outcome| rec.borrow_mut().push((1, o)));
+    let mut cut = Box::pin(Attempt::whole(tracked, usize::MAX));
+    let failed = block_on(cut.as_mut().commit()).expect_err("cut before its end");
+    assert_eq!(
+        (failed.error, failed.outcome.cause),
+        (Some("reset"), Cause::ErrorItem)
+    );
+}
