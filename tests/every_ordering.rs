@@ -5,7 +5,7 @@
 //! polls. For every sequence of up to 7 steps and every prefix of it, the wrapper is
 //! driven through the prefix and then dropped (or `finish`ed). What it records (verdict,
 //! cause and counts) is compared with the shared reference model written straight from
-//! SPEC section 1's table (`fuzz/replay/model.rs`); the test never asks `Tracker` what
+//! SPEC section 1's table (`sluice_test_support::model`); the test never asks `Tracker` what
 //! the answer should be.
 //!
 //! Along the way: every item passes through unchanged (the very same bytes, not a
@@ -19,9 +19,7 @@ use std::task::{Context, Poll, Waker};
 use futures_core::{FusedStream, Stream};
 use sluice::{Cause, Outcome, Terminal, TrackedStream, Verdict};
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../fuzz/replay/model.rs"]
-mod spec;
+use sluice_test_support::model as spec;
 use spec::Input;
 
 /// One step of a sequence.

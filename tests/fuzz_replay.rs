@@ -4,9 +4,6 @@
 use arbitrary::{Arbitrary, Unstructured};
 
 // The replays' items are `pub` for the fuzz crate, which uses them from its root.
-#[allow(unreachable_pub, dead_code)]
-#[path = "../fuzz/replay/model.rs"]
-mod model;
 #[allow(unreachable_pub)]
 #[path = "../fuzz/replay/sse_splits.rs"]
 mod sse_splits;

@@ -7,10 +7,7 @@ use sluice::sse::SseRules;
 use sluice::wrap::Ledger;
 use sluice::{Cause, Outcome, Verdict};
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../fuzz/replay/model.rs"]
-mod spec;
-use spec::{Input, Model};
+use sluice_test_support::model::{Input, Model};
 
 /// What comes before the end: nothing, a chunk, an in-band done, an error item.
 const BEFORE: [&[u8]; 3] = [b"", b"data: {}\n\n", b"data: [DONE]\n\n"];

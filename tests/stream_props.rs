@@ -30,9 +30,7 @@ use proptest::test_runner::TestCaseError;
 use sluice::sse::SseRules;
 use sluice::{Cause, Outcome, Terminal, TrackedStream, Verdict};
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../fuzz/replay/model.rs"]
-mod spec;
+use sluice_test_support::model as spec;
 use spec::Input;
 
 /// What the inner stream does when polled.

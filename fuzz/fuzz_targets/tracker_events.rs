@@ -1,7 +1,5 @@
 #![no_main]
 
-#[path = "../replay/model.rs"]
-mod model;
 #[path = "../replay/tracker_events.rs"]
 mod replay;
 

@@ -1,6 +1,6 @@
 //! Replays a script of upstream items and caller actions through a real
 //! `TrackedStream` and checks it against the reference model of SPEC section 1
-//! (`model.rs`, which the including crate declares as `crate::model`). Shared by the
+//! (`sluice_test_support::model`). Shared by the
 //! `tracker_events` fuzz target and `cargo test` (tests/fuzz_replay.rs).
 
 use std::cell::{Cell, RefCell};
@@ -15,7 +15,7 @@ use futures_core::Stream;
 use sluice::sse::{Signal, SseRules, SseScanner};
 use sluice::{Cause, Outcome, TrackedStream};
 
-use crate::model::{Input, Model};
+use sluice_test_support::model::{Input, Model};
 
 /// One step: the upstream's next answer (then one poll), or a caller action.
 #[derive(Arbitrary, Debug, Clone)]

@@ -1,5 +1,5 @@
 //! Every ordering of up to 5 frames through a real `TrackedBody`, against the shared
-//! reference model of SPEC section 1 (`fuzz/replay/model.rs`), plain and as gRPC.
+//! reference model of SPEC section 1 (`sluice_test_support::model`), plain and as gRPC.
 //!
 //! The inner body yields, one per poll of the wrapper: a data frame (held in two
 //! slices, so the non-contiguous path is scanned), a data frame after which
@@ -25,10 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use sluice::{Cause, Outcome, Recorder, Verdict};
 use sluice_http::{GrpcPolicy, TrackedBody};
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../../fuzz/replay/model.rs"]
-mod spec;
-use spec::{Input, Model};
+use sluice_test_support::model::{Input, Model};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {

@@ -1,6 +1,7 @@
-//! The loopback test rigs that `sluice-tokio` and `sluice-smol` share, written once and
-//! runtime-neutral; each adapter's `tests/common` keeps only its runtime's shell (the
-//! TCP servers, the HTTP client, the sleep).
+//! The test rigs that sluice's crates share, written once and runtime-neutral: the
+//! loopback rigs of `sluice-tokio` and `sluice-smol` (each adapter's `tests/common`
+//! keeps only its runtime's shell: the TCP servers, the HTTP client, the sleep), and
+//! the reference model that the core's tests and the fuzz targets check against.
 //!
 //! * [`worker`]: the mock inference worker's protocol: the query string a test sends
 //!   ([`worker::Plan`]), what the worker writes and when ([`worker::Script`]), and
@@ -10,6 +11,9 @@
 //! * [`client`]: a client's [`client::Reader`] of an SSE body.
 //! * [`latency`]: the disconnect-latency harness and its table.
 //! * [`upstream`]: scripted upstreams (pings, tokens) for the timer scenarios.
+//! * [`model`]: the reference model of SPEC section 1 (the Terminal table), which the
+//!   core's tests, the adapters' tests and the fuzz targets check `TrackedStream`
+//!   against.
 //!
 //! Nothing here spawns a task or reads a runtime's clock: waits go through a [`Clock`]
 //! that each shell implements with its runtime's timer (tokio's follows a paused test
@@ -19,6 +23,7 @@
 pub mod client;
 pub mod gateway;
 pub mod latency;
+pub mod model;
 pub mod upstream;
 pub mod worker;
 

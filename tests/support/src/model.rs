@@ -1,6 +1,8 @@
 //! The one reference model of SPEC section 1 for the tests and fuzz targets: the
 //! Terminal table written out from the spec (never from `Tracker`), with the cause of
-//! each state, the counts, and the end-marker rule of section 2.
+//! each state, the counts, and the end-marker rule of section 2. The core's tests,
+//! the adapters' tests and the fuzz crate (`fuzz/`, which depends on this crate by
+//! path) all use this one copy.
 
 use sluice::{Cause, Outcome, Terminal, Verdict};
 
@@ -24,9 +26,13 @@ pub enum Input {
 /// A stream as the spec describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Model {
+    /// Where the table has the stream now.
     pub state: Terminal,
+    /// The cause of the last change of state (`ClientLeft` while still active).
     pub cause: Cause,
+    /// Data items seen.
     pub chunks: u64,
+    /// Bytes in those items.
     pub bytes: u64,
     /// The rules require a done event before the end.
     pub require_done: bool,
