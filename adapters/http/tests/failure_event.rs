@@ -12,29 +12,21 @@
 mod common;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{ManualTimer, PROTOS, Proto, Reader, Server, client, relay, within};
+use common::{FedWorker, ManualTimer, PROTOS, Proto, Route, Server, gateway, get, within};
 use futures_util::stream;
-use http::{HeaderValue, Request, Response, header};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use sluice::breaker::{Config, ManualClock, Pick, SharedBreaker, SharedBreakerSet};
 use sluice::sse::SseRules;
 use sluice::timers::Timeouts;
 use sluice::{Cause, Outcome, Verdict};
-use sluice_http::{BodyError, BreakerLayer, PickedWorker, PoolLayer, TrackedBody};
+use sluice_http::{BodyError, BreakerLayer, PoolLayer, TrackedBody};
 use tokio::sync::mpsc;
-use tower::Service;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -231,112 +223,10 @@ async fn nothing_without_a_dialect() {
 
 // ---------------------------------------------------------------- the loopback rig
 
-/// A worker the test feeds: each request answers `200` at once (`text/event-stream`,
-/// or `application/json` on the path `/json`), its body what the test sends on the
-/// request's channel (dropping the sender ends the body cleanly).
-struct Worker {
-    server: Server,
-    requests: mpsc::UnboundedReceiver<mpsc::UnboundedSender<Bytes>>,
-}
-
-impl Worker {
-    async fn start() -> Self {
-        let (tx, requests) = mpsc::unbounded_channel();
-        let server = Server::start(service_fn(move |req: Request<Incoming>| {
-            let (frames, rx) = mpsc::unbounded_channel::<Bytes>();
-            let _ = tx.send(frames);
-            let body = StreamBody::new(stream::unfold(rx, |mut rx| async move {
-                let bytes = rx.recv().await?;
-                Some((Ok::<_, Infallible>(Frame::data(bytes)), rx))
-            }));
-            let content_type = match req.uri().path() {
-                "/json" => "application/json",
-                _ => "text/event-stream",
-            };
-            let mut response = Response::new(body);
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            async move { Ok::<_, Infallible>(response) }
-        }))
-        .await;
-        Self { server, requests }
-    }
-
-    /// The body channel of the next request that reaches this worker.
-    async fn request(&mut self) -> mpsc::UnboundedSender<Bytes> {
-        within("a request at the worker", self.requests.recv())
-            .await
-            .expect("worker")
-    }
-}
-
-/// The client service behind a layer: sends each request, its path kept, to
-/// `workers[i]`, `i` the worker the pool picked (0 without a pool).
-#[derive(Clone)]
-struct Route {
-    workers: Arc<[SocketAddr]>,
-    client: Client<HttpConnector, Empty<Bytes>>,
-}
-
-impl Service<Request<Empty<Bytes>>> for Route {
-    type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = hyper_util::client::legacy::ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Service::poll_ready(&mut self.client, cx)
-    }
-
-    fn call(&mut self, mut request: Request<Empty<Bytes>>) -> Self::Future {
-        let index = request
-            .extensions()
-            .get::<PickedWorker>()
-            .map_or(0, |w| w.index);
-        let path = request.uri().path().to_owned();
-        let uri = format!("http://{}{path}", self.workers[index]);
-        *request.uri_mut() = uri.parse().expect("uri");
-        self.client.call(request)
-    }
-}
-
-/// A hyper gateway whose upstream is `upstream` (a layer's service over a [`Route`]),
-/// relaying its body to the client, the path kept.
-async fn gateway<S, B, E>(upstream: S) -> Server
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = sluice_http::BreakerError<E>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    Server::start(service_fn(move |req: Request<Incoming>| {
-        let upstream = upstream.clone();
-        let request = Request::get(req.uri().path())
-            .body(Empty::new())
-            .expect("request");
-        async move { Ok::<_, Infallible>(relay(upstream, request).await) }
-    }))
-    .await
-}
-
-/// The client's request to a gateway, on `path`.
-async fn get(proto: Proto, gateway: &Server, path: &str) -> Reader {
-    let uri = format!("http://{}{path}", gateway.addr);
-    let request = Request::get(uri).body(Empty::new()).expect("request");
-    let response = within("gateway response", client(proto).request(request))
-        .await
-        .expect("gateway request");
-    assert_eq!(response.status(), 200);
-    Reader::new(response)
-}
-
 /// A gateway over two workers behind a `PoolLayer` scanning with `rules` (only event
 /// streams), with the failure event or without.
 struct Pool {
-    workers: [Worker; 2],
+    workers: [FedWorker; 2],
     gateway: Server,
     proto: Proto,
     outcomes: mpsc::UnboundedReceiver<(usize, Verdict, Cause)>,
@@ -344,7 +234,7 @@ struct Pool {
 
 impl Pool {
     async fn start(proto: Proto, rules: SseRules, failure_event: bool) -> Self {
-        let workers = [Worker::start().await, Worker::start().await];
+        let workers = [FedWorker::start().await, FedWorker::start().await];
         let set = SharedBreakerSet::with_clock(2, Config::default(), ManualClock::new());
         let (tx, outcomes) = mpsc::unbounded_channel();
         let layer = PoolLayer::new(set, Pick::RoundRobin)
@@ -352,10 +242,7 @@ impl Pool {
             .with_observer(move |worker, o, _| {
                 let _ = tx.send((worker.index, o.verdict, o.cause));
             });
-        let route = Route {
-            workers: workers.iter().map(|w| w.server.addr).collect(),
-            client: client(proto),
-        };
+        let route = Route::new(proto, workers.iter().map(|w| w.server.addr));
         let gateway = match failure_event {
             true => gateway(tower::Layer::layer(&layer.with_failure_event(), route)).await,
             false => gateway(tower::Layer::layer(&layer, route)).await,
@@ -521,7 +408,7 @@ async fn nothing_added_to_an_own_error_a_done_stream_json_or_without_the_option(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_timeout_through_the_breaker_layer_reaches_the_client_as_its_event() {
     for proto in [Proto::H1] {
-        let mut worker = Worker::start().await;
+        let mut worker = FedWorker::start().await;
         let breaker = SharedBreaker::with_clock(Config::default(), ManualClock::new());
         let timer = ManualTimer::default();
         let (tx, mut outcomes) = mpsc::unbounded_channel();
@@ -532,10 +419,7 @@ async fn an_idle_timeout_through_the_breaker_layer_reaches_the_client_as_its_eve
             })
             .with_timers(timer.clone(), Timeouts::new().idle(5 * SEC))
             .with_failure_event();
-        let route = Route {
-            workers: Arc::new([worker.server.addr]),
-            client: client(proto),
-        };
+        let route = Route::new(proto, [worker.server.addr]);
         let gateway = gateway(tower::Layer::layer(&layer, route)).await;
         let mut reader = get(proto, &gateway, "/v1/chat/completions").await;
         let frames = worker.request().await;

@@ -4,55 +4,21 @@
 
 mod common;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{PROTOS, Proto, RawClient, Reader, Server, Worker, client, relay, within};
+use common::{PROTOS, Proto, RawClient, Reader, Route, Server, Worker, client, gateway, within};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Empty;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use sluice::breaker::{Config, ManualClock, Pick, SharedBreakerSet, State};
 use sluice::sse::SseRules;
 use sluice::{Cause, Outcome, Verdict};
-use sluice_http::{BreakerError, PickedWorker, PoolLayer, PoolService};
+use sluice_http::{BreakerError, PoolLayer, PoolService};
 use tokio::sync::mpsc;
-use tower::{Service, ServiceExt};
-
-/// The client service behind the layer: sends each request to the worker the layer
-/// picked, read from the request's extensions.
-#[derive(Clone)]
-struct Route {
-    workers: Arc<[SocketAddr]>,
-    client: Client<HttpConnector, Empty<Bytes>>,
-}
-
-impl Service<Request<Empty<Bytes>>> for Route {
-    type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = hyper_util::client::legacy::ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Service::poll_ready(&mut self.client, cx)
-    }
-
-    fn call(&mut self, mut request: Request<Empty<Bytes>>) -> Self::Future {
-        let worker = *request
-            .extensions()
-            .get::<PickedWorker>()
-            .expect("the layer puts the worker in the request");
-        let pq = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let uri = format!("http://{}{pq}", self.workers[worker.index]);
-        *request.uri_mut() = uri.parse().expect("uri");
-        self.client.call(request)
-    }
-}
+use tower::ServiceExt;
 
 /// How the layer scans bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,19 +55,9 @@ impl Pool {
             Sse::Always => layer.with_sse(SseRules::openai_chat()),
             Sse::EventStreams => layer.with_sse_for_event_streams(SseRules::openai_chat()),
         };
-        let route = Route {
-            workers: workers.iter().map(|w| w.server.addr).collect(),
-            client: client(proto),
-        };
+        let route = Route::new(proto, workers.iter().map(|w| w.server.addr));
         let service = tower::Layer::layer(&layer, route);
-        let upstream = service.clone();
-        let gateway = Server::start(service_fn(move |req: Request<Incoming>| {
-            let upstream = upstream.clone();
-            let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            let request = Request::get(pq).body(Empty::new()).expect("request");
-            async move { Ok::<_, Infallible>(relay(upstream, request).await) }
-        }))
-        .await;
+        let gateway = gateway(service.clone()).await;
         Self {
             workers,
             set,

@@ -10,30 +10,23 @@
 mod common;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{ManualTimer, PROTOS, Proto, Reader, Server, client, relay, within};
+use common::{FedWorker, ManualTimer, PROTOS, Proto, Reader, Route, Server, gateway, get, within};
 use futures_util::{StreamExt, stream};
-use http::{HeaderValue, Request, Response, header};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Empty, StreamBody};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http_body_util::{BodyExt, StreamBody};
 use sluice::breaker::{Config, ManualClock, Pick, SharedBreaker, SharedBreakerSet, State};
 use sluice::sse::SseRules;
 use sluice::timers::Timeouts;
 use sluice::{Cause, Outcome, Verdict};
-use sluice_http::{BodyError, BreakerLayer, PickedWorker, PoolLayer, TrackedBody};
+use sluice_http::{BodyError, BreakerLayer, PoolLayer, TrackedBody};
 use tokio::sync::mpsc;
-use tower::Service;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -151,107 +144,11 @@ async fn inner_errors_pass_through_and_a_failed_stream_still_ends_in_an_error() 
 
 // ---------------------------------------------------------------- the loopback rig
 
-/// A worker the test feeds: each request answers `200 text/event-stream` at once, and
-/// its body is what the test sends on the request's channel (dropping the sender
-/// ends the body cleanly; the worker dropping the body closes the channel).
-struct Worker {
-    server: Server,
-    requests: mpsc::UnboundedReceiver<mpsc::UnboundedSender<Bytes>>,
-}
-
-impl Worker {
-    async fn start() -> Self {
-        let (tx, requests) = mpsc::unbounded_channel();
-        let server = Server::start(service_fn(move |_req: Request<Incoming>| {
-            let (frames, rx) = mpsc::unbounded_channel::<Bytes>();
-            let _ = tx.send(frames);
-            let body = StreamBody::new(stream::unfold(rx, |mut rx| async move {
-                let bytes = rx.recv().await?;
-                Some((Ok::<_, Infallible>(Frame::data(bytes)), rx))
-            }));
-            let mut response = Response::new(body);
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            async move { Ok::<_, Infallible>(response) }
-        }))
-        .await;
-        Self { server, requests }
-    }
-
-    /// The body channel of the next request that reaches this worker.
-    async fn request(&mut self) -> mpsc::UnboundedSender<Bytes> {
-        within("a request at the worker", self.requests.recv())
-            .await
-            .expect("worker")
-    }
-}
-
 /// Sends `bytes` down a worker's body.
 fn send(frames: &mpsc::UnboundedSender<Bytes>, bytes: &'static [u8]) {
     frames
         .send(Bytes::from_static(bytes))
         .expect("the worker's body is read");
-}
-
-/// The client service behind a layer: sends each request to `workers[i]`, `i` the
-/// worker the pool picked (0 without a pool).
-#[derive(Clone)]
-struct Route {
-    workers: Arc<[SocketAddr]>,
-    client: Client<HttpConnector, Empty<Bytes>>,
-}
-
-impl Service<Request<Empty<Bytes>>> for Route {
-    type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = hyper_util::client::legacy::ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Service::poll_ready(&mut self.client, cx)
-    }
-
-    fn call(&mut self, mut request: Request<Empty<Bytes>>) -> Self::Future {
-        let index = request
-            .extensions()
-            .get::<PickedWorker>()
-            .map_or(0, |w| w.index);
-        let uri = format!("http://{}/v1/chat/completions", self.workers[index]);
-        *request.uri_mut() = uri.parse().expect("uri");
-        self.client.call(request)
-    }
-}
-
-/// A hyper gateway whose upstream is `upstream` (a layer's service over a [`Route`]),
-/// relaying its body to the client.
-async fn gateway<S, B, E>(upstream: S) -> Server
-where
-    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = sluice_http::BreakerError<E>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    Server::start(service_fn(move |_req: Request<Incoming>| {
-        let upstream = upstream.clone();
-        let request = Request::get("/").body(Empty::new()).expect("request");
-        async move { Ok::<_, Infallible>(relay(upstream, request).await) }
-    }))
-    .await
-}
-
-/// The client's request to a gateway.
-async fn get(proto: Proto, gateway: &Server) -> Reader {
-    let uri = format!("http://{}/v1/chat/completions", gateway.addr);
-    let request = Request::get(uri).body(Empty::new()).expect("request");
-    let response = within("gateway response", client(proto).request(request))
-        .await
-        .expect("gateway request");
-    assert_eq!(response.status(), 200);
-    Reader::new(response)
 }
 
 /// How often `needle` occurs in what the client read.
@@ -263,7 +160,7 @@ fn count(reader: &Reader, needle: &str) -> usize {
 
 /// A gateway over one worker behind a `BreakerLayer::with_timers`.
 struct Single {
-    worker: Worker,
+    worker: FedWorker,
     gateway: Server,
     breaker: SharedBreaker,
     timer: ManualTimer,
@@ -272,7 +169,7 @@ struct Single {
 
 impl Single {
     async fn start(proto: Proto, timeouts: Timeouts) -> Self {
-        let worker = Worker::start().await;
+        let worker = FedWorker::start().await;
         let breaker =
             SharedBreaker::with_clock(Config::default().failure_threshold(1), ManualClock::new());
         let timer = ManualTimer::new();
@@ -283,10 +180,7 @@ impl Single {
                 let _ = tx.send(o);
             })
             .with_timers(timer.clone(), timeouts);
-        let route = Route {
-            workers: Arc::new([worker.server.addr]),
-            client: client(proto),
-        };
+        let route = Route::new(proto, [worker.server.addr]);
         let gateway = gateway(tower::Layer::layer(&layer, route)).await;
         Self {
             worker,
@@ -314,7 +208,7 @@ impl Single {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alives_after_a_token_are_an_idle_timeout_of_the_picked_worker() {
     for proto in PROTOS {
-        let mut workers = [Worker::start().await, Worker::start().await];
+        let mut workers = [FedWorker::start().await, FedWorker::start().await];
         let set = SharedBreakerSet::with_clock(
             2,
             Config::default().failure_threshold(1),
@@ -329,13 +223,10 @@ async fn keep_alives_after_a_token_are_an_idle_timeout_of_the_picked_worker() {
             .with_observer(move |worker, o, _| {
                 let _ = tx.send((worker.index, o.verdict, o.cause));
             });
-        let route = Route {
-            workers: workers.iter().map(|w| w.server.addr).collect(),
-            client: client(proto),
-        };
+        let route = Route::new(proto, workers.iter().map(|w| w.server.addr));
         let gateway = gateway(tower::Layer::layer(&layer, route)).await;
 
-        let mut reader = get(proto, &gateway).await;
+        let mut reader = get(proto, &gateway, "/v1/chat/completions").await;
         let frames = workers[0].request().await;
         send(
             &frames,
@@ -380,7 +271,7 @@ async fn a_head_and_then_nothing_is_a_first_token_timeout() {
     for proto in PROTOS {
         let timeouts = Timeouts::new().first_token(30 * SEC).idle(5 * SEC);
         let mut rig = Single::start(proto, timeouts).await;
-        let mut reader = get(proto, &rig.gateway).await;
+        let mut reader = get(proto, &rig.gateway, "/v1/chat/completions").await;
         let frames = rig.worker.request().await;
         // The body was polled once: its first-token sleep is armed.
         rig.timer.armed(1).await;
@@ -404,7 +295,7 @@ async fn done_and_then_a_hang_is_a_success() {
     for proto in PROTOS {
         let timeouts = Timeouts::new().first_token(30 * SEC).idle(20 * SEC);
         let mut rig = Single::start(proto, timeouts).await;
-        let mut reader = get(proto, &rig.gateway).await;
+        let mut reader = get(proto, &rig.gateway, "/v1/chat/completions").await;
         let frames = rig.worker.request().await;
         send(
             &frames,

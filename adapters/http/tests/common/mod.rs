@@ -12,6 +12,11 @@
 //! outcome the layer records goes to one channel.
 #![allow(dead_code, unreachable_pub)]
 
+mod fed;
+
+#[allow(unused_imports)] // each test file uses its part
+pub use fed::{FedWorker, Route, gateway, get};
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::{Future, pending};
