@@ -239,7 +239,7 @@ where
                     this.held.push_back(item);
                     if this.stream.terminal() == Terminal::Completed {
                         Commit::End
-                    } else if *this.on_progress && this.stream.progress_count() > 0 {
+                    } else if *this.on_progress && this.stream.progress() > 0 {
                         Commit::Progress
                     } else if *this.held_bytes >= *this.limit {
                         Commit::Bound

@@ -352,11 +352,6 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
         }
         ledger.record()
     }
-
-    /// Progress so far (see [`Ledger::progress`]).
-    pub(crate) fn progress_count(&self) -> u64 {
-        self.ledger.progress()
-    }
 }
 
 impl<S, B, E, R, W, F> TrackedStream<S, R, W, F>

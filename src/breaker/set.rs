@@ -27,16 +27,6 @@ pub enum Pick {
     LeastInFlight,
 }
 
-/// A worker index the set does not have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-#[error("no worker {worker} in a set of {workers}")]
-pub struct UnknownWorker {
-    /// The index asked for.
-    pub worker: usize,
-    /// How many workers the set has.
-    pub workers: usize,
-}
-
 /// What every worker of a set shares: the clock and the cap.
 struct Pool {
     clock: Box<dyn Clock>,
@@ -83,11 +73,9 @@ struct SetInner {
 }
 
 impl SetInner {
-    fn worker(&self, worker: usize) -> Result<&Worker, UnknownWorker> {
-        self.workers.get(worker).map(|w| &**w).ok_or(UnknownWorker {
-            worker,
-            workers: self.workers.len(),
-        })
+    /// `worker`, if the set has it.
+    fn worker(&self, worker: usize) -> Option<&Worker> {
+        self.workers.get(worker).map(|w| &**w)
     }
 
     /// Permits of `worker` in flight.
@@ -129,9 +117,27 @@ impl SetInner {
 /// 'static`, counted *in flight* until it is recorded or dropped (dropped unrecorded,
 /// it records [`Verdict::Abandoned`]).
 ///
-/// A worker index the set does not have is treated as a worker forced open: it
-/// admits nothing (`Rejected { retry_after: None }`) and its [`state`](Self::state)
-/// is [`State::ForcedOpen`]; the overrides say [`UnknownWorker`].
+/// **A worker index the set does not have** is, for every method, a worker forced
+/// open for good: it admits nothing (`Rejected { retry_after: None }`, and
+/// [`pick`](Self::pick) never chooses it), its [`state`](Self::state) is
+/// [`State::ForcedOpen`], it has nothing [in flight](Self::in_flight), and the
+/// overrides ([`force_open`](Self::force_open), [`disable`](Self::disable),
+/// [`reset`](Self::reset), [`handle_timeout`](Self::handle_timeout)) change nothing
+/// and return `None`, no transition. So a stale index (a worker removed from a
+/// caller's list) can never route a call, and no method panics or fails on it.
+/// [`len`](Self::len) says which indexes are workers.
+///
+/// ```
+/// use sluice::breaker::{Config, SharedBreakerSet, State};
+///
+/// let set = SharedBreakerSet::new(2, Config::default());
+/// assert_eq!(set.try_acquire(7).expect_err("unknown").retry_after, None);
+/// assert_eq!(set.state(7), State::ForcedOpen);
+/// assert_eq!((set.reset(7), set.disable(7), set.force_open(7)), (None, None, None));
+/// assert_eq!(set.state(7), State::ForcedOpen); // no override changes it
+/// assert_eq!(set.in_flight(7), 0);
+/// assert!(set.snapshot(7).is_none());
+/// ```
 ///
 /// ```
 /// use core::time::Duration;
@@ -264,8 +270,8 @@ impl SharedBreakerSet {
     /// have).
     pub fn state(&self, worker: usize) -> State {
         match self.inner.worker(worker) {
-            Ok(w) => w.cell.state(&*self.inner.pool.clock),
-            Err(_) => State::ForcedOpen,
+            Some(w) => w.cell.state(&*self.inner.pool.clock),
+            None => State::ForcedOpen,
         }
     }
 
@@ -285,7 +291,8 @@ impl SharedBreakerSet {
     }
 
     /// Asks `worker`'s breaker for leave to make one call now (see
-    /// [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire)).
+    /// [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire)); a worker
+    /// the set does not have rejects it, with no `retry_after`.
     #[inline]
     pub fn try_acquire(&self, worker: usize) -> Result<SetPermit, Rejected> {
         if worker >= self.len() {
@@ -301,6 +308,23 @@ impl SharedBreakerSet {
     /// worker gave (`None` if none gave one).
     #[inline]
     pub fn pick(&self, how: Pick) -> Result<SetPermit, Rejected> {
+        self.pick_excluding(how, &[])
+    }
+
+    /// [`pick`](Self::pick), never choosing a worker in `excluded`: for a retry or a
+    /// hedge, which must go to a worker the request has not tried yet. When every
+    /// other worker is excluded or rejects: [`Rejected`], as `pick`.
+    ///
+    /// ```
+    /// use sluice::breaker::{Config, Pick, SharedBreakerSet};
+    ///
+    /// let set = SharedBreakerSet::new(3, Config::default());
+    /// let first = set.pick(Pick::RoundRobin).unwrap();
+    /// let retry = set.pick_excluding(Pick::RoundRobin, &[first.worker()]).unwrap();
+    /// assert_ne!(retry.worker(), first.worker());
+    /// assert!(set.pick_excluding(Pick::LeastInFlight, &[0, 1, 2]).is_err());
+    /// ```
+    pub fn pick_excluding(&self, how: Pick, excluded: &[usize]) -> Result<SetPermit, Rejected> {
         let n = self.len();
         if n == 0 {
             return Err(Rejected { retry_after: None });
@@ -320,6 +344,9 @@ impl SharedBreakerSet {
             Pick::RoundRobin => {
                 for i in 0..n {
                     let worker = wrap(start + i, n);
+                    if excluded.contains(&worker) {
+                        continue;
+                    }
                     match self.inner.acquire(worker) {
                         Ok(permit) => {
                             self.inner.cursor.store(worker + 1, Ordering::Relaxed);
@@ -332,6 +359,9 @@ impl SharedBreakerSet {
             Pick::LeastInFlight => {
                 // Ask the least loaded untried worker first; on a rejection, the next.
                 let mut tried = Tried::new(n);
+                for &worker in excluded.iter().filter(|&&w| w < n) {
+                    tried.mark(worker);
+                }
                 while let Some(worker) = self.least_in_flight(start, &tried) {
                     tried.mark(worker);
                     match self.inner.acquire(worker) {
@@ -372,13 +402,14 @@ impl SharedBreakerSet {
 
     /// Applies what time alone changes to `worker` now. See
     /// [`CircuitBreaker::handle_timeout`](super::CircuitBreaker::handle_timeout).
-    pub fn handle_timeout(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
+    /// `None` for a worker the set does not have.
+    #[must_use = "a transition to log or export"]
+    pub fn handle_timeout(&self, worker: usize) -> Option<Transition> {
         let cap = self.inner.pool.cap();
-        Ok(self
-            .inner
+        self.inner
             .worker(worker)?
             .cell
-            .handle_timeout(&*self.inner.pool.clock, Some(&cap)))
+            .handle_timeout(&*self.inner.pool.clock, Some(&cap))
     }
 
     /// The earliest time at which time alone changes some worker's state.
@@ -391,45 +422,51 @@ impl SharedBreakerSet {
     }
 
     /// Forces `worker` open (never capped, not counted). See
-    /// [`CircuitBreaker::force_open`](super::CircuitBreaker::force_open).
-    pub fn force_open(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
+    /// [`CircuitBreaker::force_open`](super::CircuitBreaker::force_open). `None` for a
+    /// worker the set does not have (it is forced open already).
+    #[must_use = "a transition to log or export"]
+    pub fn force_open(&self, worker: usize) -> Option<Transition> {
         let cap = self.inner.pool.cap();
-        Ok(self
-            .inner
+        self.inner
             .worker(worker)?
             .cell
-            .force_open(&*self.inner.pool.clock, Some(&cap)))
+            .force_open(&*self.inner.pool.clock, Some(&cap))
     }
 
     /// Switches `worker`'s breaker off. See
-    /// [`CircuitBreaker::disable`](super::CircuitBreaker::disable).
-    pub fn disable(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
+    /// [`CircuitBreaker::disable`](super::CircuitBreaker::disable). `None`, no change,
+    /// for a worker the set does not have.
+    #[must_use = "a transition to log or export"]
+    pub fn disable(&self, worker: usize) -> Option<Transition> {
         let cap = self.inner.pool.cap();
-        Ok(self
-            .inner
+        self.inner
             .worker(worker)?
             .cell
-            .disable(&*self.inner.pool.clock, Some(&cap)))
+            .disable(&*self.inner.pool.clock, Some(&cap))
     }
 
     /// Resets `worker`'s breaker to Closed. See
-    /// [`CircuitBreaker::reset`](super::CircuitBreaker::reset).
-    pub fn reset(&self, worker: usize) -> Result<Option<Transition>, UnknownWorker> {
+    /// [`CircuitBreaker::reset`](super::CircuitBreaker::reset). `None`, no change, for
+    /// a worker the set does not have.
+    #[must_use = "a transition to log or export"]
+    pub fn reset(&self, worker: usize) -> Option<Transition> {
         let cap = self.inner.pool.cap();
-        Ok(self
-            .inner
+        self.inner
             .worker(worker)?
             .cell
-            .reset(&*self.inner.pool.clock, Some(&cap)))
+            .reset(&*self.inner.pool.clock, Some(&cap))
     }
 
-    /// A copy of `worker`'s sans-io core as it stands (for inspection and tests).
-    pub fn snapshot(&self, worker: usize) -> Result<super::CircuitBreaker, UnknownWorker> {
-        Ok(self
-            .inner
-            .worker(worker)?
-            .cell
-            .snapshot(&*self.inner.pool.clock))
+    /// A copy of `worker`'s sans-io breaker as it stands, with the counts the set kept
+    /// outside it folded in (see [`SharedBreaker::snapshot`](super::SharedBreaker::snapshot));
+    /// `None` for a worker the set does not have, which has no breaker to copy.
+    pub fn snapshot(&self, worker: usize) -> Option<super::CircuitBreaker> {
+        Some(
+            self.inner
+                .worker(worker)?
+                .cell
+                .snapshot(&*self.inner.pool.clock),
+        )
     }
 }
 
