@@ -1,13 +1,22 @@
-//! The smol adapter for [sluice](https://docs.rs/sluice): forward a tracked upstream
-//! to a client over an [`async_channel`], and drop the upstream the moment the
+//! The smol adapter for [sluice](https://docs.rs/sluice): forward a tracked
+//! upstream (the stream of a worker's answer) to a client over an
+//! [`async-channel`](https://docs.rs/async-channel/2), and drop it the moment the
 //! client leaves.
 //!
 //! The loop lives in [`sluice::forward`]; this crate only supplies the channel and
 //! the timer. A client leaving is every receiver being dropped
-//! ([`Sender::closed`]); with a bounded channel, a full channel is a client that
-//! stopped reading, bounded by [`ForwardOptions::send_timeout`]. Timeouts sleep on
-//! [`async_io::Timer`]. Wrap the wait for the upstream's response headers in
-//! [`until_closed`] so a client that leaves during prefill cancels the request too.
+//! ([`Sender::closed`](https://docs.rs/async-channel/2/async_channel/struct.Sender.html#method.closed));
+//! with a bounded channel, a full channel is a client that stopped reading, bounded
+//! by [`ForwardOptions::send_timeout`]. The worker's timers ([`forward_with`]) count
+//! progress: the first token, the time between tokens and a total deadline, where a
+//! token is an event that is neither a keep-alive (a `:` comment, Anthropic's
+//! `ping`) nor the API's preamble (OpenAI's role-only first chunk, Anthropic's
+//! `message_start`); they sleep on
+//! [`async_io::Timer`](https://docs.rs/async-io/2/async_io/struct.Timer.html). Wrap
+//! the wait for the worker's response head in [`until_closed`] so a client that
+//! leaves before it cancels the request too. Judge the status line first
+//! ([`StatusPolicy::classify`](sluice::breaker::StatusPolicy::classify)) and track
+//! only a 2xx upstream: a 429 or a 5xx goes to the client as it came.
 //!
 //! Nothing here spawns a task: the futures run where the caller awaits them.
 //!
@@ -61,7 +70,7 @@ where
 }
 
 /// Forwards `upstream` to `tx` with `options`; timeouts sleep on
-/// [`async_io::Timer`].
+/// [`async_io::Timer`](https://docs.rs/async-io/2/async_io/struct.Timer.html).
 ///
 /// ```
 /// use std::time::Duration;
@@ -95,7 +104,8 @@ where
 }
 
 /// Runs `fut` unless every receiver of `tx` is dropped first; then `fut` is dropped
-/// and the result is [`ClientGone`].
+/// and the result is [`ClientGone`]. Wrap the worker request's wait for the response
+/// head in it, so a client that leaves before the head cancels the request.
 ///
 /// ```
 /// use std::future::pending;
@@ -105,7 +115,7 @@ where
 /// let (tx, rx) = async_channel::bounded::<u8>(1);
 /// assert_eq!(sluice_smol::until_closed(&tx, async { 200 }).await, Ok(200));
 /// drop(rx); // the client leaves
-/// let headers = pending::<u16>(); // the upstream's response head
+/// let headers = pending::<u16>(); // the worker's response head
 /// assert_eq!(sluice_smol::until_closed(&tx, headers).await, Err(ClientGone));
 /// # });
 /// ```

@@ -1,27 +1,55 @@
 //! The tokio adapter for [sluice](https://docs.rs/sluice): forward a tracked
-//! upstream to a client over a `tokio::sync::mpsc` channel, and drop the upstream the
-//! moment the client leaves.
+//! upstream (the stream of a worker's answer) to a client over a
+//! `tokio::sync::mpsc` channel, and drop it the moment the client leaves.
 //!
 //! # Two ways to hand a stream to a client
 //!
 //! **The direct body.** With axum (or any hyper server), give the
 //! [`TrackedStream`] straight to the response: `axum::body::Body::from_stream(tracked)`.
 //! No task and no channel: when the client closes its connection, hyper drops the
-//! body, which drops the `TrackedStream`, which drops the upstream response (closing
-//! the worker's connection) and records [`Abandoned`](sluice::Verdict::Abandoned)
+//! body, which drops the `TrackedStream`, which drops the upstream (closing the
+//! worker's connection) and records [`Abandoned`](sluice::Verdict::Abandoned)
 //! unless an end was seen. This is the shortest path and the one to prefer when the
-//! handler can return the upstream's stream as it is.
+//! handler can return the upstream as it is; [`TokioTimer`] runs its progress timers.
 //!
 //! **[`forward()`].** Use it when there is a task boundary between the upstream and the
 //! client (a channel feeding a response body, a websocket writer, a non-hyper
-//! server), when you need timeouts (first chunk, idle, a client that stops reading),
-//! or when the answer must be read to its end after the client left
-//! ([`OnClose::Drain`](sluice::forward::OnClose)). The loop (in
-//! [`sluice::forward`]) waits on [`Sender::closed`] and reserves room with
-//! [`Sender::reserve`] (a full channel is a client that stopped reading); the
-//! client leaving, i.e. the receiver being dropped, ends it at once. Wrap the wait
-//! for the upstream's response headers in [`until_closed`] so a client that leaves
-//! during prefill cancels the request too.
+//! server), when the client may stop reading (a full channel for longer than
+//! [`send_timeout`](sluice::forward::ForwardOptions::send_timeout) is a client that
+//! stalled, not a worker that failed), or when the answer must be read to its end
+//! after the client left ([`OnClose::Drain`](sluice::forward::OnClose)). The worker's
+//! timers ([`forward_with`]) count progress: the first token, the time between
+//! tokens and a total deadline, where a token is an event that is neither a
+//! keep-alive (a `:` comment, Anthropic's `ping`) nor the API's preamble (OpenAI's
+//! role-only first chunk, Anthropic's `message_start`). The loop (in
+//! [`sluice::forward`]) waits on
+//! [`Sender::closed`](https://docs.rs/tokio/1/tokio/sync/mpsc/struct.Sender.html#method.closed)
+//! and reserves room with
+//! [`Sender::reserve`](https://docs.rs/tokio/1/tokio/sync/mpsc/struct.Sender.html#method.reserve)
+//! (a full channel is a client that stopped reading); the client leaving, i.e. the
+//! receiver being dropped, ends it at once. Wrap the wait for the worker's response
+//! head in [`until_closed`] so a client that leaves before it cancels the request
+//! too.
+//!
+//! Either way, a gateway:
+//!
+//! 1. takes a permit from the worker's breaker
+//!    ([`SharedBreaker::try_acquire_owned`](sluice::breaker::SharedBreaker::try_acquire_owned)),
+//!    and holds it in a [`RecordGuard`](sluice::RecordGuard) while it waits for the
+//!    response head: a handler dropped there (the client left) records
+//!    `Abandoned` instead of nothing, and gives back a half-open probe slot;
+//! 2. judges the status line with
+//!    [`StatusPolicy::classify`](sluice::breaker::StatusPolicy::classify) before it
+//!    tracks a byte: a 5xx is the worker's Failure, a 429 or other 4xx is Abandoned
+//!    (the client's doing), and either goes to the client as it came, status and
+//!    body; a send error is a Failure
+//!    ([`classify_send_failure`](sluice::breaker::StatusPolicy::classify_send_failure));
+//! 3. tracks a 2xx upstream ([`TrackedStream::new`] with the guard as its recorder)
+//!    and hands it on: the stream's end (or the client leaving) is the verdict.
+//!
+//! The crate's `relay` example does all three with [`forward_with`]'s timers, on
+//! 127.0.0.1 against an in-process mock worker:
+//! `cargo run -p sluice-tokio --example relay`.
 //!
 //! Nothing here spawns a task: the futures run where the caller awaits them.
 //!
@@ -108,8 +136,8 @@ where
 }
 
 /// Runs `fut` unless the receiver of `tx` is dropped first; then `fut` is dropped
-/// and the result is [`ClientGone`]. Wrap the upstream request's `send()` (the wait
-/// for response headers) in it, so a client that leaves during prefill cancels the
+/// and the result is [`ClientGone`]. Wrap the worker request's `send()` (the wait
+/// for the response head) in it, so a client that leaves before the head cancels the
 /// request.
 ///
 /// ```
@@ -183,8 +211,9 @@ impl Timer for TokioTimer {
         tokio::time::sleep(duration)
     }
 
-    /// Moves the sleep in place ([`tokio::time::Sleep::reset`]): a later deadline is
-    /// one atomic update, not a new timer entry.
+    /// Moves the sleep in place
+    /// ([`Sleep::reset`](https://docs.rs/tokio/1/tokio/time/struct.Sleep.html#method.reset)):
+    /// a later deadline is one atomic update, not a new timer entry.
     fn reset(&self, mut sleep: Pin<&mut tokio::time::Sleep>, duration: Duration) {
         match tokio::time::Instant::now().checked_add(duration) {
             Some(deadline) => sleep.as_mut().reset(deadline),
