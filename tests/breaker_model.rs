@@ -835,12 +835,10 @@ impl StateMachineTest for SetTest {
                 r.clock.advance(by);
                 SetExpect::Nothing
             }
-            SetOp::HandleTimeout(w) => {
-                SetExpect::Changed(r.set.handle_timeout(w).expect("known").map(tr))
-            }
-            SetOp::ForceOpen(w) => SetExpect::Changed(r.set.force_open(w).expect("known").map(tr)),
-            SetOp::Disable(w) => SetExpect::Changed(r.set.disable(w).expect("known").map(tr)),
-            SetOp::Reset(w) => SetExpect::Changed(r.set.reset(w).expect("known").map(tr)),
+            SetOp::HandleTimeout(w) => SetExpect::Changed(r.set.handle_timeout(w).map(tr)),
+            SetOp::ForceOpen(w) => SetExpect::Changed(r.set.force_open(w).map(tr)),
+            SetOp::Disable(w) => SetExpect::Changed(r.set.disable(w).map(tr)),
+            SetOp::Reset(w) => SetExpect::Changed(r.set.reset(w).map(tr)),
         };
         assert_eq!(got, m.expect, "{op:?}");
         r

@@ -266,7 +266,7 @@ fn five_workers_at_ten_percent_eject_exactly_one() {
     assert!(matches!(t.to, State::Open { .. }), "{t:?}");
     assert_eq!(set.ejected(), 1);
     // An operator may still force any worker open: not capped, not counted.
-    assert!(set.force_open(1).expect("known").is_some());
+    assert!(set.force_open(1).is_some());
     assert_eq!((set.state(1), set.ejected()), (State::ForcedOpen, 1));
 }
 
@@ -302,9 +302,15 @@ fn a_one_worker_pool_ejects_its_worker_and_pick_says_when_to_retry() {
         empty.pick(Pick::RoundRobin).expect_err("empty").retry_after,
         None
     );
+    // An unknown index is a worker forced open for good: no override changes it.
     assert_eq!(set.try_acquire(9).expect_err("unknown").retry_after, None);
     assert_eq!(set.state(9), State::ForcedOpen);
-    assert!(set.reset(9).is_err());
+    assert_eq!(set.reset(9), None);
+    assert_eq!(set.disable(9), None);
+    assert_eq!(set.handle_timeout(9), None);
+    assert_eq!(set.state(9), State::ForcedOpen);
+    assert_eq!(set.in_flight(9), 0);
+    assert!(set.snapshot(9).is_none());
 }
 
 #[test]

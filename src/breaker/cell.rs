@@ -77,8 +77,9 @@ impl BreakerCell {
         let generation = core.generation();
         match core.state(core.latest()) {
             State::Closed if self.rate => {
-                let (noop, safe) = core.success_shortcuts();
-                let flags = if noop { NOOP } else { 0 } | if safe { SAFE } else { 0 };
+                let shortcuts = core.success_shortcuts();
+                let noop = if shortcuts.changes_nothing { NOOP } else { 0 };
+                let flags = noop | if shortcuts.cannot_open { SAFE } else { 0 };
                 word(CLOSED, generation, 0) | flags
             }
             State::Closed if self.fast_threshold > 0 => {

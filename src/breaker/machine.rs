@@ -175,13 +175,36 @@ pub struct Rejected {
 }
 
 /// What [`CircuitBreaker::record`] did with a verdict.
+///
+/// `Counted` means the permit was **current**, so its verdict was taken into
+/// account, and that is all: it does not say a count changed. A
+/// [`Success`](Verdict::Success) or a [`Failure`](Verdict::Failure) is counted; an
+/// [`Abandoned`](Verdict::Abandoned) verdict changes no count and only frees the
+/// permit's probe slot, and a Disabled breaker counts nothing, yet both answer
+/// `Counted(None)` (current, no transition). Read `Counted(None)` as "taken, no state
+/// change", whatever the verdict; only `Counted(Some(_))` changed the state.
+///
+/// ```
+/// use core::time::Duration;
+/// use sluice::Verdict;
+/// use sluice::breaker::{CircuitBreaker, Config, Recorded};
+///
+/// let mut breaker = CircuitBreaker::new(Config::default().failure_threshold(1));
+/// let now = Duration::ZERO;
+/// let permit = breaker.try_acquire(now).expect("closed");
+/// // The client left: current, counted nowhere, no transition.
+/// assert_eq!(breaker.record(permit, Verdict::Abandoned, now), Recorded::Counted(None));
+/// assert_eq!(breaker.consecutive_failures(), 0);
+/// let permit = breaker.try_acquire(now).expect("still closed");
+/// assert!(breaker.record(permit, Verdict::Failure, now).transition().is_some()); // opens
+/// ```
 #[must_use = "a record may have changed the state: log or export its transition"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Recorded {
-    /// The permit was current and its verdict counted (an `Abandoned` one counts
-    /// nothing but frees its probe slot; in Disabled nothing counts), with the
-    /// transition it caused, if any.
+    /// The permit was current: its verdict was taken (a Success or Failure counted;
+    /// an Abandoned one, or any in Disabled, changed no count), with the transition
+    /// it caused, if any.
     Counted(Option<Transition>),
     /// The permit was from an older generation: nothing counted, nothing freed.
     Stale,
@@ -664,16 +687,16 @@ impl CircuitBreaker {
         }
     }
 
-    /// With a rate rule, in Closed: (one more success changes nothing, no run of
-    /// successes, counted now or later, can open the breaker).
+    /// With a rate rule, in Closed: which successes the shared handle may count
+    /// without the lock (both `false` otherwise).
     #[cfg(feature = "std")]
-    pub(crate) fn success_shortcuts(&self) -> (bool, bool) {
+    pub(crate) fn success_shortcuts(&self) -> SuccessShortcuts {
         match (&self.window, self.phase) {
-            (Some(w), Phase::Closed { failures }) => (
-                failures == 0 && w.successes_change_nothing(),
-                w.successes_cannot_fire(self.latest),
-            ),
-            _ => (false, false),
+            (Some(w), Phase::Closed { failures }) => SuccessShortcuts {
+                changes_nothing: failures == 0 && w.successes_change_nothing(),
+                cannot_open: w.successes_cannot_fire(self.latest),
+            },
+            _ => SuccessShortcuts::default(),
         }
     }
 
@@ -690,6 +713,19 @@ impl CircuitBreaker {
     pub(crate) const fn latest(&self) -> Duration {
         self.latest
     }
+}
+
+/// What the shared handle may do with a success without the lock, under a rate rule
+/// in Closed ([`CircuitBreaker::success_shortcuts`]).
+#[cfg(feature = "std")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct SuccessShortcuts {
+    /// One more success changes nothing (no failure to reset, a full count window
+    /// with no failure in it): the handle need not even write.
+    pub(crate) changes_nothing: bool,
+    /// No run of successes, counted now or later, can open the breaker: the handle
+    /// may count them in its word and hand them over later.
+    pub(crate) cannot_open: bool,
 }
 
 /// What a failure-rate window holds ([`CircuitBreaker::window_counts`]).

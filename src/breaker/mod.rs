@@ -93,8 +93,6 @@ pub use self::machine::{
 };
 pub use self::policy::{Classified, StatusPolicy};
 #[cfg(feature = "std")]
-pub use self::set::{
-    DEFAULT_MAX_EJECTED_PERCENT, Pick, SetPermit, SharedBreakerSet, UnknownWorker,
-};
+pub use self::set::{DEFAULT_MAX_EJECTED_PERCENT, Pick, SetPermit, SharedBreakerSet};
 #[cfg(feature = "std")]
 pub use self::shared::{OwnedSharedPermit, SharedBreaker, SharedPermit};

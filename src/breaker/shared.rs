@@ -174,10 +174,24 @@ impl SharedBreaker {
         self.inner.cell.reset(&*self.inner.clock, None)
     }
 
-    /// A copy of the sans-io core as it stands (for inspection and tests), with the
-    /// counts the handle kept outside it folded in (successes of a time window at the
-    /// clock's time, as the handle's next reading will count them). Reads the clock;
-    /// changes nothing.
+    /// A copy of the sans-io breaker as it stands, with the counts the handle kept
+    /// outside it folded in (successes of a time window at the clock's time, as the
+    /// handle's next reading will count them). Reads the clock; changes nothing.
+    ///
+    /// The one way to read what the handle counts but [`state`](Self::state) does
+    /// not say: the consecutive failures, the probes in flight, the generation, the
+    /// rate window's calls and failures ([`CircuitBreaker`]'s getters), for an admin
+    /// page or a test that compares the handle with a sans-io breaker fed the same
+    /// calls.
+    ///
+    /// ```
+    /// use sluice::breaker::{Config, SharedBreaker};
+    /// use sluice::Verdict;
+    ///
+    /// let breaker = SharedBreaker::new(Config::default());
+    /// let _ = breaker.try_acquire().expect("closed").report(Verdict::Failure);
+    /// assert_eq!(breaker.snapshot().consecutive_failures(), 1);
+    /// ```
     pub fn snapshot(&self) -> CircuitBreaker {
         self.inner.cell.snapshot(&*self.inner.clock)
     }

@@ -393,7 +393,7 @@ impl Gateway {
     /// happens anyway, lazily, at the next request that asks the breaker.
     pub fn tick(&self) {
         for worker in 0..self.inner.set.len() {
-            if let Ok(Some(t)) = self.inner.set.handle_timeout(worker) {
+            if let Some(t) = self.inner.set.handle_timeout(worker) {
                 self.inner.transition(worker, t);
             }
         }

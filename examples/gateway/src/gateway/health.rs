@@ -115,7 +115,7 @@ impl Inner {
                     worker = self.name(worker),
                     "health check passed: releasing the worker"
                 );
-                if let Ok(Some(t)) = self.set.reset(worker) {
+                if let Some(t) = self.set.reset(worker) {
                     self.transition(worker, t);
                 }
             }
@@ -132,7 +132,7 @@ impl Inner {
                 failed_in_a_row = standing.failed_in_a_row,
                 "health checks failing: forcing the worker open"
             );
-            if let Ok(Some(t)) = self.set.force_open(worker) {
+            if let Some(t) = self.set.force_open(worker) {
                 self.transition(worker, t);
             }
         }
