@@ -266,6 +266,33 @@ where
 }
 
 impl<S: Stream, R: Recorder, W, F> Attempt<S, R, W, F> {
+    /// What it holds and the tracked stream, apart: for a driver that sends the held
+    /// items itself and then hands the stream on (to `sluice_tokio::forward`, say,
+    /// which takes a [`TrackedStream`] and runs its own timers). Only an attempt that
+    /// was never pinned can be taken apart: track `Box::pin(upstream)`, without
+    /// [`with_timers`](TrackedStream::with_timers), and the attempt is `Unpin`
+    /// (bound its wait for the commit with the runtime's timeout instead).
+    ///
+    /// ```
+    /// use core::pin::Pin;
+    /// use futures_util::stream;
+    /// use sluice::attempt::{Attempt, Commit};
+    /// use sluice::{Outcome, TrackedStream};
+    ///
+    /// # futures_executor::block_on(async {
+    /// let upstream = Box::pin(stream::iter([Ok::<_, ()>(&b": ping\n\n"[..]), Ok(b"data: 1\n\n")]));
+    /// let tracked = TrackedStream::new(upstream, |_: Outcome| {}).with_sse(Default::default());
+    /// let mut attempt = Attempt::new(tracked, 1024);
+    /// assert_eq!(Pin::new(&mut attempt).commit().await, Ok(Commit::Progress));
+    /// let (held, tracked) = attempt.into_parts();
+    /// assert_eq!(held.len(), 2); // send these first, then forward `tracked`
+    /// assert_eq!(tracked.progress(), 1);
+    /// # });
+    /// ```
+    pub fn into_parts(self) -> (VecDeque<S::Item>, TrackedStream<S, R, W, F>) {
+        (self.held, self.stream)
+    }
+
     /// Whether the attempt has committed.
     pub fn is_committed(&self) -> bool {
         matches!(self.phase, Phase::Committed(_))
