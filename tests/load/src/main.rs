@@ -3,6 +3,9 @@
 //! ```sh
 //! cargo run --release -p sluice-load                     # 1,000 streams, 3 rounds
 //! cargo run --release -p sluice-load -- --streams 200 --rounds 1
+//! # one relay alone, under a profiler (`{role}` is replaced by the relay's role):
+//! cargo run --release -p sluice-load -- --streams 100 --rounds 1 --relays gateway \
+//!     --wrap 'valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.{role}.out'
 //! ```
 //!
 //! One mock worker (its own process) streams `--tokens` SSE events `--gap-ms` apart,
@@ -15,6 +18,13 @@
 //! from when it is ready) and its peak RSS (`VmHWM` in `/proc/PID/status`) are read
 //! from the OS, and the gateway's figures are given as ratios of the bare relay's
 //! in the same round. Linux only.
+//!
+//! `--relays bare`, `--relays gateway` (or `bare,gateway`, the default) runs only
+//! those relays. `--wrap 'CMD ARGS'` starts each relay under a command (a profiler:
+//! `valgrind --tool=callgrind`, `valgrind --tool=dhat`, `perf record`), its words
+//! split on whitespace and `{role}` in them replaced by the relay's role; the relay
+//! is then stopped with SIGTERM (not killed), so that the profiler writes its output,
+//! and the ratios measure the profiler too.
 
 #![forbid(unsafe_code)]
 
@@ -35,12 +45,16 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 /// The command line, parsed by hand: a handful of numbers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Load {
     streams: usize,
     tokens: u32,
     gap_ms: u64,
     rounds: u32,
+    /// The relays to run, in order.
+    relays: Vec<&'static str>,
+    /// A command each relay runs under (a profiler), if any.
+    wrap: Vec<String>,
 }
 
 impl Load {
@@ -50,6 +64,8 @@ impl Load {
             tokens: 64,
             gap_ms: 20,
             rounds: 3,
+            relays: vec!["bare", "gateway"],
+            wrap: Vec::new(),
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -60,6 +76,17 @@ impl Load {
                 "--tokens" => load.tokens = value.parse().map_err(bad)?,
                 "--gap-ms" => load.gap_ms = value.parse().map_err(bad)?,
                 "--rounds" => load.rounds = value.parse().map_err(bad)?,
+                "--relays" => {
+                    load.relays = Vec::new();
+                    for relay in value.split(',') {
+                        match relay.trim() {
+                            "bare" => load.relays.push("bare"),
+                            "gateway" => load.relays.push("gateway"),
+                            other => return Err(format!("--relays: unknown relay {other}")),
+                        }
+                    }
+                }
+                "--wrap" => load.wrap = value.split_whitespace().map(str::to_owned).collect(),
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
@@ -196,8 +223,21 @@ struct Role {
 
 impl Role {
     async fn spawn(args: &[&str]) -> Result<Self, String> {
+        Self::spawn_wrapped(&[], args).await
+    }
+
+    /// This binary with `args`, run under the command `wrap` if it is not empty.
+    async fn spawn_wrapped(wrap: &[String], args: &[&str]) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
+        let mut command = match wrap.split_first() {
+            Some((program, wrap_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrap_args).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .args(args)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -221,6 +261,25 @@ impl Role {
         self.child
             .id()
             .ok_or_else(|| "the child has exited".to_owned())
+    }
+
+    /// Stops the child with SIGTERM and waits (at most a minute) for it to exit, so
+    /// that a profiler it runs under writes its output.
+    async fn terminate(mut self) -> Result<(), String> {
+        let pid = self.pid()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .map_err(|e| format!("kill -TERM {pid}: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -TERM {pid}: {status}"));
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .map_err(|_| format!("{pid} still running a minute after SIGTERM"))?
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 
@@ -262,8 +321,13 @@ struct Figures {
 }
 
 /// Runs `load.streams` concurrent streams through the relay `role`.
-async fn round(load: Load, role: &str, worker: SocketAddr) -> Result<Figures, String> {
-    let relay = Role::spawn(&[role, &format!("http://{worker}")]).await?;
+async fn round(load: &Load, role: &str, worker: SocketAddr) -> Result<Figures, String> {
+    let wrap: Vec<String> = load
+        .wrap
+        .iter()
+        .map(|w| w.replace("{role}", role))
+        .collect();
+    let relay = Role::spawn_wrapped(&wrap, &[role, &format!("http://{worker}")]).await?;
     let pid = relay.pid()?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -296,7 +360,11 @@ async fn round(load: Load, role: &str, worker: SocketAddr) -> Result<Figures, St
         cpu: cpu(pid)?.saturating_sub(cpu_before),
         peak_rss_kib: peak_rss_kib(pid)?,
     };
-    drop(relay);
+    if load.wrap.is_empty() {
+        drop(relay);
+    } else {
+        relay.terminate().await?;
+    }
     Ok(figures)
 }
 
@@ -314,8 +382,8 @@ async fn drive(load: Load) -> Result<(), String> {
     let mut ratios = Vec::new();
     for n in 1..=load.rounds {
         let mut pair = Vec::new();
-        for role in ["bare", "gateway"] {
-            let f = round(load, role, worker.addr).await?;
+        for &role in &load.relays {
+            let f = round(&load, role, worker.addr).await?;
             println!(
                 "{n:>5}  {role:<8} {:>9} {:>8.2} {:>9.2} {:>13.1}",
                 f.complete,
@@ -329,13 +397,19 @@ async fn drive(load: Load) -> Result<(), String> {
                     f.complete, load.streams
                 ));
             }
-            pair.push(f);
+            pair.push((role, f));
         }
-        let (bare, gateway) = (pair[0], pair[1]);
+        let figures = |relay: &str| pair.iter().find(|(r, _)| *r == relay).map(|p| p.1);
+        let (Some(bare), Some(gateway)) = (figures("bare"), figures("gateway")) else {
+            continue;
+        };
         let cpu = gateway.cpu.as_secs_f64() / bare.cpu.as_secs_f64().max(0.01);
         let rss = gateway.peak_rss_kib as f64 / bare.peak_rss_kib.max(1) as f64;
         println!("{n:>5}  gateway / bare: cpu {cpu:.3}x, peak rss {rss:.3}x");
         ratios.push((cpu, rss));
+    }
+    if ratios.is_empty() {
+        return Ok(());
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
