@@ -150,7 +150,7 @@ impl SseRules {
     /// `[DONE]`. The default.
     pub const fn openai_chat() -> Self {
         Self {
-            data: Table::Static(&[("[DONE]", Kind::Done)]),
+            data: Table::Static(&[("[DONE]", Meaning::Done)]),
             event: Table::Static(&[]),
             error_objects: true,
             role_chunks: true,
@@ -167,12 +167,12 @@ impl SseRules {
             data: Table::Static(&[]),
             // Sorted by bytes: the matcher relies on it (a test checks every preset).
             event: Table::Static(&[
-                ("error", Kind::Failed),
-                ("response.completed", Kind::Done),
-                ("response.created", Kind::Preamble),
-                ("response.failed", Kind::Failed),
-                ("response.in_progress", Kind::Preamble),
-                ("response.incomplete", Kind::Done),
+                ("error", Meaning::Failed),
+                ("response.completed", Meaning::Done),
+                ("response.created", Meaning::Preamble),
+                ("response.failed", Meaning::Failed),
+                ("response.in_progress", Meaning::Preamble),
+                ("response.incomplete", Meaning::Done),
             ]),
             error_objects: false,
             role_chunks: false,
@@ -188,11 +188,11 @@ impl SseRules {
         Self {
             data: Table::Static(&[]),
             event: Table::Static(&[
-                ("content_block_start", Kind::Preamble),
-                ("error", Kind::Failed),
-                ("message_start", Kind::Preamble),
-                ("message_stop", Kind::Done),
-                ("ping", Kind::KeepAlive),
+                ("content_block_start", Meaning::Preamble),
+                ("error", Meaning::Failed),
+                ("message_start", Meaning::Preamble),
+                ("message_stop", Meaning::Done),
+                ("ping", Meaning::KeepAlive),
             ]),
             error_objects: false,
             role_chunks: false,
@@ -297,35 +297,35 @@ impl SseRules {
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn done_on_data(self, data: &str) -> Self {
-        self.with_data(data, Kind::Done)
+        self.with_data(data, Meaning::Done)
     }
 
     /// Adds a rule: an event named exactly `event` is done.
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn done_on_event(self, event: &str) -> Self {
-        self.with_event(event, Kind::Done)
+        self.with_event(event, Meaning::Done)
     }
 
     /// Adds a rule: an event whose data is exactly `data` failed.
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn failed_on_data(self, data: &str) -> Self {
-        self.with_data(data, Kind::Failed)
+        self.with_data(data, Meaning::Failed)
     }
 
     /// Adds a rule: an event named exactly `event` failed.
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn failed_on_event(self, event: &str) -> Self {
-        self.with_event(event, Kind::Failed)
+        self.with_event(event, Meaning::Failed)
     }
 
     /// Adds a rule: an event named exactly `event` is a keep-alive, never progress.
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn keep_alive_on_event(self, event: &str) -> Self {
-        self.with_event(event, Kind::KeepAlive)
+        self.with_event(event, Meaning::KeepAlive)
     }
 
     /// Adds a rule: an event named exactly `event` is preamble: not progress before
@@ -346,18 +346,18 @@ impl SseRules {
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn preamble_on_event(self, event: &str) -> Self {
-        self.with_event(event, Kind::Preamble)
+        self.with_event(event, Meaning::Preamble)
     }
 
     #[cfg(feature = "alloc")]
-    fn with_data(mut self, data: &str, kind: Kind) -> Self {
-        self.data = self.data.with(data, kind);
+    fn with_data(mut self, data: &str, meaning: Meaning) -> Self {
+        self.data = self.data.with(data, meaning);
         self
     }
 
     #[cfg(feature = "alloc")]
-    fn with_event(mut self, event: &str, kind: Kind) -> Self {
-        self.event = self.event.with(event, kind);
+    fn with_event(mut self, event: &str, meaning: Meaning) -> Self {
+        self.event = self.event.with(event, meaning);
         self
     }
 }
@@ -595,7 +595,7 @@ impl<W: fmt::Write + ?Sized> fmt::Write for JsonString<'_, W> {
 
 /// What a rule makes of the events it matches; the stronger wins (`Ord`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Kind {
+enum Meaning {
     /// Not progress: the worker is only saying it is alive.
     KeepAlive,
     /// Not progress before the first progress event: the worker says it has begun,
@@ -605,12 +605,12 @@ enum Kind {
     Failed,
 }
 
-impl Kind {
-    fn signal(kind: Option<Self>) -> Option<Signal> {
-        match kind? {
-            Kind::KeepAlive | Kind::Preamble => None,
-            Kind::Done => Some(Signal::Done),
-            Kind::Failed => Some(Signal::Failed),
+impl Meaning {
+    fn signal(meaning: Option<Self>) -> Option<Signal> {
+        match meaning? {
+            Meaning::KeepAlive | Meaning::Preamble => None,
+            Meaning::Done => Some(Signal::Done),
+            Meaning::Failed => Some(Signal::Failed),
         }
     }
 }
@@ -618,9 +618,9 @@ impl Kind {
 /// Patterns sorted by their bytes, each at most once.
 #[derive(Clone)]
 enum Table {
-    Static(&'static [(&'static str, Kind)]),
+    Static(&'static [(&'static str, Meaning)]),
     #[cfg(feature = "alloc")]
-    Shared(Arc<[(Box<str>, Kind)]>),
+    Shared(Arc<[(Box<str>, Meaning)]>),
 }
 
 impl Table {
@@ -632,7 +632,7 @@ impl Table {
         }
     }
 
-    fn get(&self, i: usize) -> (&str, Kind) {
+    fn get(&self, i: usize) -> (&str, Meaning) {
         match self {
             Self::Static(t) => t[i],
             #[cfg(feature = "alloc")]
@@ -640,16 +640,16 @@ impl Table {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&str, Kind)> {
+    fn iter(&self) -> impl Iterator<Item = (&str, Meaning)> {
         (0..self.len()).map(|i| self.get(i))
     }
 
     #[cfg(feature = "alloc")]
-    fn with(self, pattern: &str, kind: Kind) -> Self {
-        let mut rules: Vec<(Box<str>, Kind)> = self.iter().map(|(p, k)| (p.into(), k)).collect();
+    fn with(self, pattern: &str, meaning: Meaning) -> Self {
+        let mut rules: Vec<(Box<str>, Meaning)> = self.iter().map(|(p, k)| (p.into(), k)).collect();
         match rules.binary_search_by(|(p, _)| (**p).cmp(pattern)) {
-            Ok(i) => rules[i].1 = rules[i].1.max(kind),
-            Err(i) => rules.insert(i, (pattern.into(), kind)),
+            Ok(i) => rules[i].1 = rules[i].1.max(meaning),
+            Err(i) => rules.insert(i, (pattern.into(), meaning)),
         }
         Self::Shared(rules.into())
     }
@@ -660,8 +660,8 @@ impl Table {
         (1..self.len()).all(|i| self.get(i - 1).0 < self.get(i).0)
     }
 
-    /// The kind of the pattern equal to `bytes`, if any.
-    fn lookup(&self, bytes: &[u8]) -> Option<Kind> {
+    /// What the pattern equal to `bytes` means, if there is one.
+    fn lookup(&self, bytes: &[u8]) -> Option<Meaning> {
         let mut m = Matcher::new(self);
         m.push(self, bytes);
         m.matched(self)
@@ -725,12 +725,12 @@ impl Matcher {
         self.is_alive()
     }
 
-    fn matched(&self, table: &Table) -> Option<Kind> {
+    fn matched(&self, table: &Table) -> Option<Meaning> {
         if !self.is_alive() {
             return None;
         }
-        let (pattern, kind) = table.get(self.lo);
-        (pattern.len() == self.len).then_some(kind)
+        let (pattern, meaning) = table.get(self.lo);
+        (pattern.len() == self.len).then_some(meaning)
     }
 }
 
@@ -794,8 +794,8 @@ enum Line {
 #[derive(Clone, PartialEq, Eq)]
 pub struct SseScanner {
     rules: SseRules,
-    /// The kind of an event without an `event` field (a `message`).
-    message: Option<Kind>,
+    /// The meaning of an event without an `event` field (a `message`).
+    message: Option<Meaning>,
     /// How many bytes of the BOM have been seen at the start; past the start, 3.
     bom: u8,
     /// The last byte was a CR: an LF right after it ends no second line.
@@ -1078,22 +1078,23 @@ impl SseScanner {
     }
 
     fn dispatch(&mut self) -> Option<Signal> {
-        let kind = if self.has_data {
+        let meaning = if self.has_data {
             let event = if self.event.len == 0 {
                 self.message
             } else {
                 self.event.matched(&self.rules.event)
             };
-            let error = (self.rules.error_objects && self.json.is_error()).then_some(Kind::Failed);
-            let role = (self.reads_role() && self.role.is_role_only()).then_some(Kind::Preamble);
-            let kind = self.data.matched(&self.rules.data).max(event).max(error);
+            let error =
+                (self.rules.error_objects && self.json.is_error()).then_some(Meaning::Failed);
+            let role = (self.reads_role() && self.role.is_role_only()).then_some(Meaning::Preamble);
+            let meaning = self.data.matched(&self.rules.data).max(event).max(error);
             // A role-only chunk that some rule also names is what that rule says.
-            let kind = kind.or(role);
-            let preamble = kind == Some(Kind::Preamble) && self.progress == 0;
-            if kind != Some(Kind::KeepAlive) && !preamble {
+            let meaning = meaning.or(role);
+            let preamble = meaning == Some(Meaning::Preamble) && self.progress == 0;
+            if meaning != Some(Meaning::KeepAlive) && !preamble {
                 self.progress += 1;
             }
-            kind
+            meaning
         } else {
             None
         };
@@ -1102,7 +1103,7 @@ impl SseScanner {
         self.event = Matcher::new(&self.rules.event);
         self.json = ErrorObject::new();
         self.role = RoleChunk::new();
-        Kind::signal(kind)
+        Meaning::signal(meaning)
     }
 }
 

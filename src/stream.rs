@@ -11,7 +11,7 @@ use crate::failure::WithFailureEvent;
 use crate::failure::{FailureTail, NoFailureEvent};
 use crate::ledger::Ledger;
 use crate::sse::{FailureEvent, SseRules};
-use crate::timers::{NoTimers, ProgressWatch, Timeouts, Timer, Watch};
+use crate::timers::{NoTimers, ProgressTimers, ProgressWatch, Timeouts, Timer};
 use crate::{Cause, Outcome, Recorder, Terminal};
 
 pin_project! {
@@ -395,7 +395,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     F: FailureTail<B, E>,
 {
     type Item = Result<B, E>;
@@ -489,7 +489,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     F: FailureTail<B, E>,
 {
     fn is_terminated(&self) -> bool {

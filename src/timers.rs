@@ -154,13 +154,14 @@ impl Timeouts {
     }
 }
 
-/// Something a wrapper polls to learn whether a worker's timer has fired.
+/// The progress timers a wrapper polls to learn whether a worker's timer has fired
+/// (not to be confused with a [`Timer`], the runtime's sleep they run on).
 ///
 /// [`ProgressWatch`] is the one that runs timers; [`NoTimers`] never fires, and is
 /// what a [`TrackedStream`](crate::TrackedStream) holds until
 /// [`with_timers`](crate::TrackedStream::with_timers) (its code compiles away).
-pub trait Watch {
-    /// Whether this watch can ever fire; `false` lets a wrapper skip it entirely.
+pub trait ProgressTimers {
+    /// Whether these timers can ever fire; `false` lets a wrapper skip them entirely.
     const ACTIVE: bool;
 
     /// Ready with the timer's cause once a timer is due, given the stream's
@@ -174,11 +175,15 @@ pub trait Watch {
     fn poll_turn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
 }
 
+/// The trait's former name, still used inside the crate by `forward`'s loop (whose
+/// file another change owns); not public.
+pub(crate) use self::ProgressTimers as Watch;
+
 /// No timers: never fires, costs nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct NoTimers;
 
-impl Watch for NoTimers {
+impl ProgressTimers for NoTimers {
     const ACTIVE: bool = false;
 
     #[inline(always)]
@@ -193,7 +198,7 @@ impl Watch for NoTimers {
 }
 
 /// Polls of the inner value between two turns given to the executor (see
-/// [`Watch::poll_turn`]): the same as `forward`'s.
+/// [`ProgressTimers::poll_turn`]): the same as `forward`'s.
 const TURN_EVERY: u8 = 64;
 
 /// Whether the watch's clock has started.
@@ -394,7 +399,7 @@ fn poll_once<F: Future<Output = ()>>(mut sleep: Pin<&mut Option<F>>, cx: &mut Co
     ready
 }
 
-impl<T: Timer> Watch for ProgressWatch<T> {
+impl<T: Timer> ProgressTimers for ProgressWatch<T> {
     const ACTIVE: bool = true;
 
     fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>, progress: u64) -> Poll<Cause> {

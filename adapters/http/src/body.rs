@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use sluice::failure::{FailureTail, NoFailureEvent, WithFailureEvent};
 use sluice::sse::{FailureEvent, SseRules};
-use sluice::timers::{NoTimers, ProgressWatch, Timeouts, Timer, Watch};
+use sluice::timers::{NoTimers, ProgressTimers, ProgressWatch, Timeouts, Timer};
 use sluice::wrap::Ledger;
 use sluice::{Cause, Outcome, Recorder, Terminal, Verdict};
 
@@ -20,28 +20,32 @@ use crate::{BodyError, GrpcPolicy};
 const SLICES: usize = 32;
 
 pin_project! {
-    /// An [`http_body::Body`] that knows how it ended and says so exactly once: the
-    /// body counterpart of [`TrackedStream`](sluice::TrackedStream), on the same
-    /// [`Ledger`] (same machine, same causes, SPEC section 1).
+    /// An [`http_body::Body`] that knows how it ended and says so exactly once: the body
+    /// counterpart of [`TrackedStream`](sluice::TrackedStream), on the same
+    /// [`Ledger`]: the same machine, the same causes, the same verdicts.
     ///
     /// Frames pass through unchanged and in order (`Data` and `Error` are the inner
     /// body's). For the machine:
     ///
     /// * a data frame is a chunk, scanned with [`with_sse`](Self::with_sse) for an
     ///   in-band done or failure, in place (a non-contiguous [`Buf`] through its
-    ///   [`chunks_vectored`](Buf::chunks_vectored), up to 32 slices; a `Buf` that shows
-    ///   fewer bytes than it holds is counted and scanned in what it shows);
+    ///   [`chunks_vectored`], up to 32 slices; a `Buf` that shows fewer bytes than it
+    ///   holds is counted and scanned in what it shows);
     /// * an error frame is an error;
     /// * the inner body's end is the end: `None`, a trailers frame (the last frame a
-    ///   body sends), or the data frame after which
-    ///   [`is_end_stream`](Body::is_end_stream) turns true (reported at once, without
-    ///   waiting for another poll). A body that reports `is_end_stream()` when it is
-    ///   finished or dropped unpolled (an empty body, which servers never poll) ended
+    ///   body sends), or the data frame after which [`is_end_stream`] turns true
+    ///   (reported at once, without waiting for another poll). A body that reports
+    ///   `is_end_stream()` when it is finished or dropped unpolled (an empty body, which servers never poll) ended
     ///   too. After the end the inner body is never polled again;
     /// * dropped before any end, the body is [`Abandoned`](Verdict::Abandoned) (cause
     ///   [`ClientLeft`](Cause::ClientLeft)): the client went away;
     /// * a panic out of the inner `poll_frame` is a [`Failure`](Verdict::Failure)
     ///   (cause [`Panic`](Cause::Panic)), recorded while unwinding.
+    ///
+    /// [`http_body::Body`]: https://docs.rs/http-body/1/http_body/trait.Body.html
+    /// [`Buf`]: https://docs.rs/bytes/1/bytes/buf/trait.Buf.html
+    /// [`chunks_vectored`]: https://docs.rs/bytes/1/bytes/buf/trait.Buf.html#method.chunks_vectored
+    /// [`is_end_stream`]: https://docs.rs/http-body/1/http_body/trait.Body.html#method.is_end_stream
     ///
     /// With [`with_grpc`](Self::with_grpc), the `grpc-status` trailer judges the
     /// stream instead of the end (see [`GrpcPolicy`]): `0` is a `Success`, each other
@@ -242,10 +246,10 @@ impl<B: Body, R: Recorder, W> TrackedBody<B, R, W> {
     /// rules with a [dialect](SseRules::dialect) ([`with_sse`](Self::with_sse)); a
     /// [`settled`](Self::settled) body is never added to. The verdict is unchanged.
     /// While the event (or the error behind it) is left to send,
-    /// [`is_end_stream`](Body::is_end_stream) is `false`, also for an inner body
-    /// that says it is over before the done event came (an empty one). The event's
+    /// [`is_end_stream`](https://docs.rs/http-body/1/http_body/trait.Body.html#method.is_end_stream)
+    /// is `false`, also for an inner body that says it is over before the done event came (an empty one). The event's
     /// bytes are made once, at the failure, in one `String` of its exact length
-    /// (`B::Data: From<String>`: [`Bytes`](bytes::Bytes)).
+    /// (`B::Data: From<String>`: [`Bytes`](https://docs.rs/bytes/1/bytes/struct.Bytes.html)).
     ///
     /// Call it after [`with_timers`](Self::with_timers): the error it holds is the
     /// body's error, which the timers make a [`BodyError`].
@@ -711,7 +715,7 @@ fn on_error<R: Recorder, F: FailureTail<D, E>, D, E>(
 /// One poll of a tracked body, whatever its timers: `inner_error` wraps the inner
 /// body's error, `timed_out` makes the error frame of a timer that failed the body.
 #[inline(always)]
-fn poll_tracked<B: Body, R: Recorder, W: Watch, F: FailureTail<B::Data, E>, E>(
+fn poll_tracked<B: Body, R: Recorder, W: ProgressTimers, F: FailureTail<B::Data, E>, E>(
     body: Pin<&mut TrackedBody<B, R, W, F>>,
     cx: &mut Context<'_>,
     inner_error: impl FnOnce(B::Error) -> E,

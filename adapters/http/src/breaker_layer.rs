@@ -12,7 +12,7 @@ use sluice::timers::{NoTimers, Timeouts, Timer};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::future::LayerTail;
+use crate::response_future::LayerTail;
 use crate::settings::{Settings, layer_builders};
 use crate::{
     BodyTimers, BreakerError, FailureEvents, LayerFailureEvent, LayerTimers, PermitRecorder,
@@ -29,7 +29,7 @@ use crate::{
 ///
 /// * the inner service's error (connect error, send timeout) is a
 ///   [`Failure`](sluice::Verdict::Failure) (by the status policy's
-///   [`send_failed`](sluice::breaker::StatusPolicy::send_failed); cause
+///   [`classify_send_failure`](sluice::breaker::StatusPolicy::classify_send_failure); cause
 ///   [`SendFailed`](sluice::Cause::SendFailed)), recorded at once and returned as
 ///   [`BreakerError::Inner`];
 /// * a status the [`StatusPolicy`](sluice::breaker::StatusPolicy) settles (5xx:
@@ -53,6 +53,8 @@ use crate::{
 /// each outcome with what the breaker did ([`Recorded`], so the transitions can be
 /// logged and exported). For a pool of workers behind one client service, see
 /// [`PoolLayer`](crate::PoolLayer).
+///
+/// [`tower_layer::Layer`]: https://docs.rs/tower-layer/0.3/tower_layer/trait.Layer.html
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -135,7 +137,8 @@ impl<M, V> BreakerLayer<M, V> {
     /// bodies the status settled are passed through untouched.
     ///
     /// The bodies' data must be buildable from the event's text (`From<String>`, as
-    /// [`Bytes`](bytes::Bytes) is) for them to be [`Body`]s.
+    /// [`Bytes`](https://docs.rs/bytes/1/bytes/struct.Bytes.html) is) for them to be
+    /// [`Body`](https://docs.rs/http-body/1/http_body/trait.Body.html)s.
     #[must_use]
     pub fn with_failure_event(self) -> BreakerLayer<M, FailureEvents> {
         BreakerLayer {

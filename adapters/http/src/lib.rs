@@ -19,6 +19,8 @@
 //! No runtime and no HTTP implementation: any `http` 1 / `http-body` 1 stack fits
 //! (hyper, hyper-util, axum, tonic's transport).
 //!
+//! [`http_body::Body`]: https://docs.rs/http-body/1/http_body/trait.Body.html
+//!
 //! # gRPC
 //!
 //! A gRPC client behind the layer: the `grpc-status` trailer decides (0 Success;
@@ -67,27 +69,28 @@
 #![deny(missing_docs)]
 
 mod body;
+mod breaker_layer;
 mod error;
-mod failure;
-mod future;
 mod grpc;
-mod layer;
-mod permit;
-mod pool;
-mod recorder;
+mod judge;
+mod layer_failure_event;
+mod layer_permit;
+mod layer_timers;
+mod permit_recorder;
+mod pool_layer;
+mod response_future;
 mod settings;
-mod timers;
 
 pub use body::TrackedBody;
+pub use breaker_layer::{BreakerLayer, BreakerService};
 pub use error::{BodyError, BreakerError};
-pub use failure::{FailureEvents, LayerFailureEvent};
-pub use future::ResponseFuture;
 pub use grpc::GrpcPolicy;
-pub use layer::{BreakerLayer, BreakerService};
-pub use permit::LayerPermit;
-pub use pool::{PickedWorker, PoolLayer, PoolService};
-pub use recorder::PermitRecorder;
-pub use timers::{BodyTimers, LayerTimers};
+pub use layer_failure_event::{FailureEvents, LayerFailureEvent};
+pub use layer_permit::LayerPermit;
+pub use layer_timers::{BodyTimers, LayerTimers};
+pub use permit_recorder::PermitRecorder;
+pub use pool_layer::{PickedWorker, PoolLayer, PoolService};
+pub use response_future::ResponseFuture;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

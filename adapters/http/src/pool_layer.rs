@@ -12,7 +12,7 @@ use sluice::timers::{NoTimers, Timeouts, Timer};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::future::LayerTail;
+use crate::response_future::LayerTail;
 use crate::settings::{Settings, layer_builders};
 use crate::{
     BodyTimers, BreakerError, FailureEvents, LayerFailureEvent, LayerTimers, PermitRecorder,
@@ -62,6 +62,7 @@ pub struct PickedWorker {
 ///
 /// [`BreakerLayer`]: crate::BreakerLayer
 /// [`StatusPolicy`]: sluice::breaker::StatusPolicy
+/// [`tower_layer::Layer`]: https://docs.rs/tower-layer/0.3/tower_layer/trait.Layer.html
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -173,7 +174,8 @@ impl<M, V> PoolLayer<M, V> {
     /// bodies the status settled are passed through untouched.
     ///
     /// The bodies' data must be buildable from the event's text (`From<String>`, as
-    /// [`Bytes`](bytes::Bytes) is) for them to be [`Body`]s.
+    /// [`Bytes`](https://docs.rs/bytes/1/bytes/struct.Bytes.html) is) for them to be
+    /// [`Body`](https://docs.rs/http-body/1/http_body/trait.Body.html)s.
     #[must_use]
     pub fn with_failure_event(self) -> PoolLayer<M, FailureEvents> {
         PoolLayer {

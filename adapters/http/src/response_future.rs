@@ -9,15 +9,14 @@ use core::time::Duration;
 use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
-use sluice::breaker::{Classified, OwnedSharedPermit, StatusPolicy};
+use sluice::breaker::OwnedSharedPermit;
 use sluice::failure::NoFailureEvent;
 use sluice::timers::NoTimers;
 use sluice::{Cause, Outcome, RecordGuard, Recorder, Verdict};
 
-use crate::settings::Sse;
+use crate::judge::Judge;
 use crate::{
-    BreakerError, GrpcPolicy, LayerFailureEvent, LayerPermit, LayerTimers, PermitRecorder,
-    TrackedBody,
+    BreakerError, LayerFailureEvent, LayerPermit, LayerTimers, PermitRecorder, TrackedBody,
 };
 
 /// One admitted call, waiting for its response head.
@@ -32,13 +31,6 @@ pub(crate) struct Call<P: LayerPermit> {
 /// `W` and failing with `T`, or the error.
 type Finished<B, P, W, T, E> =
     Result<Response<TrackedBody<B, PermitRecorder<P>, W, T>>, BreakerError<E>>;
-
-/// How a call's response head is judged: the layer's settings, for one call.
-pub(crate) struct Judge {
-    pub(crate) status: StatusPolicy,
-    pub(crate) sse: Option<Sse>,
-    pub(crate) grpc: Option<GrpcPolicy>,
-}
 
 impl<P: LayerPermit> Call<P> {
     /// The call's response (or the inner service's error), its verdict recorded or
@@ -68,48 +60,6 @@ impl<P: LayerPermit> Call<P> {
                 Ok(Response::from_parts(parts, body))
             }
         }
-    }
-}
-
-impl Judge {
-    /// The response's body, tracked or settled.
-    fn body<B: Body, R: Recorder>(
-        self,
-        response: &http::response::Parts,
-        body: B,
-        recorder: R,
-    ) -> TrackedBody<B, R> {
-        fn settled<B: Body, R: Recorder>(
-            body: B,
-            recorder: R,
-            verdict: Verdict,
-            cause: Cause,
-        ) -> TrackedBody<B, R> {
-            let outcome = Outcome::new(verdict, cause, 0, 0);
-            recorder.record(outcome);
-            TrackedBody::settled(body, outcome)
-        }
-        match self.status.classify(response.status.as_u16()) {
-            Classified::Settle(verdict) => {
-                return settled(body, recorder, verdict, Cause::Status);
-            }
-            Classified::Track => {}
-            // `Classified` may grow: anything else is tracked.
-            _ => {}
-        }
-        if let Some(grpc) = self.grpc {
-            if let Some(verdict) = grpc.classify_headers(&response.headers) {
-                return settled(body, recorder, verdict, Cause::GrpcStatus);
-            }
-        }
-        let mut tracked = TrackedBody::new(body, recorder);
-        if let Some(rules) = self.sse.and_then(|sse| sse.rules_for(&response.headers)) {
-            tracked = tracked.with_sse(rules);
-        }
-        if let Some(policy) = self.grpc {
-            tracked = tracked.with_grpc(policy);
-        }
-        tracked
     }
 }
 

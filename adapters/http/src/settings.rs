@@ -9,8 +9,9 @@ use sluice::sse::SseRules;
 use sluice::timers::{NoTimers, Timeouts, Timer};
 use tower_service::Service;
 
-use crate::future::{Call, Judge, ResponseFuture};
-use crate::recorder::Observer;
+use crate::judge::Judge;
+use crate::permit_recorder::Observer;
+use crate::response_future::{Call, ResponseFuture};
 use crate::{
     BodyTimers, FailureEvents, GrpcPolicy, LayerFailureEvent, LayerPermit, LayerTimers,
     PermitRecorder,

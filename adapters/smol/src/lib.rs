@@ -47,7 +47,7 @@ use async_channel::Sender;
 use futures_core::Stream;
 use sluice::failure::FailureTail;
 use sluice::forward::{self, ClientGone, Downstream, ForwardOptions, Forwarded};
-use sluice::timers::{Timer, Watch};
+use sluice::timers::{ProgressTimers, Timer};
 use sluice::{Recorder, TrackedStream};
 
 /// Forwards `upstream` to `tx` with the default [`ForwardOptions`] (no timeouts,
@@ -63,7 +63,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     X: FailureTail<B, E>,
 {
     forward_with(upstream, tx, ForwardOptions::default()).await
@@ -97,7 +97,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     X: FailureTail<B, E>,
 {
     forward::forward(upstream, &Tx(tx), &SmolTimer, options).await

@@ -78,7 +78,7 @@ use core::time::Duration;
 use futures_core::Stream;
 use sluice::failure::FailureTail;
 use sluice::forward::{self, ClientGone, Downstream, ForwardOptions, Forwarded};
-use sluice::timers::{Timer, Watch};
+use sluice::timers::{ProgressTimers, Timer};
 use sluice::{Recorder, TrackedStream};
 use tokio::sync::mpsc::Sender;
 
@@ -95,7 +95,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     X: FailureTail<B, E>,
 {
     forward_with(upstream, tx, ForwardOptions::default()).await
@@ -129,7 +129,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     X: FailureTail<B, E>,
 {
     forward::forward(upstream, &Tx(tx), &TokioTimer, options).await

@@ -33,7 +33,7 @@ async fn run<S, W, X>(
 ) -> (Forwarded, String)
 where
     S: Stream<Item = Result<Bytes, std::io::Error>>,
-    W: sluice::timers::Watch,
+    W: sluice::timers::ProgressTimers,
     X: sluice::failure::FailureTail<Bytes, std::io::Error>,
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);

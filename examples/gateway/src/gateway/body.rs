@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::Stream;
 use sluice::failure::FailureTail;
-use sluice::timers::Watch;
+use sluice::timers::ProgressTimers;
 use sluice::{Cause, Outcome, Recorder, TrackedStream, Verdict};
 use tokio::sync::watch;
 
@@ -97,7 +97,7 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<BoxError>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     F: FailureTail<Bytes, E>,
 {
     type Item = Result<Bytes, BoxError>;

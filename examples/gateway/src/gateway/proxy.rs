@@ -24,8 +24,10 @@ pub const ERROR_BODY_CAP: usize = 64 * 1024;
 /// [`ERROR_BODY_CAP`]) is passed on.
 pub const ERROR_BODY_TIME_LIMIT: Duration = Duration::from_secs(5);
 
-/// The headers passed on to the worker (the Anthropic API's key and version too).
-const PASSED: [&str; 6] = [
+/// The client's headers the gateway forwards to the worker, besides the request id
+/// (the Anthropic API's key and version too); no other header of the client's
+/// reaches the worker.
+const FORWARDED_HEADERS: [&str; 6] = [
     "content-type",
     "authorization",
     "accept",
@@ -103,7 +105,7 @@ pub(super) async fn proxy(
     if let Some(id) = id {
         call = call.header(REQUEST_ID, id);
     }
-    for name in PASSED {
+    for name in FORWARDED_HEADERS {
         if let Some(value) = headers.get(name) {
             call = call.header(name, value);
         }
