@@ -1,6 +1,6 @@
 //! The timers a layer puts on each body it tracks.
 
-use sluice::timers::{NoTimers, ProgressWatch, Timeouts, Timer, Watch};
+use sluice::timers::{NoTimers, ProgressTimers, ProgressWatch, Timeouts, Timer};
 
 mod sealed {
     /// Keeps [`LayerTimers`](super::LayerTimers) to [`NoTimers`](sluice::timers::NoTimers)
@@ -17,7 +17,7 @@ mod sealed {
 pub trait LayerTimers: sealed::Sealed + Clone {
     /// What times one body: the third type parameter of its
     /// [`TrackedBody`](crate::TrackedBody).
-    type Watch: Watch;
+    type Watch: ProgressTimers;
 
     /// The error type of a body this times whose inner body's error is `E`: `E`
     /// without timers, [`BodyError<E>`](crate::BodyError) with them.
