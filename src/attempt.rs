@@ -98,15 +98,18 @@ pub enum Commit {
 
 /// An attempt that failed before its commit: nothing of it reached the client, and
 /// its worker has heard the verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// What failed it (the worker's error event or error item, or the failure event of
+/// [`with_failure_event`](TrackedStream::with_failure_event) in their place) stays in
+/// the attempt: a caller that cannot replace it (no worker left, no retry budget)
+/// sends the attempt on as its answer, and the client reads that failure, none of
+/// the held bytes before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Failed<E> {
+pub struct Failed {
     /// The outcome recorded to the worker: a [`Failure`](crate::Verdict::Failure)
     /// with its cause.
     pub outcome: Outcome,
-    /// The upstream's error item, if one is what failed it (for the log: the client
-    /// never sees it).
-    pub error: Option<E>,
 }
 
 /// Where an attempt stands.
@@ -175,29 +178,16 @@ where
     }
 
     /// Reads until the attempt commits or fails; see [`poll_commit`](Self::poll_commit).
-    pub fn commit(self: Pin<&mut Self>) -> impl Future<Output = Result<Commit, Failed<E>>> + '_ {
+    pub fn commit(self: Pin<&mut Self>) -> impl Future<Output = Result<Commit, Failed>> + '_ {
         let mut this = self;
         core::future::poll_fn(move |cx| this.as_mut().poll_commit(cx))
     }
 
     /// Reads the tracked stream, holding each item back, until the attempt commits
     /// (`Ok`, with why) or fails (`Err`: the outcome has just been recorded, and the
-    /// held items are dropped). Once settled, it answers the same again without
-    /// reading (a failed attempt's `error` is then `None`).
-    pub fn poll_commit(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Commit, Failed<E>>> {
-        self.poll_hold(cx, true)
-    }
-
-    /// [`poll_commit`](Self::poll_commit); `take_error` says whether a failing error
-    /// item goes to the caller (else it stays held, for the `Stream` to yield).
-    fn poll_hold(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        take_error: bool,
-    ) -> Poll<Result<Commit, Failed<E>>> {
+    /// held items are dropped but the one that failed it). Once settled, it answers
+    /// the same again without reading.
+    pub fn poll_commit(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Commit, Failed>> {
         let mut this = self.project();
         loop {
             match *this.phase {
@@ -205,30 +195,19 @@ where
                 Phase::Committed(commit) => return Poll::Ready(Ok(commit)),
                 Phase::Failed => {
                     let outcome = this.stream.outcome();
-                    return Poll::Ready(Err(Failed {
-                        outcome,
-                        error: None,
-                    }));
+                    return Poll::Ready(Err(Failed { outcome }));
                 }
             }
             let item = ready!(this.stream.as_mut().poll_next(cx));
             if this.stream.terminal() == Terminal::Errored {
-                // Failed before the commit: recorded now, and nothing of it is sent.
+                // Failed before the commit: recorded now, and nothing held is sent.
                 let outcome = this.stream.as_mut().record_pinned(None);
                 this.held.clear();
                 *this.held_bytes = 0;
                 *this.phase = Phase::Failed;
-                let error = match item {
-                    Some(Err(error)) if take_error => Some(error),
-                    // For the `Stream`: what failed it (the worker's error event, the
-                    // error item, or the failure event in its place) is yielded.
-                    Some(item) if !take_error => {
-                        this.held.push_back(item);
-                        None
-                    }
-                    _ => None,
-                };
-                return Poll::Ready(Err(Failed { outcome, error }));
+                // What failed it stays, for a caller that sends the attempt on.
+                this.held.extend(item);
+                return Poll::Ready(Err(Failed { outcome }));
             }
             let commit = match item {
                 None => Commit::End,
@@ -326,8 +305,8 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.phase == Phase::Holding {
-            // A failure keeps its error item held; the rest of the stream follows.
-            let _ = ready!(self.as_mut().poll_hold(cx, false));
+            // After a failure, what failed it and the rest of the stream follow.
+            let _ = ready!(self.as_mut().poll_commit(cx));
         }
         let this = self.project();
         if let Some(item) = this.held.pop_front() {

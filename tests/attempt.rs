@@ -134,10 +134,23 @@ proptest! {
                 (Ok(commit), Expect::Commit(want)) => prop_assert_eq!(commit, want),
                 (Err(failed), Expect::Fail(cause)) => {
                     prop_assert_eq!((failed.outcome.verdict, failed.outcome.cause), (Verdict::Failure, cause));
-                    prop_assert_eq!(failed.error.is_some(), cause == Cause::ErrorItem);
                     // Recorded at once, before the next attempt starts.
                     prop_assert_eq!(heard.borrow().last().copied(), Some((n, failed.outcome)));
-                    continue;
+                    if n + 1 < scripts.len() {
+                        continue;
+                    }
+                    // No attempt left: this one's answer stands, and the client reads
+                    // what failed it, none of what it held before.
+                    let items: Vec<_> = block_on(attempt.as_mut().collect());
+                    let told: Vec<u8> = items.iter().flat_map(|i| i.unwrap_or_default()).copied().collect();
+                    // From the piece that failed it on: the rest passes through
+                    // (an error item does not end a stream).
+                    let from = script.iter().position(|p| matches!(p, Piece::ErrorObject | Piece::ErrorItem));
+                    let rest = from.map_or(&[][..], |i| &script[i..]);
+                    let want: Vec<u8> = rest.iter().flat_map(|p| p.bytes()).copied().collect();
+                    prop_assert_eq!(told, want);
+                    prop_assert_eq!(items.iter().any(Result::is_err), rest.contains(&Piece::ErrorItem));
+                    break;
                 }
                 (got, want) => prop_assert!(false, "attempt {n}: got {got:?}, the rules say {want:?}"),
             }
@@ -348,8 +361,8 @@ fn a_whole_attempt_holds_a_non_streaming_answer_to_its_end() {
     let tracked = TrackedStream::new(upstream, move |o: Outcome| rec.borrow_mut().push((1, o)));
     let mut cut = Box::pin(Attempt::whole(tracked, usize::MAX));
     let failed = block_on(cut.as_mut().commit()).expect_err("cut before its end");
-    assert_eq!(
-        (failed.error, failed.outcome.cause),
-        (Some("reset"), Cause::ErrorItem)
-    );
+    assert_eq!(failed.outcome.cause, Cause::ErrorItem);
+    // Sent on as the answer: what failed it, none of the held chunk.
+    let rest: Vec<_> = block_on(cut.as_mut().collect());
+    assert_eq!(rest, [Err("reset")]);
 }
