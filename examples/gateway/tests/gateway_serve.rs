@@ -3,22 +3,14 @@
 //! `GET /metrics`; the ejection cap, fail-fast 503s and 4xx storms on a pool of three;
 //! the Anthropic and Responses routes; and the answers to bad input.
 
-use std::future::Future;
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::{DEADLINE, client, read_all, within};
 use sluice_gateway::mock::MockWorker;
 use sluice_gateway::serve::{self, ServeArgs, ServeError, Serving};
-
-/// How long a test waits for an effect before it fails.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("no {what} within {DEADLINE:?}"),
-    }
-}
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -32,13 +24,6 @@ fn args(upstreams: Vec<String>) -> ServeArgs {
         open_secs: 3600,
         ..ServeArgs::new(upstreams)
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
 }
 
 /// A chat request; `extra` adds or overrides fields.
@@ -187,18 +172,6 @@ impl Metrics {
         self.get(&format!(
             "sluice_breaker_state{{worker=\"{worker}\",state=\"{state}\"}}"
         ))
-    }
-}
-
-/// Reads a streamed body to its end; returns the text and whether it ended cleanly.
-async fn read_all(mut response: reqwest::Response) -> (String, bool) {
-    let mut text = Vec::new();
-    loop {
-        match within("chunk", response.chunk()).await {
-            Ok(Some(bytes)) => text.extend_from_slice(&bytes),
-            Ok(None) => return (String::from_utf8_lossy(&text).into_owned(), true),
-            Err(_) => return (String::from_utf8_lossy(&text).into_owned(), false),
-        }
     }
 }
 

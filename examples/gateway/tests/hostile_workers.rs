@@ -3,6 +3,8 @@
 //! that accepts and never answers, one whose health endpoint fails; and the graceful
 //! shutdown with a stream in flight.
 
+mod common;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,22 +17,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{self, any};
+use common::{DEADLINE, event, post, read_all, scrape, series, serve_router, verdicts, within};
 use sluice::breaker::{Config, Reason, State as BreakerState, StdClock};
-use sluice_gateway::gateway::{Event, Gateway, HealthCheck, Options, WorkerSpec};
+use sluice_gateway::gateway::{Gateway, GatewayEvent, HealthCheck, Options, WorkerSpec};
 use sluice_gateway::mock::MockWorker;
 use sluice_gateway::serve::{self, ServeArgs};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc::UnboundedReceiver;
-
-/// How long a test waits for an effect before it fails.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("no {what} within {DEADLINE:?}"),
-    }
-}
 
 fn args(upstreams: Vec<String>) -> ServeArgs {
     ServeArgs {
@@ -40,55 +32,6 @@ fn args(upstreams: Vec<String>) -> ServeArgs {
         open_secs: 3600,
         ..ServeArgs::new(upstreams)
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-}
-
-/// Serves `router` on a free port of 127.0.0.1.
-async fn serve_router(router: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
-}
-
-async fn post(gateway: SocketAddr, id: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
-    let send = client()
-        .post(format!("http://{gateway}/v1/chat/completions"))
-        .header("x-request-id", id)
-        .header("content-type", "application/json")
-        .body(body)
-        .send();
-    within("response", send).await.expect("gateway answers")
-}
-
-async fn scrape(gateway: SocketAddr) -> String {
-    let get = client().get(format!("http://{gateway}/metrics")).send();
-    let response = within("scrape", get).await.expect("metrics");
-    within("metrics text", response.text()).await.expect("text")
-}
-
-/// The value of the series `name{labels}` in an exposition, if present.
-fn series(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
-fn verdicts(text: &str, worker: &str, verdict: &str, cause: &str) -> Option<f64> {
-    series(
-        text,
-        &format!(
-            "sluice_verdicts_total{{worker=\"{worker}\",verdict=\"{verdict}\",cause=\"{cause}\"}}"
-        ),
-    )
 }
 
 /// Scrapes until `pred` holds (a stream's verdict is counted when the gateway drops
@@ -105,18 +48,6 @@ async fn metrics_until(gateway: SocketAddr, what: &str, pred: impl Fn(&str) -> b
             "no {what} within {DEADLINE:?}:\n{text}"
         );
         tokio::task::yield_now().await;
-    }
-}
-
-/// Reads a body to its end; returns the text and whether it ended cleanly.
-async fn read_all(mut response: reqwest::Response) -> (String, bool) {
-    let mut text = Vec::new();
-    loop {
-        match within("chunk", response.chunk()).await {
-            Ok(Some(bytes)) => text.extend_from_slice(&bytes),
-            Ok(None) => return (String::from_utf8_lossy(&text).into_owned(), true),
-            Err(_) => return (String::from_utf8_lossy(&text).into_owned(), false),
-        }
     }
 }
 
@@ -144,7 +75,7 @@ async fn a_redirect_is_not_followed_it_is_the_workers_failure() {
     let serving = serve::start(&args(vec![format!("redirector=http://{worker}")]))
         .await
         .expect("serve");
-    let response = post(serving.addr, "r1", r#"{"stream":true}"#).await;
+    let response = post(serving.addr, Some("r1"), r#"{"stream":true}"#).await;
     assert_eq!(response.status(), 502);
     let ct = response.headers()[header::CONTENT_TYPE].clone();
     assert_eq!(ct, "application/json");
@@ -219,7 +150,7 @@ async fn verdict_rules_come_from_the_response_not_the_request_body() {
         ("err-bom", b"\xEF\xBB\xBF{\"stream\":true}"),
     ];
     for (id, body) in bodies {
-        let response = post(serving.addr, id, Bytes::from_static(body)).await;
+        let response = post(serving.addr, Some(id), Bytes::from_static(body)).await;
         assert_eq!(response.status(), 200, "{id}");
         let (text, _) = read_all(response).await;
         assert!(text.contains("engine died"), "{id}: {text}");
@@ -231,7 +162,7 @@ async fn verdict_rules_come_from_the_response_not_the_request_body() {
     assert_eq!(verdicts(&m, &name, "success", "end"), None, "{m}");
 
     // A media type in another case, with a parameter: still an event stream.
-    let response = post(serving.addr, "good-1", r#"{"stream":true}"#).await;
+    let response = post(serving.addr, Some("good-1"), r#"{"stream":true}"#).await;
     assert_eq!(response.status(), 200);
     let (text, clean) = read_all(response).await;
     assert!(clean && text.ends_with("data: [DONE]\n\n"), "{text}");
@@ -267,7 +198,7 @@ async fn a_worker_that_never_sends_its_head_times_out_and_opens_its_breaker() {
     a.header_timeout = Duration::from_millis(200);
     let serving = serve::start(&a).await.expect("serve");
     for id in ["h1", "h2"] {
-        let response = post(serving.addr, id, r#"{"stream":true}"#).await;
+        let response = post(serving.addr, Some(id), r#"{"stream":true}"#).await;
         assert_eq!(response.status(), 504, "{id}");
         let text = within("body", response.text()).await.expect("body");
         let body: serde_json::Value = serde_json::from_str(&text).expect("JSON error");
@@ -288,32 +219,14 @@ async fn a_worker_that_never_sends_its_head_times_out_and_opens_its_breaker() {
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     // Open: the next request is refused at once, without trying the worker.
-    let response = post(serving.addr, "h3", r#"{"stream":true}"#).await;
+    let response = post(serving.addr, Some("h3"), r#"{"stream":true}"#).await;
     assert_eq!(response.status(), 503);
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
-/// Waits for an event that `pred` picks.
-async fn event(
-    events: &mut UnboundedReceiver<Event>,
-    what: &str,
-    pred: impl Fn(&Event) -> bool,
-) -> Event {
-    within(what, async {
-        loop {
-            match events.recv().await {
-                Some(e) if pred(&e) => return e,
-                Some(_) => {}
-                None => panic!("the gateway is gone"),
-            }
-        }
-    })
-    .await
-}
-
 /// Posts a short non-streamed request to the gateway at `addr`; returns its status.
 async fn short(addr: SocketAddr, id: &str) -> u16 {
-    let response = post(addr, id, r#"{"stream":false,"max_tokens":1}"#).await;
+    let response = post(addr, Some(id), r#"{"stream":false,"max_tokens":1}"#).await;
     let status = response.status().as_u16();
     let _ = within("body", response.bytes()).await;
     status
@@ -348,7 +261,7 @@ async fn a_worker_failing_its_health_checks_gets_no_traffic_until_it_passes() {
 
     workers[0].set_healthy(false);
     let forced = event(&mut events, "the sick worker forced open", |e| {
-        matches!(e, Event::Transition { worker: 0, transition }
+        matches!(e, GatewayEvent::Transition { worker: 0, transition }
             if transition.to == BreakerState::ForcedOpen && transition.reason == Reason::Forced)
     })
     .await;
@@ -364,7 +277,7 @@ async fn a_worker_failing_its_health_checks_gets_no_traffic_until_it_passes() {
         event(&mut events, "another failed check", |e| {
             matches!(
                 e,
-                Event::HealthCheck {
+                GatewayEvent::HealthCheck {
                     worker: 0,
                     passed: false
                 }
@@ -376,7 +289,7 @@ async fn a_worker_failing_its_health_checks_gets_no_traffic_until_it_passes() {
 
     workers[0].set_healthy(true);
     event(&mut events, "the worker released", |e| {
-        matches!(e, Event::Transition { worker: 0, transition }
+        matches!(e, GatewayEvent::Transition { worker: 0, transition }
             if transition.to == BreakerState::Closed && transition.reason == Reason::Reset)
     })
     .await;
@@ -441,7 +354,7 @@ async fn a_stream_in_flight_at_shutdown_finishes_within_the_grace() {
     a.shutdown_grace = Duration::from_secs(30);
     let serving = serve::start_until(&a, shutdown).await.expect("serve");
     let (addr, gateway) = (serving.addr, serving.gateway().clone());
-    let mut response = post(addr, "s1", r#"{"stream":true,"max_tokens":10}"#).await;
+    let mut response = post(addr, Some("s1"), r#"{"stream":true,"max_tokens":10}"#).await;
     let mut text = first_event(&mut response).await;
     stop.send(()).expect("trigger");
     let (rest, clean) = read_all(response).await;
@@ -471,7 +384,7 @@ async fn a_stream_that_outlasts_the_grace_is_abandoned_with_cause_shutdown() {
     let gateway = serving.gateway().clone();
     let mut response = post(
         serving.addr,
-        "long",
+        Some("long"),
         r#"{"stream":true,"max_tokens":100000}"#,
     )
     .await;

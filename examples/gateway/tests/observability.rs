@@ -3,24 +3,16 @@
 //! (the client's kept, else one made; both reach the worker and come back), and the
 //! verdict logged inside the request's span.
 
-use std::future::Future;
+mod common;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use common::{client, post, scrape, series, within};
 use sluice_gateway::mock::MockWorker;
 use sluice_gateway::serve::{self, ServeArgs, Serving};
-
-/// How long a test waits for an effect before it fails.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("no {what} within {DEADLINE:?}"),
-    }
-}
 
 /// The logs of this test binary, as text (every test's: filter by request id).
 #[derive(Clone, Default)]
@@ -68,40 +60,6 @@ async fn start(worker: &MockWorker) -> Serving {
         ..ServeArgs::new(vec![format!("w=http://{}", worker.addr)])
     };
     serve::start(&args).await.expect("serve")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
-async fn post(gateway: SocketAddr, id: Option<&str>, body: &'static str) -> reqwest::Response {
-    let mut call = client()
-        .post(format!("http://{gateway}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body);
-    if let Some(id) = id {
-        call = call.header("x-request-id", id);
-    }
-    within("response", call.send())
-        .await
-        .expect("gateway answers")
-}
-
-async fn scrape(gateway: SocketAddr) -> String {
-    let get = client().get(format!("http://{gateway}/metrics")).send();
-    let response = within("scrape", get).await.expect("metrics");
-    within("metrics text", response.text()).await.expect("text")
-}
-
-/// The value of the series `series` in an exposition, if present.
-fn series(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
 }
 
 /// `name_{suffix}{labels}`: a histogram's `count` or `sum`.

@@ -8,22 +8,17 @@
 //! with cause `done`; a client that leaves mid-stream is Abandoned with cause
 //! `client_left`, and the engine's own `/metrics` shows it stopped decoding.
 
-use std::future::Future;
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::within_for;
 use sluice_gateway::serve::{self, ServeArgs};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("no {what} within {DEADLINE:?}"),
-    }
-}
 
 /// The engine script and whether its build is there.
 fn engine() -> Result<PathBuf, String> {
@@ -99,7 +94,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 async fn get(client: &reqwest::Client, url: String) -> String {
-    let response = within("scrape", client.get(url).send())
+    let response = within_for(DEADLINE, "scrape", client.get(url).send())
         .await
         .expect("scrape");
     response.text().await.expect("text")
@@ -163,7 +158,8 @@ async fn the_gateway_in_front_of_llama_server() {
 
     // A whole answer on each route: Success, cause `done` (the route's done event).
     for (n, (path, done)) in ROUTES.into_iter().enumerate() {
-        let response = within(
+        let response = within_for(
+            DEADLINE,
             "answer",
             client
                 .post(format!("{gateway}{path}"))
@@ -174,7 +170,9 @@ async fn the_gateway_in_front_of_llama_server() {
         .await
         .expect("gateway answers");
         let status = response.status();
-        let text = within("body", response.text()).await.expect("body");
+        let text = within_for(DEADLINE, "body", response.text())
+            .await
+            .expect("body");
         assert_eq!(status, 200, "{path}: {text}");
         assert!(text.contains(done), "{path}: {text}");
         let m = get(&client, format!("{gateway}/metrics")).await;
@@ -196,7 +194,8 @@ async fn the_gateway_in_front_of_llama_server() {
             "llamacpp:tokens_predicted_total",
         )
         .unwrap_or(0.0);
-        let mut response = within(
+        let mut response = within_for(
+            DEADLINE,
             "answer",
             client
                 .post(format!("{gateway}{path}"))
@@ -215,7 +214,7 @@ async fn the_gateway_in_front_of_llama_server() {
         };
         let mut text = String::new();
         while tokens < 8 {
-            let chunk = within("token", response.chunk())
+            let chunk = within_for(DEADLINE, "token", response.chunk())
                 .await
                 .expect("stream")
                 .unwrap_or_else(|| panic!("{path}: the stream ended early: {text}"));
@@ -236,7 +235,7 @@ async fn the_gateway_in_front_of_llama_server() {
                 tokio::time::sleep(Duration::from_millis(20)).await; // poll a remote process
             }
         };
-        let m = within("the engine to stop decoding", stopped).await;
+        let m = within_for(DEADLINE, "the engine to stop decoding", stopped).await;
         let decoded = metric(&m, "llamacpp:tokens_predicted_total").unwrap_or(0.0) - before;
         println!(
             "{path}: the client read {seen} events ({tokens} with text) and left; the engine \

@@ -5,22 +5,15 @@
 //! metrics count them. The generic profile, in front of the same engine, leaves the
 //! zombie decoding: that is what the profile is for.
 
-use std::future::Future;
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::{DEADLINE, scrape, series, within};
 use sluice_gateway::engine::Engine;
 use sluice_gateway::mock::MockWorker;
 use sluice_gateway::serve::{self, ServeArgs, Serving};
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("no {what} within {DEADLINE:?}"),
-    }
-}
 
 struct Rig {
     engine: MockWorker,
@@ -89,35 +82,24 @@ impl Rig {
     }
 
     async fn scrape(&self) -> String {
-        let url = format!("http://{}/metrics", self.serving.addr);
-        let response = within("scrape", self.client.get(url).send())
-            .await
-            .expect("metrics");
-        within("text", response.text()).await.expect("text")
+        scrape(self.serving.addr).await
     }
 
     /// Scrapes until `series` reads `value` or more.
-    async fn metric_reaches(&self, series: &str, value: f64) -> String {
+    async fn metric_reaches(&self, name: &str, value: f64) -> String {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let text = self.scrape().await;
-            if metric(&text, series).is_some_and(|v| v >= value) {
+            if series(&text, name).is_some_and(|v| v >= value) {
                 return text;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{series} did not reach {value} within {DEADLINE:?}:\n{text}"
+                "{name} did not reach {value} within {DEADLINE:?}:\n{text}"
             );
             tokio::task::yield_now().await;
         }
     }
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +131,7 @@ async fn one_abort_per_abandoned_request_and_none_for_finished_ones() {
         assert_eq!(rid.len(), 32, "{rid}");
     }
     let text = rig.metric_reaches(&aborts_ok, 2.0).await;
-    assert_eq!(metric(&text, &aborts_ok), Some(2.0), "{text}");
+    assert_eq!(series(&text, &aborts_ok), Some(2.0), "{text}");
     // The abort count is final once the gateway counted both (the mock counts an
     // abort before it answers it, and the gateway sends one per abandoned request).
     for id in ["a1", "a2"] {
@@ -162,7 +144,7 @@ async fn one_abort_per_abandoned_request_and_none_for_finished_ones() {
     }
     assert_eq!(rig.engine.unknown_aborts(), 0);
     let verdict = |v: &str, c: &str| {
-        metric(
+        series(
             &text,
             &format!("sluice_verdicts_total{{worker=\"{w}\",verdict=\"{v}\",cause=\"{c}\"}}"),
         )
@@ -178,7 +160,7 @@ async fn one_abort_per_abandoned_request_and_none_for_finished_ones() {
     );
     // Aborts never touch the breaker.
     assert_eq!(
-        metric(
+        series(
             &text,
             &format!("sluice_breaker_state{{worker=\"{w}\",state=\"closed\"}}")
         ),
@@ -249,7 +231,7 @@ async fn a_client_that_leaves_before_the_headers_gets_its_request_aborted() {
         )
         .await;
     assert_eq!(
-        metric(
+        series(
             &text,
             &format!(
                 "sluice_verdicts_total{{worker=\"{w}\",verdict=\"abandoned\",cause=\"client_left_before_head\"}}"

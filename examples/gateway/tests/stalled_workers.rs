@@ -5,7 +5,8 @@
 //! the first token, a stream cut inside an event, a JSON body that stalls. The timeouts are tens of milliseconds, set by the flags; every
 //! wait in a test is on the gateway's answer, never a sleep.
 
-use std::future::Future;
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,34 +16,16 @@ use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing;
+use common::{event, post, post_to, read_all, serve_router, verdicts, within};
 use futures_util::{StreamExt, stream};
 use sluice::breaker::{Config, ManualClock, Reason, State as BreakerState};
 use sluice::timers::Timeouts;
-use sluice_gateway::gateway::{Event, Gateway, Options, WorkerSpec};
+use sluice_gateway::gateway::{Gateway, GatewayEvent, Options, WorkerSpec};
 use sluice_gateway::mock::MockWorker;
 use sluice_gateway::serve::{self, ServeArgs, Serving};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// How long a test waits for an effect before it fails.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn within<F: Future>(what: &str, fut: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, fut).await {
-        Ok(out) => out,
-        Err(_) => panic!("no {what} within {DEADLINE:?}"),
-    }
-}
-
 const TOKEN: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
-
-/// Serves `router` on a free port of 127.0.0.1.
-async fn serve_router(router: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    addr
-}
 
 /// Tells when it is dropped: the gateway closed the worker's connection.
 struct Closed(tokio::sync::mpsc::UnboundedSender<()>);
@@ -114,51 +97,8 @@ fn args(worker: SocketAddr, tweak: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
     args
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
-async fn post_to(gateway: SocketAddr, path: &str, body: &'static str) -> reqwest::Response {
-    let send = client()
-        .post(format!("http://{gateway}{path}"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send();
-    within("response", send).await.expect("gateway answers")
-}
-
-async fn post(gateway: SocketAddr) -> reqwest::Response {
-    post_to(gateway, "/v1/chat/completions", r#"{"stream":true}"#).await
-}
-
-/// Reads a body to its end; returns the text and whether it ended cleanly.
-async fn read_all(mut response: reqwest::Response) -> (String, bool) {
-    let mut text = Vec::new();
-    loop {
-        match within("chunk", response.chunk()).await {
-            Ok(Some(bytes)) => text.extend_from_slice(&bytes),
-            Ok(None) => return (String::from_utf8_lossy(&text).into_owned(), true),
-            Err(_) => return (String::from_utf8_lossy(&text).into_owned(), false),
-        }
-    }
-}
-
-/// The value of the series `name{labels}` in an exposition, if present.
-fn series(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
-fn verdicts(text: &str, verdict: &str, cause: &str) -> Option<f64> {
-    series(
-        text,
-        &format!("sluice_verdicts_total{{worker=\"w\",verdict=\"{verdict}\",cause=\"{cause}\"}}"),
-    )
+async fn post_stream(gateway: SocketAddr) -> reqwest::Response {
+    post(gateway, None, r#"{"stream":true}"#).await
 }
 
 /// The OpenAI-style error event's data, parsed, from the end of a stream: the last
@@ -177,7 +117,7 @@ fn openai_error(text: &str) -> serde_json::Value {
 /// Posts one chat request and reads it to its end: a clean end of the body whose
 /// last event is the error event, with this cause as its code.
 async fn fails_with(serving: &Serving, cause: &str) -> String {
-    let response = post(serving.addr).await;
+    let response = post_stream(serving.addr).await;
     assert_eq!(response.status(), 200);
     let (text, clean) = read_all(response).await;
     assert!(clean, "the body ends after the error event: {text}");
@@ -203,13 +143,17 @@ async fn keep_alives_after_a_token_are_an_idle_timeout_that_opens_the_breaker() 
         within("the worker's connection closed", closes.recv()).await;
     }
     let m = serving.gateway().metrics_text().expect("metrics");
-    assert_eq!(verdicts(&m, "failure", "idle_timeout"), Some(2.0), "{m}");
+    assert_eq!(
+        verdicts(&m, "w", "failure", "idle_timeout"),
+        Some(2.0),
+        "{m}"
+    );
     assert!(
         matches!(serving.gateway().states()[0], BreakerState::Open { .. }),
         "{m}"
     );
     // Open: the third request is refused at once.
-    let response = post(serving.addr).await;
+    let response = post_stream(serving.addr).await;
     assert_eq!(response.status(), 503);
 }
 
@@ -227,7 +171,7 @@ async fn keep_alives_and_no_token_are_a_first_token_timeout() {
     fails_with(&serving, "first_token_timeout").await;
     let m = serving.gateway().metrics_text().expect("metrics");
     assert_eq!(
-        verdicts(&m, "failure", "first_token_timeout"),
+        verdicts(&m, "w", "failure", "first_token_timeout"),
         Some(1.0),
         "{m}"
     );
@@ -263,7 +207,11 @@ async fn a_stall_mid_stream_is_an_idle_timeout() {
     assert_eq!(text.matches("\"hi\"").count(), 3, "{text}");
     within("the worker's connection closed", closes.recv()).await;
     let m = serving.gateway().metrics_text().expect("metrics");
-    assert_eq!(verdicts(&m, "failure", "idle_timeout"), Some(1.0), "{m}");
+    assert_eq!(
+        verdicts(&m, "w", "failure", "idle_timeout"),
+        Some(1.0),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,25 +235,7 @@ async fn tokens_past_the_deadline_are_a_deadline_failure() {
     assert!(text.matches("\"hi\"").count() >= 2, "{text}");
     within("the worker's connection closed", closes.recv()).await;
     let m = serving.gateway().metrics_text().expect("metrics");
-    assert_eq!(verdicts(&m, "failure", "deadline"), Some(1.0), "{m}");
-}
-
-/// Waits for an event that `pred` picks.
-async fn event(
-    events: &mut UnboundedReceiver<Event>,
-    what: &str,
-    pred: impl Fn(&Event) -> bool,
-) -> Event {
-    within(what, async {
-        loop {
-            match events.recv().await {
-                Some(e) if pred(&e) => return e,
-                Some(_) => {}
-                None => panic!("the gateway is gone"),
-            }
-        }
-    })
-    .await
+    assert_eq!(verdicts(&m, "w", "failure", "deadline"), Some(1.0), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,14 +278,14 @@ async fn a_half_open_probe_that_hangs_is_failed_by_its_timer_and_the_breaker_reo
     let gateway = Gateway::new(vec![spec], options, clock.clone(), Some(tx)).expect("gateway");
     let addr = serve_router(gateway.router()).await;
 
-    let response = post(addr).await;
+    let response = post_stream(addr).await;
     assert_eq!(response.status(), 500);
     drop(within("body", response.bytes()).await);
     assert!(matches!(gateway.states()[0], BreakerState::Open { .. }));
 
     // The open time passes: the next request is the probe, and the worker hangs.
     clock.advance(Duration::from_secs(31));
-    let response = post(addr).await;
+    let response = post_stream(addr).await;
     assert_eq!(response.status(), 200);
     let (text, clean) = read_all(response).await;
     assert!(clean, "{text}");
@@ -364,14 +294,14 @@ async fn a_half_open_probe_that_hangs_is_failed_by_its_timer_and_the_breaker_reo
         &mut events,
         "the probe's failure reopening the breaker",
         |e| {
-            matches!(e, Event::Transition { worker: 0, transition }
+            matches!(e, GatewayEvent::Transition { worker: 0, transition }
             if transition.reason == Reason::ProbeFailed
                 && matches!(transition.to, BreakerState::Open { .. }))
         },
     )
     .await;
     // The probe slot is free again, and the breaker open: refused at once.
-    let response = post(addr).await;
+    let response = post_stream(addr).await;
     assert_eq!(response.status(), 503);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
@@ -387,11 +317,12 @@ async fn a_connection_broken_after_the_first_tokens_reaches_the_client_in_its_di
         .expect("serve");
     let body = r#"{"stream":true,"max_tokens":10}"#;
 
-    let (text, clean) = read_all(post_to(serving.addr, "/v1/chat/completions", body).await).await;
+    let (text, clean) =
+        read_all(post_to(serving.addr, "/v1/chat/completions", None, body).await).await;
     assert!(clean && text.contains("tok1"), "{text}");
     assert_eq!(openai_error(&text)["error"]["code"], "error_item");
 
-    let (text, clean) = read_all(post_to(serving.addr, "/v1/messages", body).await).await;
+    let (text, clean) = read_all(post_to(serving.addr, "/v1/messages", None, body).await).await;
     assert!(clean && text.contains("tok1"), "{text}");
     assert!(!text.contains("message_stop"), "{text}");
     let last = text.trim_end().rsplit("\n\n").next().expect("an event");
@@ -402,7 +333,7 @@ async fn a_connection_broken_after_the_first_tokens_reaches_the_client_in_its_di
     assert_eq!(error["type"], "error", "{error}");
     assert!(error["error"]["message"].is_string(), "{error}");
 
-    let (text, clean) = read_all(post_to(serving.addr, "/v1/responses", body).await).await;
+    let (text, clean) = read_all(post_to(serving.addr, "/v1/responses", None, body).await).await;
     assert!(clean && text.contains("tok1"), "{text}");
     assert!(!text.contains("response.completed"), "{text}");
     let last = text.trim_end().rsplit("\n\n").next().expect("an event");
@@ -415,13 +346,14 @@ async fn a_connection_broken_after_the_first_tokens_reaches_the_client_in_its_di
     // A worker that ends its body cleanly before `[DONE]` is told the same way.
     worker.set_failing(false);
     let cut = r#"{"stream":true,"max_tokens":10,"mock_cut":true}"#;
-    let (text, clean) = read_all(post_to(serving.addr, "/v1/chat/completions", cut).await).await;
+    let (text, clean) =
+        read_all(post_to(serving.addr, "/v1/chat/completions", None, cut).await).await;
     assert!(clean, "{text}");
     assert_eq!(openai_error(&text)["error"]["code"], "truncated");
 
     let m = serving.gateway().metrics_text().expect("metrics");
-    assert_eq!(verdicts(&m, "failure", "error_item"), Some(3.0), "{m}");
-    assert_eq!(verdicts(&m, "failure", "truncated"), Some(1.0), "{m}");
+    assert_eq!(verdicts(&m, "w", "failure", "error_item"), Some(3.0), "{m}");
+    assert_eq!(verdicts(&m, "w", "failure", "truncated"), Some(1.0), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,7 +372,7 @@ async fn a_worker_cut_inside_an_event_has_it_ended_before_the_error_event() {
     let error = openai_error(&text);
     assert_eq!(error["error"]["message"], "upstream w failed: truncated");
     let m = serving.gateway().metrics_text().expect("metrics");
-    assert_eq!(verdicts(&m, "failure", "truncated"), Some(1.0), "{m}");
+    assert_eq!(verdicts(&m, "w", "failure", "truncated"), Some(1.0), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,11 +396,21 @@ async fn a_body_without_sse_rules_that_stalls_is_cut_not_ended() {
     }))
     .await
     .expect("serve");
-    let response = post_to(serving.addr, "/v1/chat/completions", r#"{"stream":false}"#).await;
+    let response = post_to(
+        serving.addr,
+        "/v1/chat/completions",
+        None,
+        r#"{"stream":false}"#,
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let (text, clean) = read_all(response).await;
     assert!(!clean, "a cut body, not a clean end: {text}");
     assert_eq!(text, "{\"choices\":[");
     let m = serving.gateway().metrics_text().expect("metrics");
-    assert_eq!(verdicts(&m, "failure", "idle_timeout"), Some(1.0), "{m}");
+    assert_eq!(
+        verdicts(&m, "w", "failure", "idle_timeout"),
+        Some(1.0),
+        "{m}"
+    );
 }
