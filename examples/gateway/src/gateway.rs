@@ -162,7 +162,7 @@ impl Api {
 /// What the gateway did, in order, for the demo's timeline and the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Event {
+pub enum GatewayEvent {
     /// A worker was out (its breaker open) when the request was routed.
     Skipped {
         /// The request id.
@@ -296,7 +296,7 @@ struct Inner {
     client: reqwest::Client,
     policy: StatusPolicy,
     metrics: Metrics,
-    events: Option<UnboundedSender<Event>>,
+    events: Option<UnboundedSender<GatewayEvent>>,
     header_timeout: Duration,
     timeouts: Timeouts,
     /// True once the shutdown grace is over: every tracked body ends.
@@ -327,7 +327,7 @@ impl Gateway {
         workers: Vec<WorkerSpec>,
         options: Options,
         clock: impl Clock,
-        events: Option<UnboundedSender<Event>>,
+        events: Option<UnboundedSender<GatewayEvent>>,
     ) -> Result<Self, GatewayError> {
         if workers.is_empty() {
             return Err(GatewayError::NoWorkers);
@@ -444,7 +444,7 @@ impl Inner {
             .render(&self.states(), self.set.ejected(), self.set.max_ejected())
     }
 
-    fn emit(&self, event: Event) {
+    fn emit(&self, event: GatewayEvent) {
         if let Some(events) = &self.events {
             let _ = events.send(event);
         }
@@ -482,7 +482,7 @@ impl Inner {
                 "breaker transition"
             );
         }
-        self.emit(Event::Transition {
+        self.emit(GatewayEvent::Transition {
             worker,
             transition: t,
         });
@@ -497,7 +497,7 @@ impl Inner {
                 State::ForcedOpen => None,
                 _ => continue,
             };
-            self.emit(Event::Skipped {
+            self.emit(GatewayEvent::Skipped {
                 request: request.to_owned(),
                 worker,
                 retry_after,
@@ -517,7 +517,7 @@ impl Inner {
                 if self.events.is_some() {
                     self.skipped(request, Some(worker));
                 }
-                self.emit(Event::Routed {
+                self.emit(GatewayEvent::Routed {
                     request: request.to_owned(),
                     worker,
                     probe: permit.is_probe(),
@@ -576,7 +576,7 @@ impl Inner {
         } else {
             tracing::warn!(request, worker = worker_name, rid, result, "engine abort");
         }
-        self.emit(Event::Abort {
+        self.emit(GatewayEvent::Abort {
             request,
             worker,
             rid,

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::gateway::{Event, Gateway, GatewayError, Options, REQUEST_ID, WorkerSpec};
+use crate::gateway::{Gateway, GatewayError, GatewayEvent, Options, REQUEST_ID, WorkerSpec};
 use crate::metrics::{reason_name, state_name};
 use crate::mock::Pool;
 
@@ -392,7 +392,7 @@ struct Run<F> {
     clock: ManualClock,
     client: reqwest::Client,
     url: String,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: mpsc::UnboundedReceiver<GatewayEvent>,
     server: JoinHandle<()>,
     ledger: Ledger,
     out: F,
@@ -557,19 +557,19 @@ impl<F: FnMut(&Line)> Run<F> {
     }
 
     /// Books one gateway event into the request under way (`scratch`).
-    fn take(&mut self, event: Event, scratch: &mut Scratch) {
+    fn take(&mut self, event: GatewayEvent, scratch: &mut Scratch) {
         let name = |w: usize| self.ledger.workers.get(w).cloned().unwrap_or_default();
         match event {
-            Event::Skipped {
+            GatewayEvent::Skipped {
                 worker,
                 retry_after,
                 ..
             } => scratch.skipped.push((name(worker), retry_after)),
-            Event::Routed { worker, probe, .. } => {
+            GatewayEvent::Routed { worker, probe, .. } => {
                 scratch.worker = Some(worker);
                 scratch.probe = probe;
             }
-            Event::Transition { worker, transition } => {
+            GatewayEvent::Transition { worker, transition } => {
                 let t = TransitionRecord {
                     worker,
                     from: transition.from,
@@ -580,15 +580,15 @@ impl<F: FnMut(&Line)> Run<F> {
                 self.ledger.transitions.push(t);
                 scratch.transitions.push((name(worker), t));
             }
-            Event::Verdict {
+            GatewayEvent::Verdict {
                 request, outcome, ..
             } => {
                 scratch.verdicts.push((request, outcome));
             }
-            Event::Unavailable { .. }
-            | Event::Stale { .. }
-            | Event::Abort { .. }
-            | Event::HealthCheck { .. } => {}
+            GatewayEvent::Unavailable { .. }
+            | GatewayEvent::Stale { .. }
+            | GatewayEvent::Abort { .. }
+            | GatewayEvent::HealthCheck { .. } => {}
         }
     }
 

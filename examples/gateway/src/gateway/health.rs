@@ -27,7 +27,7 @@ use futures_util::future::join_all;
 use sluice::breaker::State;
 use tokio::time::MissedTickBehavior;
 
-use super::{Event, Gateway, Inner, error_chain};
+use super::{Gateway, GatewayEvent, Inner, error_chain};
 
 /// Failed checks in a row that force a worker open, by default.
 pub const DEFAULT_HEALTH_FAILURES: u32 = 3;
@@ -106,7 +106,7 @@ impl Inner {
     /// Takes one check's result: counts it, forces the worker open or releases it.
     fn checked(&self, worker: usize, passed: bool, standing: &mut Standing, failures: u32) {
         self.metrics.health_check(worker, passed);
-        self.emit(Event::HealthCheck { worker, passed });
+        self.emit(GatewayEvent::HealthCheck { worker, passed });
         if passed {
             standing.failed_in_a_row = 0;
             if standing.forced {

@@ -14,7 +14,7 @@ use sluice_tokio::TokioTimer;
 use super::body::ClientBody;
 use super::shutdown::grace_over;
 use super::ticket::{Ticket, Timing};
-use super::{Api, Event, Inner, REQUEST_ID, error_chain, json_error};
+use super::{Api, GatewayEvent, Inner, REQUEST_ID, error_chain, json_error};
 use crate::engine;
 
 /// At most this much of a worker's non-2xx body is passed on to the client.
@@ -199,7 +199,7 @@ fn unavailable(gw: &Inner, request: String, wait: Duration) -> Response {
     // Whole seconds, rounded up: a client that waits that long finds a probe slot.
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     tracing::warn!(request, retry_after_s = secs, "no worker admitted: 503");
-    gw.emit(Event::Unavailable {
+    gw.emit(GatewayEvent::Unavailable {
         request,
         retry_after: wait,
     });

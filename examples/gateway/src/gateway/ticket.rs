@@ -7,7 +7,7 @@ use sluice::breaker::{Recorded, SetPermit};
 use sluice::{Cause, Outcome, Recorder, Verdict};
 use tokio::time::Instant;
 
-use super::{Api, Event, Inner};
+use super::{Api, GatewayEvent, Inner};
 use crate::metrics::Latency;
 
 /// When a request arrived, and when its stream made progress: written by the
@@ -109,7 +109,7 @@ impl Ticket {
         let worker = permit.worker();
         match permit.report(outcome.verdict) {
             Recorded::Counted(Some(t)) => gw.transition(worker, t),
-            Recorded::Stale => gw.emit(Event::Stale {
+            Recorded::Stale => gw.emit(GatewayEvent::Stale {
                 request: self.request.clone(),
                 worker,
             }),
@@ -127,7 +127,7 @@ impl Ticket {
             bytes = outcome.bytes,
             "verdict"
         );
-        gw.emit(Event::Verdict {
+        gw.emit(GatewayEvent::Verdict {
             request: self.request.clone(),
             worker,
             outcome,
