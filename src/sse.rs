@@ -36,7 +36,8 @@
 //! they are **preamble**, not progress, until the first progress event (the first
 //! that carries output, the end marker, or a failure). So a worker that sends its
 //! preamble and then hangs is timed by its first-token timer, not its idle timer, and
-//! the first progress is where a response is committed to (SPEC section 6). The
+//! the first progress is where a response is committed to (an
+//! [`attempt`](crate::attempt) commits there, and may be retried before). The
 //! presets name them:
 //!
 //! * [`openai_chat`](SseRules::openai_chat): the **role-only chunk**, data that is a

@@ -345,6 +345,7 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
     /// Records the outcome now through a pin (an attempt that failed before its
     /// commit, say), after giving the stream up for `abandon` if that is set and no
     /// end was seen; the drop that follows records nothing.
+    #[cfg(feature = "alloc")] // for `attempt`, which needs `alloc`
     pub(crate) fn record_pinned(self: Pin<&mut Self>, abandon: Option<Cause>) -> Outcome {
         let ledger = self.project().ledger;
         if let Some(cause) = abandon {

@@ -1,4 +1,4 @@
-//! The sans-io breaker of SPEC section 3.
+//! The sans-io breaker: states, counts and transitions, with time as an input.
 
 use core::time::Duration;
 
@@ -320,7 +320,8 @@ const fn splitmix64(mut z: u64) -> u64 {
 impl CircuitBreaker {
     /// A Closed breaker. An invalid `config` does not panic: each invalid field is
     /// replaced by the nearest valid value (a zero threshold counts as 1, an invalid
-    /// rate rule is left out, a zero backoff factor is 1). Use
+    /// rate rule is left out, a zero backoff factor is 1, a backoff cap below the
+    /// open duration is raised to it). Use
     /// [`try_new`](Self::try_new) to be told instead.
     pub fn new(config: Config) -> Self {
         let config = config.sanitized();

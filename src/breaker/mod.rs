@@ -1,9 +1,8 @@
 //! Circuit breaking: a sans-io breaker, a shared handle and a per-worker set.
 //!
-//! * [`CircuitBreaker`] is the machine of SPEC section 3: `no_std`, no clock, no
-//!   random source. Time is an input (`now`, a [`Duration`](core::time::Duration)
-//!   since an origin the caller picks), and every state change comes back as a
-//!   [`Transition`] value.
+//! * [`CircuitBreaker`] is the machine: `no_std`, no clock, no random source. Time
+//!   is an input (`now`, a [`Duration`](core::time::Duration) since an origin the
+//!   caller picks), and every state change comes back as a [`Transition`] value.
 //! * [`SharedBreaker`] (feature `std`) is the same machine behind a `Clone + Send +
 //!   Sync` handle, reading time from a [`Clock`]; its Closed-state hot path takes no
 //!   lock. Its [`SharedPermit`] is a [`Recorder`](crate::Recorder), so a
@@ -29,7 +28,8 @@
 //!
 //! Every concurrent history of a [`SharedBreaker`] (or of one worker of a
 //! [`SharedBreakerSet`]) equals a sequential history of the sans-io [`CircuitBreaker`]
-//! (checked with loom in `tests/loom_breaker.rs`), in which:
+//! (model-checked with loom over every interleaving of small concurrent histories),
+//! in which:
 //!
 //! * an operation on the lock-free path takes effect at its atomic load or
 //!   compare-and-swap, with `now` equal to the breaker's latest time;
@@ -47,8 +47,8 @@
 //! than a bucket's width (no failure, no transition): it lands in a later bucket, so
 //! it stays in the window longer. The window then holds the same failures and at
 //! least the calls it would hold with every success at its own time, so the failure
-//! rate it sees is never higher (`tests/rate_rule_clockless.rs`), though such a
-//! success may help reach the rule's `minimum_calls`.
+//! rate it sees is never higher than with every success counted at its own time,
+//! though such a success may help reach the rule's `minimum_calls` earlier.
 //!
 //! In Closed the lock-free path is: acquiring; recording an abandoned call; without a
 //! rate rule, recording a success or a failure below the threshold; with a rate rule,

@@ -16,7 +16,7 @@ pub enum Classified {
 /// Classifies the start of a response: its HTTP status, or a send that failed before
 /// any status (connect error, timeout).
 ///
-/// The default follows SPEC section 3: 2xx is [`Classified::Track`]; 5xx is a
+/// The default: 2xx is [`Classified::Track`]; 5xx is a
 /// [`Failure`](Verdict::Failure); 429 and the other 4xx are
 /// [`Abandoned`](Verdict::Abandoned) (the client's doing, not the worker's: counting
 /// them would let bad requests eject healthy workers); a failed send is a `Failure`.

@@ -1,5 +1,6 @@
 //! The synchronisation primitives of the shared handle: std's, or loom's under the
-//! `sluice_loom` cfg (model-checked by `tests/loom_breaker.rs`).
+//! `sluice_loom` cfg, under which loom model-checks every interleaving of the shared
+//! handle's operations.
 
 #[cfg(sluice_loom)]
 pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -4,8 +4,8 @@
 //! vLLM, SGLang, llama.cpp and OpenAI open a stream with a chunk that names the
 //! speaker and says nothing yet:
 //! `{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`
-//! (or `"content":null`, or no `content`; OpenAI adds `"refusal":null`). SPEC section 2
-//! calls it preamble, not progress. [`RoleChunk`] recognises it without buffering.
+//! (or `"content":null`, or no `content`; OpenAI adds `"refusal":null`). It is
+//! preamble, not progress (see the [`sse`](crate::sse) module docs). [`RoleChunk`] recognises it without buffering.
 //!
 //! # The rule
 //!
