@@ -4,9 +4,12 @@
 //! pretty-printed over several `data:` lines), truncated and trailing-garbage data, and
 //! every split of the stream into chunks.
 
+mod sse_json;
+
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use sluice::sse::{Signal, SseRules, SseScanner};
+use sse_json::{Ending, frame};
 
 /// The reference: SPEC section 2's rule for one event's data, by a real JSON parser.
 fn reference(data: &str) -> Option<Signal> {
@@ -65,44 +68,6 @@ fn json() -> impl Strategy<Value = Value> {
     })
 }
 
-/// Writes `value` with whitespace between tokens taken from `ws`.
-fn write(value: &Value, ws: &mut impl Iterator<Item = &'static str>, out: &mut String) {
-    fn gap(ws: &mut impl Iterator<Item = &'static str>, out: &mut String) {
-        out.push_str(ws.next().unwrap_or(""));
-    }
-    match value {
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                gap(ws, out);
-                write(item, ws, out);
-                gap(ws, out);
-            }
-            out.push(']');
-        }
-        Value::Object(members) => {
-            out.push('{');
-            for (i, (k, v)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                gap(ws, out);
-                out.push_str(&Value::from(k.as_str()).to_string());
-                gap(ws, out);
-                out.push(':');
-                gap(ws, out);
-                write(v, ws, out);
-                gap(ws, out);
-            }
-            out.push('}');
-        }
-        leaf => out.push_str(&leaf.to_string()),
-    }
-}
-
 /// Data for one event: a top-level object (mostly), written with any whitespace, and
 /// sometimes cut short or followed by something.
 fn data() -> impl Strategy<Value = String> {
@@ -111,43 +76,11 @@ fn data() -> impl Strategy<Value = String> {
             .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
         1 => json(),
     ];
-    let ws = prop::collection::vec(
-        prop::sample::select(&["", "", " ", "\t", "\n", "  \n "][..]),
-        64,
-    );
-    (top, ws, 0..4_u8, any::<prop::sample::Index>()).prop_map(|(value, ws, shape, cut)| {
-        let mut out = String::new();
-        write(&value, &mut ws.into_iter().cycle(), &mut out);
-        match shape {
-            0 => {
-                // Cut short at a character boundary.
-                let at = cut.index(out.len() + 1);
-                let at = (0..=at)
-                    .rev()
-                    .find(|&i| out.is_char_boundary(i))
-                    .unwrap_or(0);
-                out.truncate(at);
-            }
-            1 => out.push_str(" x"),
-            _ => {}
-        }
-        out
-    })
-}
-
-/// One event per data: each line of the data its own `data:` field (so a newline in
-/// the data is the LF that joins two fields), a blank line after it.
-fn frame(events: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for data in events {
-        for line in data.split('\n') {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(line.as_bytes());
-            out.push(b'\n');
-        }
-        out.push(b'\n');
-    }
-    out
+    sse_json::data(
+        top,
+        &["", "", " ", "\t", "\n", "  \n "],
+        &[Ending::Cut, Ending::Garbage, Ending::Whole, Ending::Whole],
+    )
 }
 
 /// The signal of each event in turn, from a scanner fed `chunks`.

@@ -12,11 +12,14 @@
 //!   `response.in_progress`: no progress; and after the first progress, preamble
 //!   events count.
 
+mod sse_json;
+
 use std::path::Path;
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use sluice::sse::{Signal, SseRules, SseScanner};
+use sse_json::{Ending, frame};
 
 /// One dispatched event: its name (empty for none) and data.
 struct Event {
@@ -515,80 +518,22 @@ fn chunk() -> impl Strategy<Value = String> {
             m.insert("model".into(), Value::from("m"));
             Value::Object(m)
         });
-    let ws = prop::collection::vec(
-        prop::sample::select(&["", "", "", " ", "\t", "\n", " \n "][..]),
-        64,
-    );
-    (top, ws, 0..10_u8, any::<prop::sample::Index>()).prop_map(|(value, ws, shape, cut)| {
-        let mut out = String::new();
-        write(&value, &mut ws.into_iter().cycle(), &mut out);
-        match shape {
-            0 => {
-                let at = cut.index(out.len() + 1);
-                let at = (0..=at)
-                    .rev()
-                    .find(|&i| out.is_char_boundary(i))
-                    .unwrap_or(0);
-                out.truncate(at);
-            }
-            1 => out.push_str(" x"),
-            2 => out = "[DONE]".to_owned(),
-            _ => {}
-        }
-        out
-    })
-}
-
-/// Writes `value` with whitespace between tokens taken from `ws`.
-fn write(value: &Value, ws: &mut impl Iterator<Item = &'static str>, out: &mut String) {
-    fn gap(ws: &mut impl Iterator<Item = &'static str>, out: &mut String) {
-        out.push_str(ws.next().unwrap_or(""));
-    }
-    match value {
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                gap(ws, out);
-                write(item, ws, out);
-                gap(ws, out);
-            }
-            out.push(']');
-        }
-        Value::Object(members) => {
-            out.push('{');
-            for (i, (k, v)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                gap(ws, out);
-                out.push_str(&Value::from(k.as_str()).to_string());
-                gap(ws, out);
-                out.push(':');
-                gap(ws, out);
-                write(v, ws, out);
-                gap(ws, out);
-            }
-            out.push('}');
-        }
-        leaf => out.push_str(&leaf.to_string()),
-    }
-}
-
-/// One event per data, each line its own `data:` field.
-fn frame(events: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for data in events {
-        for line in data.split('\n') {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(line.as_bytes());
-            out.push(b'\n');
-        }
-        out.push(b'\n');
-    }
-    out
+    sse_json::data(
+        top,
+        &["", "", "", " ", "\t", "\n", " \n "],
+        &[
+            Ending::Cut,
+            Ending::Garbage,
+            Ending::Done,
+            Ending::Whole,
+            Ending::Whole,
+            Ending::Whole,
+            Ending::Whole,
+            Ending::Whole,
+            Ending::Whole,
+            Ending::Whole,
+        ],
+    )
 }
 
 proptest! {
