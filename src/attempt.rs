@@ -80,7 +80,7 @@ use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 
 use crate::failure::{FailureTail, NoFailureEvent};
-use crate::timers::{NoTimers, Watch};
+use crate::timers::{NoTimers, ProgressTimers};
 use crate::{Cause, Outcome, Recorder, Terminal, TrackedStream};
 
 /// Why an attempt committed: from here on its bytes go to the client.
@@ -149,7 +149,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     F: FailureTail<B, E>,
 {
     /// Holds `stream` back until its commit, keeping at most about `limit` bytes
@@ -298,7 +298,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     F: FailureTail<B, E>,
 {
     type Item = Result<B, E>;
@@ -333,7 +333,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     F: FailureTail<B, E>,
 {
     fn is_terminated(&self) -> bool {

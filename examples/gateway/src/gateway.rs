@@ -51,6 +51,7 @@ use sluice::breaker::{
     Clock, Config, ConfigError, Pick, Reason, SetPermit, SharedBreakerSet, State, StatusPolicy,
     Transition,
 };
+use sluice::retry::{RetryBudgetConfig, RetryBudgetConfigError, SharedRetryBudget};
 use sluice::sse::SseRules;
 use sluice::timers::Timeouts;
 use tokio::sync::mpsc::UnboundedSender;
@@ -243,6 +244,9 @@ pub enum GatewayError {
     /// The breaker settings are unusable.
     #[error("invalid breaker settings: {0}")]
     Config(#[from] ConfigError),
+    /// The retry budget's settings are unusable.
+    #[error("invalid retry budget: {0}")]
+    RetryBudget(#[from] RetryBudgetConfigError),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -269,6 +273,19 @@ pub struct Options {
     /// worker's Failure with the timer's cause; the client gets the route's error
     /// event (a body without SSE rules is cut).
     pub timeouts: Timeouts,
+    /// Attempts after the first, each on a worker the request has not tried, when
+    /// an attempt fails before its commit (a connect error, a 5xx, a 429 or 503, a
+    /// redirect, a timeout to the head or the first token, an error event or a cut
+    /// before the first token). Never after the commit, never on another 4xx. With
+    /// none and no hedging, a stream is not held back: its head goes to the client
+    /// with the worker's.
+    pub retries: u32,
+    /// What retries and hedges may add to the requests ([`SharedRetryBudget`]).
+    pub retry_budget: RetryBudgetConfig,
+    /// Start one more attempt on another worker when the first has made no
+    /// progress after this long; the first to commit is the answer, the other is
+    /// dropped (Abandoned, `hedge_lost`). `None`: no hedging.
+    pub hedge_after: Option<Duration>,
 }
 
 impl Options {
@@ -282,6 +299,9 @@ impl Options {
             engine: Engine::Generic,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             timeouts: DEFAULT_TIMEOUTS,
+            retries: 0,
+            retry_budget: RetryBudgetConfig::new(),
+            hedge_after: None,
         }
     }
 }
@@ -299,6 +319,9 @@ struct Inner {
     events: Option<UnboundedSender<GatewayEvent>>,
     header_timeout: Duration,
     timeouts: Timeouts,
+    retries: u32,
+    budget: SharedRetryBudget,
+    hedge_after: Option<Duration>,
     /// True once the shutdown grace is over: every tracked body ends.
     shutdown: watch::Sender<bool>,
 }
@@ -321,17 +344,18 @@ impl fmt::Debug for Gateway {
 
 impl Gateway {
     /// A gateway in front of `workers`: one breaker each in a [`SharedBreakerSet`]
-    /// with `options`, reading time from `clock`; what it does goes to `events` when
-    /// given.
+    /// with `options`, and a retry budget, both reading time from `clock`; what it
+    /// does goes to `events` when given.
     pub fn new(
         workers: Vec<WorkerSpec>,
         options: Options,
-        clock: impl Clock,
+        clock: impl Clock + Clone,
         events: Option<UnboundedSender<GatewayEvent>>,
     ) -> Result<Self, GatewayError> {
         if workers.is_empty() {
             return Err(GatewayError::NoWorkers);
         }
+        let budget = SharedRetryBudget::try_with_clock(options.retry_budget, clock.clone())?;
         let set = SharedBreakerSet::try_with_clock(workers.len(), options.config, clock)?
             .with_max_ejected_percent(options.max_ejected_percent);
         let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
@@ -360,6 +384,9 @@ impl Gateway {
                 events,
                 header_timeout: options.header_timeout,
                 timeouts: options.timeouts,
+                retries: options.retries,
+                budget,
+                hedge_after: options.hedge_after,
                 shutdown: watch::channel(false).0,
             }),
         })
@@ -505,10 +532,10 @@ impl Inner {
         }
     }
 
-    /// A permit from the worker the set picks; or how long until one may admit a
-    /// call (the soonest known wait, at least a second).
-    fn admit(&self, request: &str) -> Result<SetPermit, Duration> {
-        match self.set.pick(self.pick) {
+    /// A permit from the worker the set picks among those not `tried`; or how long
+    /// until one may admit a call (the soonest known wait, at least a second).
+    fn admit(&self, request: &str, tried: &[usize]) -> Result<SetPermit, Duration> {
+        match self.set.pick_excluding(self.pick, tried) {
             Ok(permit) => {
                 let worker = permit.worker();
                 if let Some(t) = permit.transition() {

@@ -208,6 +208,98 @@ impl EncodeLabelValue for AbortResult {
     }
 }
 
+/// Which attempt of a request: its first, a retry after a failure, or a hedge
+/// started while another was slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttemptKind {
+    /// The request's first attempt.
+    First,
+    /// An attempt after one that failed before its commit.
+    Retry,
+    /// An attempt started while another had made no progress yet.
+    Hedge,
+}
+
+impl AttemptKind {
+    /// Its label value: `first`, `retry`, `hedge`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::First => "first",
+            Self::Retry => "retry",
+            Self::Hedge => "hedge",
+        }
+    }
+}
+
+impl EncodeLabelValue for AttemptKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// How an attempt ended for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttemptResult {
+    /// It is the client's answer (committed, or an answer that is not retried).
+    Answered,
+    /// It failed before its commit (its worker has its verdict); another attempt
+    /// replaced it, or, with none left, its failure is the answer.
+    Failed,
+    /// Another attempt reached its first token first: dropped, Abandoned.
+    HedgeLost,
+    /// The client left, or the gateway shut down, before it settled.
+    Cancelled,
+}
+
+impl AttemptResult {
+    /// Its label value: `answered`, `failed`, `hedge_lost`, `cancelled`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Failed => "failed",
+            Self::HedgeLost => "hedge_lost",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl EncodeLabelValue for AttemptResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// Why a retry or a hedge the rules allowed was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The retry budget had nothing left.
+    Budget,
+    /// No worker the request had not tried admitted it.
+    NoWorker,
+    /// The request had used its `--retries`.
+    Limit,
+}
+
+impl Refusal {
+    /// Its label value: `budget`, `no_worker`, `limit`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Budget => "budget",
+            Self::NoWorker => "no_worker",
+            Self::Limit => "limit",
+        }
+    }
+}
+
+impl EncodeLabelValue for Refusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
 /// A health check's result as a label value: `passed` or `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum HealthResult {
@@ -247,6 +339,21 @@ struct WorkerLabels {
 struct AbortLabels {
     worker: String,
     result: AbortResult,
+}
+
+/// Labels of `sluice_attempts_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    worker: String,
+    kind: AttemptKind,
+    result: AttemptResult,
+}
+
+/// Labels of `sluice_retries_refused_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    kind: AttemptKind,
+    reason: Refusal,
 }
 
 /// Labels of `sluice_health_checks_total`.
@@ -340,6 +447,8 @@ pub struct Metrics {
     unavailable: Counter,
     aborts: Family<AbortLabels, Counter>,
     health: Family<HealthLabels, Counter>,
+    attempts: Family<AttemptLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
     ejected: Gauge,
     max_ejected: Gauge,
     first_token: Family<TokenLabels, Histogram, Buckets>,
@@ -369,6 +478,8 @@ impl Metrics {
         let unavailable = Counter::default();
         let aborts = Family::<AbortLabels, Counter>::default();
         let health = Family::<HealthLabels, Counter>::default();
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        let refused = Family::<RefusedLabels, Counter>::default();
         let ejected = Gauge::default();
         let max_ejected = Gauge::default();
         let first_token = Family::new_with_constructor(time_to_first_token as Buckets);
@@ -408,6 +519,16 @@ impl Metrics {
             "sluice_health_checks",
             "Active health checks of the workers, by result",
             health.clone(),
+        );
+        registry.register(
+            "sluice_attempts",
+            "Attempts sent to workers, by kind (first, retry, hedge) and result",
+            attempts.clone(),
+        );
+        registry.register(
+            "sluice_retries_refused",
+            "Retries and hedges the rules allowed but that were not made, by reason",
+            refused.clone(),
         );
         registry.register(
             "sluice_ejected_workers",
@@ -452,6 +573,8 @@ impl Metrics {
             unavailable,
             aborts,
             health,
+            attempts,
+            refused,
             ejected,
             max_ejected,
             first_token,
@@ -548,6 +671,27 @@ impl Metrics {
                 worker: name.clone(),
                 result,
             })
+            .inc();
+    }
+
+    /// Counts one attempt sent to `worker`, by its kind and how it ended.
+    pub fn attempt(&self, worker: usize, kind: AttemptKind, result: AttemptResult) {
+        let Some(name) = self.workers.get(worker) else {
+            return;
+        };
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                worker: name.clone(),
+                kind,
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts one retry or hedge not made, and why.
+    pub fn refused(&self, kind: AttemptKind, reason: Refusal) {
+        self.refused
+            .get_or_create(&RefusedLabels { kind, reason })
             .inc();
     }
 

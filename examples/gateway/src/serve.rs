@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sluice::breaker::{Config, DEFAULT_MAX_EJECTED_PERCENT, Pick, StdClock};
+use sluice::retry::RetryBudgetConfig;
 use sluice::timers::Timeouts;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -60,6 +61,10 @@ impl From<PickArg> for Pick {
         }
     }
 }
+
+/// The share of the recent requests that retries and hedges may add, in percent,
+/// by default (Finagle's).
+pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
 
 /// The `serve` flags.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -144,6 +149,26 @@ pub struct ServeArgs {
     /// long; then end the rest (their verdict: abandoned, cause shutdown) and exit 0.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Attempts after the first, each on a worker the request has not tried, when
+    /// one fails before its first token reaches the client: a connect error, a 5xx,
+    /// a 429 or 503, a redirect, a timeout to the head or the first token, an error
+    /// event or a cut. Never after the first token, never on another 4xx. With 0
+    /// (and no --hedge-after), a stream's head goes to the client at once; otherwise
+    /// it goes with the first token.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub retries: u32,
+
+    /// Retries and hedges may add at most PERCENT of the requests of the last 10 s,
+    /// plus 10 per second: a pool in outage gets no retry storm.
+    #[arg(long, value_name = "PERCENT", default_value_t = DEFAULT_RETRY_BUDGET_PERCENT)]
+    pub retry_budget: u32,
+
+    /// Start a second attempt on another worker when the first has sent no token
+    /// after this long (200ms, 2s; off or 0: never); the first to send a token is
+    /// the answer, the other is dropped (abandoned, cause hedge_lost).
+    #[arg(long, value_name = "DURATION", default_value = "off", value_parser = parse_timeout)]
+    pub hedge_after: Duration,
 }
 
 impl ServeArgs {
@@ -165,6 +190,9 @@ impl ServeArgs {
             health_check: None,
             health_interval: DEFAULT_HEALTH_INTERVAL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            retries: 0,
+            retry_budget: DEFAULT_RETRY_BUDGET_PERCENT,
+            hedge_after: Duration::ZERO,
         }
     }
 }
@@ -431,6 +459,9 @@ pub async fn start_until(
         engine: args.engine,
         header_timeout: args.header_timeout,
         timeouts: timeouts(args),
+        retries: args.retries,
+        retry_budget: RetryBudgetConfig::new().percent(args.retry_budget),
+        hedge_after: (!args.hedge_after.is_zero()).then_some(args.hedge_after),
     };
     let gateway = Gateway::new(workers, options, StdClock::new(), None)?;
     let listener = TcpListener::bind(args.listen)
@@ -551,6 +582,9 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
         deadline = %format_timeout(args.deadline),
         health_check = args.health_check.as_deref().unwrap_or("off"),
         shutdown_grace = %format_duration(args.shutdown_grace),
+        retries = args.retries,
+        retry_budget_percent = args.retry_budget,
+        hedge_after = %format_timeout(args.hedge_after),
         "sluice gateway serving (GET /metrics for the metrics)"
     );
     serving.wait().await?;

@@ -1,4 +1,5 @@
-//! The client's body: the tracked stream of a worker's 2xx answer, with what the
+//! The client's body: the tracked stream of a worker's 2xx answer, as an
+//! [`Attempt`] (what it held back before its commit comes first), with what the
 //! gateway adds around it.
 //!
 //! * **Progress times.** After each poll it reads the stream's progress count
@@ -30,9 +31,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
+#[cfg(doc)]
+use sluice::TrackedStream;
+use sluice::attempt::Attempt;
 use sluice::failure::FailureTail;
 use sluice::timers::ProgressTimers;
-use sluice::{Cause, Outcome, Recorder, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, Recorder, Verdict};
 use tokio::sync::watch;
 
 use super::shutdown::{BoxError, ShutDown, grace_over};
@@ -51,11 +55,11 @@ impl fmt::Display for WorkerFailed {
 
 impl Error for WorkerFailed {}
 
-/// The tracked stream, pinned where the body can drop it early.
-type Pinned<S, R, W, F> = Pin<Box<TrackedStream<S, R, W, F>>>;
+/// The attempt, pinned where the body can drop it early.
+pub(super) type Pinned<S, R, W, F> = Pin<Box<Attempt<S, R, W, F>>>;
 
-/// The client's body over a tracked stream.
-pub(super) struct ClientBody<S, R: Recorder, W, F> {
+/// The client's body over an attempt's tracked stream.
+pub(super) struct ClientBody<S: Stream, R: Recorder, W, F> {
     /// `None` once ended: dropping it recorded the verdict and closed the upstream.
     tracked: Option<Pinned<S, R, W, F>>,
     grace_over: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -66,16 +70,16 @@ pub(super) struct ClientBody<S, R: Recorder, W, F> {
     told: bool,
 }
 
-impl<S, R: Recorder, W, F> ClientBody<S, R, W, F> {
-    /// The body over `tracked` (with its failure event, if it is to have one), ended
-    /// when `over` turns true; its progress marked in `timing`.
+impl<S: Stream, R: Recorder, W, F> ClientBody<S, R, W, F> {
+    /// The body over `attempt` (its stream with its failure event, if it is to have
+    /// one), ended when `over` turns true; its progress marked in `timing`.
     pub(super) fn new(
-        tracked: TrackedStream<S, R, W, F>,
+        attempt: Pinned<S, R, W, F>,
         over: watch::Receiver<bool>,
         timing: Arc<Timing>,
     ) -> Self {
         Self {
-            tracked: Some(Box::pin(tracked)),
+            tracked: Some(attempt),
             grace_over: Box::pin(grace_over(over)),
             timing,
             seen: 0,
@@ -110,12 +114,12 @@ where
         if this.grace_over.as_mut().poll(cx).is_ready() {
             // No end was seen: the verdict is Abandoned (shutdown); an end already
             // seen stands. Dropping the stream records it now and closes the upstream.
-            tracked.as_mut().abandon_pinned(Cause::Shutdown);
+            tracked.as_mut().abandon(Cause::Shutdown);
             this.tracked = None;
             return Poll::Ready(Some(Err(Box::new(ShutDown))));
         }
         let poll = tracked.as_mut().poll_next(cx);
-        let progress = tracked.progress();
+        let progress = tracked.get_ref().progress();
         if progress != this.seen {
             this.seen = progress;
             this.timing.progressed(progress);
@@ -125,7 +129,7 @@ where
             Poll::Ready(Some(Ok(chunk))) => {
                 // The worker's chunks come before its end; an item after it is the
                 // stream's failure event.
-                this.told |= tracked.is_inner_ended();
+                this.told |= tracked.get_ref().is_inner_ended();
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(err))) => {
@@ -149,6 +153,7 @@ where
 #[cfg(test)]
 mod tests {
     use futures_util::{StreamExt, stream};
+    use sluice::TrackedStream;
     use sluice::sse::SseRules;
 
     use super::*;
@@ -171,7 +176,9 @@ mod tests {
         };
         let tracked = tracked.with_failure_event_named(Arc::<str>::from("w"));
         let (_over, over) = watch::channel(false);
-        let mut body = ClientBody::new(tracked, over, Timing::start());
+        // Nothing held back (a bound of 0): as the gateway runs without retries.
+        let attempt = Box::pin(Attempt::new(tracked, 0));
+        let mut body = ClientBody::new(attempt, over, Timing::start());
         let mut text = Vec::new();
         let mut clean = true;
         while let Some(item) = body.next().await {

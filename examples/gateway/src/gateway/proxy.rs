@@ -1,13 +1,18 @@
-//! The proxy handler: admit, send, classify the head, track the body.
+//! The proxy handler: admit, send, classify the head, track the body; retry and
+//! hedge before the commit.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use sluice::breaker::Classified;
+use sluice::attempt::Attempt;
+use sluice::breaker::{Classified, SetPermit};
 use sluice::{Cause, Outcome, RecordGuard, TrackedStream, Verdict};
 use sluice_tokio::TokioTimer;
 
@@ -16,6 +21,7 @@ use super::shutdown::grace_over;
 use super::ticket::{Ticket, Timing};
 use super::{Api, GatewayEvent, Inner, REQUEST_ID, error_chain, json_error};
 use crate::engine;
+use crate::metrics::{AttemptKind, AttemptResult, Refusal};
 
 /// At most this much of a worker's non-2xx body is passed on to the client.
 pub const ERROR_BODY_CAP: usize = 64 * 1024;
@@ -49,6 +55,14 @@ pub fn is_event_stream(content_type: Option<&HeaderValue>) -> bool {
     kind.trim().eq_ignore_ascii_case("text") && subtype.trim().eq_ignore_ascii_case("event-stream")
 }
 
+/// At most this much of a stream is held back before its commit (its preamble and
+/// keep-alives), while a retry or a hedge may still replace it.
+pub const HOLD_BACK_STREAM: usize = 64 * 1024;
+
+/// At most this much of a non-streaming answer is held back, so that a failure
+/// anywhere before its end can still be retried; a longer answer commits there.
+pub const HOLD_BACK_WHOLE: usize = 1024 * 1024;
+
 /// How the wait for the worker's response head ended.
 enum Head {
     /// The head came.
@@ -59,6 +73,45 @@ enum Head {
     TimedOut,
     /// The shutdown grace ended first.
     Shutdown,
+}
+
+/// What every attempt of one request sends.
+struct Call {
+    api: Api,
+    /// The request id (empty if none).
+    request: String,
+    id: Option<HeaderValue>,
+    /// The client's headers that are forwarded.
+    headers: Vec<(&'static str, HeaderValue)>,
+    body: Bytes,
+    timing: Arc<Timing>,
+    span: tracing::Span,
+}
+
+/// How one attempt ended.
+enum Tried {
+    /// The client's answer: a stream that committed, or an answer that is not
+    /// retried (another 4xx, the shutdown).
+    Answer(Response),
+    /// It failed before its commit, and another worker may serve (its worker has
+    /// heard its verdict): what the client gets if no other attempt is made.
+    Retryable(Fallback),
+}
+
+/// The answer of a failed attempt, made only if it is the one sent.
+enum Fallback {
+    Ready(Response),
+    /// A non-2xx answer: its body is read (capped) only if it is passed on.
+    Status(reqwest::Response),
+}
+
+impl Fallback {
+    async fn into_response(self) -> Response {
+        match self {
+            Self::Ready(response) => response,
+            Self::Status(response) => passed_on(response).await,
+        }
+    }
 }
 
 pub(super) async fn proxy(
@@ -83,49 +136,219 @@ pub(super) async fn proxy(
     let request = id.as_ref().map_or_else(String::new, |id| {
         String::from_utf8_lossy(id.as_bytes()).into_owned()
     });
-    let permit = match gw.admit(&request) {
-        Ok(permit) => permit,
-        Err(wait) => return unavailable(&gw, request, wait),
+    let forwarded = FORWARDED_HEADERS
+        .into_iter()
+        .filter_map(|name| headers.get(name).map(|value| (name, value.clone())))
+        .collect();
+    let call = Call {
+        api,
+        request,
+        id,
+        headers: forwarded,
+        body,
+        timing,
+        span: tracing::Span::current(),
     };
+    if gw.retries > 0 || gw.hedge_after.is_some() {
+        gw.budget.deposit();
+    }
+    attempts(&gw, &call).await
+}
+
+/// The attempts of one request until one answers: the first, a hedge beside it if
+/// it is slow, and retries after failures before the commit, each on a worker not
+/// yet tried, as far as `--retries` and the retry budget allow. A client that
+/// leaves drops this future, and with it every attempt in flight (Abandoned).
+async fn attempts(gw: &Arc<Inner>, call: &Call) -> Response {
+    let mut tried: Vec<usize> = Vec::new();
+    let mut kind = AttemptKind::First;
+    let mut last: Option<Fallback> = None;
+    loop {
+        let permit = match gw.admit(&call.request, &tried) {
+            Ok(permit) => permit,
+            Err(wait) => {
+                return match last {
+                    // No worker left to retry on: the last failure stands.
+                    Some(fallback) => {
+                        gw.metrics.refused(kind, Refusal::NoWorker);
+                        fallback.into_response().await
+                    }
+                    None => unavailable(gw, call.request.clone(), wait),
+                };
+            }
+        };
+        tried.push(permit.worker());
+        let fallback = match race(gw, call, &mut tried, permit, kind).await {
+            Tried::Answer(response) => return response,
+            Tried::Retryable(fallback) => fallback,
+        };
+        let refusal = if tried.len() > gw.retries as usize {
+            Refusal::Limit
+        } else if gw.budget.try_withdraw() {
+            last = Some(fallback);
+            kind = AttemptKind::Retry;
+            continue;
+        } else {
+            Refusal::Budget
+        };
+        // No retry: the last attempt's answer stands.
+        if gw.retries > 0 {
+            gw.metrics.refused(AttemptKind::Retry, refusal);
+        }
+        return fallback.into_response().await;
+    }
+}
+
+/// One attempt in flight, with what its metrics and its ticket need to know.
+struct Contender<'a> {
+    future: Pin<Box<dyn Future<Output = Tried> + Send + 'a>>,
+    /// Shared with the attempt's ticket: set before the attempt is dropped for
+    /// losing a race, so its verdict says `hedge_lost`.
+    lost: Arc<AtomicBool>,
+    worker: usize,
+    kind: AttemptKind,
+}
+
+impl<'a> Contender<'a> {
+    fn new(gw: &'a Arc<Inner>, call: &'a Call, permit: SetPermit, kind: AttemptKind) -> Self {
+        let lost = Arc::new(AtomicBool::new(false));
+        let worker = permit.worker();
+        let future = Box::pin(try_worker(gw, call, permit, lost.clone()));
+        Self {
+            future,
+            lost,
+            worker,
+            kind,
+        }
+    }
+
+    /// Counts how it settled.
+    fn settled(&self, gw: &Inner, tried: Tried) -> Tried {
+        let result = match tried {
+            Tried::Answer(_) => AttemptResult::Answered,
+            Tried::Retryable(_) => AttemptResult::Failed,
+        };
+        gw.metrics.attempt(self.worker, self.kind, result);
+        tried
+    }
+
+    /// Runs it to its end.
+    async fn run(mut self, gw: &Inner) -> Tried {
+        let tried = (&mut self.future).await;
+        self.settled(gw, tried)
+    }
+
+    /// Drops it unsettled, because another attempt answered first: Abandoned,
+    /// `hedge_lost`; its connection is closed (and, with an engine profile that
+    /// aborts, the engine is told).
+    fn lose(self, gw: &Inner) {
+        self.lost.store(true, Ordering::Release);
+        gw.metrics
+            .attempt(self.worker, self.kind, AttemptResult::HedgeLost);
+        drop(self.future);
+    }
+}
+
+/// Which of two racing attempts settled first.
+enum FirstDone {
+    Primary(Tried),
+    Hedge(Tried),
+}
+
+/// The attempt on `permit`'s worker; if it has not settled after the hedge delay,
+/// one more on another worker (the budget allowing), and the first to answer wins:
+/// the other is dropped (Abandoned, `hedge_lost`). If one fails, the other goes on
+/// alone.
+async fn race(
+    gw: &Arc<Inner>,
+    call: &Call,
+    tried: &mut Vec<usize>,
+    permit: SetPermit,
+    kind: AttemptKind,
+) -> Tried {
+    let mut primary = Contender::new(gw, call, permit, kind);
+    let Some(delay) = gw.hedge_after else {
+        return primary.run(gw).await;
+    };
+    tokio::select! {
+        biased;
+        tried = &mut primary.future => return primary.settled(gw, tried),
+        () = tokio::time::sleep(delay) => {}
+    }
+    if !gw.budget.try_withdraw() {
+        gw.metrics.refused(AttemptKind::Hedge, Refusal::Budget);
+        return primary.run(gw).await;
+    }
+    let Ok(permit) = gw.admit(&call.request, tried) else {
+        gw.metrics.refused(AttemptKind::Hedge, Refusal::NoWorker);
+        return primary.run(gw).await;
+    };
+    tried.push(permit.worker());
+    let mut hedge = Contender::new(gw, call, permit, AttemptKind::Hedge);
+    let first = tokio::select! {
+        tried = &mut primary.future => FirstDone::Primary(tried),
+        tried = &mut hedge.future => FirstDone::Hedge(tried),
+    };
+    let (winner, loser) = match first {
+        FirstDone::Primary(tried) => match primary.settled(gw, tried) {
+            Tried::Retryable(_) => return hedge.run(gw).await,
+            answer => (answer, hedge),
+        },
+        FirstDone::Hedge(tried) => match hedge.settled(gw, tried) {
+            Tried::Retryable(_) => return primary.run(gw).await,
+            answer => (answer, primary),
+        },
+    };
+    loser.lose(gw);
+    winner
+}
+
+/// One attempt on the worker of `permit`: send the request, wait for the head,
+/// classify it, and for a 2xx hold the body back to its commit when another attempt
+/// may still replace it. The attempt's ticket reports its verdict.
+async fn try_worker(
+    gw: &Arc<Inner>,
+    call: &Call,
+    permit: SetPermit,
+    lost: Arc<AtomicBool>,
+) -> Tried {
     let worker = permit.worker();
     let upstream = &gw.workers[worker];
-    let span = tracing::Span::current();
-    span.record("worker", upstream.name.as_str());
+    call.span.record("worker", upstream.name.as_str());
     // The body goes on as it came; only an engine profile that aborts by id adds it.
     let (body, rid) = if gw.engine.aborts() {
-        match engine::with_rid(&body, &gw.rids.mint()) {
+        match engine::with_rid(&call.body, &gw.rids.mint()) {
             Some((rewritten, rid)) => (Bytes::from(rewritten), Some(rid)),
-            None => (body, None),
+            None => (call.body.clone(), None),
         }
     } else {
-        (body, None)
+        (call.body.clone(), None)
     };
-    let url = format!("{}{}", upstream.base.trim_end_matches('/'), api.path());
-    let mut call = gw.client.post(url).body(body);
-    if let Some(id) = id {
-        call = call.header(REQUEST_ID, id);
+    let url = format!("{}{}", upstream.base.trim_end_matches('/'), call.api.path());
+    let mut request = gw.client.post(url).body(body);
+    if let Some(id) = &call.id {
+        request = request.header(REQUEST_ID, id.clone());
     }
-    for name in FORWARDED_HEADERS {
-        if let Some(value) = headers.get(name) {
-            call = call.header(name, value);
-        }
+    for (name, value) in &call.headers {
+        request = request.header(*name, value.clone());
     }
-    // From here the request is on its way to the engine. If the client leaves while
-    // the gateway waits for the headers, hyper drops this future: the request is
-    // cancelled and the guard records Abandoned (`client_left_before_head`).
+    // From here the request is on its way to the engine. If the client leaves (or a
+    // hedge wins) while the gateway waits for the headers, this future is dropped:
+    // the request is cancelled and the guard records Abandoned.
     let guard = RecordGuard::new(Ticket {
         gw: gw.clone(),
-        request,
+        request: call.request.clone(),
         permit: Some(permit),
-        api,
-        timing,
-        span,
+        api: call.api,
+        timing: call.timing.clone(),
+        span: call.span.clone(),
         rid,
+        hedge_lost: lost,
     });
     let head = tokio::select! {
         biased;
         () = grace_over(gw.shutdown.subscribe()) => Head::Shutdown,
-        sent = tokio::time::timeout(gw.header_timeout, call.send()) => match sent {
+        sent = tokio::time::timeout(gw.header_timeout, request.send()) => match sent {
             Ok(Ok(response)) => Head::Came(response),
             Ok(Err(err)) => Head::Failed(err),
             Err(_) => Head::TimedOut,
@@ -147,7 +370,8 @@ pub(super) async fn proxy(
             );
             ticket.settle(failed);
             let message = format!("upstream {} is unreachable", upstream.name);
-            return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
+            let response = json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
+            return Tried::Retryable(Fallback::Ready(response));
         }
         Head::TimedOut => {
             let failed = Outcome::new(Verdict::Failure, Cause::HeaderTimeout, 0, 0);
@@ -156,16 +380,13 @@ pub(super) async fn proxy(
                 "upstream {} sent no response head within {:?}",
                 upstream.name, gw.header_timeout
             );
-            return json_error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", &message);
+            let response = json_error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", &message);
+            return Tried::Retryable(Fallback::Ready(response));
         }
         Head::Shutdown => {
             let gone = Outcome::new(Verdict::Abandoned, Cause::Shutdown, 0, 0);
             ticket.settle(gone);
-            return json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the gateway shut down before the worker answered",
-            );
+            return Tried::Answer(shutting_down());
         }
     };
     let status = response.status();
@@ -178,19 +399,114 @@ pub(super) async fn proxy(
                 upstream.name,
                 status.as_u16()
             );
-            return json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
+            let response = json_error(StatusCode::BAD_GATEWAY, "bad_gateway", &message);
+            return Tried::Retryable(Fallback::Ready(response));
         }
-        // Pass the worker's answer on (a 400 explains what was wrong with the
-        // request), capped in size and in time.
-        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-        let text = capped_body(response, ERROR_BODY_CAP, ERROR_BODY_TIME_LIMIT).await;
-        let mut out = (status, text).into_response();
+        // A 429 or 503 is neutral for the breaker, but another worker may serve.
+        if verdict == Verdict::Failure || matches!(status.as_u16(), 429 | 503) {
+            return Tried::Retryable(Fallback::Status(response));
+        }
+        return Tried::Answer(passed_on(response).await);
+    }
+    streamed(gw, call, worker, response, ticket).await
+}
+
+/// The 503 of a request the shutdown ended before its answer.
+fn shutting_down() -> Response {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the gateway shut down before the worker answered",
+    )
+}
+
+/// A worker's non-2xx answer, passed on (a 400 explains what was wrong with the
+/// request), its body capped in size and in time.
+async fn passed_on(response: reqwest::Response) -> Response {
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let text = capped_body(response, ERROR_BODY_CAP, ERROR_BODY_TIME_LIMIT).await;
+    let mut out = (status, text).into_response();
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    out
+}
+
+/// A worker's 2xx answer: the one place where a stream is tracked. The rules come
+/// from the response: a `text/event-stream` body gets the route's SSE preset (it
+/// ends at its API's done event); any other body is tracked without rules (its
+/// clean end is its success). Either runs the worker's progress timers
+/// ([`Options::timeouts`](super::Options::timeouts)) from the body's first poll; an
+/// expiry fails the stream with its cause. A failure after the head reaches an
+/// event stream's client as the route's error event
+/// ([`with_failure_event_named`](TrackedStream::with_failure_event_named); see
+/// [`ClientBody`]).
+///
+/// When a retry or a hedge may replace the attempt, the body is held back
+/// ([`Attempt`]) until its first progress event (a stream, up to
+/// [`HOLD_BACK_STREAM`]) or its end (any other body, up to [`HOLD_BACK_WHOLE`]),
+/// and the head goes to the client with that commit; a failure before it is
+/// retryable, and none of its bytes reach the client unless it is the answer that
+/// stands (then only what failed it). Otherwise the head goes at once.
+async fn streamed(
+    gw: &Inner,
+    call: &Call,
+    worker: usize,
+    response: reqwest::Response,
+    ticket: Ticket,
+) -> Tried {
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let event_stream = is_event_stream(content_type.as_ref());
+    let tracked = TrackedStream::new(response.bytes_stream(), ticket);
+    let tracked = if event_stream {
+        tracked.with_sse(call.api.rules())
+    } else {
+        tracked
+    };
+    // The route's failure event, naming the worker (never its URL); only an event
+    // stream has one.
+    let name: Arc<str> = Arc::from(gw.name(worker));
+    let tracked = tracked
+        .with_timers(TokioTimer, gw.timeouts)
+        .with_failure_event_named(name);
+    let replaceable = gw.retries > 0 || gw.hedge_after.is_some();
+    let mut attempt = Box::pin(match (replaceable, event_stream) {
+        (false, _) => Attempt::new(tracked, 0),
+        (true, true) => Attempt::new(tracked, HOLD_BACK_STREAM),
+        (true, false) => Attempt::whole(tracked, HOLD_BACK_WHOLE),
+    });
+    let respond = |attempt| {
+        let body = ClientBody::new(attempt, gw.shutdown.subscribe(), call.timing.clone());
+        let mut out = Response::new(Body::from_stream(body));
+        *out.status_mut() = status;
         if let Some(ct) = content_type {
             out.headers_mut().insert(header::CONTENT_TYPE, ct);
         }
-        return out;
+        if event_stream {
+            out.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
+        out
+    };
+    if !replaceable {
+        return Tried::Answer(respond(attempt));
     }
-    tracked_response(&gw, api, worker, response, ticket)
+    let committed = tokio::select! {
+        biased;
+        () = grace_over(gw.shutdown.subscribe()) => None,
+        commit = attempt.as_mut().commit() => Some(commit.is_ok()),
+    };
+    match committed {
+        Some(true) => Tried::Answer(respond(attempt)),
+        // The failed attempt is the answer if no other replaces it.
+        Some(false) => Tried::Retryable(Fallback::Ready(respond(attempt))),
+        None => {
+            attempt.as_mut().abandon(Cause::Shutdown);
+            Tried::Answer(shutting_down())
+        }
+    }
 }
 
 /// The 503 when no worker admits the call.
@@ -232,51 +548,6 @@ async fn capped_body(mut response: reqwest::Response, cap: usize, limit: Duratio
     // A worker that trickles its error body forever holds nobody past the limit.
     let _ = tokio::time::timeout(limit, read).await;
     Bytes::from(body)
-}
-
-/// The client's response for a worker's 2xx answer: the one place where a stream is
-/// tracked. The rules come from the response: a `text/event-stream` body gets the
-/// route's SSE preset (it ends at its API's done event); any other body is tracked
-/// without rules (its clean end is its success). Either runs the worker's progress
-/// timers ([`Options::timeouts`](super::Options::timeouts)), from the body's first
-/// poll; an expiry fails the stream with its cause. A failure after the head reaches
-/// an event stream's client as the route's error event
-/// ([`with_failure_event_named`](TrackedStream::with_failure_event_named); see
-/// [`ClientBody`]).
-fn tracked_response(
-    gw: &Inner,
-    api: Api,
-    worker: usize,
-    response: reqwest::Response,
-    ticket: Ticket,
-) -> Response {
-    let status = response.status();
-    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    let event_stream = is_event_stream(content_type.as_ref());
-    let timing = ticket.timing.clone();
-    let tracked = TrackedStream::new(response.bytes_stream(), ticket);
-    let tracked = if event_stream {
-        tracked.with_sse(api.rules())
-    } else {
-        tracked
-    };
-    // The route's failure event, naming the worker (never its URL); only an event
-    // stream has one.
-    let name: Arc<str> = Arc::from(gw.name(worker));
-    let tracked = tracked
-        .with_timers(TokioTimer, gw.timeouts)
-        .with_failure_event_named(name);
-    let body = ClientBody::new(tracked, gw.shutdown.subscribe(), timing);
-    let mut out = Response::new(Body::from_stream(body));
-    *out.status_mut() = status;
-    if let Some(ct) = content_type {
-        out.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    if event_stream {
-        out.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    }
-    out
 }
 
 #[cfg(test)]

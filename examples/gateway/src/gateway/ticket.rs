@@ -1,6 +1,7 @@
 //! The verdict ticket: the recorder of one request from the moment it is sent
 //! upstream.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sluice::breaker::{Recorded, SetPermit};
@@ -87,6 +88,9 @@ pub(super) struct Ticket {
     pub(super) span: tracing::Span,
     /// The id to abort the request by at the engine, if the profile aborts.
     pub(super) rid: Option<String>,
+    /// Set when another attempt of the request won the race to the first token:
+    /// this one, dropped unended, is Abandoned with cause `hedge_lost`.
+    pub(super) hedge_lost: Arc<AtomicBool>,
 }
 
 impl Ticket {
@@ -97,6 +101,9 @@ impl Ticket {
         };
         let _inside = self.span.enter();
         let gw = &self.gw;
+        if outcome.verdict == Verdict::Abandoned && self.hedge_lost.load(Ordering::Acquire) {
+            outcome.cause = Cause::HedgeLost;
+        }
         if outcome.verdict == Verdict::Abandoned
             && matches!(
                 outcome.cause,
@@ -152,13 +159,13 @@ impl Recorder for Ticket {
 }
 
 /// Whether the gateway dropped the upstream before its end without blaming the
-/// worker: the client left (before or after the response head), or the shutdown
-/// grace ended.
+/// worker: the client left (before or after the response head), the shutdown grace
+/// ended, or another attempt won the race to the first token.
 fn cancelled(outcome: Outcome) -> bool {
     outcome.verdict == Verdict::Abandoned
         && matches!(
             outcome.cause,
-            Cause::ClientLeft | Cause::ClientLeftBeforeHead | Cause::Shutdown
+            Cause::ClientLeft | Cause::ClientLeftBeforeHead | Cause::Shutdown | Cause::HedgeLost
         )
 }
 
