@@ -22,7 +22,7 @@ use sluice::sse::{Signal, SseRules, SseScanner};
 use sse_json::{Ending, frame};
 
 /// One dispatched event: its name (empty for none) and data.
-struct Event {
+struct ReferenceEvent {
     name: String,
     data: String,
 }
@@ -30,7 +30,7 @@ struct Event {
 /// A buffering reference reading of an event stream: one optional BOM, CR/LF/CRLF
 /// line ends, comments, `field:value` with one leading space dropped; an event is
 /// dispatched by a blank line if it had a `data` field (as the scanner does).
-fn events(bytes: &[u8]) -> Vec<Event> {
+fn events(bytes: &[u8]) -> Vec<ReferenceEvent> {
     let text = String::from_utf8_lossy(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes));
     let text = text.replace("\r\n", "\n").replace('\r', "\n");
     let mut out = Vec::new();
@@ -40,7 +40,7 @@ fn events(bytes: &[u8]) -> Vec<Event> {
     for line in lines {
         if line.is_empty() {
             if has_data {
-                out.push(Event {
+                out.push(ReferenceEvent {
                     name: std::mem::take(&mut name),
                     data: std::mem::take(&mut data),
                 });
@@ -155,13 +155,13 @@ impl Preset {
         }
     }
 
-    fn keep_alive(self, e: &Event) -> bool {
+    fn keep_alive(self, e: &ReferenceEvent) -> bool {
         matches!(self, Preset::Anthropic) && e.name == "ping"
     }
 
     /// Preamble (before the first progress) by the preset's own rules; a done or
     /// failed event never is.
-    fn preamble(self, e: &Event) -> bool {
+    fn preamble(self, e: &ReferenceEvent) -> bool {
         match self {
             Preset::Chat => e.data != "[DONE]" && !error_object(&e.data) && role_only(&e.data),
             Preset::Responses => ["response.created", "response.in_progress"].contains(&&*e.name),
@@ -170,7 +170,7 @@ impl Preset {
     }
 
     /// The progress count the reference gives the events.
-    fn progress(self, events: &[Event]) -> u64 {
+    fn progress(self, events: &[ReferenceEvent]) -> u64 {
         let mut progress = 0;
         for e in events {
             if self.keep_alive(e) || progress == 0 && self.preamble(e) {
@@ -548,7 +548,7 @@ proptest! {
         // Each chunk on its own: preamble or progress.
         for data in &chunks {
             let bytes = frame(std::slice::from_ref(data));
-            let event = Event { name: String::new(), data: data.clone() };
+            let event = ReferenceEvent { name: String::new(), data: data.clone() };
             let expected = u64::from(!Preset::Chat.preamble(&event));
             prop_assert_eq!(scanned(&rules, &[&bytes]).0, expected, "data {:?}", data);
         }

@@ -13,7 +13,7 @@ use sluice::{Outcome, Verdict};
 
 use crate::Clock;
 use crate::client::Reader;
-use crate::worker::Ledger;
+use crate::worker::WorkerLog;
 
 /// The number of trials: the first command-line argument, 1,000 by default.
 pub fn trials_from_args() -> u64 {
@@ -28,7 +28,7 @@ pub fn trials_from_args() -> u64 {
 /// awaits the gateway's next verdict. Returns each trial's latency.
 pub async fn measure<C, Open, Opened, Next, Judged>(
     trials: u64,
-    worker: &Ledger<C>,
+    worker: &WorkerLog<C>,
     mut open: Open,
     mut verdict: Next,
 ) -> Vec<Duration>

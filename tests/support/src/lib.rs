@@ -5,7 +5,7 @@
 //!
 //! * [`worker`]: the mock inference worker's protocol: the query string a test sends
 //!   ([`worker::Plan`]), what the worker writes and when ([`worker::Script`]), and
-//!   the [`worker::Ledger`] of what it did per request, which tests wait on.
+//!   the [`worker::WorkerLog`] of what it did per request, which tests wait on.
 //! * [`gateway`]: what the gateway under test does with the worker's answer
 //!   ([`gateway::relay`]) and the channels its verdicts and reports reach the test by.
 //! * [`client`]: a client's [`client::Reader`] of an SSE body.

@@ -113,7 +113,7 @@ impl Plan {
 /// What the worker's body does next (see [`Script::next`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Send this token event; it counts in [`Progress::tokens`].
+    /// Send this token event; it counts in [`RequestRecord::tokens`].
     Token(Bytes),
     /// Send [`DONE`].
     Done,
@@ -178,7 +178,7 @@ impl<C: Clock> Script<C> {
 
 /// What the worker did for one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Progress {
+pub struct RequestRecord {
     /// The request reached the worker.
     pub arrived: bool,
     /// The worker started a streaming response.
@@ -195,13 +195,13 @@ pub struct Progress {
 
 /// The worker's record of every request, by id; tests wait on it.
 #[derive(Debug)]
-pub struct Ledger<C> {
-    map: Mutex<HashMap<u64, Progress>>,
+pub struct WorkerLog<C> {
+    map: Mutex<HashMap<u64, RequestRecord>>,
     changed: Event,
     clock: PhantomData<fn() -> C>,
 }
 
-impl<C> Default for Ledger<C> {
+impl<C> Default for WorkerLog<C> {
     fn default() -> Self {
         Self {
             map: Mutex::default(),
@@ -211,16 +211,21 @@ impl<C> Default for Ledger<C> {
     }
 }
 
-impl<C: Clock> Ledger<C> {
+impl<C: Clock> WorkerLog<C> {
     /// Changes request `id`'s record and wakes whoever waits on it.
-    pub fn update(&self, id: u64, f: impl FnOnce(&mut Progress)) {
-        f(self.map.lock().expect("ledger lock").entry(id).or_default());
+    pub fn update(&self, id: u64, f: impl FnOnce(&mut RequestRecord)) {
+        f(self
+            .map
+            .lock()
+            .expect("worker log lock")
+            .entry(id)
+            .or_default());
         self.changed.notify(usize::MAX);
     }
 
     /// What the worker did for request `id` so far (also before it arrives).
-    pub fn progress(&self, id: u64) -> Progress {
-        let map = self.map.lock().expect("ledger lock");
+    pub fn progress(&self, id: u64) -> RequestRecord {
+        let map = self.map.lock().expect("worker log lock");
         map.get(&id).cloned().unwrap_or_default()
     }
 
@@ -230,8 +235,8 @@ impl<C: Clock> Ledger<C> {
         &self,
         id: u64,
         what: &str,
-        mut pred: impl FnMut(&Progress) -> bool,
-    ) -> Progress {
+        mut pred: impl FnMut(&RequestRecord) -> bool,
+    ) -> RequestRecord {
         within::<C, _>(what, async {
             loop {
                 let listener = self.changed.listen();
@@ -247,9 +252,9 @@ impl<C: Clock> Ledger<C> {
 
     /// Records that request `id` arrived; the guard records when its response is
     /// dropped.
-    pub fn arrived(self: &Arc<Self>, id: u64) -> DropGuard<C> {
+    pub fn arrived(self: &Arc<Self>, id: u64) -> DropMarker<C> {
         self.update(id, |p| p.arrived = true);
-        DropGuard {
+        DropMarker {
             ledger: self.clone(),
             id,
         }
@@ -259,19 +264,19 @@ impl<C: Clock> Ledger<C> {
 /// Held by a request's handler, then by its response body: marks the request
 /// dropped when it goes away.
 #[derive(Debug)]
-pub struct DropGuard<C: Clock> {
-    ledger: Arc<Ledger<C>>,
+pub struct DropMarker<C: Clock> {
+    ledger: Arc<WorkerLog<C>>,
     id: u64,
 }
 
-impl<C: Clock> DropGuard<C> {
+impl<C: Clock> DropMarker<C> {
     /// Changes this request's record.
-    pub fn update(&self, f: impl FnOnce(&mut Progress)) {
+    pub fn update(&self, f: impl FnOnce(&mut RequestRecord)) {
         self.ledger.update(self.id, f);
     }
 }
 
-impl<C: Clock> Drop for DropGuard<C> {
+impl<C: Clock> Drop for DropMarker<C> {
     fn drop(&mut self) {
         let now = Instant::now();
         self.update(|p| {

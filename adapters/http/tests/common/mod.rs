@@ -148,7 +148,7 @@ impl Server {
 
 /// What the worker did for one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Progress {
+pub struct RequestRecord {
     pub arrived: bool,
     pub headers: bool,
     pub tokens: u64,
@@ -159,23 +159,23 @@ pub struct Progress {
 
 #[derive(Default)]
 struct Logs {
-    map: Mutex<HashMap<u64, watch::Sender<Progress>>>,
+    map: Mutex<HashMap<u64, watch::Sender<RequestRecord>>>,
     arrivals: AtomicU64,
 }
 
 impl Logs {
-    fn get(&self, id: u64) -> watch::Sender<Progress> {
+    fn get(&self, id: u64) -> watch::Sender<RequestRecord> {
         let mut map = self.map.lock().expect("log lock");
         map.entry(id)
-            .or_insert_with(|| watch::channel(Progress::default()).0)
+            .or_insert_with(|| watch::channel(RequestRecord::default()).0)
             .clone()
     }
 }
 
 /// Marks the request dropped when the handler future or the body goes away.
-struct DropGuard(watch::Sender<Progress>);
+struct DropMarker(watch::Sender<RequestRecord>);
 
-impl Drop for DropGuard {
+impl Drop for DropMarker {
     fn drop(&mut self) {
         let now = Instant::now();
         self.0.send_modify(|p| {
@@ -209,7 +209,7 @@ impl Worker {
         }
     }
 
-    pub fn progress(&self, id: u64) -> watch::Receiver<Progress> {
+    pub fn progress(&self, id: u64) -> watch::Receiver<RequestRecord> {
         self.logs.get(id).subscribe()
     }
 
@@ -218,7 +218,12 @@ impl Worker {
         self.logs.arrivals.load(Ordering::SeqCst)
     }
 
-    pub async fn wait(&self, id: u64, what: &str, pred: impl FnMut(&Progress) -> bool) -> Progress {
+    pub async fn wait(
+        &self,
+        id: u64,
+        what: &str,
+        pred: impl FnMut(&RequestRecord) -> bool,
+    ) -> RequestRecord {
         let mut rx = self.progress(id);
         let seen = within(what, rx.wait_for(pred)).await.expect("worker log");
         seen.clone()
@@ -243,7 +248,7 @@ async fn worker(
     logs.arrivals.fetch_add(1, Ordering::SeqCst);
     let log = logs.get(id);
     log.send_modify(|pr| pr.arrived = true);
-    let guard = DropGuard(log.clone());
+    let guard = DropMarker(log.clone());
     if let Some(status) = num(&p, "status") {
         let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
             b"worker says no",

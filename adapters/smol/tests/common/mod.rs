@@ -22,7 +22,7 @@ use futures_lite::io::BufReader;
 use futures_lite::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, future, stream};
 use sluice::Outcome;
 use sluice_test_support::gateway::{Outcomes, Sink, outcomes, relay};
-use sluice_test_support::worker::{Action, DONE, Ledger, Plan, Query};
+use sluice_test_support::worker::{Action, DONE, Plan, Query, WorkerLog};
 use sluice_test_support::{Clock, client};
 
 /// smol's clock: `async-io` timers.
@@ -158,10 +158,10 @@ pub async fn request(
 
 // ---------------------------------------------------------------- the worker
 
-/// The mock inference worker; its [`Ledger`] (through `Deref`) says what it did.
+/// The mock inference worker; its [`WorkerLog`] (through `Deref`) says what it did.
 pub struct Worker {
     pub addr: SocketAddr,
-    ledger: Arc<Ledger<Smol>>,
+    ledger: Arc<WorkerLog<Smol>>,
     _accept: smol::Task<()>,
 }
 
@@ -169,7 +169,7 @@ impl Worker {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let ledger = Arc::new(Ledger::default());
+        let ledger = Arc::new(WorkerLog::default());
         let l = ledger.clone();
         let accept = smol::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
@@ -185,14 +185,14 @@ impl Worker {
 }
 
 impl Deref for Worker {
-    type Target = Ledger<Smol>;
+    type Target = WorkerLog<Smol>;
 
-    fn deref(&self) -> &Ledger<Smol> {
+    fn deref(&self) -> &WorkerLog<Smol> {
         &self.ledger
     }
 }
 
-async fn serve_worker(conn: TcpStream, ledger: Arc<Ledger<Smol>>) {
+async fn serve_worker(conn: TcpStream, ledger: Arc<WorkerLog<Smol>>) {
     let mut reader = BufReader::new(conn.clone());
     let Ok(line) = read_head(&mut reader).await else {
         return;

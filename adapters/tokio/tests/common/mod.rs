@@ -30,7 +30,7 @@ use sluice::forward::ForwardOptions;
 use sluice::sse::SseRules;
 use sluice::{Cause, Outcome, RecordGuard, Recorder, TrackedStream, Verdict};
 use sluice_test_support::gateway::{Outcomes, Sink, outcomes, relay, status_verdict};
-use sluice_test_support::worker::{Action, DONE, Ledger, Plan, Query};
+use sluice_test_support::worker::{Action, DONE, Plan, Query, WorkerLog};
 use sluice_test_support::{Clock, client};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -101,15 +101,15 @@ impl Server {
 
 // ---------------------------------------------------------------- the worker
 
-/// The mock inference worker; its [`Ledger`] (through `Deref`) says what it did.
+/// The mock inference worker; its [`WorkerLog`] (through `Deref`) says what it did.
 pub struct Worker {
     pub server: Server,
-    ledger: Arc<Ledger<Tokio>>,
+    ledger: Arc<WorkerLog<Tokio>>,
 }
 
 impl Worker {
     pub async fn start() -> Self {
-        let ledger = Arc::new(Ledger::default());
+        let ledger = Arc::new(WorkerLog::default());
         let router = Router::new()
             .route("/v1/stream", get(worker_handler))
             .with_state(ledger.clone());
@@ -121,15 +121,15 @@ impl Worker {
 }
 
 impl Deref for Worker {
-    type Target = Ledger<Tokio>;
+    type Target = WorkerLog<Tokio>;
 
-    fn deref(&self) -> &Ledger<Tokio> {
+    fn deref(&self) -> &WorkerLog<Tokio> {
         &self.ledger
     }
 }
 
 async fn worker_handler(
-    State(ledger): State<Arc<Ledger<Tokio>>>,
+    State(ledger): State<Arc<WorkerLog<Tokio>>>,
     RawQuery(q): RawQuery,
 ) -> Response {
     let plan = Plan::parse(q.as_deref().unwrap_or_default());
