@@ -285,6 +285,12 @@ impl Role {
 
 /// CPU time used by process `pid` so far (user + system).
 fn cpu(pid: u32) -> Result<Duration, String> {
+    let (user, system) = cpu_split(pid)?;
+    Ok(user + system)
+}
+
+/// CPU time used by process `pid` so far: user, system.
+fn cpu_split(pid: u32) -> Result<(Duration, Duration), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
     // The fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').ok_or("odd /proc stat")?.1;
@@ -297,7 +303,10 @@ fn cpu(pid: u32) -> Result<Duration, String> {
     };
     // utime and stime are fields 14 and 15 of the line; here 12 and 13, in ticks of
     // USER_HZ, which is 100 on Linux.
-    Ok(Duration::from_millis((tick(11)? + tick(12)?) * 10))
+    Ok((
+        Duration::from_millis(tick(11)? * 10),
+        Duration::from_millis(tick(12)? * 10),
+    ))
 }
 
 /// The peak resident set of process `pid`, in KiB.
@@ -317,6 +326,8 @@ struct Figures {
     complete: usize,
     wall: Duration,
     cpu: Duration,
+    /// Of which in the kernel.
+    system: Duration,
     peak_rss_kib: u64,
 }
 
@@ -335,7 +346,7 @@ async fn round(load: &Load, role: &str, worker: SocketAddr) -> Result<Figures, S
         .map_err(|e| e.to_string())?;
     let url = format!("http://{}/v1/chat/completions", relay.addr);
     let body = r#"{"model":"load","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let cpu_before = cpu(pid)?;
+    let (user_before, system_before) = cpu_split(pid)?;
     let started = Instant::now();
     let complete = stream::iter(0..load.streams)
         .map(|_| {
@@ -357,7 +368,8 @@ async fn round(load: &Load, role: &str, worker: SocketAddr) -> Result<Figures, S
     let figures = Figures {
         complete,
         wall,
-        cpu: cpu(pid)?.saturating_sub(cpu_before),
+        cpu: cpu(pid)?.saturating_sub(user_before + system_before),
+        system: cpu_split(pid)?.1.saturating_sub(system_before),
         peak_rss_kib: peak_rss_kib(pid)?,
     };
     if load.wrap.is_empty() {
@@ -376,8 +388,8 @@ async fn drive(load: Load) -> Result<(), String> {
         load.streams, load.tokens, load.gap_ms, load.rounds
     );
     println!(
-        "{:>5}  {:<8} {:>9} {:>8} {:>9} {:>13}",
-        "round", "relay", "complete", "wall s", "cpu s", "peak rss MiB"
+        "{:>5}  {:<8} {:>9} {:>8} {:>9} {:>9} {:>13}",
+        "round", "relay", "complete", "wall s", "cpu s", "of it sys", "peak rss MiB"
     );
     let mut ratios = Vec::new();
     for n in 1..=load.rounds {
@@ -385,10 +397,11 @@ async fn drive(load: Load) -> Result<(), String> {
         for &role in &load.relays {
             let f = round(&load, role, worker.addr).await?;
             println!(
-                "{n:>5}  {role:<8} {:>9} {:>8.2} {:>9.2} {:>13.1}",
+                "{n:>5}  {role:<8} {:>9} {:>8.2} {:>9.2} {:>9.2} {:>13.1}",
                 f.complete,
                 f.wall.as_secs_f64(),
                 f.cpu.as_secs_f64(),
+                f.system.as_secs_f64(),
                 f.peak_rss_kib as f64 / 1024.0
             );
             if f.complete != load.streams {
