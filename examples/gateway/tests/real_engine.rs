@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::within_for;
+use common::{client, within_for};
 use sluice_gateway::serve::{self, ServeArgs};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -144,10 +144,7 @@ async fn the_gateway_in_front_of_llama_server() {
         ..ServeArgs::new(vec![engine.url()])
     };
     let serving = serve::start(&args).await.expect("serve");
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let client = client();
     let gateway = format!("http://{}", serving.addr);
     let series = |verdict: &str, cause: &str| {
         format!(

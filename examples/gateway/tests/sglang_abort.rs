@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{DEADLINE, scrape, series, within};
+use common::{DEADLINE, client, scrape, series, within};
 use sluice_gateway::engine::Engine;
 use sluice_gateway::mock::MockWorker;
 use sluice_gateway::serve::{self, ServeArgs, Serving};
@@ -32,10 +32,7 @@ impl Rig {
             ..ServeArgs::new(vec![engine.url()])
         };
         let serving = serve::start(&args).await.expect("serve");
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        let client = client();
         Self {
             engine,
             serving,

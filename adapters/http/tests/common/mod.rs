@@ -146,16 +146,8 @@ impl Server {
 
 // ---------------------------------------------------------------- the worker
 
-/// What the worker did for one request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestRecord {
-    pub arrived: bool,
-    pub headers: bool,
-    pub tokens: u64,
-    pub finished: bool,
-    pub dropped: bool,
-    pub dropped_at: Option<Instant>,
-}
+/// What the worker did for one request: the shared rigs' record.
+pub use sluice_test_support::worker::RequestRecord;
 
 #[derive(Default)]
 struct Logs {
