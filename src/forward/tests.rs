@@ -210,6 +210,15 @@ impl Rig {
         }
     }
 
+    /// Polls `fut` once (it must wait), moves the clock by `by`, and polls it again:
+    /// it must be done.
+    fn after<F: Future>(&self, fut: F, by: Duration) -> F::Output {
+        let mut fut = pin!(fut);
+        assert!(poll(fut.as_mut()).is_pending());
+        self.clock.advance(by);
+        done(fut.as_mut())
+    }
+
     fn polls(&self) -> usize {
         self.script.borrow().polls
     }
@@ -221,6 +230,11 @@ impl Rig {
     fn recorded(&self) -> Vec<Verdict> {
         self.records.borrow().iter().map(|o| o.verdict).collect()
     }
+}
+
+/// How forwarding ended, with the verdict.
+fn ending(out: &Forwarded) -> (Ending, Verdict) {
+    (out.ending, out.outcome.verdict)
 }
 
 /// How forwarding ended, with the verdict and its cause.
@@ -303,10 +317,7 @@ fn close_while_a_send_waits_for_room() {
     assert!(poll(fut.as_mut()).is_pending());
     rig.client.closed.set(true);
     let out = done(fut.as_mut());
-    assert_eq!(
-        (out.ending, out.outcome.verdict),
-        (Ending::ClientGone, Verdict::Abandoned)
-    );
+    assert_eq!(ending(&out), (Ending::ClientGone, Verdict::Abandoned));
     assert!(rig.dropped());
 }
 
@@ -315,10 +326,7 @@ fn an_error_item_is_passed_on_then_forwarding_stops() {
     let rig = Rig::new([Step::Item(Ok(A)), Step::Item(Err(())), Step::Item(Ok(B))]);
     let fut = pin!(rig.forward(ForwardOptions::default()));
     let out = done(fut);
-    assert_eq!(
-        (out.ending, out.outcome.verdict),
-        (Ending::UpstreamError, Verdict::Failure)
-    );
+    assert_eq!(ending(&out), (Ending::UpstreamError, Verdict::Failure));
     assert_eq!(*rig.client.got.borrow(), [Ok(A), Err(())]);
     assert_eq!(rig.polls(), 2);
     assert_eq!(rig.recorded(), [Verdict::Failure]);
@@ -337,10 +345,7 @@ fn done_then_close_is_a_success() {
     assert!(poll(fut.as_mut()).is_pending());
     rig.client.closed.set(true);
     let out = done(fut.as_mut());
-    assert_eq!(
-        (out.ending, out.outcome.verdict),
-        (Ending::ClientGone, Verdict::Success)
-    );
+    assert_eq!(ending(&out), (Ending::ClientGone, Verdict::Success));
 }
 
 #[test]
@@ -355,10 +360,7 @@ fn first_token_timeout_marks_a_failure() {
     assert!(poll(fut.as_mut()).is_pending());
     rig.clock.advance(Duration::from_nanos(1));
     let out = done(fut.as_mut());
-    assert_eq!(
-        (out.ending, out.outcome.verdict),
-        (Ending::TimedOut, Verdict::Failure)
-    );
+    assert_eq!(ending(&out), (Ending::TimedOut, Verdict::Failure));
     assert!(rig.dropped());
 }
 
@@ -380,10 +382,7 @@ fn idle_timeout_restarts_after_each_item_and_marks_a_failure() {
     assert!(poll(fut.as_mut()).is_pending());
     rig.clock.advance(SEC / 2);
     let out = done(fut.as_mut());
-    assert_eq!(
-        (out.ending, out.outcome.verdict),
-        (Ending::TimedOut, Verdict::Failure)
-    );
+    assert_eq!(ending(&out), (Ending::TimedOut, Verdict::Failure));
     assert_eq!(out.outcome.chunks, 2);
 }
 
@@ -453,15 +452,18 @@ fn the_idle_timer_fires_over_always_ready_keep_alives() {
     assert_eq!(out.outcome.chunks, 11, "a token, then pings for a second");
 }
 
-#[test]
-fn a_deadline_that_passes_while_the_client_is_slow_blames_the_client() {
+/// Two tokens to a client with room for one, under `options`: the second waits for
+/// room while the clock moves a second.
+fn to_a_slow_client(options: ForwardOptions) -> (Rig, Forwarded) {
     let rig = Rig::new([Step::Item(Ok(TOKEN)), Step::Item(Ok(TOKEN))]);
     rig.client.room.set(1);
-    let options = ForwardOptions::default().deadline(SEC);
-    let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
-    assert!(poll(fut.as_mut()).is_pending()); // the second token waits for room
-    rig.clock.advance(SEC);
-    let out = done(fut.as_mut());
+    let out = rig.after(rig.forward_sse(SseRules::openai_chat(), options), SEC);
+    (rig, out)
+}
+
+#[test]
+fn a_deadline_that_passes_while_the_client_is_slow_blames_the_client() {
+    let (rig, out) = to_a_slow_client(ForwardOptions::default().deadline(SEC));
     assert_eq!(
         summary(&out),
         (Ending::TimedOut, Verdict::Abandoned, Cause::ClientStalled)
@@ -474,10 +476,7 @@ fn a_deadline_while_the_client_is_slow_after_done_keeps_the_success() {
     let rig = Rig::new([Step::Item(Ok(DONE)), Step::Item(Ok(PING))]);
     rig.client.room.set(1);
     let options = ForwardOptions::default().deadline(SEC);
-    let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
-    assert!(poll(fut.as_mut()).is_pending());
-    rig.clock.advance(SEC);
-    let out = done(fut.as_mut());
+    let out = rig.after(rig.forward_sse(SseRules::openai_chat(), options), SEC);
     assert_eq!(
         summary(&out),
         (Ending::TimedOut, Verdict::Success, Cause::Done)
@@ -489,14 +488,8 @@ fn a_client_that_stops_reading_times_out_without_blaming_the_worker() {
     let rig = Rig::new([Step::Item(Ok(A)), Step::Item(Ok(B))]);
     rig.client.room.set(1);
     let options = ForwardOptions::default().send_timeout(SEC);
-    let mut fut = pin!(rig.forward(options));
-    assert!(poll(fut.as_mut()).is_pending());
-    rig.clock.advance(SEC);
-    let out = done(fut.as_mut());
-    assert_eq!(
-        (out.ending, out.outcome.verdict),
-        (Ending::TimedOut, Verdict::Abandoned)
-    );
+    let out = rig.after(rig.forward(options), SEC);
+    assert_eq!(ending(&out), (Ending::TimedOut, Verdict::Abandoned));
     assert_eq!(*rig.client.got.borrow(), [Ok(A)]);
 }
 
@@ -516,10 +509,7 @@ fn drain_reads_the_rest_and_takes_the_upstream_verdict() {
         rig.push(Step::Item(Ok(B)));
         rig.push(last);
         let out = done(fut.as_mut());
-        assert_eq!(
-            (out.ending, out.outcome.verdict),
-            (Ending::ClientGone, verdict)
-        );
+        assert_eq!(ending(&out), (Ending::ClientGone, verdict));
         assert_eq!(
             *rig.client.got.borrow(),
             [Ok(A)],
@@ -539,10 +529,7 @@ fn the_drain_limit_gives_up_as_cancel_would() {
     assert!(poll(fut.as_mut()).is_pending());
     rig.clock.advance(SEC);
     let out = done(fut.as_mut());
-    assert_eq!(
-        (out.ending, out.outcome.verdict),
-        (Ending::ClientGone, Verdict::Abandoned)
-    );
+    assert_eq!(ending(&out), (Ending::ClientGone, Verdict::Abandoned));
     assert!(rig.dropped());
 }
 
@@ -560,10 +547,7 @@ fn the_drain_limit_holds_against_an_always_ready_upstream() {
     }
     rig.clock.advance(SEC);
     let out = done(fut.as_mut());
-    assert_eq!(
-        (out.ending, out.outcome.verdict),
-        (Ending::ClientGone, Verdict::Abandoned)
-    );
+    assert_eq!(ending(&out), (Ending::ClientGone, Verdict::Abandoned));
     assert_eq!(rig.polls(), polls, "nothing read past the limit");
 }
 
@@ -603,10 +587,7 @@ fn a_stalled_drain_hits_the_idle_timeout() {
     assert!(poll(fut.as_mut()).is_pending());
     rig.clock.advance(SEC);
     let out = done(fut.as_mut());
-    assert_eq!(
-        (out.ending, out.outcome.verdict),
-        (Ending::ClientGone, Verdict::Failure)
-    );
+    assert_eq!(ending(&out), (Ending::ClientGone, Verdict::Failure));
 }
 
 const PING: &[u8] = b":\n\n";
@@ -740,13 +721,7 @@ fn an_end_before_done_is_truncated() {
 
 #[test]
 fn a_stalled_client_is_abandoned_with_its_own_cause() {
-    let rig = Rig::new([Step::Item(Ok(TOKEN)), Step::Item(Ok(TOKEN))]);
-    rig.client.room.set(1);
-    let options = ForwardOptions::default().send_timeout(SEC);
-    let mut fut = pin!(rig.forward_sse(SseRules::openai_chat(), options));
-    assert!(poll(fut.as_mut()).is_pending());
-    rig.clock.advance(SEC);
-    let out = done(fut.as_mut());
+    let (_, out) = to_a_slow_client(ForwardOptions::default().send_timeout(SEC));
     assert_eq!(
         summary(&out),
         (Ending::TimedOut, Verdict::Abandoned, Cause::ClientStalled)
