@@ -17,7 +17,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{self, any};
-use common::{DEADLINE, event, post, read_all, scrape, series, serve_router, verdicts, within};
+use common::{
+    event, metrics_until, post, read_all, scrape, series, serve_router, verdicts, within,
+};
 use sluice::breaker::{Config, Reason, State as BreakerState, StdClock};
 use sluice_gateway::gateway::{Gateway, GatewayEvent, HealthCheck, Options, WorkerSpec};
 use sluice_gateway::mock::MockWorker;
@@ -31,23 +33,6 @@ fn args(upstreams: Vec<String>) -> ServeArgs {
         success_threshold: 1,
         open_secs: 3600,
         ..ServeArgs::new(upstreams)
-    }
-}
-
-/// Scrapes until `pred` holds (a stream's verdict is counted when the gateway drops
-/// its body, just after the client saw its end).
-async fn metrics_until(gateway: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let text = scrape(gateway).await;
-        if pred(&text) {
-            return text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {what} within {DEADLINE:?}:\n{text}"
-        );
-        tokio::task::yield_now().await;
     }
 }
 

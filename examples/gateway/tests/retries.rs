@@ -17,7 +17,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use common::{DEADLINE, post as post_chat, read_all, scrape, series, serve_router, verdicts};
+use common::{metrics_until, post as post_chat, read_all, scrape, series, serve_router, verdicts};
 use futures_util::{StreamExt, stream};
 use sluice_gateway::engine::Engine;
 use sluice_gateway::serve::{self, ServeArgs};
@@ -273,22 +273,6 @@ fn args(upstreams: Vec<String>, retries: u32) -> ServeArgs {
         open_secs: 3600,
         retries,
         ..ServeArgs::new(upstreams)
-    }
-}
-
-/// Scrapes until `pred` holds (a verdict is counted when its body is dropped).
-async fn metrics_until(gateway: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let text = scrape(gateway).await;
-        if pred(&text) {
-            return text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {what} within {DEADLINE:?}:\n{text}"
-        );
-        tokio::task::yield_now().await;
     }
 }
 

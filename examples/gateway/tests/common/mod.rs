@@ -93,6 +93,23 @@ pub async fn scrape(gateway: SocketAddr) -> String {
     within("metrics text", response.text()).await.expect("text")
 }
 
+/// Scrapes until `pred` holds (a stream's verdict is counted when the gateway drops
+/// its body, just after the client saw its end).
+pub async fn metrics_until(gateway: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = scrape(gateway).await;
+        if pred(&text) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {what} within {DEADLINE:?}:\n{text}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 /// The value of the series `name{labels}` in an exposition, if present.
 pub fn series(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
