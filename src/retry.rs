@@ -1,2 +1,735 @@
 //! A retry budget: retries (and hedges) may add at most a share of the recent
 //! requests, plus a small floor, so that a pool in outage gets no retry storm.
+//!
+//! Finagle's `RetryBudget` is the model: every request *deposits*, every retry (and
+//! every hedge: they draw on the same budget) *withdraws*, both expire after a time
+//! to live, and a fixed reserve lets a client that makes few requests retry at all.
+//!
+//! * [`RetryBudget`] is the sans-io budget: `no_std`, no allocation (a fixed ring of
+//!   [`WINDOW_BUCKETS`] buckets), no clock. Every call takes `now`, a [`Duration`]
+//!   since an origin the caller picks, as the [`CircuitBreaker`](crate::breaker::CircuitBreaker)
+//!   does.
+//! * [`SharedRetryBudget`] (feature `std`) is the same rule behind a `Clone + Send +
+//!   Sync` handle that reads a [`Clock`](crate::breaker::Clock), with atomics only (no
+//!   lock). What it gives up under races is said on the type.
+//!
+//! # The rule
+//!
+//! Given a [`RetryBudgetConfig`] of `ttl`, `min_per_second` and `percent`:
+//!
+//! * **Buckets.** Time is cut into buckets of `w = ttl / 16` (rounded down to a whole
+//!   nanosecond; exact for a `ttl` in whole milliseconds). A call at `now` belongs to
+//!   bucket `floor(now / w)`.
+//! * **Window.** At `now`, in bucket `E`, the window holds the deposits `D` and
+//!   withdrawals `W` made in buckets `E - 15 ..= E`: every call of the last `15 w`
+//!   (15/16 of `ttl`) is in it, none older than `16 w` (`ttl`) is. A withdrawal
+//!   expires like a deposit, so spent retries come back when they age out.
+//! * **Reserve.** `R = floor(min_per_second * ttl)`, with `ttl` in seconds (10 per
+//!   second over 10 s: 100). It is a standing allowance of the window, not a rate: a
+//!   burst may spend it at once, and it comes back as those withdrawals expire, so
+//!   over time it allows about `min_per_second` retries per second.
+//! * **Grant.** A withdrawal is granted, and counted, when
+//!   `100 * (W + 1) <= percent * D + 100 * R`, that is when `W` is below the
+//!   *limit* `floor(percent * D / 100) + R`. The balance is `limit - W` (0 when
+//!   withdrawals made under a larger window outlive the deposits that allowed them).
+//!
+//! So within any one window (any `15 w` of time), a client in full outage that makes
+//! `n` requests gets at most `floor(percent * n / 100) + R` retries and hedges,
+//! however many each request would like.
+//!
+//! # Driving it
+//!
+//! Deposit once per client request (its first attempt), not per attempt; ask
+//! [`try_withdraw`](RetryBudget::try_withdraw) before every retry and every hedge,
+//! and make it only if granted (a refused retry is not made: the last attempt's
+//! answer stands).
+//!
+//! ```
+//! use core::time::Duration;
+//! use sluice::retry::{RetryBudget, RetryBudgetConfig};
+//!
+//! // 20 % of the requests of the last 10 s, plus 1 retry per second (a reserve of 10).
+//! let config = RetryBudgetConfig::default()
+//!     .ttl(Duration::from_secs(10))
+//!     .min_per_second(1)
+//!     .percent(20);
+//! let mut budget = RetryBudget::new(config);
+//! let now = Duration::from_secs(100);
+//!
+//! // A full outage: 50 requests, each failing and asking for up to 3 retries.
+//! let mut retries = 0;
+//! for _ in 0..50 {
+//!     budget.deposit(now);
+//!     for _ in 0..3 {
+//!         if !budget.try_withdraw(now) {
+//!             break; // refused: the failed answer stands
+//!         }
+//!         retries += 1;
+//!     }
+//! }
+//! assert_eq!(retries, 50 * 20 / 100 + 10);
+//! assert_eq!(budget.balance(now), 0);
+//!
+//! // Ten seconds later the window has moved past all of it: the reserve is back.
+//! assert_eq!(budget.balance(now + Duration::from_secs(10)), 10);
+//! ```
+
+use core::time::Duration;
+
+#[cfg(feature = "std")]
+pub use self::shared::SharedRetryBudget;
+
+/// How many buckets the window is cut into: it slides in steps of `ttl / 16`.
+pub const WINDOW_BUCKETS: usize = 16;
+
+/// The shortest `ttl` a [`RetryBudgetConfig`] may have (1 s, as Finagle's).
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// The longest `ttl` a [`RetryBudgetConfig`] may have (60 s, as Finagle's).
+pub const MAX_TTL: Duration = Duration::from_secs(60);
+
+/// The largest `percent` (1000: ten retries per request).
+pub const MAX_PERCENT: u32 = 1000;
+
+/// What a [`RetryBudget`] allows: the window's time to live, the reserve per second and
+/// the share of the requests that may be retried.
+///
+/// Build it from [`RetryBudgetConfig::default()`] (Finagle's default: 10 s, 10 per
+/// second, 20 %) with the consuming builder methods; they store what they are given,
+/// and [`validate`](Self::validate) (or [`RetryBudget::try_new`]) says what is wrong
+/// with it.
+///
+/// ```
+/// use core::time::Duration;
+/// use sluice::retry::{RetryBudgetConfig, RetryBudgetConfigError};
+///
+/// let config = RetryBudgetConfig::default()
+///     .ttl(Duration::from_secs(10))
+///     .min_per_second(5)
+///     .percent(10);
+/// assert_eq!(config.validate(), Ok(()));
+/// assert_eq!(
+///     RetryBudgetConfig::default().ttl(Duration::ZERO).validate(),
+///     Err(RetryBudgetConfigError::TtlOutOfRange { ttl: Duration::ZERO }),
+/// );
+/// assert_eq!(
+///     RetryBudgetConfig::default().percent(1001).validate(),
+///     Err(RetryBudgetConfigError::PercentTooHigh { percent: 1001, max: 1000 }),
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RetryBudgetConfig {
+    ttl: Duration,
+    min_per_second: u32,
+    percent: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    /// Finagle's default: a 10 s window, 10 retries per second in reserve (100 in the
+    /// window), and 20 % of the requests.
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why a [`RetryBudgetConfig`] is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetryBudgetConfigError {
+    /// The `ttl` is zero, below [`MIN_TTL`] or above [`MAX_TTL`].
+    #[error("the retry budget's ttl must be between 1 s and 60 s, not {ttl:?}")]
+    TtlOutOfRange {
+        /// The requested `ttl`.
+        ttl: Duration,
+    },
+    /// `percent` is above [`MAX_PERCENT`].
+    #[error("the retry budget's percent must be at most {max}, not {percent}")]
+    PercentTooHigh {
+        /// The requested percent.
+        percent: u32,
+        /// [`MAX_PERCENT`].
+        max: u32,
+    },
+}
+
+impl RetryBudgetConfig {
+    /// The default configuration (see [`Default`]), usable in `const` context.
+    pub const fn new() -> Self {
+        Self {
+            ttl: Duration::from_secs(10),
+            min_per_second: 10,
+            percent: 20,
+        }
+    }
+
+    /// How long a deposit or a withdrawal counts (default 10 s; from [`MIN_TTL`] to
+    /// [`MAX_TTL`]). The window slides in steps of a sixteenth of it.
+    #[must_use]
+    pub const fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The reserve, as retries per second (default 10): the window always allows
+    /// `floor(min_per_second * ttl)` retries (`ttl` in seconds) on top of its share of
+    /// the requests. 0 gives no reserve.
+    #[must_use]
+    pub const fn min_per_second(mut self, retries: u32) -> Self {
+        self.min_per_second = retries;
+        self
+    }
+
+    /// The share of the window's requests that may be retried, in percent (default
+    /// 20; at most [`MAX_PERCENT`]): 20 allows one retry per 5 requests, 200 two per
+    /// request. With 0 only the reserve is left; with 0 and no reserve the budget
+    /// refuses every retry.
+    #[must_use]
+    pub const fn percent(mut self, percent: u32) -> Self {
+        self.percent = percent;
+        self
+    }
+
+    /// Says whether this configuration is usable, and if not, the first thing wrong.
+    pub fn validate(&self) -> Result<(), RetryBudgetConfigError> {
+        if self.ttl < MIN_TTL || self.ttl > MAX_TTL {
+            return Err(RetryBudgetConfigError::TtlOutOfRange { ttl: self.ttl });
+        }
+        if self.percent > MAX_PERCENT {
+            return Err(RetryBudgetConfigError::PercentTooHigh {
+                percent: self.percent,
+                max: MAX_PERCENT,
+            });
+        }
+        Ok(())
+    }
+
+    /// The window's reserve `R = floor(min_per_second * ttl)` (`ttl` in seconds) for
+    /// this configuration as given; [`RetryBudget::reserve`] gives it after
+    /// [`RetryBudget::new`]'s corrections.
+    pub const fn reserve(&self) -> u64 {
+        let retries = self.min_per_second as u128 * self.ttl.as_nanos() / 1_000_000_000;
+        if retries > u64::MAX as u128 {
+            u64::MAX
+        } else {
+            retries as u64
+        }
+    }
+
+    /// The nearest usable configuration: a `ttl` out of range is clamped into
+    /// [`MIN_TTL`]`..=`[`MAX_TTL`], a `percent` above [`MAX_PERCENT`] is lowered to it.
+    const fn sanitized(mut self) -> Self {
+        if self.ttl.as_nanos() < MIN_TTL.as_nanos() {
+            self.ttl = MIN_TTL;
+        } else if self.ttl.as_nanos() > MAX_TTL.as_nanos() {
+            self.ttl = MAX_TTL;
+        }
+        if self.percent > MAX_PERCENT {
+            self.percent = MAX_PERCENT;
+        }
+        self
+    }
+}
+
+/// The rule of a valid configuration, in the integers the budgets compute with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Rule {
+    /// A bucket's width in nanoseconds: `ttl / 16`, at least 62.5 ms.
+    width_nanos: u64,
+    /// `percent`, at most [`MAX_PERCENT`].
+    percent: u64,
+    /// `R`.
+    reserve: u64,
+}
+
+impl Rule {
+    /// The rule of `config`, corrected first.
+    const fn new(config: RetryBudgetConfig) -> Self {
+        let config = config.sanitized();
+        // A valid ttl is at most 60 s: its nanoseconds fit in a u64.
+        let width_nanos = config.ttl.as_nanos() as u64 / WINDOW_BUCKETS as u64;
+        Self {
+            width_nanos,
+            percent: config.percent as u64,
+            reserve: config.reserve(),
+        }
+    }
+
+    /// The bucket of time `now`.
+    fn bucket(&self, now: Duration) -> u64 {
+        let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        nanos / self.width_nanos
+    }
+
+    /// The limit of withdrawals in a window holding `deposits`:
+    /// `floor(percent * deposits / 100) + R`.
+    fn limit(&self, deposits: u64) -> u64 {
+        (self.percent.saturating_mul(deposits) / 100).saturating_add(self.reserve)
+    }
+
+    /// Whether one more withdrawal is granted in a window holding these counts.
+    fn grants(&self, deposits: u64, withdrawals: u64) -> bool {
+        withdrawals < self.limit(deposits)
+    }
+
+    /// The retries a window holding these counts would grant now.
+    fn balance(&self, deposits: u64, withdrawals: u64) -> u64 {
+        self.limit(deposits).saturating_sub(withdrawals)
+    }
+}
+
+/// One bucket of the sans-io ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+struct Bucket {
+    /// The bucket of time these counts belong to.
+    bucket: u64,
+    deposits: u32,
+    withdrawals: u32,
+}
+
+/// The sans-io retry budget: Finagle's `RetryBudget` with time as an input.
+///
+/// The rule is in the [module docs](self). Every method takes `now` (a [`Duration`]
+/// since an origin the caller picks, never decreasing; a `now` before the latest one
+/// seen is taken as the latest). It reads no clock, allocates nothing (a ring of
+/// [`WINDOW_BUCKETS`] buckets, about 260 bytes inline) and never panics. Each call
+/// costs a constant: at most one pass over the ring.
+///
+/// Methods: [`deposit`](Self::deposit) once per request;
+/// [`try_withdraw`](Self::try_withdraw) before each retry or hedge (granted: make it;
+/// refused: don't); [`balance`](Self::balance) for metrics.
+///
+/// ```
+/// use core::time::Duration;
+/// use sluice::retry::{RetryBudget, RetryBudgetConfig};
+///
+/// // 50 %, no reserve, window of 1 s (buckets of 62.5 ms).
+/// let config = RetryBudgetConfig::default()
+///     .ttl(Duration::from_secs(1))
+///     .min_per_second(0)
+///     .percent(50);
+/// let mut budget = RetryBudget::try_new(config).expect("a valid config");
+/// let t = Duration::from_millis(10);
+/// assert!(!budget.try_withdraw(t)); // nothing deposited, no reserve
+/// budget.deposit(t);
+/// assert!(!budget.try_withdraw(t)); // 50 % of one request is half a retry: 0
+/// budget.deposit(t);
+/// assert_eq!(budget.balance(t), 1);
+/// assert!(budget.try_withdraw(t));
+/// assert!(!budget.try_withdraw(t));
+/// // They are in bucket 0, and count up to bucket 15 (to 999 ms)...
+/// assert_eq!(budget.window_counts(Duration::from_millis(999)), (2, 1));
+/// // ...and are gone at 1 s (bucket 16): the spent retry came back with them.
+/// let later = Duration::from_secs(1);
+/// assert_eq!(budget.window_counts(later), (0, 0));
+/// budget.deposit(later);
+/// budget.deposit(later);
+/// assert!(budget.try_withdraw(later));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RetryBudget {
+    config: RetryBudgetConfig,
+    rule: Rule,
+    ring: [Bucket; WINDOW_BUCKETS],
+    /// The latest `now` seen.
+    latest: Duration,
+}
+
+impl RetryBudget {
+    /// An empty budget (only the reserve to spend). An invalid `config` does not
+    /// panic: a `ttl` out of range is clamped to [`MIN_TTL`] or [`MAX_TTL`], a
+    /// `percent` above [`MAX_PERCENT`] lowered to it. Use [`try_new`](Self::try_new)
+    /// to be told instead.
+    pub const fn new(config: RetryBudgetConfig) -> Self {
+        let config = config.sanitized();
+        Self {
+            config,
+            rule: Rule::new(config),
+            ring: [Bucket {
+                bucket: 0,
+                deposits: 0,
+                withdrawals: 0,
+            }; WINDOW_BUCKETS],
+            latest: Duration::ZERO,
+        }
+    }
+
+    /// An empty budget, or what is wrong with `config` (see
+    /// [`RetryBudgetConfig::validate`]).
+    pub fn try_new(config: RetryBudgetConfig) -> Result<Self, RetryBudgetConfigError> {
+        config.validate()?;
+        Ok(Self::new(config))
+    }
+
+    /// The configuration in force (after [`new`](Self::new)'s corrections).
+    pub const fn config(&self) -> &RetryBudgetConfig {
+        &self.config
+    }
+
+    /// The window's reserve `R = floor(min_per_second * ttl)` (`ttl` in seconds).
+    pub const fn reserve(&self) -> u64 {
+        self.rule.reserve
+    }
+
+    /// A request was made at `now`: one deposit. Call it once per client request
+    /// (its first attempt), not for its retries or hedges.
+    pub fn deposit(&mut self, now: Duration) {
+        let slot = self.slot(now);
+        slot.deposits = slot.deposits.saturating_add(1);
+    }
+
+    /// May a retry (or a hedge) be made at `now`? If granted, the withdrawal is
+    /// counted and the caller must make it; if refused, nothing changes (beyond the
+    /// latest `now`) and the retry must not be made.
+    #[must_use = "a granted withdrawal is counted: make the retry, or it is spent for nothing"]
+    pub fn try_withdraw(&mut self, now: Duration) -> bool {
+        let now = self.advance(now);
+        let bucket = self.rule.bucket(now);
+        let (deposits, withdrawals) = self.window(bucket);
+        if !self.rule.grants(deposits, withdrawals) {
+            return false;
+        }
+        let slot = self.slot_at(bucket);
+        slot.withdrawals = slot.withdrawals.saturating_add(1);
+        true
+    }
+
+    /// The withdrawals [`try_withdraw`](Self::try_withdraw) would grant at `now` if no
+    /// request came: the limit `floor(percent * D / 100) + R` less the window's
+    /// withdrawals `W` (0 if they exceed it). Changes nothing.
+    pub fn balance(&self, now: Duration) -> u64 {
+        let (deposits, withdrawals) = self.window(self.rule.bucket(now.max(self.latest)));
+        self.rule.balance(deposits, withdrawals)
+    }
+
+    /// The deposits `D` and withdrawals `W` in the window at `now` (the counts the
+    /// rule compares: for metrics and tests). Changes nothing.
+    pub fn window_counts(&self, now: Duration) -> (u64, u64) {
+        self.window(self.rule.bucket(now.max(self.latest)))
+    }
+
+    /// `now`, not before the latest time seen, which it becomes.
+    fn advance(&mut self, now: Duration) -> Duration {
+        self.latest = self.latest.max(now);
+        self.latest
+    }
+
+    /// The bucket of `now`, emptied first if it held an older bucket's counts.
+    fn slot(&mut self, now: Duration) -> &mut Bucket {
+        let now = self.advance(now);
+        let bucket = self.rule.bucket(now);
+        self.slot_at(bucket)
+    }
+
+    fn slot_at(&mut self, bucket: u64) -> &mut Bucket {
+        let slot = &mut self.ring[(bucket % WINDOW_BUCKETS as u64) as usize];
+        if slot.bucket != bucket {
+            *slot = Bucket {
+                bucket,
+                deposits: 0,
+                withdrawals: 0,
+            };
+        }
+        slot
+    }
+
+    /// `(D, W)` over the buckets `current - 15 ..= current`.
+    fn window(&self, current: u64) -> (u64, u64) {
+        let mut deposits = 0u64;
+        let mut withdrawals = 0u64;
+        for b in &self.ring {
+            if b.bucket <= current && current - b.bucket < WINDOW_BUCKETS as u64 {
+                deposits += u64::from(b.deposits);
+                withdrawals += u64::from(b.withdrawals);
+            }
+        }
+        (deposits, withdrawals)
+    }
+}
+
+#[cfg(feature = "std")]
+mod shared {
+    use alloc::boxed::Box;
+    use core::fmt;
+
+    use super::{RetryBudgetConfig, RetryBudgetConfigError, Rule, WINDOW_BUCKETS};
+    use crate::breaker::sync::{Arc, AtomicU64, Ordering};
+    use crate::breaker::{Clock, StdClock};
+
+    /// How far ahead of a caller's own bucket another bucket may be and still be
+    /// taken as newer (a thread whose clock reading is late): 65 536 buckets, over an
+    /// hour at the shortest `ttl`. A bucket farther "ahead" than that is an old one
+    /// whose 32-bit number has wrapped.
+    const AHEAD_HORIZON: u32 = 1 << 16;
+
+    /// A word of the ring: the bucket's number (modulo 2^32) in the high half, its
+    /// count in the low half. A zero count means an empty bucket, whatever its number.
+    const fn pack(bucket: u32, count: u32) -> u64 {
+        ((bucket as u64) << 32) | count as u64
+    }
+
+    const fn bucket_of(word: u64) -> u32 {
+        (word >> 32) as u32
+    }
+
+    const fn count_of(word: u64) -> u32 {
+        word as u32
+    }
+
+    /// Whether bucket `b` is newer than bucket `than` (modulo 2^32, within the
+    /// horizon).
+    const fn ahead(b: u32, than: u32) -> bool {
+        let d = b.wrapping_sub(than);
+        d != 0 && d < AHEAD_HORIZON
+    }
+
+    /// The word `word` becomes when one more call of bucket `bucket` is counted in it:
+    /// added to its count if it holds that bucket, or a newer one (a caller whose
+    /// clock reading is late by a whole window counts at the newer time, as the
+    /// sans-io budget takes a late `now` as its latest); else a fresh bucket.
+    const fn counted(word: u64, bucket: u32) -> u64 {
+        let held = bucket_of(word);
+        if count_of(word) != 0 && (held == bucket || ahead(held, bucket)) {
+            pack(held, count_of(word).saturating_add(1))
+        } else {
+            pack(bucket, 1)
+        }
+    }
+
+    /// What the handles share.
+    struct Inner {
+        deposits: [AtomicU64; WINDOW_BUCKETS],
+        withdrawals: [AtomicU64; WINDOW_BUCKETS],
+        rule: Rule,
+        config: RetryBudgetConfig,
+        clock: Box<dyn Clock>,
+    }
+
+    /// A snapshot of the ring, read word by word.
+    struct Snapshot {
+        deposits: [u64; WINDOW_BUCKETS],
+        withdrawals: [u64; WINDOW_BUCKETS],
+        /// The newest bucket: the caller's own, or a newer one some other call wrote.
+        current: u32,
+    }
+
+    impl Snapshot {
+        /// `(D, W)` over the buckets `current - 15 ..= current`.
+        fn window(&self) -> (u64, u64) {
+            let sum = |words: &[u64; WINDOW_BUCKETS]| {
+                words
+                    .iter()
+                    .filter(|&&w| self.current.wrapping_sub(bucket_of(w)) < WINDOW_BUCKETS as u32)
+                    .map(|&w| u64::from(count_of(w)))
+                    .sum::<u64>()
+            };
+            (sum(&self.deposits), sum(&self.withdrawals))
+        }
+    }
+
+    impl Inner {
+        /// The caller's bucket now, modulo 2^32.
+        fn bucket_now(&self) -> u32 {
+            // Truncation intended: buckets are compared modulo 2^32.
+            self.rule.bucket(self.clock.now()) as u32
+        }
+
+        fn snapshot(&self, own: u32) -> Snapshot {
+            let load = |ring: &[AtomicU64; WINDOW_BUCKETS]| -> [u64; WINDOW_BUCKETS] {
+                core::array::from_fn(|i| ring[i].load(Ordering::Acquire))
+            };
+            let deposits = load(&self.deposits);
+            let withdrawals = load(&self.withdrawals);
+            let mut current = own;
+            for &w in deposits.iter().chain(withdrawals.iter()) {
+                if count_of(w) != 0 && ahead(bucket_of(w), current) {
+                    current = bucket_of(w);
+                }
+            }
+            Snapshot {
+                deposits,
+                withdrawals,
+                current,
+            }
+        }
+    }
+
+    /// A [`RetryBudget`](super::RetryBudget) shared between threads and tasks:
+    /// `Clone + Send + Sync`, lock-free, reading time from a [`Clock`] ([`StdClock`]
+    /// by default, [`ManualClock`](crate::breaker::ManualClock) in tests).
+    ///
+    /// The rule is the sans-io budget's (see the [module docs](super)). The window is
+    /// two rings of 16 atomic words (deposits, withdrawals), each word a bucket's
+    /// number (modulo 2^32) and its count. [`deposit`](Self::deposit) is one clock
+    /// reading and one compare-and-swap; [`try_withdraw`](Self::try_withdraw) is one
+    /// clock reading, 32 loads and, when granted, one compare-and-swap;
+    /// [`balance`](Self::balance) loads only. No lock, no allocation after
+    /// construction.
+    ///
+    /// # What it gives up under races
+    ///
+    /// Used from one thread with a clock that never goes back, it grants exactly
+    /// what a [`RetryBudget`](super::RetryBudget) fed the same readings grants
+    /// (tested against it). Under concurrency:
+    ///
+    /// * **Withdrawals in the same bucket are exact.** A withdrawal commits with a
+    ///   compare-and-swap of its bucket's word against the value its check read, so
+    ///   two that race in one bucket are ordered: the second sees the first, or
+    ///   checks again. Threads withdrawing at once never exceed the limit while
+    ///   their clock readings fall in one bucket (tested with many threads, and with
+    ///   loom).
+    /// * **Across a bucket boundary, racing withdrawals may overshoot by at most
+    ///   `k - 1`**, where `k` is the number of withdrawals whose check and commit
+    ///   overlap and whose readings fall in `k` different buckets (so `k` is at most
+    ///   the number of threads withdrawing at that moment): each commits to its own
+    ///   bucket's word and may not see the others. With two threads, one extra retry
+    ///   at most per such race (tested).
+    /// * **A deposit racing a check may be missed by it** (the check then grants
+    ///   less, never more).
+    /// * **A late clock reading** (a thread descheduled between reading the clock and
+    ///   counting) is counted in a newer bucket if its own was reused meanwhile, as
+    ///   the sans-io budget takes a late `now` as its latest; a withdrawal checks
+    ///   against the newest bucket any call has written.
+    /// * Bucket numbers are kept modulo 2^32 (8.5 years of buckets at the shortest
+    ///   `ttl`): a bucket left untouched for that long could be misread once.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use sluice::breaker::ManualClock;
+    /// use sluice::retry::{RetryBudgetConfig, SharedRetryBudget};
+    ///
+    /// let clock = ManualClock::new();
+    /// let config = RetryBudgetConfig::default().min_per_second(0).percent(10);
+    /// let budget = SharedRetryBudget::with_clock(config, clock.clone());
+    /// let other = budget.clone(); // another task's handle to the same budget
+    /// for _ in 0..20 {
+    ///     other.deposit();
+    /// }
+    /// assert!(budget.try_withdraw());
+    /// assert!(other.try_withdraw());
+    /// assert!(!budget.try_withdraw()); // 10 % of 20 requests: 2 retries
+    /// clock.advance(Duration::from_secs(10)); // a whole ttl later: all expired
+    /// assert_eq!(budget.balance(), 0);
+    /// ```
+    #[derive(Clone)]
+    pub struct SharedRetryBudget {
+        inner: Arc<Inner>,
+    }
+
+    impl fmt::Debug for SharedRetryBudget {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("SharedRetryBudget")
+                .field("config", &self.inner.config)
+                .field("balance", &self.balance())
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl SharedRetryBudget {
+        /// An empty budget on the system clock. An invalid `config` does not panic: it
+        /// is corrected as in [`RetryBudget::new`](super::RetryBudget::new);
+        /// [`try_new`](Self::try_new) refuses it.
+        pub fn new(config: RetryBudgetConfig) -> Self {
+            Self::with_clock(config, StdClock::new())
+        }
+
+        /// An empty budget reading time from `clock`; an invalid `config` is corrected
+        /// as in [`RetryBudget::new`](super::RetryBudget::new)
+        /// ([`try_with_clock`](Self::try_with_clock) refuses it).
+        pub fn with_clock(config: RetryBudgetConfig, clock: impl Clock) -> Self {
+            let config = config.sanitized();
+            Self {
+                inner: Arc::new(Inner {
+                    deposits: core::array::from_fn(|_| AtomicU64::new(0)),
+                    withdrawals: core::array::from_fn(|_| AtomicU64::new(0)),
+                    rule: Rule::new(config),
+                    config,
+                    clock: Box::new(clock),
+                }),
+            }
+        }
+
+        /// An empty budget on the system clock, or what is wrong with `config`.
+        pub fn try_new(config: RetryBudgetConfig) -> Result<Self, RetryBudgetConfigError> {
+            Self::try_with_clock(config, StdClock::new())
+        }
+
+        /// An empty budget reading `clock`, or what is wrong with `config`.
+        pub fn try_with_clock(
+            config: RetryBudgetConfig,
+            clock: impl Clock,
+        ) -> Result<Self, RetryBudgetConfigError> {
+            config.validate()?;
+            Ok(Self::with_clock(config, clock))
+        }
+
+        /// The configuration in force (after [`new`](Self::new)'s corrections).
+        pub fn config(&self) -> RetryBudgetConfig {
+            self.inner.config
+        }
+
+        /// A request was made now: one deposit (one clock reading, one
+        /// compare-and-swap). Call it once per client request, not per attempt.
+        #[inline]
+        pub fn deposit(&self) {
+            let bucket = self.inner.bucket_now();
+            let word = &self.inner.deposits[bucket as usize % WINDOW_BUCKETS];
+            let mut current = word.load(Ordering::Acquire);
+            loop {
+                match word.compare_exchange_weak(
+                    current,
+                    counted(current, bucket),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+
+        /// May a retry (or a hedge) be made now? If granted, the withdrawal is counted
+        /// and the caller must make it; if refused, nothing changes. See the type's
+        /// docs for the precision under races.
+        #[must_use = "a granted withdrawal is counted: make the retry, or it is spent for nothing"]
+        #[inline]
+        pub fn try_withdraw(&self) -> bool {
+            let own = self.inner.bucket_now();
+            loop {
+                let snapshot = self.inner.snapshot(own);
+                let (deposits, withdrawals) = snapshot.window();
+                if !self.inner.rule.grants(deposits, withdrawals) {
+                    return false;
+                }
+                let bucket = snapshot.current;
+                let i = bucket as usize % WINDOW_BUCKETS;
+                let seen = snapshot.withdrawals[i];
+                if self.inner.withdrawals[i]
+                    .compare_exchange(
+                        seen,
+                        counted(seen, bucket),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+                {
+                    return true;
+                }
+                // Another withdrawal (or a newer bucket) got there first: check again.
+            }
+        }
+
+        /// The withdrawals [`try_withdraw`](Self::try_withdraw) would grant now if no
+        /// request came (see [`RetryBudget::balance`](super::RetryBudget::balance)).
+        /// Reads the clock; changes nothing.
+        pub fn balance(&self) -> u64 {
+            let (deposits, withdrawals) = self.window_counts();
+            self.inner.rule.balance(deposits, withdrawals)
+        }
+
+        /// The deposits `D` and withdrawals `W` in the window now. Reads the clock;
+        /// changes nothing.
+        pub fn window_counts(&self) -> (u64, u64) {
+            self.inner.snapshot(self.inner.bucket_now()).window()
+        }
+    }
+}

@@ -81,7 +81,7 @@ mod set;
 #[cfg(feature = "std")]
 mod shared;
 #[cfg(feature = "std")]
-mod sync;
+pub(crate) mod sync;
 #[cfg(feature = "std")]
 mod word;
 

@@ -1,0 +1,127 @@
+//! What the retry budget costs per request that retries once: `deposit` +
+//! `try_withdraw` (granted), against a `SharedBreaker` `try_acquire` + record of a
+//! success, in the same run (issue 17's target: within 2x the breaker's).
+//!
+//! `cargo bench --bench retry_budget`. Contenders (group `retry_budget`):
+//!
+//! * `breaker`: `SharedBreaker::try_acquire` + `report(Success)`, system clock
+//!   (its Closed path reads no clock);
+//! * `shared_std_clock`: `SharedRetryBudget` on the system clock (`new`): two clock
+//!   readings, one compare-and-swap each, 32 loads;
+//! * `shared_manual_clock`: the same on a `ManualClock` (a reading is one atomic
+//!   load): the budget's own cost without the system clock;
+//! * `sans_io`: `RetryBudget` on `&mut`, `now` passed in;
+//! * `two_rmw`: two uncontended `fetch_add`s on words of their own, the floor of any
+//!   lock-free count of a deposit and a withdrawal;
+//! * `std_clock_read`: one `StdClock::now` alone;
+//! * `breaker_2t`, `shared_2t`: the breaker's and the budget's (system clock) call on
+//!   two threads at once over one handle; wall time divided by the calls of both.
+//!
+//! Every config has `percent(100)`: each deposit pays for the withdrawal after it, so
+//! every `try_withdraw` is granted (the path that writes).
+
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sluice::Verdict;
+use sluice::breaker::{Clock, Config, ManualClock, SharedBreaker, StdClock};
+use sluice::retry::{RetryBudget, RetryBudgetConfig, SharedRetryBudget};
+
+/// Runs `call` `iters` times on each of two threads; returns wall time per call.
+fn two_threads(iters: u64, call: impl Fn() + Sync) -> Duration {
+    let barrier = Barrier::new(3);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..iters {
+                    call();
+                }
+                barrier.wait();
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        start.elapsed() / 2
+    })
+}
+
+fn breaker_call(breaker: &SharedBreaker) {
+    let permit = breaker.try_acquire().expect("closed");
+    let recorded = permit.report(Verdict::Success);
+    black_box(&recorded);
+}
+
+fn budget_call(budget: &SharedRetryBudget) {
+    budget.deposit();
+    let granted = budget.try_withdraw();
+    assert!(black_box(granted));
+}
+
+fn retry_budget(c: &mut Criterion) {
+    let mut g = c.benchmark_group("retry_budget");
+    let config = RetryBudgetConfig::default().percent(100);
+
+    let breaker = SharedBreaker::new(Config::default());
+    g.bench_function("breaker", |b| b.iter(|| breaker_call(black_box(&breaker))));
+
+    let shared = SharedRetryBudget::new(config);
+    g.bench_function("shared_std_clock", |b| {
+        b.iter(|| budget_call(black_box(&shared)))
+    });
+
+    let clock = ManualClock::new();
+    let manual = SharedRetryBudget::with_clock(config, clock.clone());
+    g.bench_function("shared_manual_clock", |b| {
+        b.iter(|| {
+            clock.advance(Duration::from_nanos(1));
+            budget_call(black_box(&manual));
+        })
+    });
+
+    let mut sans_io = RetryBudget::new(config);
+    let mut now = Duration::ZERO;
+    g.bench_function("sans_io", |b| {
+        b.iter(|| {
+            now += Duration::from_nanos(1);
+            sans_io.deposit(black_box(now));
+            assert!(black_box(sans_io.try_withdraw(now)));
+        })
+    });
+
+    let words = [AtomicU64::new(0), AtomicU64::new(0)];
+    g.bench_function("two_rmw", |b| {
+        b.iter(|| {
+            let words = black_box(&words);
+            words[0].fetch_add(1, Ordering::AcqRel);
+            words[1].fetch_add(1, Ordering::AcqRel);
+        })
+    });
+
+    let std_clock = StdClock::new();
+    g.bench_function("std_clock_read", |b| {
+        b.iter(|| black_box(black_box(&std_clock).now()))
+    });
+
+    g.bench_function("breaker_2t", |b| {
+        b.iter_custom(|iters| two_threads(iters, || breaker_call(&breaker)))
+    });
+    g.bench_function("shared_2t", |b| {
+        b.iter_custom(|iters| two_threads(iters, || budget_call(&shared)))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = retry_budget
+}
+criterion_main!(benches);
