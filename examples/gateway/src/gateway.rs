@@ -33,6 +33,7 @@
 
 mod body;
 pub mod health;
+pub mod pd;
 pub mod proxy;
 mod shutdown;
 mod ticket;
@@ -58,6 +59,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use tower_layer::Layer;
 
 pub use self::health::HealthCheck;
 use crate::engine::{self, ABORT_TIMEOUT, Engine, RidMinter};
@@ -113,15 +115,18 @@ pub enum Api {
     Messages,
     /// `POST /v1/responses` (OpenAI Responses).
     Responses,
+    /// `POST /generate` (SGLang's native API; its stream ends with `data: [DONE]`).
+    Generate,
 }
 
 impl Api {
     /// Every API, in route order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Chat,
         Self::Completions,
         Self::Messages,
         Self::Responses,
+        Self::Generate,
     ];
 
     /// Its route.
@@ -131,6 +136,7 @@ impl Api {
             Self::Completions => "/v1/completions",
             Self::Messages => "/v1/messages",
             Self::Responses => "/v1/responses",
+            Self::Generate => "/generate",
         }
     }
 
@@ -142,7 +148,7 @@ impl Api {
     /// Its GenAI operation, for the OpenTelemetry measures.
     pub const fn operation(self) -> Operation {
         match self {
-            Self::Completions => Operation::TextCompletion,
+            Self::Completions | Self::Generate => Operation::TextCompletion,
             Self::Chat | Self::Messages | Self::Responses => Operation::Chat,
         }
     }
@@ -153,7 +159,7 @@ impl Api {
     /// `response.failed`), which a client gets when its stream fails after the head.
     pub fn rules(self) -> SseRules {
         match self {
-            Self::Chat | Self::Completions => SseRules::openai_chat(),
+            Self::Chat | Self::Completions | Self::Generate => SseRules::openai_chat(),
             Self::Messages => SseRules::anthropic(),
             Self::Responses => SseRules::openai_responses(),
         }
@@ -324,6 +330,9 @@ struct Inner {
     hedge_after: Option<Duration>,
     /// True once the shutdown grace is over: every tracked body ends.
     shutdown: watch::Sender<bool>,
+    /// PD mode's two pools ([`pd`]): then `workers` are the prefill workers and the
+    /// decode workers, in that order, and `set` is the decode pool.
+    pd: Option<pd::Pools>,
 }
 
 /// The gateway: cheap to clone, every clone the same gateway.
@@ -388,6 +397,7 @@ impl Gateway {
                 budget,
                 hedge_after: options.hedge_after,
                 shutdown: watch::channel(false).0,
+                pd: None,
             }),
         })
     }
@@ -405,20 +415,28 @@ impl Gateway {
             router = router.route(api.path(), post(proxy::proxy));
         }
         let trace = TraceLayer::new_for_http().make_span_with(request_span);
-        // The last layer added runs first: the id is set, then the span opened, then
-        // the id copied to the response.
-        router
+        // The outermost runs first: the id is set, then the span opened, then the id
+        // copied to the response.
+        let router = router
             .route("/metrics", get(scrape))
-            .with_state(self.inner.clone())
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
-            .layer(trace)
-            .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+            .with_state(self.inner.clone());
+        // Around the whole router once, not around each route (`Router::layer`
+        // would: axum clones every route's stack for each connection).
+        let service = SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid)
+            .layer(trace.layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER).layer(router)));
+        Router::new().fallback_service(service)
     }
 
     /// Applies what time alone changes to every breaker (Open to HalfOpen once the
     /// open duration has passed) and logs the transitions. Without it the change
     /// happens anyway, lazily, at the next request that asks the breaker.
     pub fn tick(&self) {
+        if let Some(pools) = &self.inner.pd {
+            for (worker, t) in pools.handle_timeouts() {
+                self.inner.transition(worker, t);
+            }
+            return;
+        }
         for worker in 0..self.inner.set.len() {
             if let Some(t) = self.inner.set.handle_timeout(worker) {
                 self.inner.transition(worker, t);
@@ -452,9 +470,12 @@ impl Gateway {
     /// worker's head is given up the same way (503), and new requests get a 503.
     /// Returns how many requests were in flight.
     pub fn end_streams(&self) -> usize {
-        let in_flight = (0..self.inner.set.len())
-            .map(|w| self.inner.set.in_flight(w))
-            .sum();
+        let in_flight = match &self.inner.pd {
+            Some(pools) => pools.in_flight(),
+            None => (0..self.inner.set.len())
+                .map(|w| self.inner.set.in_flight(w))
+                .sum(),
+        };
         self.inner.shutdown.send_replace(true);
         in_flight
     }
@@ -467,8 +488,11 @@ impl Inner {
     }
 
     fn render_metrics(&self) -> Result<String, fmt::Error> {
-        self.metrics
-            .render(&self.states(), self.set.ejected(), self.set.max_ejected())
+        let (ejected, max_ejected) = match &self.pd {
+            Some(pools) => pools.ejected(),
+            None => (self.set.ejected(), self.set.max_ejected()),
+        };
+        self.metrics.render(&self.states(), ejected, max_ejected)
     }
 
     fn emit(&self, event: GatewayEvent) {
@@ -482,6 +506,9 @@ impl Inner {
     }
 
     fn states(&self) -> Vec<State> {
+        if let Some(pools) = &self.pd {
+            return pools.states();
+        }
         (0..self.set.len()).map(|w| self.set.state(w)).collect()
     }
 

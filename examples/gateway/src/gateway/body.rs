@@ -27,7 +27,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -63,6 +63,11 @@ pub(super) struct ClientBody<S: Stream, R: Recorder, W, F> {
     /// `None` once ended: dropping it recorded the verdict and closed the upstream.
     tracked: Option<Pinned<S, R, W, F>>,
     grace_over: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The flag behind `grace_over`, read without a lock: the future is polled again
+    /// only when the flag changed or the body is polled with another waker (it has
+    /// the last one registered), not on every poll.
+    over: watch::Receiver<bool>,
+    waker: Option<Waker>,
     timing: Arc<Timing>,
     /// The progress count at the last poll.
     seen: u64,
@@ -80,7 +85,9 @@ impl<S: Stream, R: Recorder, W, F> ClientBody<S, R, W, F> {
     ) -> Self {
         Self {
             tracked: Some(attempt),
-            grace_over: Box::pin(grace_over(over)),
+            grace_over: Box::pin(grace_over(over.clone())),
+            over,
+            waker: None,
             timing,
             seen: 0,
             told: false,
@@ -111,12 +118,17 @@ where
         let Some(tracked) = this.tracked.as_mut() else {
             return Poll::Ready(None);
         };
-        if this.grace_over.as_mut().poll(cx).is_ready() {
+        let registered = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        let changed = this.over.has_changed().unwrap_or(true);
+        if (!registered || changed) && this.grace_over.as_mut().poll(cx).is_ready() {
             // No end was seen: the verdict is Abandoned (shutdown); an end already
             // seen stands. Dropping the stream records it now and closes the upstream.
             tracked.as_mut().abandon(Cause::Shutdown);
             this.tracked = None;
             return Poll::Ready(Some(Err(Box::new(ShutDown))));
+        }
+        if !registered {
+            this.waker = Some(cx.waker().clone());
         }
         let poll = tracked.as_mut().poll_next(cx);
         let progress = tracked.get_ref().progress();
