@@ -29,7 +29,7 @@
 
 use core::future::{Future, Pending, pending};
 use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
 use pin_project_lite::pin_project;
@@ -53,6 +53,15 @@ pub trait Timer {
     fn reset(&self, mut sleep: Pin<&mut Self::Sleep>, duration: Duration) {
         sleep.set(self.sleep(duration));
     }
+
+    /// Whether `sleep` has resolved, if the runtime can tell without polling it
+    /// (tokio can: `Sleep::is_elapsed`, one atomic load). A watch polled again by the
+    /// task its sleeps already woke asks this instead of polling them each time;
+    /// `None` (the default) means the runtime cannot tell, and the sleep is polled.
+    fn is_elapsed(&self, sleep: &Self::Sleep) -> Option<bool> {
+        let _ = sleep;
+        None
+    }
 }
 
 impl<T: Timer + ?Sized> Timer for &T {
@@ -64,6 +73,10 @@ impl<T: Timer + ?Sized> Timer for &T {
 
     fn reset(&self, sleep: Pin<&mut T::Sleep>, duration: Duration) {
         (**self).reset(sleep, duration);
+    }
+
+    fn is_elapsed(&self, sleep: &T::Sleep) -> Option<bool> {
+        (**self).is_elapsed(sleep)
     }
 }
 
@@ -175,10 +188,6 @@ pub trait ProgressTimers {
     fn poll_turn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
 }
 
-/// The trait's former name, still used inside the crate by `forward`'s loop (whose
-/// file another change owns); not public.
-pub(crate) use self::ProgressTimers as Watch;
-
 /// No timers: never fires, costs nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct NoTimers;
@@ -261,6 +270,9 @@ pin_project! {
         fired: Option<Cause>,
         // Polls since the last turn given to the executor.
         polls: u8,
+        // The waker the sleeps were last polled with: while the same task polls and
+        // nothing was re-armed, a sleep the timer says has not resolved is not polled.
+        waker: Option<Waker>,
         #[pin]
         wait: Option<T::Sleep>,
         #[pin]
@@ -279,6 +291,7 @@ impl<T: Timer> ProgressWatch<T> {
             armed_at: None,
             fired: None,
             polls: 0,
+            waker: None,
             wait: None,
             deadline: None,
         }
@@ -322,7 +335,9 @@ impl<T: Timer> ProgressWatch<T> {
         }
         self.as_mut().start();
         let mut this = self.project();
+        let mut quiet = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
         if *this.armed_at != Some(progress) {
+            quiet = false;
             *this.armed_at = Some(progress);
             let timeout = match progress {
                 0 => this.timeouts.first_token,
@@ -332,6 +347,20 @@ impl<T: Timer> ProgressWatch<T> {
                 (Some(d), Some(wait)) => this.timer.reset(wait, d),
                 (timeout, _) => this.wait.set(timeout.map(|d| this.timer.sleep(d))),
             }
+        }
+        // The same task, nothing re-armed, and the timer says neither sleep resolved:
+        // each is registered with this waker already, and wakes it when due.
+        let timer = &*this.timer;
+        let pending =
+            |sleep: Option<&T::Sleep>| sleep.is_none_or(|s| timer.is_elapsed(s) == Some(false));
+        if quiet
+            && pending(this.wait.as_ref().get_ref().as_ref())
+            && pending(this.deadline.as_ref().get_ref().as_ref())
+        {
+            return Poll::Pending;
+        }
+        if !quiet {
+            *this.waker = Some(cx.waker().clone());
         }
         let waited = match this.wait.as_mut().as_pin_mut() {
             Some(wait) => wait.poll(cx).is_ready(),

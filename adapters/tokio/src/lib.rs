@@ -220,6 +220,12 @@ impl Timer for TokioTimer {
             None => sleep.set(tokio::time::sleep(duration)),
         }
     }
+
+    /// [`Sleep::is_elapsed`](https://docs.rs/tokio/1/tokio/time/struct.Sleep.html#method.is_elapsed):
+    /// one atomic load, so a stream polled for every chunk does not poll its sleeps.
+    fn is_elapsed(&self, sleep: &tokio::time::Sleep) -> Option<bool> {
+        Some(sleep.is_elapsed())
+    }
 }
 
 /// This crate's README examples (which the workspace README repeats), compiled as doc
