@@ -537,8 +537,12 @@ mod shared {
             let load = |ring: &[AtomicU64; WINDOW_BUCKETS]| -> [u64; WINDOW_BUCKETS] {
                 core::array::from_fn(|i| ring[i].load(Ordering::Acquire))
             };
-            let deposits = load(&self.deposits);
+            // Withdrawals first: a check then sees at least the deposits that paid
+            // for the withdrawals it counts (each caller deposits before it
+            // withdraws), so a thread descheduled mid-snapshot refuses nothing the
+            // window allows; the deposits it reads later only add.
             let withdrawals = load(&self.withdrawals);
+            let deposits = load(&self.deposits);
             let mut current = own;
             for &w in deposits.iter().chain(withdrawals.iter()) {
                 if count_of(w) != 0 && ahead(bucket_of(w), current) {
@@ -583,8 +587,11 @@ mod shared {
     ///   the number of threads withdrawing at that moment): each commits to its own
     ///   bucket's word and may not see the others. With two threads, one extra retry
     ///   at most per such race (tested).
-    /// * **A deposit racing a check may be missed by it** (the check then grants
-    ///   less, never more).
+    /// * **A check reads the withdrawals, then the deposits**, so a thread
+    ///   descheduled in the middle sees at least the deposits behind the
+    ///   withdrawals it counted: it never refuses what the window allowed when it
+    ///   read them. A deposit made after its reading is missed (it grants less,
+    ///   never more).
     /// * **A late clock reading** (a thread descheduled between reading the clock and
     ///   counting) is counted in a newer bucket if its own was reused meanwhile, as
     ///   the sans-io budget takes a late `now` as its latest; a withdrawal checks

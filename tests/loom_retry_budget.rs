@@ -83,3 +83,22 @@ fn across_a_bucket_boundary_racing_withdrawals_overshoot_by_at_most_one() {
         assert_eq!(b.window_counts(), (0, granted));
     });
 }
+
+#[test]
+fn a_withdrawal_paid_for_by_its_own_deposit_is_never_refused() {
+    loom::model(|| {
+        // 100 %, no reserve: each thread's deposit pays for its withdrawal, whatever
+        // the other does between the loads of a check.
+        let (b, _clock) = budget(0, 100);
+        let other = b.clone();
+        let t = thread::spawn(move || {
+            other.deposit();
+            other.try_withdraw()
+        });
+        b.deposit();
+        let here = b.try_withdraw();
+        let there = t.join().expect("no panic");
+        assert!(here && there, "{here} {there}");
+        assert_eq!(b.window_counts(), (2, 2));
+    });
+}
