@@ -74,7 +74,7 @@ use futures_core::Stream;
 
 use crate::failure::FailureTail;
 pub use crate::timers::Timer;
-use crate::timers::{ProgressWatch, Watch};
+use crate::timers::{ProgressTimers, ProgressWatch};
 use crate::{Cause, Outcome, Recorder, Terminal, TrackedStream};
 
 mod options;
@@ -196,7 +196,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     X: FailureTail<B, E>,
     D: Downstream<Result<B, E>> + ?Sized,
     T: Timer + ?Sized,
@@ -320,7 +320,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     X: FailureTail<B, E>,
     D: Downstream<Result<B, E>> + ?Sized,
     T: Timer + ?Sized,
@@ -390,7 +390,7 @@ async fn pass_tail<S, B, E, R, W, X, D, T, C>(
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     X: FailureTail<B, E>,
     D: Downstream<Result<B, E>> + ?Sized,
     T: Timer + ?Sized,
@@ -432,7 +432,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     X: FailureTail<B, E>,
     T: Timer + ?Sized,
     F: Future<Output = ()>,
@@ -507,7 +507,7 @@ where
     S: Stream<Item = Result<B, E>>,
     B: AsRef<[u8]>,
     R: Recorder,
-    W: Watch,
+    W: ProgressTimers,
     X: FailureTail<B, E>,
     T: Timer + ?Sized,
 {
