@@ -1,5 +1,8 @@
 //! The bookkeeping of one tracked stream, shared by every wrapper.
 
+use crate::eventstream::{EventStreamRules, EventStreamScanner};
+use crate::ndjson::{NdjsonRules, NdjsonScanner};
+use crate::scanner::Scanner;
 use crate::sse::{Signal, SseRules, SseScanner};
 use crate::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Verdict};
 
@@ -39,7 +42,7 @@ pub struct Ledger<R: Recorder> {
     /// What settled the tracker's state; while `Active`, the cause of abandoning it.
     cause: Cause,
     polling: Polling,
-    scanner: Option<SseScanner>,
+    scanner: Option<Scanner>,
     recorder: Option<R>,
     chunks: u64,
     bytes: u64,
@@ -103,7 +106,28 @@ impl<R: Recorder> Ledger<R> {
     /// is a failure (cause [`Truncated`](Cause::Truncated)).
     #[must_use]
     pub fn with_sse(mut self, rules: SseRules) -> Self {
-        self.scanner = Some(SseScanner::new(rules));
+        self.scanner = Some(Scanner::Sse(SseScanner::new(rules)));
+        self
+    }
+
+    /// Scans the data as newline-delimited JSON (see [`ndjson`](crate::ndjson)): the
+    /// rules' done and failed lines become [`Event::Done`] and [`Event::Failed`], and
+    /// an end before a required done line is a failure (cause
+    /// [`Truncated`](Cause::Truncated)). Replaces rules given before.
+    #[must_use]
+    pub fn with_ndjson(mut self, rules: NdjsonRules) -> Self {
+        self.scanner = Some(Scanner::Ndjson(NdjsonScanner::new(rules)));
+        self
+    }
+
+    /// Scans the data as an AWS event stream (see [`eventstream`](crate::eventstream)):
+    /// the done frame becomes [`Event::Done`], an exception, an error or a corrupt
+    /// frame [`Event::Failed`], and an end inside a frame, or before a required done
+    /// frame, is a failure (cause [`Truncated`](Cause::Truncated)). Replaces rules
+    /// given before.
+    #[must_use]
+    pub fn with_eventstream(mut self, rules: EventStreamRules) -> Self {
+        self.scanner = Some(Scanner::EventStream(EventStreamScanner::new(rules)));
         self
     }
 
@@ -165,16 +189,15 @@ impl<R: Recorder> Ledger<R> {
     }
 
     /// The inner value ended: [`Event::End`] (cause [`End`](Cause::End)), or, when the
-    /// SSE rules require a done event that has not come, [`Event::Failed`] (cause
+    /// rules require a done event that has not come (or an event-stream frame was cut
+    /// in the middle, whatever came before), [`Event::Failed`] (cause
     /// [`Truncated`](Cause::Truncated)). The ledger is ended after this.
     pub fn on_end(&mut self) {
         self.settle();
         self.polling = Polling::Ended;
-        let required = self
-            .scanner
-            .as_ref()
-            .is_some_and(|s| s.rules().requires_done());
-        if required && self.tracker.terminal() == Terminal::Active {
+        let active = self.tracker.terminal() == Terminal::Active;
+        let cut = self.scanner.as_ref().is_some_and(|s| s.cut_short(active));
+        if cut {
             self.handle(Event::Failed, Cause::Truncated);
         } else {
             self.handle(Event::End, Cause::End);
@@ -286,7 +309,7 @@ impl<R: Recorder> Ledger<R> {
 
     /// The SSE scanner, if rules are set.
     pub fn scanner(&self) -> Option<&SseScanner> {
-        self.scanner.as_ref()
+        self.scanner.as_ref().and_then(Scanner::sse)
     }
 
     /// The outcome that would be recorded now.
@@ -377,7 +400,7 @@ impl<R: Recorder> core::fmt::Debug for Ledger<R> {
 /// The scanner, kept out of line: inlined, it would weigh on the wrappers' hot path
 /// even for streams that scan nothing.
 #[inline(never)]
-fn scan(mut scanner: SseScanner, chunk: &[u8]) -> (SseScanner, Option<Signal>) {
+fn scan(mut scanner: Scanner, chunk: &[u8]) -> (Scanner, Option<Signal>) {
     let signal = scanner.feed(chunk);
     (scanner, signal)
 }

@@ -160,13 +160,16 @@ extern crate std;
 
 mod guard;
 mod ledger;
+mod scanner;
 mod stream;
 mod tracker;
 
 pub mod attempt;
 pub mod breaker;
+pub mod eventstream;
 pub mod failure;
 pub mod forward;
+pub mod ndjson;
 pub mod retry;
 pub mod sse;
 pub mod timers;

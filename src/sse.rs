@@ -81,10 +81,12 @@ use alloc::{boxed::Box, sync::Arc, vec::Vec};
 use core::fmt;
 
 use self::json::ErrorObject;
+use self::member::{MemberWalk, Path, Test};
 use self::role::RoleChunk;
 use crate::Cause;
 
 mod json;
+pub(crate) mod member;
 mod role;
 
 /// What a dispatched event says about the stream. `Failed` is stronger than `Done`
@@ -127,6 +129,19 @@ pub struct SseRules {
     require_done: bool,
     /// The API whose failure event a gateway writes to the client.
     dialect: Option<Dialect>,
+    /// A member of the data's JSON that gives the event a meaning.
+    member: Option<MemberRule>,
+}
+
+/// A rule on a member of an event's JSON data (Gemini's `candidates[].finishReason`,
+/// Cohere's `delta.finish_reason`): data that is an object with that member, passing
+/// its test, means `meaning`; if `when` is set, only for an event that the other
+/// rules give that meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MemberRule {
+    path: Path,
+    meaning: Meaning,
+    when: Option<Meaning>,
 }
 
 impl SseRules {
@@ -140,6 +155,7 @@ impl SseRules {
             role_chunks: false,
             require_done: false,
             dialect: None,
+            member: None,
         }
     }
 
@@ -157,6 +173,7 @@ impl SseRules {
             role_chunks: true,
             require_done: true,
             dialect: Some(Dialect::OpenAiChat),
+            member: None,
         }
     }
 
@@ -179,6 +196,7 @@ impl SseRules {
             role_chunks: false,
             require_done: true,
             dialect: Some(Dialect::OpenAiResponses),
+            member: None,
         }
     }
 
@@ -199,6 +217,82 @@ impl SseRules {
             role_chunks: false,
             require_done: true,
             dialect: Some(Dialect::Anthropic),
+            member: None,
+        }
+    }
+
+    /// Google Gemini `streamGenerateContent?alt=sse`, which has no `[DONE]`: data
+    /// whose JSON has a `candidates[].finishReason` that is not `null` (the last
+    /// chunk, `"STOP"`, `"MAX_TOKENS"`, `"SAFETY"`, ...) is done; data that is an
+    /// error object (a top-level `error`, as Gemini sends on a 200) failed. Requires
+    /// the finishing chunk: a stream cut before it is truncated. Every event with
+    /// data is progress. Its failure event is Gemini's error object
+    /// ([`Dialect::Gemini`]).
+    ///
+    /// ```
+    /// use sluice::sse::{Signal, SseRules, SseScanner};
+    ///
+    /// let mut scanner = SseScanner::new(SseRules::gemini());
+    /// let text = b"data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hi\"}]}}]}\r\n\r\n";
+    /// assert_eq!(scanner.feed(text), None);
+    /// let last = b"data: {\"candidates\": [{\"finishReason\": \"STOP\"}]}\r\n\r\n";
+    /// assert_eq!(scanner.feed(last), Some(Signal::Done));
+    /// let error = b"data: {\"error\": {\"code\": 500, \"status\": \"INTERNAL\"}}\r\n\r\n";
+    /// assert_eq!(scanner.feed(error), Some(Signal::Failed));
+    /// ```
+    pub const fn gemini() -> Self {
+        Self {
+            data: Table::Static(&[]),
+            event: Table::Static(&[]),
+            error_objects: true,
+            role_chunks: false,
+            require_done: true,
+            dialect: Some(Dialect::Gemini),
+            member: Some(MemberRule {
+                path: Path {
+                    keys: &["candidates", "finishReason"],
+                    test: Test::NotNull,
+                },
+                meaning: Meaning::Done,
+                when: None,
+            }),
+        }
+    }
+
+    /// Cohere v2 chat: event `message-end` is done, unless its data's
+    /// `delta.finish_reason` is `"ERROR"` (a failed generation): then it failed;
+    /// event `error` failed; `message-start` and `content-start` are preamble.
+    /// Requires `message-end`. No failure event of its own
+    /// ([`dialect`](Self::dialect) is `None`).
+    ///
+    /// ```
+    /// use sluice::sse::{Signal, SseRules, SseScanner};
+    ///
+    /// let mut scanner = SseScanner::new(SseRules::cohere());
+    /// let end = b"event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"ERROR\"}}\n\n";
+    /// assert_eq!(scanner.feed(end), Some(Signal::Failed));
+    /// ```
+    pub const fn cohere() -> Self {
+        Self {
+            data: Table::Static(&[]),
+            event: Table::Static(&[
+                ("content-start", Meaning::Preamble),
+                ("error", Meaning::Failed),
+                ("message-end", Meaning::Done),
+                ("message-start", Meaning::Preamble),
+            ]),
+            error_objects: false,
+            role_chunks: false,
+            require_done: true,
+            dialect: None,
+            member: Some(MemberRule {
+                path: Path {
+                    keys: &["delta", "finish_reason"],
+                    test: Test::Str("ERROR"),
+                },
+                meaning: Meaning::Failed,
+                when: Some(Meaning::Done),
+            }),
         }
     }
 
@@ -377,6 +471,7 @@ impl PartialEq for SseRules {
             && self.role_chunks == other.role_chunks
             && self.require_done == other.require_done
             && self.dialect == other.dialect
+            && self.member == other.member
     }
 }
 
@@ -397,6 +492,7 @@ impl fmt::Debug for SseRules {
             .field("role_chunks", &self.role_chunks)
             .field("require_done", &self.require_done)
             .field("dialect", &self.dialect)
+            .field("member", &self.member)
             .finish()
     }
 }
@@ -413,6 +509,9 @@ pub enum Dialect {
     OpenAiResponses,
     /// Anthropic Messages: an `error` event.
     Anthropic,
+    /// Google Gemini: an error object as Gemini sends it on a 200,
+    /// `data: {"error": {"code": 502, "message": ..., "status": "UNAVAILABLE"}}`.
+    Gemini,
 }
 
 /// The failure event of a [`Dialect`] for a [`Cause`], written by its
@@ -520,6 +619,11 @@ impl FailureEvent {
                 f,
                 "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"api_error\",\
                  \"message\":\"{message}\"}}}}\n\n"
+            ),
+            Dialect::Gemini => write!(
+                f,
+                "data: {{\"error\":{{\"code\":502,\"message\":\"{message}\",\
+                 \"status\":\"UNAVAILABLE\"}}}}\n\n"
             ),
         }
     }
@@ -817,6 +921,8 @@ pub struct SseScanner {
     /// The data's role-only chunk walk, when the rules look for one and no progress
     /// was dispatched yet.
     role: RoleChunk,
+    /// The data's member walk, when the rules have a member rule.
+    member: MemberWalk,
     /// Dispatched events that are not keep-alives.
     progress: u64,
 }
@@ -837,6 +943,7 @@ impl SseScanner {
             event: Matcher::new(&rules.event),
             json: ErrorObject::new(),
             role: RoleChunk::new(),
+            member: MemberWalk::new(),
             progress: 0,
             rules,
         }
@@ -987,7 +1094,9 @@ impl SseScanner {
     /// Feeds value bytes to the field's matcher until the line ends or no pattern is
     /// left; returns how many it consumed.
     fn scan_value(&mut self, field: Field, bytes: &[u8]) -> usize {
-        if field == Field::Data && (self.rules.error_objects || self.reads_role()) {
+        if field == Field::Data
+            && (self.rules.error_objects || self.reads_role() || self.rules.member.is_some())
+        {
             return self.scan_data(bytes);
         }
         let (matcher, table) = match field {
@@ -1016,6 +1125,7 @@ impl SseScanner {
     fn json_alive(&self) -> bool {
         self.rules.error_objects && !self.json.is_dead()
             || self.reads_role() && !self.role.is_dead()
+            || self.rules.member.is_some() && !self.member.is_dead()
     }
 
     /// A data value, when the rules look for error objects or role-only chunks: up
@@ -1030,6 +1140,9 @@ impl SseScanner {
         }
         if self.reads_role() {
             self.role.feed(value);
+        }
+        if let Some(rule) = &self.rules.member {
+            self.member.feed(&rule.path, value);
         }
         if !self.data.is_alive() && !self.json_alive() {
             self.line = Line::Skip;
@@ -1046,6 +1159,9 @@ impl SseScanner {
                     self.data.push(&self.rules.data, b"\n");
                     self.json.line_feed();
                     self.role.line_feed();
+                    if let Some(rule) = &self.rules.member {
+                        self.member.line_feed(&rule.path);
+                    }
                 }
                 self.has_data = true;
                 let alive = self.data.is_alive() || self.json_alive();
@@ -1088,7 +1204,12 @@ impl SseScanner {
             let error =
                 (self.rules.error_objects && self.json.is_error()).then_some(Meaning::Failed);
             let role = (self.reads_role() && self.role.is_role_only()).then_some(Meaning::Preamble);
-            let meaning = self.data.matched(&self.rules.data).max(event).max(error);
+            let meaning = self.data.matched(&self.rules.data).max(event);
+            let member = self.rules.member.and_then(|rule| {
+                let applies = rule.when.is_none_or(|when| meaning == Some(when));
+                (applies && self.member.is_match()).then_some(rule.meaning)
+            });
+            let meaning = meaning.max(error).max(member);
             // A role-only chunk that some rule also names is what that rule says.
             let meaning = meaning.or(role);
             let preamble = meaning == Some(Meaning::Preamble) && self.progress == 0;
@@ -1104,6 +1225,9 @@ impl SseScanner {
         self.event = Matcher::new(&self.rules.event);
         self.json = ErrorObject::new();
         self.role = RoleChunk::new();
+        if self.rules.member.is_some() {
+            self.member = MemberWalk::new();
+        }
         Meaning::signal(meaning)
     }
 }
@@ -1134,6 +1258,8 @@ mod tests {
             SseRules::openai_chat(),
             SseRules::openai_responses(),
             SseRules::anthropic(),
+            SseRules::gemini(),
+            SseRules::cohere(),
         ] {
             assert!(
                 rules.data.is_sorted() && rules.event.is_sorted(),

@@ -242,6 +242,68 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
         }
     }
 
+    /// Scans the chunks as newline-delimited JSON (Ollama's native API, see
+    /// [`ndjson`](crate::ndjson)): a done line is [`Event::Done`](crate::Event::Done),
+    /// an error line [`Event::Failed`](crate::Event::Failed), and an end before a
+    /// required done line a failure with cause [`Truncated`](Cause::Truncated).
+    /// Replaces the rules given before ([`with_sse`](Self::with_sse) or
+    /// [`with_eventstream`](Self::with_eventstream)): the last one given wins.
+    ///
+    /// ```
+    /// use futures_util::{StreamExt, stream};
+    /// use sluice::ndjson::NdjsonRules;
+    /// use sluice::{Cause, Outcome, TrackedStream, Verdict};
+    /// # futures_executor::block_on(async {
+    /// let lines = [&b"{\"response\":\"Hi\",\"done\":false}\n"[..], b"{\"error\":\"out of memory\"}\n"];
+    /// let upstream = stream::iter(lines).map(Ok::<_, std::io::Error>);
+    /// let tracked = TrackedStream::new(upstream, |o: Outcome| {
+    ///     assert_eq!((o.verdict, o.cause, o.progress), (Verdict::Failure, Cause::ErrorEvent, 2));
+    /// })
+    /// .with_ndjson(NdjsonRules::ollama());
+    /// tracked.for_each(|_| async {}).await;
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn with_ndjson(self, rules: crate::ndjson::NdjsonRules) -> Self {
+        Self {
+            inner: self.inner,
+            watch: self.watch,
+            tail: self.tail,
+            ledger: self.ledger.with_ndjson(rules),
+        }
+    }
+
+    /// Scans the chunks as an AWS event stream (Amazon Bedrock's ConverseStream, see
+    /// [`eventstream`](crate::eventstream)): the done frame is
+    /// [`Event::Done`](crate::Event::Done); an exception, an error or a corrupt frame
+    /// [`Event::Failed`](crate::Event::Failed); an end inside a frame or before a
+    /// required done frame a failure with cause [`Truncated`](Cause::Truncated).
+    /// Replaces the rules given before: the last one given wins.
+    ///
+    /// ```
+    /// use futures_util::{StreamExt, stream};
+    /// use sluice::eventstream::EventStreamRules;
+    /// use sluice::{Cause, Outcome, TrackedStream, Verdict};
+    /// # futures_executor::block_on(async {
+    /// // The worker's connection drops in the middle of a frame's prelude.
+    /// let upstream = stream::iter([Ok::<_, std::io::Error>(&[0u8, 0, 0, 100][..])]);
+    /// let tracked = TrackedStream::new(upstream, |o: Outcome| {
+    ///     assert_eq!((o.verdict, o.cause), (Verdict::Failure, Cause::Truncated));
+    /// })
+    /// .with_eventstream(EventStreamRules::bedrock());
+    /// tracked.for_each(|_| async {}).await;
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn with_eventstream(self, rules: crate::eventstream::EventStreamRules) -> Self {
+        Self {
+            inner: self.inner,
+            watch: self.watch,
+            tail: self.tail,
+            ledger: self.ledger.with_eventstream(rules),
+        }
+    }
+
     /// Marks the stream complete (the caller knows it is done), as
     /// [`Event::Done`](crate::Event::Done) with cause [`Marked`](Cause::Marked).
     pub fn mark_completed(&mut self) {

@@ -192,22 +192,24 @@ fn wire() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wire"))
 }
 
-/// Every transcript of `cases.txt` with its preset.
+/// Every transcript of `cases.txt` with its preset (the OpenAI and Anthropic ones:
+/// the other dialects' progress is checked with their scanners' own tests).
 fn transcripts() -> Vec<(String, Preset)> {
     let list = std::fs::read_to_string(wire().join("cases.txt")).expect("cases.txt");
     list.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
+        .filter_map(|l| {
             let mut words = l.split_whitespace();
             let name = words.next().expect("name").to_owned();
             let preset = match words.next() {
                 Some("openai_chat") => Preset::Chat,
                 Some("openai_responses") => Preset::Responses,
                 Some("anthropic") => Preset::Anthropic,
+                Some("gemini" | "cohere" | "ollama_ndjson" | "bedrock") => return None,
                 other => panic!("unknown rules {other:?}"),
             };
-            (name, preset)
+            Some((name, preset))
         })
         .collect()
 }

@@ -1,6 +1,9 @@
 //! The wire corpus: complete SSE transcripts as the engines put them on the wire
 //! (`tests/wire/<name>.sse`, raw bytes), each with the verdict and cause it must get
-//! (`tests/wire/cases.txt`, which also says what each was written from).
+//! (`tests/wire/cases.txt`, which also says what each was written from). The other
+//! framings the same way: newline-delimited JSON in `<name>.ndjson` (raw bytes), and
+//! AWS event streams in `<name>.eventstream`, a readable description of the frames
+//! that [`eventstream_bytes`] encodes (binary files would hide what they hold).
 //!
 //! Every transcript is fed through a real `TrackedStream` whole, byte by byte, and in
 //! every 2-way split, and then either ends (the upstream's EOF) or is dropped before
@@ -14,6 +17,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use futures_core::Stream;
+use sluice::eventstream::EventStreamRules;
+use sluice::ndjson::NdjsonRules;
 use sluice::sse::SseRules;
 use sluice::{Cause, Outcome, TrackedStream, Verdict};
 
@@ -21,7 +26,7 @@ use sluice::{Cause, Outcome, TrackedStream, Verdict};
 #[derive(Debug)]
 struct Case {
     name: String,
-    rules: SseRules,
+    rules: Rules,
     eof: (Verdict, Cause),
     leave: (Verdict, Cause),
 }
@@ -50,12 +55,76 @@ fn cause(word: &str) -> Cause {
         .unwrap_or_else(|| panic!("unknown cause {word:?}"))
 }
 
-fn rules(word: &str) -> SseRules {
+/// The rules of a transcript, and so its framing.
+#[derive(Debug, Clone)]
+enum Rules {
+    Sse(SseRules),
+    Ndjson(NdjsonRules),
+    EventStream(EventStreamRules),
+}
+
+fn rules(word: &str) -> Rules {
     match word {
-        "openai_chat" => SseRules::openai_chat(),
-        "openai_responses" => SseRules::openai_responses(),
-        "anthropic" => SseRules::anthropic(),
+        "openai_chat" => Rules::Sse(SseRules::openai_chat()),
+        "openai_responses" => Rules::Sse(SseRules::openai_responses()),
+        "anthropic" => Rules::Sse(SseRules::anthropic()),
+        "gemini" => Rules::Sse(SseRules::gemini()),
+        "cohere" => Rules::Sse(SseRules::cohere()),
+        "ollama_ndjson" => Rules::Ndjson(NdjsonRules::ollama()),
+        "bedrock" => Rules::EventStream(EventStreamRules::bedrock()),
         other => panic!("unknown rules {other:?}"),
+    }
+}
+
+// The frame encoder of the event-stream fuzz target.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../fuzz/replay/eventstream_splits.rs"]
+mod eventstream_splits;
+
+/// Encodes a `.eventstream` description: one frame per line, `<message-type>
+/// <event-or-exception-type> <JSON payload>` (Bedrock's three headers and the
+/// payload, CRCs right), or `!corrupt` (flip a bit of the last byte so far: the
+/// message CRC of the frame before) or `!cut <n>` (keep only the first `n` bytes of
+/// the frame before); `#` starts a comment.
+fn eventstream_bytes(description: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut last = 0;
+    for line in description.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("!corrupt"), None, None) => *out.last_mut().expect("a frame before") ^= 1,
+            (Some("!cut"), Some(n), None) => out.truncate(last + n.parse::<usize>().expect("n")),
+            (Some(kind), Some(event), Some(payload)) => {
+                last = out.len();
+                out.extend(eventstream_splits::bedrock(kind, event, payload));
+            }
+            _ => panic!("bad frame line {line:?}"),
+        }
+    }
+    out
+}
+
+impl Rules {
+    /// The transcript's file extension.
+    fn extension(&self) -> &'static str {
+        match self {
+            Rules::Sse(_) => "sse",
+            Rules::Ndjson(_) => "ndjson",
+            Rules::EventStream(_) => "eventstream",
+        }
+    }
+
+    /// The bytes on the wire for the file's contents.
+    fn wire(&self, file: Vec<u8>) -> Vec<u8> {
+        match self {
+            Rules::EventStream(_) => {
+                eventstream_bytes(&String::from_utf8(file).expect("a readable description"))
+            }
+            _ => file,
+        }
     }
 }
 
@@ -96,13 +165,17 @@ impl<'a> Stream for Chunks<'a> {
 
 /// Feeds `chunks` through a tracked stream, then polls the end (`eof`) or drops it
 /// (the client left); returns the one outcome recorded.
-fn run(rules: &SseRules, chunks: &[&[u8]], eof: bool) -> Outcome {
+fn run(rules: &Rules, chunks: &[&[u8]], eof: bool) -> Outcome {
     let records = Rc::new(RefCell::new(Vec::new()));
     let sink = records.clone();
-    let mut tracked = TrackedStream::new(Chunks(chunks.iter()), move |o: Outcome| {
+    let tracked = TrackedStream::new(Chunks(chunks.iter()), move |o: Outcome| {
         sink.borrow_mut().push(o)
-    })
-    .with_sse(rules.clone());
+    });
+    let mut tracked = match rules {
+        Rules::Sse(rules) => tracked.with_sse(rules.clone()),
+        Rules::Ndjson(rules) => tracked.with_ndjson(*rules),
+        Rules::EventStream(rules) => tracked.with_eventstream(*rules),
+    };
     let mut cx = Context::from_waker(Waker::noop());
     let mut passed = 0;
     for chunk in chunks {
@@ -145,8 +218,9 @@ fn every_transcript_gets_its_verdict_and_cause_however_it_is_split() {
     assert!(cases.len() >= 40, "only {} transcripts", cases.len());
     let mut runs = 0;
     for case in &cases {
-        let path = dir().join(format!("{}.sse", case.name));
+        let path = dir().join(format!("{}.{}", case.name, case.rules.extension()));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let bytes = case.rules.wire(bytes);
         for chunks in feeds(&bytes) {
             for (eof, (verdict, cause)) in [(true, case.eof), (false, case.leave)] {
                 let outcome = run(&case.rules, &chunks, eof);
@@ -182,6 +256,10 @@ fn the_corpus_covers_every_engine_and_failure_mode() {
         "anthropic-",
         "openai-responses",
         "adversarial-",
+        "gemini-",
+        "cohere-",
+        "ollama-native-",
+        "bedrock-",
     ] {
         assert!(
             cases.iter().any(|c| c.name.starts_with(engine)),
@@ -203,4 +281,27 @@ fn the_corpus_covers_every_engine_and_failure_mode() {
             .iter()
             .any(|c| c.leave == (Verdict::Abandoned, Cause::ClientLeft))
     );
+}
+
+/// Each framing added after the OpenAI ones has a clean transcript, an in-band error
+/// and a stream cut before its end; the event stream also a corrupt frame and a cut
+/// inside a frame.
+#[test]
+fn each_new_dialect_has_its_failure_modes() {
+    let cases = cases();
+    let has = |prefix: &str, eof: (Verdict, Cause), part: &str| {
+        cases
+            .iter()
+            .any(|c| c.name.starts_with(prefix) && c.name.contains(part) && c.eof == eof)
+    };
+    let done = (Verdict::Success, Cause::Done);
+    let error = (Verdict::Failure, Cause::ErrorEvent);
+    let cut = (Verdict::Failure, Cause::Truncated);
+    for prefix in ["gemini-", "cohere-", "ollama-native-", "bedrock-"] {
+        assert!(has(prefix, done, "normal"), "{prefix}: no clean transcript");
+        assert!(has(prefix, error, "error"), "{prefix}: no in-band error");
+        assert!(has(prefix, cut, "truncated"), "{prefix}: no cut");
+    }
+    assert!(has("bedrock-", error, "corrupt-crc"));
+    assert!(has("bedrock-", cut, "cut-inside-frame"));
 }

@@ -1,0 +1,6 @@
+#![no_main]
+
+#[path = "../replay/ndjson_splits.rs"]
+mod replay;
+
+libfuzzer_sys::fuzz_target!(|input: replay::Input| replay::replay(&input));

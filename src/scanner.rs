@@ -1,0 +1,54 @@
+//! The in-band scanner of a tracked stream: one of the framings, behind one
+//! [`Signal`] and one progress count.
+
+use crate::eventstream::EventStreamScanner;
+use crate::ndjson::NdjsonScanner;
+use crate::sse::{Signal, SseScanner};
+
+/// The scanner a [`Ledger`](crate::wrap::Ledger) feeds its chunks to.
+#[derive(Debug, Clone)]
+pub(crate) enum Scanner {
+    Sse(SseScanner),
+    Ndjson(NdjsonScanner),
+    EventStream(EventStreamScanner),
+}
+
+impl Scanner {
+    /// The strongest signal in `bytes`.
+    #[inline]
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Option<Signal> {
+        match self {
+            Self::Sse(s) => s.feed(bytes),
+            Self::Ndjson(s) => s.feed(bytes),
+            Self::EventStream(s) => s.feed(bytes),
+        }
+    }
+
+    /// Progress events (SSE events, NDJSON lines, frames) so far.
+    pub(crate) fn progress(&self) -> u64 {
+        match self {
+            Self::Sse(s) => s.progress(),
+            Self::Ndjson(s) => s.progress(),
+            Self::EventStream(s) => s.progress(),
+        }
+    }
+
+    /// Whether an end of the stream now is a cut: while `active` (no done or failed
+    /// signal yet) if the rules require a done signal; whatever came before if the
+    /// bytes end inside an event-stream frame.
+    pub(crate) fn cut_short(&self, active: bool) -> bool {
+        match self {
+            Self::Sse(s) => active && s.rules().requires_done(),
+            Self::Ndjson(s) => active && s.rules().requires_done(),
+            Self::EventStream(s) => active && s.rules().requires_done() || s.is_inside_frame(),
+        }
+    }
+
+    /// The SSE scanner, if this is one.
+    pub(crate) fn sse(&self) -> Option<&SseScanner> {
+        match self {
+            Self::Sse(s) => Some(s),
+            _ => None,
+        }
+    }
+}

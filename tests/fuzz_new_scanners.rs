@@ -1,0 +1,72 @@
+//! Replays the committed seeds of the NDJSON and AWS event-stream fuzz targets
+//! (`fuzz/seeds/<target>/`) on stable, so `cargo test` exercises what they check.
+
+use arbitrary::{Arbitrary, Unstructured};
+
+// The replays' items are `pub` for the fuzz crate, which uses them from its root.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../fuzz/replay/eventstream_splits.rs"]
+mod eventstream_splits;
+#[allow(unreachable_pub, dead_code)]
+#[path = "../fuzz/replay/ndjson_splits.rs"]
+mod ndjson_splits;
+
+/// Decodes every seed of `target` as `T` and hands it to `check`; returns how many.
+fn seeds<T: for<'a> Arbitrary<'a>>(target: &str, check: impl Fn(&T)) -> usize {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(target);
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("readable seed directory").path();
+        let bytes = std::fs::read(&path).expect("readable seed");
+        let input = T::arbitrary_take_rest(Unstructured::new(&bytes)).expect("seed decodes");
+        check(&input);
+        count += 1;
+    }
+    count
+}
+
+#[test]
+fn ndjson_splits_seeds_give_the_whole_input_answer() {
+    let n = seeds("ndjson_splits", ndjson_splits::replay);
+    assert!(n >= 8, "only {n} seeds");
+}
+
+#[test]
+fn eventstream_splits_seeds_give_the_whole_input_answer() {
+    let n = seeds("eventstream_splits", eventstream_splits::replay);
+    assert!(n >= 8, "only {n} seeds");
+}
+
+/// A hand-made input per case the target must hold: clean frames, a corrupt one,
+/// raw garbage, a frame cut short.
+#[test]
+fn eventstream_replay_holds_on_hand_made_inputs() {
+    use eventstream_splits::{FrameSpec, Input, replay};
+    let spec = |message_type, event_type, payload: &[u8]| FrameSpec {
+        message_type,
+        event_type,
+        extra: vec![(0, 7, b"application/json".to_vec()), (4, 9, vec![])],
+        payload: payload.to_vec(),
+    };
+    let frames = || {
+        vec![
+            spec(0, 0, b"{\"role\":\"assistant\"}"),
+            spec(0, 1, b"{\"delta\":{\"text\":\"hi\"}}"),
+            spec(0, 2, b"{\"stopReason\":\"end_turn\"}"),
+            spec(1, 6, b"{\"message\":\"slow down\"}"),
+        ]
+    };
+    for corrupt in [None, Some((5, 1)), Some((40, 0x80)), Some((1000, 4))] {
+        for raw in [vec![], vec![0, 0, 0, 20], vec![0xFF; 30]] {
+            replay(&Input {
+                frames: frames(),
+                corrupt,
+                raw,
+                cuts: vec![3, 17, 90],
+                require_done: true,
+            });
+        }
+    }
+}
