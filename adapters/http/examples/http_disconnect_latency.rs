@@ -9,7 +9,7 @@
 //! Each trial: the worker sends one SSE token and holds the stream open; the client
 //! reads the token, notes the time and drops the body; the worker's drop guard notes
 //! when its response was dropped. Run with
-//! `cargo run --release -p sluice-http --example disconnect_latency [trials]`.
+//! `cargo run --release -p sluice-http --example http_disconnect_latency [trials]`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -4,9 +4,9 @@
 //! async-net.
 //!
 //! (The tokio paths have their own: `cargo run --release -p sluice-tokio --example
-//! disconnect_latency`.) The trial and the table are `sluice-test-support`'s
+//! tokio_disconnect_latency`.) The trial and the table are `sluice-test-support`'s
 //! `latency` harness; the rig is this crate's test rig. Run with
-//! `cargo run --release -p sluice-smol --example disconnect_latency [trials]`.
+//! `cargo run --release -p sluice-smol --example smol_disconnect_latency [trials]`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -7,9 +7,9 @@
 //!   channel that feeds the response body.
 //!
 //! (`sluice_smol::forward` has its own: `cargo run --release -p sluice-smol --example
-//! disconnect_latency`.) The trial and the table are `sluice-test-support`'s
+//! smol_disconnect_latency`.) The trial and the table are `sluice-test-support`'s
 //! `latency` harness; the rig is this crate's test rig. Run with
-//! `cargo run --release -p sluice-tokio --example disconnect_latency [trials]`.
+//! `cargo run --release -p sluice-tokio --example tokio_disconnect_latency [trials]`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

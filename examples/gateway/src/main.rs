@@ -86,7 +86,7 @@ fn logs(default_on: bool) {
 
 fn demo(runtime: &tokio::runtime::Runtime) -> ExitCode {
     let started = Instant::now();
-    let mut progress = Progress::new();
+    let mut progress = StatusLine::new();
     println!(
         "sluice gateway demo: mock workers alpha, bravo (flaky), charlie behind one gateway, \
          all on 127.0.0.1.\nEach worker has a circuit breaker: {} failures in a row open it \
@@ -111,12 +111,12 @@ fn demo(runtime: &tokio::runtime::Runtime) -> ExitCode {
 }
 /// The progress line on stderr: redrawn in place on a terminal, one line per
 /// scenario otherwise.
-struct Progress {
+struct StatusLine {
     terminal: bool,
     status: String,
 }
 
-impl Progress {
+impl StatusLine {
     fn new() -> Self {
         Self {
             terminal: std::io::stderr().is_terminal(),

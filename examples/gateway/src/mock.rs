@@ -24,7 +24,7 @@
 //! fails to notice a disconnect: each request's generation runs in a task of its
 //! own that goes on after the client's connection closed, until it reaches
 //! `max_tokens` or `POST /abort_request {"rid": ...}` names the request's `rid` (from
-//! its JSON body). [`Progress::aborts`] counts the aborts per request.
+//! its JSON body). [`RequestProgress::aborts`] counts the aborts per request.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::pending;
@@ -49,7 +49,7 @@ pub const TOKENS_BEFORE_FAILING: u64 = 2;
 
 /// What a worker did for one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
+pub struct RequestProgress {
     /// The request reached the handler.
     pub arrived: bool,
     /// Tokens produced so far.
@@ -76,7 +76,7 @@ struct WorkerState {
     /// Generate in a task of its own, until done or aborted by rid.
     sglang: bool,
     /// What happened per request id.
-    log: Mutex<HashMap<String, watch::Sender<Progress>>>,
+    log: Mutex<HashMap<String, watch::Sender<RequestProgress>>>,
     /// Request id per rid (SGLang mode).
     rids: Mutex<HashMap<String, String>>,
     /// Aborts that named no known rid.
@@ -86,10 +86,10 @@ struct WorkerState {
 }
 
 impl WorkerState {
-    fn progress(&self, id: &str) -> watch::Sender<Progress> {
+    fn progress(&self, id: &str) -> watch::Sender<RequestProgress> {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         log.entry(id.to_owned())
-            .or_insert_with(|| watch::channel(Progress::default()).0)
+            .or_insert_with(|| watch::channel(RequestProgress::default()).0)
             .clone()
     }
 }
@@ -191,7 +191,7 @@ impl MockWorker {
     }
 
     /// Watches what this worker does for request `id` (also before it arrives).
-    pub fn progress(&self, id: &str) -> watch::Receiver<Progress> {
+    pub fn progress(&self, id: &str) -> watch::Receiver<RequestProgress> {
         self.state.progress(id).subscribe()
     }
 }
@@ -218,9 +218,9 @@ impl Pool {
 }
 
 /// Marks the request dropped when the handler or its body stream goes away.
-struct DropGuard(watch::Sender<Progress>);
+struct DropMarker(watch::Sender<RequestProgress>);
 
-impl Drop for DropGuard {
+impl Drop for DropMarker {
     fn drop(&mut self) {
         self.0.send_modify(|p| p.dropped = true);
     }
@@ -393,7 +393,7 @@ async fn handle(
     let format = Format::of(uri.path());
     let log = state.progress(&id);
     log.send_modify(|p| p.arrived = true);
-    let guard = DropGuard(log);
+    let guard = DropMarker(log);
     let ask = Ask::parse(&body);
     let forced = *state.status.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(status) = forced.or(ask.status) {
@@ -488,7 +488,7 @@ async fn handle(
 
 /// SGLang mode: the generation runs in a task of its own and goes on when the body
 /// is dropped (the client's connection closed), until `max_tokens` or an abort.
-fn sglang_stream(format: Format, ask: &Ask, pace: Duration, guard: DropGuard) -> Body {
+fn sglang_stream(format: Format, ask: &Ask, pace: Duration, guard: DropMarker) -> Body {
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let log = guard.0.clone();
     let tokens = ask.tokens;

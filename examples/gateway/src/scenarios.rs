@@ -1,5 +1,5 @@
 //! The scripted run: a mock pool, the gateway and scripted clients in one process,
-//! every scenario played in order, everything that happened kept in a [`Ledger`].
+//! every scenario played in order, everything that happened kept in a [`RunLog`].
 //!
 //! Determinism: the requests are sequential, so round-robin routing is a fixed
 //! sequence; the breakers read a [`ManualClock`] that only the script moves, so the
@@ -136,7 +136,7 @@ pub struct TransitionRecord {
 
 /// Everything the run did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Ledger {
+pub struct RunLog {
     /// The workers' names.
     pub workers: Vec<String>,
     /// Every request, in order.
@@ -149,7 +149,7 @@ pub struct Ledger {
     pub max_ejected: usize,
 }
 
-impl Ledger {
+impl RunLog {
     /// The verdicts of one scenario's requests, in order.
     pub fn verdicts(&self, scenario: Scenario) -> Vec<Option<Verdict>> {
         self.requests
@@ -252,7 +252,7 @@ impl fmt::Display for Line {
     }
 }
 
-impl fmt::Display for Ledger {
+impl fmt::Display for RunLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "\n== ledger ==")?;
         writeln!(
@@ -394,7 +394,7 @@ struct Run<F> {
     url: String,
     events: mpsc::UnboundedReceiver<GatewayEvent>,
     server: JoinHandle<()>,
-    ledger: Ledger,
+    ledger: RunLog,
     out: F,
     scenario: Scenario,
     next: u32,
@@ -402,7 +402,7 @@ struct Run<F> {
 
 /// Plays every scenario, handing each timeline line to `out` as it happens, and
 /// returns the ledger.
-pub async fn run(out: impl FnMut(&Line)) -> Result<Ledger, DemoError> {
+pub async fn run(out: impl FnMut(&Line)) -> Result<RunLog, DemoError> {
     let pool = Pool::start(PACE).await?;
     let specs = pool
         .workers
@@ -430,10 +430,10 @@ pub async fn run(out: impl FnMut(&Line)) -> Result<Ledger, DemoError> {
     });
     let client = reqwest::Client::builder().no_proxy().build()?;
     let mut run = Run {
-        ledger: Ledger {
+        ledger: RunLog {
             workers: gateway.names(),
             max_ejected: gateway.set().max_ejected(),
-            ..Ledger::default()
+            ..RunLog::default()
         },
         pool,
         gateway,

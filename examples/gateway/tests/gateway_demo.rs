@@ -8,9 +8,9 @@ use std::time::Duration;
 use sluice::Verdict::{Abandoned, Failure, Success};
 use sluice::breaker::{Reason, State};
 use sluice_gateway::mock;
-use sluice_gateway::scenarios::{self, Ledger, Read, Scenario};
+use sluice_gateway::scenarios::{self, Read, RunLog, Scenario};
 
-async fn ledger() -> Ledger {
+async fn ledger() -> RunLog {
     let mut lines = Vec::new();
     let ledger = scenarios::run(|line| lines.push(line.to_string()))
         .await
