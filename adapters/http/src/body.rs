@@ -356,6 +356,58 @@ impl<B: Body, R: Recorder, W, F> TrackedBody<B, R, W, F> {
         self
     }
 
+    /// Scans the data frames as newline-delimited JSON (Ollama's native API, see
+    /// [`sluice::ndjson`]): a done line is [`Event::Done`](sluice::Event::Done), an
+    /// error line [`Event::Failed`](sluice::Event::Failed), and an end before a
+    /// required done line a failure with cause [`Truncated`](Cause::Truncated).
+    /// Replaces rules given before ([`with_sse`](Self::with_sse),
+    /// [`with_eventstream`](Self::with_eventstream)): the last one given wins. No
+    /// effect on a [`settled`](Self::settled) body.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use sluice::ndjson::NdjsonRules;
+    /// use sluice::{Cause, Outcome, Verdict};
+    /// use sluice_http::TrackedBody;
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let upstream = Full::new(Bytes::from_static(b"{\"response\":\"Hi\",\"done\":false}\n"));
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let body = TrackedBody::new(upstream, move |o: Outcome| { let _ = tx.send(o); })
+    ///     .with_ndjson(NdjsonRules::ollama());
+    /// body.collect().await.unwrap();
+    /// let outcome = rx.recv().unwrap();
+    /// assert_eq!((outcome.verdict, outcome.cause), (Verdict::Failure, Cause::Truncated));
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn with_ndjson(mut self, rules: sluice::ndjson::NdjsonRules) -> Self {
+        if self.is_tracked() {
+            // Out and back in, as in `with_sse`.
+            let placeholder = Ledger::recorded(Outcome::from(Verdict::Abandoned));
+            let ledger = core::mem::replace(&mut self.tracked.ledger, placeholder);
+            self.tracked.ledger = ledger.with_ndjson(rules);
+        }
+        self
+    }
+
+    /// Scans the data frames as an AWS event stream (Amazon Bedrock's
+    /// ConverseStream, see [`sluice::eventstream`]): the done frame is
+    /// [`Event::Done`](sluice::Event::Done); an exception, an error or a corrupt
+    /// frame [`Event::Failed`](sluice::Event::Failed); an end inside a frame or before
+    /// a required done frame a failure with cause [`Truncated`](Cause::Truncated).
+    /// Replaces rules given before: the last one given wins. No effect on a
+    /// [`settled`](Self::settled) body.
+    #[must_use]
+    pub fn with_eventstream(mut self, rules: sluice::eventstream::EventStreamRules) -> Self {
+        if self.is_tracked() {
+            let placeholder = Ledger::recorded(Outcome::from(Verdict::Abandoned));
+            let ledger = core::mem::replace(&mut self.tracked.ledger, placeholder);
+            self.tracked.ledger = ledger.with_eventstream(rules);
+        }
+        self
+    }
+
     /// Judges the body as a gRPC response: by its `grpc-status` trailer, classified by
     /// `policy`; an end without trailers is a failure (cause
     /// [`Truncated`](Cause::Truncated)). A trailer with no `grpc-status`, or one that
