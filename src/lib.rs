@@ -170,6 +170,8 @@ pub mod eventstream;
 pub mod failure;
 pub mod forward;
 pub mod ndjson;
+#[cfg(feature = "alloc")]
+pub mod pair;
 pub mod retry;
 pub mod sse;
 pub mod timers;
