@@ -41,6 +41,10 @@
 //! is not exported: it needs the token counts an API reports, which the core does
 //! not hand out yet.
 //!
+//! In prefill/decode mode ([`Metrics::with_roles`]) the per-worker series of
+//! verdicts, breaker states, transitions and aborts carry the worker's `role` too
+//! (`prefill` or `decode`), after `worker`.
+//!
 //! Every label value is typed (a verdict, a cause, a breaker state, a transition
 //! reason, an abort or health-check result, an operation), never a free string but
 //! the worker's name.
@@ -334,10 +338,29 @@ struct WorkerLabels {
     worker: String,
 }
 
+/// A worker as labels: its name (`worker`) and, in prefill/decode mode, its role
+/// (`role`: `prefill` or `decode`); without a role the label is left out.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct Who {
+    worker: String,
+    role: Option<&'static str>,
+}
+
+impl EncodeLabelSet for Who {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        EncodeLabel::encode(&("worker", self.worker.as_str()), encoder.encode_label())?;
+        if let Some(role) = self.role {
+            EncodeLabel::encode(&("role", role), encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
 /// Labels of `sluice_aborts_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AbortLabels {
-    worker: String,
+    #[prometheus(flatten)]
+    who: Who,
     result: AbortResult,
 }
 
@@ -366,14 +389,16 @@ struct HealthLabels {
 /// Labels of `sluice_breaker_state`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
-    worker: String,
+    #[prometheus(flatten)]
+    who: Who,
     state: StateLabel,
 }
 
 /// Labels of `sluice_verdicts_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VerdictLabels {
-    worker: String,
+    #[prometheus(flatten)]
+    who: Who,
     verdict: VerdictLabel,
     cause: CauseLabel,
 }
@@ -381,7 +406,8 @@ struct VerdictLabels {
 /// Labels of `sluice_breaker_transitions_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransitionLabels {
-    worker: String,
+    #[prometheus(flatten)]
+    who: Who,
     from: StateLabel,
     to: StateLabel,
     reason: ReasonLabel,
@@ -440,6 +466,8 @@ fn request_duration() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     workers: Vec<String>,
+    /// Each worker's role, in prefill/decode mode.
+    roles: Vec<&'static str>,
     state: Family<StateLabels, Gauge>,
     verdicts: Family<VerdictLabels, Counter>,
     cancelled: Family<WorkerLabels, Counter>,
@@ -566,6 +594,7 @@ impl Metrics {
         Self {
             registry,
             workers: workers.to_vec(),
+            roles: Vec::new(),
             state,
             verdicts,
             cancelled,
@@ -583,6 +612,24 @@ impl Metrics {
         }
     }
 
+    /// Metrics for prefill/decode mode: as [`new`](Self::new), and the series of
+    /// verdicts, breaker states, transitions and aborts are labelled with each
+    /// worker's role too (`roles[i]` of `workers[i]`: `prefill` or `decode`).
+    pub fn with_roles(workers: &[String], roles: &[&'static str]) -> Self {
+        Self {
+            roles: roles.to_vec(),
+            ..Self::new(workers)
+        }
+    }
+
+    /// `worker`'s labels: its name, and its role if it has one.
+    fn who(&self, worker: usize, name: &str) -> Who {
+        Who {
+            worker: name.to_owned(),
+            role: self.roles.get(worker).copied(),
+        }
+    }
+
     /// Counts one verdict of `worker`, by its cause; `cancelled` when the client left
     /// first.
     pub fn verdict(&self, worker: usize, outcome: Outcome, cancelled: bool) {
@@ -591,7 +638,7 @@ impl Metrics {
         };
         self.verdicts
             .get_or_create(&VerdictLabels {
-                worker: name.clone(),
+                who: self.who(worker, name),
                 verdict: VerdictLabel(outcome.verdict),
                 cause: CauseLabel(outcome.cause),
             })
@@ -648,7 +695,7 @@ impl Metrics {
         };
         self.transitions
             .get_or_create(&TransitionLabels {
-                worker: name.clone(),
+                who: self.who(worker, name),
                 from: t.from.into(),
                 to: t.to.into(),
                 reason: ReasonLabel(t.reason),
@@ -668,7 +715,7 @@ impl Metrics {
         };
         self.aborts
             .get_or_create(&AbortLabels {
-                worker: name.clone(),
+                who: self.who(worker, name),
                 result,
             })
             .inc();
@@ -723,13 +770,13 @@ impl Metrics {
         self.ejected.set(i64::try_from(ejected).unwrap_or(i64::MAX));
         self.max_ejected
             .set(i64::try_from(max_ejected).unwrap_or(i64::MAX));
-        for (worker, state) in self.workers.iter().zip(states) {
+        for (i, (worker, state)) in self.workers.iter().zip(states).enumerate() {
             let now = StateLabel::from(*state);
             for s in STATES {
                 let s = StateLabel::from(s);
                 self.state
                     .get_or_create(&StateLabels {
-                        worker: worker.clone(),
+                        who: self.who(i, worker),
                         state: s,
                     })
                     .set(i64::from(s == now));

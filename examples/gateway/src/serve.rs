@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::duration::{format_duration, format_timeout, parse_duration, parse_timeout};
 use crate::engine::Engine;
+use crate::gateway::pd::{DEFAULT_BOOTSTRAP_PORT, PrefillSpec};
 use crate::gateway::{Api, Gateway, GatewayError, HealthCheck, Options, WorkerSpec};
 
 /// How long a worker may take to send its response head, by default (`30s`).
@@ -79,8 +80,31 @@ pub struct ServeArgs {
     /// metrics and error answers show; the URL is never shown to clients. The
     /// request's path (/v1/chat/completions, ...) is appended to the URL. A URL
     /// with credentials (user:pass@) is refused.
-    #[arg(long = "upstream", value_name = "[NAME=]URL", required = true)]
+    #[arg(
+        long = "upstream",
+        value_name = "[NAME=]URL",
+        required_unless_present = "prefills"
+    )]
     pub upstreams: Vec<String>,
+
+    /// Prefill/decode (PD) mode, instead of --upstream: a prefill worker, its URL
+    /// ([NAME=]URL, as --upstream) and optionally its KV bootstrap port (default
+    /// 8998; `none` for none), as SGLang's router takes it: --prefill
+    /// http://p0:30000 9000 (repeat the flag for several). Each request goes to a
+    /// prefill and a decode worker at once, with bootstrap_host, bootstrap_port and
+    /// bootstrap_room added to its JSON; the client gets the decode worker's answer.
+    #[arg(
+        long = "prefill",
+        value_name = "URL [BOOTSTRAP_PORT]",
+        num_args = 1..=2,
+        conflicts_with = "upstreams",
+        requires = "decodes"
+    )]
+    pub prefills: Vec<String>,
+
+    /// PD mode: a decode worker ([NAME=]URL; repeat the flag for several).
+    #[arg(long = "decode", value_name = "URL", requires = "prefills")]
+    pub decodes: Vec<String>,
 
     /// How to pick a worker among those whose breaker admits the call.
     #[arg(long, value_enum, default_value_t = PickArg::RoundRobin)]
@@ -177,6 +201,8 @@ impl ServeArgs {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             upstreams,
+            prefills: Vec::new(),
+            decodes: Vec::new(),
             pick: PickArg::RoundRobin,
             max_ejected_percent: DEFAULT_MAX_EJECTED_PERCENT,
             failure_threshold: 5,
@@ -397,6 +423,69 @@ pub fn workers(upstreams: &[String]) -> Result<Vec<WorkerSpec>, ServeError> {
     Ok(workers)
 }
 
+/// The workers of PD mode: each `--prefill URL [BOOTSTRAP_PORT]` (the port
+/// [`DEFAULT_BOOTSTRAP_PORT`] if not given, none for `none`) and each `--decode URL`,
+/// checked as `--upstream`, their names distinct across both pools.
+///
+/// `prefills` is every `--prefill` value in order, as clap collects them (one list
+/// for all the flags): a value with `://` starts a worker, and a value without one
+/// is the bootstrap port of the worker before it (a port never holds `://`).
+pub fn pd_workers(
+    prefills: &[String],
+    decodes: &[String],
+) -> Result<(Vec<PrefillSpec>, Vec<WorkerSpec>), ServeError> {
+    if decodes.is_empty() {
+        return Err(ServeError::Flag {
+            flag: "decode",
+            reason: "prefill/decode mode needs at least one --decode URL".to_owned(),
+        });
+    }
+    let mut names = HashSet::new();
+    let mut named = |worker: WorkerSpec| {
+        if names.insert(worker.name.clone()) {
+            Ok(worker)
+        } else {
+            Err(ServeError::DuplicateName(worker.name))
+        }
+    };
+    let mut grouped: Vec<(&str, Option<&str>)> = Vec::new();
+    for value in prefills {
+        match grouped.last_mut() {
+            Some((_, port @ None)) if !value.contains("://") => *port = Some(value),
+            _ if value.contains("://") => grouped.push((value, None)),
+            _ => {
+                return Err(ServeError::Flag {
+                    flag: "prefill",
+                    reason: format!(
+                        "`{}` is neither a worker's URL nor the bootstrap port of one",
+                        redacted(value)
+                    ),
+                });
+            }
+        }
+    }
+    let mut prefill = Vec::new();
+    for (url, port) in grouped {
+        let bootstrap_port = match port {
+            None => Some(DEFAULT_BOOTSTRAP_PORT),
+            Some(none) if none.eq_ignore_ascii_case("none") => None,
+            Some(port) => Some(port.parse::<u16>().map_err(|_| ServeError::Flag {
+                flag: "prefill",
+                reason: format!("`{port}` is not a bootstrap port (1-65535, or none)"),
+            })?),
+        };
+        prefill.push(PrefillSpec {
+            worker: named(parse_upstream(url)?)?,
+            bootstrap_port,
+        });
+    }
+    let decode = decodes
+        .iter()
+        .map(|spec| named(parse_upstream(spec)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((prefill, decode))
+}
+
 /// The health check `--health-check` and `--health-interval` ask for, if any.
 fn health_check(args: &ServeArgs) -> Result<Option<HealthCheck>, ServeError> {
     let Some(path) = &args.health_check else {
@@ -440,7 +529,35 @@ pub async fn start_until(
     args: &ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Serving, ServeError> {
-    let workers = workers(&args.upstreams)?;
+    let pd = !args.prefills.is_empty();
+    let pools = if pd {
+        Some(pd_workers(&args.prefills, &args.decodes)?)
+    } else {
+        None
+    };
+    let workers = if pd {
+        Vec::new()
+    } else {
+        workers(&args.upstreams)?
+    };
+    if pd {
+        // Not in PD mode yet: a failed pair is the client's error.
+        let unsupported = if args.health_check.is_some() {
+            Some("health-check")
+        } else if args.retries > 0 {
+            Some("retries")
+        } else if !args.hedge_after.is_zero() {
+            Some("hedge-after")
+        } else {
+            None
+        };
+        if let Some(flag) = unsupported {
+            return Err(ServeError::Flag {
+                flag,
+                reason: "not supported in prefill/decode mode yet".to_owned(),
+            });
+        }
+    }
     if args.header_timeout.is_zero() {
         return Err(ServeError::Flag {
             flag: "header-timeout",
@@ -463,7 +580,12 @@ pub async fn start_until(
         retry_budget: RetryBudgetConfig::new().percent(args.retry_budget),
         hedge_after: (!args.hedge_after.is_zero()).then_some(args.hedge_after),
     };
-    let gateway = Gateway::new(workers, options, StdClock::new(), None)?;
+    let gateway = match pools {
+        Some((prefill, decode)) => {
+            Gateway::new_pd(prefill, decode, options, StdClock::new(), None)?
+        }
+        None => Gateway::new(workers, options, StdClock::new(), None)?,
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Bind {

@@ -140,6 +140,17 @@ pub(super) async fn proxy(
         .into_iter()
         .filter_map(|name| headers.get(name).map(|value| (name, value.clone())))
         .collect();
+    if let Some(pools) = &gw.pd {
+        let call = super::pd::PairCall {
+            api,
+            request,
+            id,
+            headers: forwarded,
+            body,
+            timing,
+        };
+        return super::pd::proxy(&gw, pools, call).await;
+    }
     let call = Call {
         api,
         request,

@@ -48,7 +48,7 @@ impl Timing {
     }
 
     /// The request's latency for `api`, its verdict given now.
-    fn latency(&self, api: Api) -> Latency {
+    pub(super) fn latency(&self, api: Api) -> Latency {
         let now = Instant::now();
         let marks = *self.marks.lock().unwrap_or_else(PoisonError::into_inner);
         let per_token = match (marks.first, marks.last) {
