@@ -112,6 +112,14 @@ pub struct Failed {
     pub outcome: Outcome,
 }
 
+impl Failed {
+    /// The failure of an attempt whose recorded outcome is `outcome`: for an adapter's
+    /// own attempt type (`sluice_http::AttemptBody`), which answers with this one.
+    pub const fn new(outcome: Outcome) -> Self {
+        Self { outcome }
+    }
+}
+
 /// Where an attempt stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -303,19 +311,14 @@ where
 {
     type Item = Result<B, E>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.phase == Phase::Holding {
-            // After a failure, what failed it and the rest of the stream follow.
-            let _ = ready!(self.as_mut().poll_commit(cx));
+    #[inline]
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Settled and nothing left held: the tracked stream's poll, behind one
+        // predictable branch; the rest is out of line.
+        if self.held.is_empty() && self.phase != Phase::Holding {
+            return self.project().stream.poll_next(cx);
         }
-        let this = self.project();
-        if let Some(item) = this.held.pop_front() {
-            if let Ok(chunk) = &item {
-                *this.held_bytes = this.held_bytes.saturating_sub(chunk.as_ref().len());
-            }
-            return Poll::Ready(Some(item));
-        }
-        this.stream.poll_next(cx)
+        held_or_next(self, cx)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -326,6 +329,35 @@ where
             high.and_then(|h| h.checked_add(held)),
         )
     }
+}
+
+/// Before the commit, and while items are held: reads up to the commit (after a
+/// failure, what failed it and the rest of the stream follow), then hands the held
+/// items on in order.
+#[cold]
+#[inline(never)]
+fn held_or_next<S, B, E, R, W, F>(
+    mut attempt: Pin<&mut Attempt<S, R, W, F>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<B, E>>>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    R: Recorder,
+    W: ProgressTimers,
+    F: FailureTail<B, E>,
+{
+    if attempt.phase == Phase::Holding {
+        let _ = ready!(attempt.as_mut().poll_commit(cx));
+    }
+    let this = attempt.project();
+    if let Some(item) = this.held.pop_front() {
+        if let Ok(chunk) = &item {
+            *this.held_bytes = this.held_bytes.saturating_sub(chunk.as_ref().len());
+        }
+        return Poll::Ready(Some(item));
+    }
+    this.stream.poll_next(cx)
 }
 
 impl<S, B, E, R, W, F> FusedStream for Attempt<S, R, W, F>
