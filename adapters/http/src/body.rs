@@ -107,6 +107,10 @@ pin_project! {
         // body existed. So the data path asks one question, `is_ended`, of both kinds.
         ledger: Ledger<R>,
         grpc: Option<GrpcPolicy>,
+        // Whether the body was made `settled` (passed through untracked). Not the
+        // ledger's `is_recorded`: an attempt records a tracked body early
+        // (`record_pinned`), and that body stays tracked, and fused at its end.
+        settled: bool,
     }
 
     impl<B: Body, R: Recorder> PinnedDrop for Tracked<B, R> {
@@ -130,6 +134,7 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
                 inner,
                 ledger: Ledger::new(recorder),
                 grpc: None,
+                settled: false,
             },
             watch: NoTimers,
             tail: Tail::new(NoFailureEvent),
@@ -145,6 +150,7 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
                 inner,
                 ledger: Ledger::recorded(outcome),
                 grpc: None,
+                settled: true,
             },
             watch: NoTimers,
             tail: Tail::new(NoFailureEvent),
@@ -436,8 +442,15 @@ impl<B: Body, R: Recorder, W, F> TrackedBody<B, R, W, F> {
     /// Whether this body tracks its stream (`false` for a [`settled`](Self::settled)
     /// body).
     pub fn is_tracked(&self) -> bool {
-        // Only `finish` (which consumes the body) and the drop record a tracked ledger.
-        !self.tracked.ledger.is_recorded()
+        !self.tracked.settled
+    }
+
+    /// Progress so far, as [`TrackedStream::progress`](sluice::TrackedStream::progress):
+    /// with [`with_sse`](Self::with_sse) the events that are neither keep-alives nor
+    /// the API's preamble, without SSE rules the data frames. What an
+    /// [`AttemptBody`](crate::AttemptBody) commits on.
+    pub fn progress(&self) -> u64 {
+        self.tracked.ledger.progress()
     }
 
     /// The inner body.
@@ -450,6 +463,20 @@ impl<B: Body, R: Recorder, W, F> TrackedBody<B, R, W, F> {
         &self.watch
     }
 
+    /// Records the outcome now through a pin (an [`AttemptBody`](crate::AttemptBody)
+    /// that failed before its commit, or a lost hedge), after giving the body up for
+    /// `abandon` if that is set and no end was seen; the drop that follows records
+    /// nothing. The body stays tracked: it goes on yielding what it has left (its
+    /// failure tail, the rest of a stream that failed in-band) and never polls an
+    /// inner body that ended.
+    pub(crate) fn record_pinned(self: Pin<&mut Self>, abandon: Option<Cause>) -> Outcome {
+        let ledger = self.project().tracked.project().ledger;
+        if let Some(cause) = abandon {
+            ledger.abandon(cause);
+        }
+        ledger.record()
+    }
+
     /// Records the outcome now and returns it; the drop that follows records nothing.
     pub fn finish(mut self) -> Outcome {
         let tracked = &mut self.tracked;
@@ -459,8 +486,8 @@ impl<B: Body, R: Recorder, W, F> TrackedBody<B, R, W, F> {
 }
 
 /// Whether a tracked body is over (a settled body's ledger is ended from the start).
-fn is_over<R: Recorder>(ledger: &Ledger<R>) -> bool {
-    ledger.is_ended() && !ledger.is_recorded()
+fn is_over<B: Body, R: Recorder>(tracked: &Tracked<B, R>) -> bool {
+    tracked.ledger.is_ended() && !tracked.settled
 }
 
 /// Counts the end of a body that says it is over but was not polled to its end.
@@ -639,11 +666,11 @@ fn tail_pending<B: Body, R: Recorder, W, D, E, F: FailureTail<D, E>>(
 
 impl<B: Body, R: Recorder> Tracked<B, R> {
     fn is_end_stream(&self) -> bool {
-        is_over(&self.ledger) || self.inner.is_end_stream()
+        is_over(self) || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match is_over(&self.ledger) {
+        match is_over(self) {
             true => SizeHint::with_exact(0),
             false => self.inner.size_hint(),
         }
@@ -784,7 +811,7 @@ fn poll_tracked<B: Body, R: Recorder, W: ProgressTimers, F: FailureTail<B::Data,
     let ledger = this.ledger;
     if ledger.is_ended() {
         // Settled: passed through. Tracked: over.
-        return match ledger.is_recorded() {
+        return match *this.settled {
             true => inner
                 .poll_frame(cx)
                 .map(|frame| frame.map(|frame| frame.map_err(inner_error))),

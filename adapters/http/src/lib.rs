@@ -68,6 +68,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod attempt_body;
 mod body;
 mod breaker_layer;
 mod error;
@@ -81,6 +82,7 @@ mod pool_layer;
 mod response_future;
 mod settings;
 
+pub use attempt_body::AttemptBody;
 pub use body::TrackedBody;
 pub use breaker_layer::{BreakerLayer, BreakerService};
 pub use error::{BodyError, BreakerError};
