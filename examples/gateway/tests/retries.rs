@@ -276,6 +276,25 @@ fn args(upstreams: Vec<String>, retries: u32) -> ServeArgs {
     }
 }
 
+/// `serve` with `--retries retries` in front of two mock workers, named and
+/// behaving as given (the first is the first picked); what each saw.
+async fn two_workers(
+    first: (&str, Behaviour),
+    second: (&str, Behaviour),
+    retries: u32,
+) -> (serve::Serving, Arc<Seen>, Arc<Seen>) {
+    let (a, a_seen) = worker(first.1).await;
+    let (b, b_seen) = worker(second.1).await;
+    let upstreams = vec![
+        format!("{}=http://{a}", first.0),
+        format!("{}=http://{b}", second.0),
+    ];
+    let serving = serve::start(&args(upstreams, retries))
+        .await
+        .expect("serve");
+    (serving, a_seen, b_seen)
+}
+
 fn attempts(text: &str, worker: &str, kind: &str, result: &str) -> f64 {
     series(
         text,
@@ -294,14 +313,8 @@ async fn a_failure_before_the_first_token_is_replaced_and_the_client_sees_none_o
         (Behaviour::CutAfterPreamble, "error_item"),
     ];
     for (behaviour, cause) in cases {
-        let (bad, bad_seen) = worker(behaviour).await;
-        let (good, good_seen) = worker(Behaviour::Good).await;
-        let serving = serve::start(&args(
-            vec![format!("bad=http://{bad}"), format!("good=http://{good}")],
-            1,
-        ))
-        .await
-        .expect("serve");
+        let (serving, bad_seen, good_seen) =
+            two_workers(("bad", behaviour), ("good", Behaviour::Good), 1).await;
         let response = post_chat(serving.addr, Some("r1"), r#"{"stream":true}"#).await;
         assert_eq!(response.status(), 200, "{behaviour:?}");
         let (text, clean) = read_all(response).await;
@@ -338,50 +351,41 @@ async fn a_failure_before_the_first_token_is_replaced_and_the_client_sees_none_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_retried_elsewhere_and_another_4xx_is_passed_on() {
-    let (busy, _) = worker(Behaviour::Status(429)).await;
-    let (good, good_seen) = worker(Behaviour::Good).await;
-    let serving = serve::start(&args(
-        vec![format!("busy=http://{busy}"), format!("good=http://{good}")],
+    let (serving, _, good_seen) = two_workers(
+        ("busy", Behaviour::Status(429)),
+        ("good", Behaviour::Good),
         1,
-    ))
-    .await
-    .expect("serve");
+    )
+    .await;
     let response = post_chat(serving.addr, Some("r1"), r#"{"stream":true}"#).await;
     assert_eq!(response.status(), 200);
     assert!(read_all(response).await.0.ends_with(DONE));
     drop(serving);
 
-    let (bad_request, _) = worker(Behaviour::Status(400)).await;
-    let before = good_seen.requests.load(Ordering::SeqCst);
-    let serving = serve::start(&args(
-        vec![
-            format!("strict=http://{bad_request}"),
-            format!("good=http://{good}"),
-        ],
+    let (serving, _, other_seen) = two_workers(
+        ("strict", Behaviour::Status(400)),
+        ("good", Behaviour::Good),
         1,
-    ))
-    .await
-    .expect("serve");
+    )
+    .await;
     let response = post_chat(serving.addr, Some("r2"), r#"{"stream":true}"#).await;
     assert_eq!(
         response.status(),
         400,
         "the client's mistake is not retried"
     );
-    assert_eq!(good_seen.requests.load(Ordering::SeqCst), before);
+    assert_eq!(other_seen.requests.load(Ordering::SeqCst), 0);
     drop(serving);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_after_the_first_token_is_not_retried() {
-    let (bad, _) = worker(Behaviour::ErrorAfterThreeTokens).await;
-    let (good, good_seen) = worker(Behaviour::Good).await;
-    let serving = serve::start(&args(
-        vec![format!("bad=http://{bad}"), format!("good=http://{good}")],
+    let (serving, _, good_seen) = two_workers(
+        ("bad", Behaviour::ErrorAfterThreeTokens),
+        ("good", Behaviour::Good),
         3,
-    ))
-    .await
-    .expect("serve");
+    )
+    .await;
     let response = post_chat(serving.addr, Some("r1"), r#"{"stream":true}"#).await;
     assert_eq!(response.status(), 200);
     let (text, _) = read_all(response).await;
@@ -409,14 +413,8 @@ async fn a_failure_after_the_first_token_is_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_streaming_answer_cut_before_its_end_is_retried_whole() {
-    let (cut, _) = worker(Behaviour::CutJson).await;
-    let (good, _) = worker(Behaviour::Json).await;
-    let serving = serve::start(&args(
-        vec![format!("cut=http://{cut}"), format!("good=http://{good}")],
-        1,
-    ))
-    .await
-    .expect("serve");
+    let (serving, _, _) =
+        two_workers(("cut", Behaviour::CutJson), ("good", Behaviour::Json), 1).await;
     let response = post_chat(serving.addr, Some("r1"), r#"{"stream":false}"#).await;
     assert_eq!(response.status(), 200);
     let (text, clean) = read_all(response).await;
