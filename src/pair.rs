@@ -66,8 +66,15 @@
 //! ]);
 //! ```
 
+#[cfg(not(sluice_loom))]
 use alloc::sync::Arc;
+#[cfg(not(sluice_loom))]
 use core::sync::atomic::{AtomicU8, Ordering};
+// Under the `sluice_loom` cfg, loom's: tests/loom_pair.rs checks every interleaving.
+#[cfg(sluice_loom)]
+use loom::sync::Arc;
+#[cfg(sluice_loom)]
+use loom::sync::atomic::{AtomicU8, Ordering};
 
 use crate::{Cause, Outcome, Recorder, Verdict};
 
@@ -92,15 +99,23 @@ const P_ENDED: u8 = 1 << 5;
 /// [`peer_failed`](Self::peer_failed) (drop D), [`client_left`](Self::client_left)
 /// (drop P), and, before D's first byte goes to the client,
 /// [`commit_decode`](Self::commit_decode).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PairLink {
     state: Arc<AtomicU8>,
+}
+
+impl Default for PairLink {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl PairLink {
     /// A link for one request, nothing ended yet.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            state: Arc::new(AtomicU8::new(0)),
+        }
     }
 
     /// Wraps P's recorder: a Failure it records marks the pair, and, if D has not
