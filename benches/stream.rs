@@ -188,7 +188,8 @@ fn chunks_group(c: &mut Criterion, name: &str, count: usize, size: usize) {
         Cause::Done,
         count as u64,
         input.len() as u64,
-    );
+    )
+    .with_progress(progress(&chunks));
     assert_eq!(*seen.lock().expect("unpoisoned"), Some(expected));
 
     let mut group = c.benchmark_group(name);
@@ -290,3 +291,12 @@ criterion_group! {
     targets = per_chunk, per_stream
 }
 criterion_main!(benches);
+
+/// The progress events of the stream, as a scanner alone counts them.
+fn progress(chunks: &[&[u8]]) -> u64 {
+    let mut scanner = sluice::sse::SseScanner::new(SseRules::openai_chat());
+    for chunk in chunks {
+        scanner.feed(chunk);
+    }
+    scanner.progress()
+}

@@ -4,7 +4,7 @@ use crate::eventstream::{EventStreamRules, EventStreamScanner};
 use crate::ndjson::{NdjsonRules, NdjsonScanner};
 use crate::scanner::Scanner;
 use crate::sse::{Signal, SseRules, SseScanner};
-use crate::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Verdict};
+use crate::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Usage, Verdict};
 
 /// Everything a wrapper around a stream or a body needs besides the inner value: the
 /// [`Tracker`], the cause of its state, the counts, the SSE scanner, the guard against
@@ -46,6 +46,8 @@ pub struct Ledger<R: Recorder> {
     recorder: Option<R>,
     chunks: u64,
     bytes: u64,
+    /// The progress and usage of an outcome handed in whole ([`Ledger::recorded`]).
+    reported: Option<(u64, Usage)>,
 }
 
 /// Whether the inner value may be polled.
@@ -71,6 +73,7 @@ impl<R: Recorder> Ledger<R> {
             recorder: Some(recorder),
             chunks: 0,
             bytes: 0,
+            reported: None,
         }
     }
 
@@ -98,6 +101,7 @@ impl<R: Recorder> Ledger<R> {
             recorder: None,
             chunks: outcome.chunks,
             bytes: outcome.bytes,
+            reported: Some((outcome.progress, outcome.usage)),
         }
     }
 
@@ -307,6 +311,15 @@ impl<R: Recorder> Ledger<R> {
         }
     }
 
+    /// The token usage the stream reported so far (see [`SseScanner::usage`]); none
+    /// without SSE rules.
+    pub fn usage(&self) -> Usage {
+        match &self.scanner {
+            Some(scanner) => scanner.usage(),
+            None => Usage::default(),
+        }
+    }
+
     /// The SSE scanner, if rules are set.
     pub fn scanner(&self) -> Option<&SseScanner> {
         self.scanner.as_ref().and_then(Scanner::sse)
@@ -315,7 +328,14 @@ impl<R: Recorder> Ledger<R> {
     /// The outcome that would be recorded now.
     pub fn outcome(&self) -> Outcome {
         let (tracker, cause) = self.settled();
+        // Progress events are the scanner's: without SSE rules, none are seen.
+        let (progress, usage) = self.reported.unwrap_or_else(|| match &self.scanner {
+            Some(scanner) => (scanner.progress(), scanner.usage()),
+            None => (0, Usage::default()),
+        });
         Outcome::new(tracker.verdict(), cause, self.chunks, self.bytes)
+            .with_progress(progress)
+            .with_usage(usage)
     }
 
     /// Whether the recorder has heard the outcome.

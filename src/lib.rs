@@ -179,4 +179,4 @@ pub mod wrap;
 
 pub use guard::RecordGuard;
 pub use stream::TrackedStream;
-pub use tracker::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Verdict};
+pub use tracker::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Usage, Verdict};

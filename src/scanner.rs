@@ -1,6 +1,7 @@
 //! The in-band scanner of a tracked stream: one of the framings, behind one
 //! [`Signal`] and one progress count.
 
+use crate::Usage;
 use crate::eventstream::EventStreamScanner;
 use crate::ndjson::NdjsonScanner;
 use crate::sse::{Signal, SseScanner};
@@ -30,6 +31,15 @@ impl Scanner {
             Self::Sse(s) => s.progress(),
             Self::Ndjson(s) => s.progress(),
             Self::EventStream(s) => s.progress(),
+        }
+    }
+
+    /// The token usage the stream reported so far (the SSE presets read it; the
+    /// other framings report none yet).
+    pub(crate) fn usage(&self) -> Usage {
+        match self {
+            Self::Sse(s) => s.usage(),
+            Self::Ndjson(_) | Self::EventStream(_) => Usage::default(),
         }
     }
 

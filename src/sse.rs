@@ -62,6 +62,32 @@
 //! role-only chunk walk only runs until the first progress event, so its per-byte
 //! cost is paid on a stream's first events only.
 //!
+//! # Usage
+//!
+//! The presets read the token counts their API reports ([`SseScanner::usage`],
+//! and so [`Outcome::usage`](crate::Outcome::usage)), whatever the verdict, each the
+//! last value reported:
+//!
+//! * [`openai_chat`](SseRules::openai_chat): `usage.prompt_tokens` (input) and
+//!   `usage.completion_tokens` (output) of any chunk (the last one, with
+//!   `stream_options.include_usage`; vLLM, SGLang and llama.cpp send it too);
+//! * [`anthropic`](SseRules::anthropic): `message.usage.input_tokens`
+//!   (`message_start`), and `usage.output_tokens` and `usage.input_tokens`
+//!   (`message_delta`, cumulative);
+//! * [`openai_responses`](SseRules::openai_responses): `response.usage.input_tokens`
+//!   and `output_tokens` of its done and failed events (`response.completed`,
+//!   `response.incomplete`, `response.failed`) only.
+//!
+//! The keys are members of the top-level object, one inside the other; members
+//! nested elsewhere and text inside strings never count, and an event's counts are
+//! kept only if its data is one complete JSON object. A count is a JSON integer
+//! from 0 to `u64::MAX`, as `serde_json::Value::as_u64` reads it: anything else
+//! (`null`, a fraction, an exponent, a sign, a string, **more digits than fit**) is
+//! no count and leaves the count as it was, so a hostile number never saturates,
+//! wraps or panics: it reads as not reported. It is the error-object walk's
+//! constant-memory pass that finds them, and [`SseRules::with_usage`] sets the
+//! dialect read (none for custom rules unless set).
+//!
 //! The scanner never buffers event data: its memory is fixed when it is made, however
 //! long a line or an event grows, and its time is linear in the bytes (line ends and
 //! values are skipped with `memchr`). For every split of an input into chunks it
@@ -83,11 +109,13 @@ use core::fmt;
 use self::json::ErrorObject;
 use self::member::{MemberWalk, Path, Test};
 use self::role::RoleChunk;
-use crate::Cause;
+use self::usage::UsageRules;
+use crate::{Cause, Usage};
 
 mod json;
 pub(crate) mod member;
 mod role;
+mod usage;
 
 /// What a dispatched event says about the stream. `Failed` is stronger than `Done`
 /// (`Ord` follows: `Done < Failed`).
@@ -131,6 +159,8 @@ pub struct SseRules {
     dialect: Option<Dialect>,
     /// A member of the data's JSON that gives the event a meaning.
     member: Option<MemberRule>,
+    /// The API whose token usage is read.
+    usage: Option<Dialect>,
 }
 
 /// A rule on a member of an event's JSON data (Gemini's `candidates[].finishReason`,
@@ -155,6 +185,7 @@ impl SseRules {
             role_chunks: false,
             require_done: false,
             dialect: None,
+            usage: None,
             member: None,
         }
     }
@@ -173,6 +204,7 @@ impl SseRules {
             role_chunks: true,
             require_done: true,
             dialect: Some(Dialect::OpenAiChat),
+            usage: Some(Dialect::OpenAiChat),
             member: None,
         }
     }
@@ -196,6 +228,7 @@ impl SseRules {
             role_chunks: false,
             require_done: true,
             dialect: Some(Dialect::OpenAiResponses),
+            usage: Some(Dialect::OpenAiResponses),
             member: None,
         }
     }
@@ -217,6 +250,7 @@ impl SseRules {
             role_chunks: false,
             require_done: true,
             dialect: Some(Dialect::Anthropic),
+            usage: Some(Dialect::Anthropic),
             member: None,
         }
     }
@@ -248,6 +282,7 @@ impl SseRules {
             role_chunks: false,
             require_done: true,
             dialect: Some(Dialect::Gemini),
+            usage: None,
             member: Some(MemberRule {
                 path: Path {
                     keys: &["candidates", "finishReason"],
@@ -285,6 +320,7 @@ impl SseRules {
             role_chunks: false,
             require_done: true,
             dialect: None,
+            usage: None,
             member: Some(MemberRule {
                 path: Path {
                     keys: &["delta", "finish_reason"],
@@ -357,6 +393,42 @@ impl SseRules {
     pub const fn with_dialect(mut self, dialect: Option<Dialect>) -> Self {
         self.dialect = dialect;
         self
+    }
+
+    /// The API whose token usage the scanner reads ([`SseScanner::usage`]): the
+    /// OpenAI and Anthropic presets' own, none for [`empty`](Self::empty) unless set
+    /// with [`with_usage`](Self::with_usage).
+    pub const fn usage(&self) -> Option<Dialect> {
+        self.usage
+    }
+
+    /// Sets the API whose token usage is read (`None`: read none). Where each
+    /// dialect reports it is in the [module docs](crate::sse#usage); a dialect
+    /// without usage rules reads none.
+    ///
+    /// ```
+    /// use sluice::Usage;
+    /// use sluice::sse::{Dialect, SseRules, SseScanner};
+    ///
+    /// let rules = SseRules::empty().with_usage(Some(Dialect::OpenAiChat));
+    /// let mut scanner = SseScanner::new(rules);
+    /// scanner.feed(b"data: {\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\n");
+    /// assert_eq!(scanner.usage(), Usage::new(Some(9), Some(2)));
+    /// ```
+    #[must_use]
+    pub const fn with_usage(mut self, dialect: Option<Dialect>) -> Self {
+        self.usage = dialect;
+        self
+    }
+
+    /// Where the usage of [`usage`](Self::usage)'s dialect stands.
+    const fn usage_rules(&self) -> Option<&'static UsageRules> {
+        match self.usage {
+            Some(Dialect::OpenAiChat) => Some(&usage::OPENAI_CHAT),
+            Some(Dialect::OpenAiResponses) => Some(&usage::OPENAI_RESPONSES),
+            Some(Dialect::Anthropic) => Some(&usage::ANTHROPIC),
+            _ => None,
+        }
     }
 
     /// The event that tells a client, in this API's own words, that the stream failed
@@ -472,6 +544,7 @@ impl PartialEq for SseRules {
             && self.require_done == other.require_done
             && self.dialect == other.dialect
             && self.member == other.member
+            && self.usage == other.usage
     }
 }
 
@@ -493,6 +566,7 @@ impl fmt::Debug for SseRules {
             .field("require_done", &self.require_done)
             .field("dialect", &self.dialect)
             .field("member", &self.member)
+            .field("usage", &self.usage)
             .finish()
     }
 }
@@ -925,6 +999,8 @@ pub struct SseScanner {
     member: MemberWalk,
     /// Dispatched events that are not keep-alives.
     progress: u64,
+    /// The token usage reported so far.
+    usage: Usage,
 }
 
 impl SseScanner {
@@ -941,10 +1017,14 @@ impl SseScanner {
             has_data: false,
             data: Matcher::new(&rules.data),
             event: Matcher::new(&rules.event),
-            json: ErrorObject::new(),
+            json: ErrorObject::new(rules.error_objects, rules.usage_rules()),
             role: RoleChunk::new(),
             member: MemberWalk::new(),
             progress: 0,
+            usage: Usage {
+                input_tokens: None,
+                output_tokens: None,
+            },
             rules,
         }
     }
@@ -959,6 +1039,25 @@ impl SseScanner {
     /// progress event. Comments are never progress.
     pub const fn progress(&self) -> u64 {
         self.progress
+    }
+
+    /// The token usage the stream reported so far, as the rules read it
+    /// ([`SseRules::usage`]): each count the last value reported, `None` until one
+    /// is (see the [module docs](crate::sse#usage)).
+    ///
+    /// ```
+    /// use sluice::Usage;
+    /// use sluice::sse::{SseRules, SseScanner};
+    ///
+    /// let mut scanner = SseScanner::new(SseRules::anthropic());
+    /// scanner.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":");
+    /// scanner.feed(b"{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n");
+    /// assert_eq!(scanner.usage(), Usage::new(Some(25), None));
+    /// scanner.feed(b"event: message_delta\ndata: {\"usage\":{\"output_tokens\":15}}\n\n");
+    /// assert_eq!(scanner.usage(), Usage::new(Some(25), Some(15)));
+    /// ```
+    pub const fn usage(&self) -> Usage {
+        self.usage
     }
 
     /// The rules' failure event for `cause` ([`SseRules::failure_event`]), to be
@@ -1095,7 +1194,7 @@ impl SseScanner {
     /// left; returns how many it consumed.
     fn scan_value(&mut self, field: Field, bytes: &[u8]) -> usize {
         if field == Field::Data
-            && (self.rules.error_objects || self.reads_role() || self.rules.member.is_some())
+            && (self.walks_json() || self.reads_role() || self.rules.member.is_some())
         {
             return self.scan_data(bytes);
         }
@@ -1121,9 +1220,14 @@ impl SseScanner {
         self.rules.role_chunks && self.progress == 0
     }
 
+    /// Whether the data goes to the error-object and usage walk.
+    fn walks_json(&self) -> bool {
+        self.rules.error_objects || self.rules.usage.is_some()
+    }
+
     /// Whether a JSON walk may still decide something about this event's data.
     fn json_alive(&self) -> bool {
-        self.rules.error_objects && !self.json.is_dead()
+        self.walks_json() && !self.json.is_dead()
             || self.reads_role() && !self.role.is_dead()
             || self.rules.member.is_some() && !self.member.is_dead()
     }
@@ -1135,7 +1239,7 @@ impl SseScanner {
         let end = line_end(bytes);
         let value = &bytes[..end];
         self.data.push(&self.rules.data, value);
-        if self.rules.error_objects {
+        if self.walks_json() {
             self.json.feed(value);
         }
         if self.reads_role() {
@@ -1216,6 +1320,11 @@ impl SseScanner {
             if meaning != Some(Meaning::KeepAlive) && !preamble {
                 self.progress += 1;
             }
+            if let (Some(counts), Some(rules)) = (self.json.usage(), self.rules.usage_rules()) {
+                if !rules.final_only || matches!(meaning, Some(Meaning::Done | Meaning::Failed)) {
+                    self.usage = self.usage.updated(counts);
+                }
+            }
             meaning
         } else {
             None
@@ -1223,7 +1332,7 @@ impl SseScanner {
         self.has_data = false;
         self.data = Matcher::new(&self.rules.data);
         self.event = Matcher::new(&self.rules.event);
-        self.json = ErrorObject::new();
+        self.json = ErrorObject::new(self.rules.error_objects, self.rules.usage_rules());
         self.role = RoleChunk::new();
         if self.rules.member.is_some() {
             self.member = MemberWalk::new();

@@ -235,6 +235,64 @@ impl core::fmt::Display for Cause {
     }
 }
 
+/// The tokens a stream used, as the stream itself reported them (see the
+/// [`sse`](crate::sse#usage) module docs for where each preset reads them).
+///
+/// `None` is "not reported": the stream never said, or what it said was no count
+/// (see the module docs for the rule on hostile numbers). The default is both `None`.
+///
+/// ```
+/// let usage = sluice::Usage::default();
+/// assert_eq!((usage.input_tokens, usage.output_tokens), (None, None));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Usage {
+    /// Tokens of the prompt (OpenAI `prompt_tokens`, Anthropic and Responses
+    /// `input_tokens`).
+    pub input_tokens: Option<u64>,
+    /// Tokens generated (OpenAI `completion_tokens`, Anthropic and Responses
+    /// `output_tokens`).
+    pub output_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Usage with both counts given.
+    pub const fn new(input_tokens: Option<u64>, output_tokens: Option<u64>) -> Self {
+        Self {
+            input_tokens,
+            output_tokens,
+        }
+    }
+
+    /// `later` over `self`: each count `later` reports replaces this one, the others
+    /// stay (the last value reported wins).
+    ///
+    /// ```
+    /// use sluice::Usage;
+    ///
+    /// let start = Usage::new(Some(12), Some(1));
+    /// assert_eq!(start.updated(Usage::new(None, Some(40))), Usage::new(Some(12), Some(40)));
+    /// ```
+    #[must_use]
+    pub const fn updated(self, later: Usage) -> Self {
+        Self {
+            input_tokens: match later.input_tokens {
+                Some(n) => Some(n),
+                None => self.input_tokens,
+            },
+            output_tokens: match later.output_tokens {
+                Some(n) => Some(n),
+                None => self.output_tokens,
+            },
+        }
+    }
+
+    /// Whether no count was reported.
+    pub const fn is_empty(&self) -> bool {
+        self.input_tokens.is_none() && self.output_tokens.is_none()
+    }
+}
+
 /// What one tracked stream reports, exactly once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -247,16 +305,69 @@ pub struct Outcome {
     pub chunks: u64,
     /// Bytes in those items.
     pub bytes: u64,
+    /// Progress events seen: with SSE rules, the dispatched events that are neither
+    /// keep-alives nor preamble ([`SseScanner::progress`](crate::sse::SseScanner::progress));
+    /// without, none are seen (0: [`chunks`](Self::chunks) counts the items). It stands in for the output tokens when the stream
+    /// reported no usage (the client left before the end, say).
+    pub progress: u64,
+    /// The tokens the stream reported, whatever the verdict (default: none).
+    pub usage: Usage,
 }
 
 impl Outcome {
-    /// An outcome with the given cause and counts.
+    /// An outcome with the given cause and counts, no progress and no usage.
     pub const fn new(verdict: Verdict, cause: Cause, chunks: u64, bytes: u64) -> Self {
         Self {
             verdict,
             cause,
             chunks,
             bytes,
+            progress: 0,
+            usage: Usage {
+                input_tokens: None,
+                output_tokens: None,
+            },
+        }
+    }
+
+    /// The same outcome with `progress` progress events.
+    ///
+    /// ```
+    /// use sluice::{Cause, Outcome, Usage, Verdict};
+    ///
+    /// let outcome = Outcome::new(Verdict::Abandoned, Cause::ClientLeft, 7, 900)
+    ///     .with_progress(5)
+    ///     .with_usage(Usage::new(Some(12), None));
+    /// assert_eq!((outcome.progress, outcome.usage.input_tokens), (5, Some(12)));
+    /// ```
+    #[must_use]
+    pub const fn with_progress(mut self, progress: u64) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The same outcome with `usage`.
+    #[must_use]
+    pub const fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// The output tokens: as reported, or else the progress events (which stand in
+    /// for them when the stream reported none).
+    ///
+    /// ```
+    /// use sluice::{Cause, Outcome, Usage, Verdict};
+    ///
+    /// let cut = Outcome::new(Verdict::Abandoned, Cause::ClientLeft, 9, 900).with_progress(8);
+    /// assert_eq!(cut.output_tokens_or_progress(), 8);
+    /// let done = cut.with_usage(Usage::new(Some(3), Some(11)));
+    /// assert_eq!(done.output_tokens_or_progress(), 11);
+    /// ```
+    pub const fn output_tokens_or_progress(&self) -> u64 {
+        match self.usage.output_tokens {
+            Some(n) => n,
+            None => self.progress,
         }
     }
 }

@@ -469,10 +469,14 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..12),
     ) {
         let chunks = split(&bytes, cuts);
+        // The progress events of the whole input at once: the same however split.
+        let mut whole = sluice::sse::SseScanner::new(SseRules::openai_chat());
+        whole.feed(&bytes);
+        let progress = whole.progress();
         let outcome = sse_run(&chunks, dispatch, false)?;
-        prop_assert_eq!(outcome, Outcome::new(Verdict::Success, Cause::Done, chunks.len() as u64, bytes.len() as u64));
+        prop_assert_eq!(outcome, Outcome::new(Verdict::Success, Cause::Done, chunks.len() as u64, bytes.len() as u64).with_progress(progress));
         let outcome = sse_run(&chunks, dispatch, true)?;
-        prop_assert_eq!(outcome, Outcome::new(Verdict::Failure, Cause::ErrorItem, chunks.len() as u64, bytes.len() as u64));
+        prop_assert_eq!(outcome, Outcome::new(Verdict::Failure, Cause::ErrorItem, chunks.len() as u64, bytes.len() as u64).with_progress(progress));
     }
 }
 

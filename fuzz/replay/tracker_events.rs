@@ -78,6 +78,17 @@ impl Stream for Upstream {
     }
 }
 
+/// The model's outcome, with the progress and usage of a scanner fed the same
+/// chunks when the stream is scanned (the model tracks the verdict only).
+fn expect(model: &Model, scanner: &SseScanner, sse: bool) -> Outcome {
+    if sse {
+        let outcome = model.outcome().with_progress(scanner.progress());
+        outcome.with_usage(scanner.usage())
+    } else {
+        model.outcome()
+    }
+}
+
 /// Panics if the wrapper disagrees with the model. Scripted panics are replayed only
 /// when `panics` is set (and are skipped otherwise).
 pub fn replay(script: &Script, panics: bool) {
@@ -114,13 +125,13 @@ pub fn replay(script: &Script, panics: bool) {
             Step::MarkCompleted => {
                 tracked.mark_completed();
                 model.feed(Input::Done(Cause::Marked));
-                assert_eq!(tracked.outcome(), model.outcome());
+                assert_eq!(tracked.outcome(), expect(&model, &scanner, script.sse));
                 continue;
             }
             Step::MarkErrored => {
                 tracked.mark_errored();
                 model.feed(Input::Failed(Cause::Marked));
-                assert_eq!(tracked.outcome(), model.outcome());
+                assert_eq!(tracked.outcome(), expect(&model, &scanner, script.sse));
                 continue;
             }
             Step::Finish => {
@@ -139,7 +150,7 @@ pub fn replay(script: &Script, panics: bool) {
             queue.borrow_mut().clear();
             model.feed(Input::Panic);
             ended = true;
-            assert_eq!(tracked.outcome(), model.outcome());
+            assert_eq!(tracked.outcome(), expect(&model, &scanner, script.sse));
             continue;
         };
         if ended {
@@ -167,9 +178,9 @@ pub fn replay(script: &Script, panics: bool) {
             (Step::Pending, Poll::Pending) => {}
             (step, poll) => panic!("{step:?} polled as {poll:?}"),
         }
-        assert_eq!(tracked.outcome(), model.outcome());
+        assert_eq!(tracked.outcome(), expect(&model, &scanner, script.sse));
     }
-    let expected: Outcome = model.outcome();
+    let expected: Outcome = expect(&model, &scanner, script.sse);
     if finish {
         assert!(
             records.borrow().is_empty(),

@@ -17,6 +17,16 @@
 //! value spelled with escapes (`"\u0065rror"`) is not recognised; the line feed that
 //! joins two `data` lines is whitespace, but inside a string the data is not JSON.
 //!
+//! # Usage
+//!
+//! The same walk finds the top-level members a dialect reports token usage under
+//! (its roots: `usage`, `message`, `response`, see [`usage`](super::usage)): a
+//! depth-1 key that reads a root's name, followed by a colon, hands its value to the
+//! usage walk ([`Walk::Usage`]), byte by byte, and the walk goes on in `Skim` after
+//! the value. So a root is one more candidate for `skim` to stop at, and the counts
+//! (kept in [`ErrorObject::usage`] once the object closed) cost no second pass over
+//! the data.
+//!
 //! # The walk
 //!
 //! The state is a few words whatever the data's length: where the walk stands
@@ -36,7 +46,7 @@
 //!
 //! * a quote that opens a string at depth 1 whose bytes, as far as the input shows
 //!   so far, may spell `error"` or `object"` (a candidate: `"error"` is needed to
-//!   fail, as a key or as the value of `object`). `step` walks the key through
+//!   fail, as a key or as the value of `object`), or a usage root and its quote. `step` walks the key through
 //!   [`Walk::Key`], [`Walk::Colon`], [`Walk::Value`], [`Walk::Null`] and
 //!   [`Walk::ObjectValue`], which carry a candidate across chunks and `data` lines,
 //!   then hands back to `Skim`. Any other string `step` would walk exactly as `skim`
@@ -48,6 +58,9 @@
 //! one `step` leaves after the same bytes one at a time (the unit tests check this
 //! on every split). The time is linear: `skim` reads each byte once, `step` at most
 //! twice (a byte that ends a key or value state is handed back to `Skim`).
+
+use super::usage::{Root, Step, UsageRules, Value};
+use crate::Usage;
 
 /// The bytes of a top-level key or value that can decide.
 const ERROR: &[u8] = b"error";
@@ -61,6 +74,56 @@ enum Member {
     Error,
     /// `object`: the value `"error"` makes the data an error.
     Object,
+    /// A root of the usage rules (its index): its value holds usage.
+    Root(u8),
+}
+
+/// The top-level keys the walk stops at: bit 0 `error`, bit 1 `object` (while
+/// error members are looked for), bit `2 + i` the usage rules' root `i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Names {
+    errors: bool,
+    roots: &'static [Root],
+}
+
+impl Names {
+    /// The bits of every name looked for.
+    fn mask(self) -> u8 {
+        let roots = self.roots.len().min(6);
+        (if self.errors { 0b11 } else { 0 }) | (((1u8 << roots) - 1) << 2)
+    }
+
+    /// Name `i`.
+    fn get(self, i: usize) -> Option<&'static [u8]> {
+        match i {
+            0 => Some(ERROR),
+            1 => Some(OBJECT),
+            _ => self.roots.get(i - 2).map(|r| r.key),
+        }
+    }
+
+    /// The names among `mask` for which `test(name)`.
+    fn matching(self, mask: u8, test: impl Fn(&[u8]) -> bool) -> u8 {
+        let mut out = 0;
+        for i in 0..8 {
+            if mask & (1 << i) != 0 && self.get(i).is_some_and(&test) {
+                out |= 1 << i;
+            }
+        }
+        out
+    }
+
+    /// Whether `after`, the bytes after a quote as far as the input shows, may
+    /// spell a name looked for and its closing quote.
+    fn may_be(self, after: &[u8]) -> bool {
+        let n = after.len();
+        let spells = |name: &[u8]| match after.get(name.len()) {
+            // The quote may follow in a later chunk.
+            None => name.starts_with(after),
+            Some(&quote) => quote == b'"' && after.starts_with(name),
+        };
+        n == 0 || self.matching(self.mask(), spells) != 0
+    }
 }
 
 /// Where the walk stands.
@@ -72,9 +135,9 @@ enum Walk {
     Dead,
     /// Inside the object: only the depth and the string state change.
     Skim,
-    /// Inside a string opened at depth 1 whose `len` bytes so far begin `member`'s
-    /// name.
-    Key { member: Member, len: u8 },
+    /// Inside a string opened at depth 1 whose `len` bytes so far begin the names
+    /// in `mask` (see [`Names`]).
+    Key { mask: u8, len: u8 },
     /// After a depth-1 string naming `member`, before its colon.
     Colon(Member),
     /// After the colon, before the value.
@@ -83,6 +146,8 @@ enum Walk {
     Null(u8),
     /// Inside the string value of `object`, `len` bytes equal to `ERROR` so far.
     ObjectValue(u8),
+    /// Inside the value of a usage root (see [`usage`](super::usage)).
+    Usage(Value),
     /// After the top-level object closed: only whitespace may follow.
     Closed,
 }
@@ -90,6 +155,12 @@ enum Walk {
 /// The error-object walk over one event's data; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ErrorObject {
+    /// Top-level `error` members are looked for.
+    errors: bool,
+    /// Where usage is read, if it is.
+    usage: Option<&'static UsageRules>,
+    /// The counts read in this data so far.
+    counts: Usage,
     walk: Walk,
     /// Open objects and arrays: 1 inside the top-level object.
     depth: u64,
@@ -102,9 +173,16 @@ pub(super) struct ErrorObject {
 }
 
 impl ErrorObject {
-    /// A walk at the start of an event's data.
-    pub(super) const fn new() -> Self {
+    /// A walk at the start of an event's data, looking for top-level `error`
+    /// members if `errors`, reading usage where `usage` says.
+    pub(super) const fn new(errors: bool, usage: Option<&'static UsageRules>) -> Self {
         Self {
+            errors,
+            usage,
+            counts: Usage {
+                input_tokens: None,
+                output_tokens: None,
+            },
             walk: Walk::Start,
             depth: 0,
             in_str: false,
@@ -118,9 +196,25 @@ impl ErrorObject {
         self.found && self.walk == Walk::Closed
     }
 
-    /// Whether the data can no longer be an error object.
+    /// Whether the data can no longer be an error object, nor report usage.
     pub(super) fn is_dead(&self) -> bool {
         self.walk == Walk::Dead
+    }
+
+    /// The usage counts the data reported, once it is a complete object.
+    pub(super) fn usage(&self) -> Option<Usage> {
+        (self.walk == Walk::Closed).then_some(self.counts)
+    }
+
+    /// The names the walk stops at, now.
+    fn names(&self) -> Names {
+        Names {
+            errors: self.errors && !self.found,
+            roots: match self.usage {
+                Some(rules) => rules.roots,
+                None => &[],
+            },
+        }
     }
 
     /// The line feed that joins two `data` lines: whitespace between tokens, but a
@@ -129,6 +223,11 @@ impl ErrorObject {
         match self.walk {
             Walk::Skim if self.in_str => self.walk = Walk::Dead,
             Walk::Key { .. } | Walk::ObjectValue(_) => self.walk = Walk::Dead,
+            Walk::Usage(mut value) => match value.line_feed(&mut self.counts) {
+                None => self.walk = Walk::Dead,
+                Some(Step::More) => self.walk = Walk::Usage(value),
+                Some(Step::Done) => self.reenter(b'\n'),
+            },
             _ => self.step(b'\n'),
         }
     }
@@ -143,11 +242,12 @@ impl ErrorObject {
                     let (skipped, hard) = self.skim(&bytes[at..]);
                     at += skipped;
                     let rest = &bytes[at..];
-                    if hard == 1 && rest.starts_with(b"\"object\"") {
+                    let errors = self.names().errors;
+                    if hard == 1 && errors && rest.starts_with(b"\"object\"") {
                         // What `step` would walk to, at once.
                         self.walk = Walk::Colon(Member::Object);
                         at += OBJECT.len() + 2;
-                    } else if hard == 1 && rest.starts_with(b"\"error\"") {
+                    } else if hard == 1 && errors && rest.starts_with(b"\"error\"") {
                         self.walk = Walk::Colon(Member::Error);
                         at += ERROR.len() + 2;
                     } else {
@@ -172,7 +272,7 @@ impl ErrorObject {
         let mut skim = Skim {
             depth: self.depth,
             carry: if self.in_str { HIGH } else { 0 },
-            look: !self.found,
+            names: self.names(),
         };
         let mut rest = bytes;
         let mut at = 0;
@@ -203,6 +303,13 @@ impl ErrorObject {
     /// One byte; the definition of the walk (see the module docs).
     fn step(&mut self, b: u8) {
         let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        if let Walk::Usage(mut value) = self.walk {
+            match value.step(b, &mut self.counts) {
+                Step::More => self.walk = Walk::Usage(value),
+                Step::Done => self.reenter(b),
+            }
+            return;
+        }
         self.walk = match self.walk {
             Walk::Start if ws => Walk::Start,
             Walk::Start if b == b'{' => {
@@ -210,20 +317,32 @@ impl ErrorObject {
                 Walk::Skim
             }
             Walk::Skim => return self.skim_byte(b),
-            Walk::Key { member, len } => match b {
-                b'"' => match (member, usize::from(len)) {
-                    (Member::Error, 5) | (Member::Object, 6) => Walk::Colon(member),
-                    _ => Walk::Skim,
-                },
-                _ => match key_byte(member, len, b) {
-                    Some(member) => Walk::Key {
-                        member,
-                        len: len + 1,
+            Walk::Key { mask, len } => {
+                let names = self.names();
+                let at = usize::from(len);
+                match b {
+                    b'"' => match names.matching(mask, |name| name.len() == at) {
+                        0 => Walk::Skim,
+                        1 => Walk::Colon(Member::Error),
+                        2 => Walk::Colon(Member::Object),
+                        exact => Walk::Colon(Member::Root(exact.trailing_zeros() as u8 - 2)),
                     },
-                    None => return self.in_string(b),
-                },
-            },
+                    _ => match names.matching(mask, |name| name.get(at) == Some(&b)) {
+                        0 => return self.in_string(b),
+                        mask => Walk::Key {
+                            mask,
+                            len: len.saturating_add(1),
+                        },
+                    },
+                }
+            }
             Walk::Colon(member) if ws => Walk::Colon(member),
+            Walk::Colon(Member::Root(i)) if b == b':' => {
+                match self.usage.and_then(|rules| rules.roots.get(usize::from(i))) {
+                    Some(root) => Walk::Usage(Value::new(root)),
+                    None => Walk::Value(Member::Root(i)),
+                }
+            }
             Walk::Colon(member) if b == b':' => Walk::Value(member),
             Walk::Value(member) if ws => Walk::Value(member),
             Walk::Value(Member::Error) if b == b'n' => Walk::Null(1),
@@ -272,9 +391,9 @@ impl ErrorObject {
             b'\\' => self.escape = true,
             b'"' if self.in_str => self.in_str = false,
             _ if self.in_str => {}
-            b'"' if self.depth == 1 && !self.found => {
+            b'"' if self.depth == 1 && self.names().mask() != 0 => {
                 self.walk = Walk::Key {
-                    member: Member::Error,
+                    mask: self.names().mask(),
                     len: 0,
                 };
             }
@@ -316,24 +435,13 @@ impl ErrorObject {
     }
 }
 
-/// The member whose name begins with the key so far and byte `b` at position `len`.
-fn key_byte(member: Member, len: u8, b: u8) -> Option<Member> {
-    let len = usize::from(len);
-    match member {
-        Member::Error if len == 0 && b == OBJECT[0] => Some(Member::Object),
-        Member::Error if ERROR.get(len) == Some(&b) => Some(Member::Error),
-        Member::Object if OBJECT.get(len) == Some(&b) => Some(Member::Object),
-        _ => None,
-    }
-}
-
 /// The `Skim` state in registers, for [`ErrorObject::skim`].
 struct Skim {
     depth: u64,
     /// Bits 7 set while inside a string at the end of the last word.
     carry: u64,
-    /// No `error` member found yet: candidates matter.
-    look: bool,
+    /// The names whose candidates matter (none: no candidate does).
+    names: Names,
 }
 
 impl Skim {
@@ -354,8 +462,8 @@ impl Skim {
         let closes = folded.eq(b'}') & !inside;
         let opening = quotes & inside;
         if opens | closes == 0 {
-            if self.depth == 1 && self.look && opening != 0 {
-                if let Some(i) = candidate(opening, &bytes[at..]) {
+            if self.depth == 1 && opening != 0 && self.names.mask() != 0 {
+                if let Some(i) = candidate(opening, &bytes[at..], self.names) {
                     self.carry = 0; // before an opening quote
                     return Some((i, 1));
                 }
@@ -364,7 +472,7 @@ impl Skim {
             // The depth stays above 1 throughout the word.
             self.depth = self.depth + count(opens) - count(closes);
         } else {
-            match brackets(self.depth, self.look, opens, closes, opening, &bytes[at..]) {
+            match brackets(self.depth, self.names, opens, closes, opening, &bytes[at..]) {
                 Ok(depth) => self.depth = depth,
                 Err((i, depth)) => {
                     // Stopped before byte `i` of this word, outside strings.
@@ -382,12 +490,12 @@ impl Skim {
 /// A word whose depth may reach 1 or 0 (bits 7 of its brackets outside strings,
 /// `opens` and `closes`, and of its opening quotes): walks its brackets in order.
 /// Returns the depth after it, or the byte where `step` must take over (a candidate
-/// at depth 1 if `look`, or the bracket that closes the object) with the depth
-/// before it.
+/// at depth 1 for one of `names`, or the bracket that closes the object) with the
+/// depth before it.
 #[inline(never)]
 fn brackets(
     mut depth: u64,
-    look: bool,
+    names: Names,
     opens: u64,
     closes: u64,
     opening: u64,
@@ -398,8 +506,8 @@ fn brackets(
     loop {
         let next = brackets & brackets.wrapping_neg();
         let before = next.wrapping_sub(1) & !done;
-        if depth == 1 && look {
-            if let Some(i) = candidate(opening & before, rest) {
+        if depth == 1 && names.mask() != 0 {
+            if let Some(i) = candidate(opening & before, rest, names) {
                 return Err((i, depth));
             }
         }
@@ -484,17 +592,12 @@ fn prefix_xor(mut mask: u64) -> u64 {
 }
 
 /// The first quote among `opening` (bits 7 of the word at the start of `rest`)
-/// that `step` must see: one whose string may read `error` or `object`, as far as
+/// that `step` must see: one whose string may read one of `names`, as far as
 /// `rest` shows. Any other string `step` would walk as `skim` does.
-fn candidate(mut opening: u64, rest: &[u8]) -> Option<usize> {
+fn candidate(mut opening: u64, rest: &[u8], names: Names) -> Option<usize> {
     while opening != 0 {
         let i = opening.trailing_zeros() as usize / 8;
-        let after = &rest[i + 1..];
-        let n = after.len();
-        if n == 0
-            || after[0] == b'e' && after[..n.min(6)] == b"error\""[..n.min(6)]
-            || after[0] == b'o' && after[..n.min(7)] == b"object\""[..n.min(7)]
-        {
+        if names.may_be(&rest[i + 1..]) {
             return Some(i);
         }
         opening &= opening - 1;
@@ -507,10 +610,10 @@ mod tests {
     use super::*;
 
     fn is_error(data: &str) -> bool {
-        let mut whole = ErrorObject::new();
+        let mut whole = ErrorObject::new(true, None);
         whole.feed(data.as_bytes());
         // Every byte on its own gives the same answer.
-        let mut bytewise = ErrorObject::new();
+        let mut bytewise = ErrorObject::new(true, None);
         for b in data.as_bytes() {
             bytewise.feed(core::slice::from_ref(b));
         }
@@ -565,13 +668,13 @@ mod tests {
 
     #[test]
     fn a_line_feed_joins_data_lines() {
-        let mut walk = ErrorObject::new();
+        let mut walk = ErrorObject::new(true, None);
         walk.feed(br#"{"error":"#);
         walk.line_feed();
         walk.feed(br#"{"message":"x"}}"#);
         assert!(walk.is_error());
 
-        let mut walk = ErrorObject::new();
+        let mut walk = ErrorObject::new(true, None);
         walk.feed(br#"{"error":"a"#);
         walk.line_feed(); // inside a string: not JSON
         walk.feed(br#"b"}"#);
@@ -585,13 +688,13 @@ mod tests {
     /// definition), and split in two at every byte: the same state every time.
     fn walked(data: &str) -> ErrorObject {
         let data = data.as_bytes();
-        let mut whole = ErrorObject::new();
+        let mut whole = ErrorObject::new(true, None);
         whole.feed(data);
-        let mut bytewise = ErrorObject::new();
+        let mut bytewise = ErrorObject::new(true, None);
         bytewise.feed_bytewise(data);
         assert_eq!(whole, bytewise, "{:?}", String::from_utf8_lossy(data));
         for at in 0..=data.len() {
-            let mut split = ErrorObject::new();
+            let mut split = ErrorObject::new(true, None);
             split.feed(&data[..at]);
             split.feed(&data[at..]);
             assert_eq!(split, whole, "{:?} at {at}", String::from_utf8_lossy(data));
@@ -667,7 +770,7 @@ mod tests {
             r#"  "choices": [ { "delta": { "error": 1 } } ]"#,
             "}",
         ];
-        let mut walk = ErrorObject::new();
+        let mut walk = ErrorObject::new(true, None);
         for (i, line) in lines.iter().enumerate() {
             if i > 0 {
                 walk.line_feed();
@@ -681,7 +784,7 @@ mod tests {
             (r#"{"object":"err"#, r#"or"}"#),
             (r#"{"a":{"b":"x"#, r#"y"}},"error":1}"#),
         ] {
-            let mut walk = ErrorObject::new();
+            let mut walk = ErrorObject::new(true, None);
             walk.feed(first.as_bytes());
             walk.line_feed();
             walk.feed(second.as_bytes());
@@ -700,18 +803,27 @@ mod tests {
                 "{", "}", "[", "]", "\"", "\\", ":", ",", " ", "\n", "e", "o", "x",
                 "\"error\"", "\"object\"", "null", "\"error\":", "\"object\":\"error\"",
                 "\"abcdefgh\"", "12345678", "\\\"",
+                "\"usage\":", "\"message\":", "\"response\":", "\"usage", "\"prompt_tokens\":",
+                "\"input_tokens\":", "\"output_tokens\":", "7", "18446744073709551616",
             ][..]), 0..60),
+            config in 0..4_usize,
             open in proptest::sample::select(&["{", " {", "{[[", "{\"a\":{\"b\":[", "x"][..]),
             cuts in proptest::collection::vec(0..1000_usize, 0..4),
         ) {
             // Mostly an open object, so that the walk lives past the first byte.
             let data: Vec<u8> = [open.as_bytes(), tokens.concat().as_bytes()].concat();
-            let mut reference = ErrorObject::new();
+            let new = || match config {
+                0 => ErrorObject::new(true, None),
+                1 => ErrorObject::new(true, Some(&super::super::usage::OPENAI_CHAT)),
+                2 => ErrorObject::new(false, Some(&super::super::usage::ANTHROPIC)),
+                _ => ErrorObject::new(false, Some(&super::super::usage::OPENAI_RESPONSES)),
+            };
+            let mut reference = new();
             reference.feed_bytewise(&data);
             let mut at: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
             at.push(data.len());
             at.sort_unstable();
-            let mut walk = ErrorObject::new();
+            let mut walk = new();
             let mut from = 0;
             for to in at {
                 walk.feed(&data[from..to]);

@@ -264,7 +264,8 @@ fn contenders(c: &mut Criterion, name: &str, chunks: &[&[u8]], elements: u64) {
         Cause::Done,
         chunks.len() as u64,
         total as u64,
-    );
+    )
+    .with_progress(progress(chunks));
     assert_eq!(seen.get(), Some(want));
 
     // Each iteration builds its contender from the same chunks (hidden from the
@@ -333,3 +334,12 @@ criterion_group! {
     targets = per_frame, per_body
 }
 criterion_main!(benches);
+
+/// The progress events of the stream, as a scanner alone counts them.
+fn progress(chunks: &[&[u8]]) -> u64 {
+    let mut scanner = sluice::sse::SseScanner::new(SseRules::openai_chat());
+    for chunk in chunks {
+        scanner.feed(chunk);
+    }
+    scanner.progress()
+}

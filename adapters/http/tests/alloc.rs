@@ -112,13 +112,15 @@ fn no_allocation_per_body() {
             true,
             None,
             10,
-            Outcome::new(Verdict::Success, Cause::Done, 5, all),
+            // Three progress events: the two chunks and `[DONE]`.
+            Outcome::new(Verdict::Success, Cause::Done, 5, all).with_progress(3),
         ),
         (
             true,
             None,
             2,
-            Outcome::new(Verdict::Abandoned, Cause::ClientLeft, 2, two),
+            // One: the second event is not dispatched before the blank line.
+            Outcome::new(Verdict::Abandoned, Cause::ClientLeft, 2, two).with_progress(1),
         ),
         (
             false,
