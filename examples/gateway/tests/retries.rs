@@ -360,6 +360,7 @@ async fn a_429_is_retried_elsewhere_and_another_4xx_is_passed_on() {
     let response = post_chat(serving.addr, Some("r1"), r#"{"stream":true}"#).await;
     assert_eq!(response.status(), 200);
     assert!(read_all(response).await.0.ends_with(DONE));
+    assert_eq!(good_seen.requests.load(Ordering::SeqCst), 1);
     drop(serving);
 
     let (serving, _, other_seen) = two_workers(
