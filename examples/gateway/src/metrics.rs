@@ -32,14 +32,17 @@
 //! * `gen_ai_server_time_per_output_token_seconds{worker,gen_ai_operation_name}`:
 //!   the time from the first to the last progress event over the events after the
 //!   first, for successful responses with at least two (progress events stand in
-//!   for output tokens; the done event is one).
+//!   for output tokens; the done event is one);
+//! * `gen_ai_client_token_usage{worker,verdict,gen_ai_token_type}`: the tokens of
+//!   each request, whatever its verdict, as the stream reported them (`Outcome::usage`):
+//!   `gen_ai_token_type="input"` when it reported its input tokens, `"output"` its
+//!   output tokens, or else, for a stream that reported none (the client left
+//!   before the usage came, say), its progress events, if any.
 //!
 //! `gen_ai_operation_name` is `chat` (Chat Completions, Messages, Responses) or
 //! `text_completion` (legacy completions). OpenTelemetry's `gen_ai.provider.name`
 //! and the model names are left out: the gateway does not know the provider behind a
-//! worker, and does not read the model from bodies. `gen_ai_client_token_usage`
-//! is not exported: it needs the token counts an API reports, which the core does
-//! not hand out yet.
+//! worker, and does not read the model from bodies.
 //!
 //! In prefill/decode mode ([`Metrics::with_roles`]) the per-worker series of
 //! verdicts, breaker states, transitions and aborts carry the worker's `role` too
@@ -77,6 +80,13 @@ pub const TIME_TO_FIRST_TOKEN_BUCKETS: [f64; 16] = [
 /// `gen_ai.server.time_per_output_token`).
 pub const TIME_PER_OUTPUT_TOKEN_BUCKETS: [f64; 13] = [
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+
+/// `gen_ai_client_token_usage` buckets (OpenTelemetry's, for
+/// `gen_ai.client.token.usage`).
+pub const TOKEN_USAGE_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
 ];
 
 /// `gen_ai_server_request_duration_seconds` buckets (OpenTelemetry's, for
@@ -420,6 +430,31 @@ struct TokenLabels {
     gen_ai_operation_name: Operation,
 }
 
+/// OpenTelemetry's `gen_ai.token.type`: which tokens a usage count is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TokenType {
+    Input,
+    Output,
+}
+
+impl EncodeLabelValue for TokenType {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        let value = match self {
+            Self::Input => "input",
+            Self::Output => "output",
+        };
+        EncodeLabelValue::encode(&value, encoder)
+    }
+}
+
+/// Labels of `gen_ai_client_token_usage`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UsageLabels {
+    worker: String,
+    verdict: VerdictLabel,
+    gen_ai_token_type: TokenType,
+}
+
 /// Labels of `gen_ai_server_request_duration_seconds`: OpenTelemetry's
 /// `error.type` (here `error_type`, the cause) is set on failures only, and left
 /// out of the other series.
@@ -461,6 +496,10 @@ fn request_duration() -> Histogram {
     Histogram::new(REQUEST_DURATION_BUCKETS)
 }
 
+fn token_usage() -> Histogram {
+    Histogram::new(TOKEN_USAGE_BUCKETS)
+}
+
 /// The registry and its metric families.
 #[derive(Debug)]
 pub struct Metrics {
@@ -482,6 +521,7 @@ pub struct Metrics {
     first_token: Family<TokenLabels, Histogram, Buckets>,
     per_token: Family<TokenLabels, Histogram, Buckets>,
     duration: Family<DurationLabels, Histogram, Buckets>,
+    tokens: Family<UsageLabels, Histogram, Buckets>,
 }
 
 /// A breaker state's label value ([`State::as_str`]).
@@ -513,6 +553,7 @@ impl Metrics {
         let first_token = Family::new_with_constructor(time_to_first_token as Buckets);
         let per_token = Family::new_with_constructor(time_per_output_token as Buckets);
         let duration = Family::new_with_constructor(request_duration as Buckets);
+        let tokens = Family::new_with_constructor(token_usage as Buckets);
         registry.register(
             "sluice_breaker_state",
             "Whether each worker's circuit breaker is in this state (1) or not (0)",
@@ -586,6 +627,13 @@ impl Metrics {
             Unit::Seconds,
             duration.clone(),
         );
+        registry.register(
+            "gen_ai_client_token_usage",
+            "Tokens used per request, by type, whatever the verdict: input and output as \
+             the stream reported them; output falls back to the stream's progress events \
+             when it reported none (the client left before the usage came, say)",
+            tokens.clone(),
+        );
         for worker in workers {
             drop(cancelled.get_or_create(&WorkerLabels {
                 worker: worker.clone(),
@@ -609,6 +657,7 @@ impl Metrics {
             first_token,
             per_token,
             duration,
+            tokens,
         }
     }
 
@@ -685,6 +734,33 @@ impl Metrics {
             self.per_token
                 .get_or_create(&labels)
                 .observe(per.as_secs_f64());
+        }
+    }
+
+    /// Observes the tokens of one request to `worker`, whose verdict is `outcome`:
+    /// its input tokens if the stream reported them, its output tokens if it did, or
+    /// else its progress events if it saw any (they stand in for output tokens).
+    pub fn token_usage(&self, worker: usize, outcome: Outcome) {
+        let Some(name) = self.workers.get(worker) else {
+            return;
+        };
+        let output = match outcome.usage.output_tokens {
+            Some(tokens) => Some(tokens),
+            None => (outcome.progress > 0).then_some(outcome.progress),
+        };
+        for (kind, tokens) in [
+            (TokenType::Input, outcome.usage.input_tokens),
+            (TokenType::Output, output),
+        ] {
+            if let Some(tokens) = tokens {
+                self.tokens
+                    .get_or_create(&UsageLabels {
+                        worker: name.clone(),
+                        verdict: VerdictLabel(outcome.verdict),
+                        gen_ai_token_type: kind,
+                    })
+                    .observe(tokens as f64);
+            }
         }
     }
 

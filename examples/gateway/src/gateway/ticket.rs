@@ -125,6 +125,7 @@ impl Ticket {
         gw.metrics.verdict(worker, outcome, cancelled(outcome));
         gw.metrics
             .latency(worker, outcome, &self.timing.latency(self.api));
+        gw.metrics.token_usage(worker, outcome);
         tracing::info!(
             request = self.request,
             worker = gw.name(worker),
@@ -132,6 +133,9 @@ impl Ticket {
             cause = outcome.cause.as_str(),
             chunks = outcome.chunks,
             bytes = outcome.bytes,
+            progress = outcome.progress,
+            input_tokens = outcome.usage.input_tokens,
+            output_tokens = outcome.usage.output_tokens,
             "verdict"
         );
         gw.emit(GatewayEvent::Verdict {
