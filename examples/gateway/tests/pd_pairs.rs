@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -44,6 +44,15 @@ enum Mode {
     Status(u16),
 }
 
+/// Who has a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Side {
+    /// A prefill mock got a request with it (and, unless it fails, has its KV).
+    PrefillSaw,
+    /// A decode mock got a request with it.
+    DecodeAsked,
+}
+
 /// What one mock saw of one request.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -56,8 +65,9 @@ struct Seen {
 struct Mock {
     prefill: bool,
     mode: Mutex<Mode>,
-    /// The rooms the prefill mocks have seen (shared by every mock of a test).
-    rooms: watch::Sender<HashSet<u64>>,
+    /// The rooms the prefill mocks have seen and the decode mocks have been asked
+    /// for (shared by every mock of a test).
+    rooms: watch::Sender<HashSet<(Side, u64)>>,
     seen: Mutex<Vec<Seen>>,
     /// Response bodies dropped before their end: the gateway closed the connection.
     dropped: watch::Sender<u32>,
@@ -118,7 +128,9 @@ fn scripted(guard: Guard, wait: Option<u64>, chunks: Vec<Bytes>, hold: bool) -> 
         futures_util::stream::unfold(state, |(mut guard, wait, mut chunks, hold)| async move {
             if let Some(room) = wait {
                 let mut rooms = guard.mock.rooms.subscribe();
-                let _ = rooms.wait_for(|seen| seen.contains(&room)).await;
+                let _ = rooms
+                    .wait_for(|seen| seen.contains(&(Side::PrefillSaw, room)))
+                    .await;
             }
             if let Some(chunk) = chunks.next() {
                 return Some((Ok::<_, std::io::Error>(chunk), (guard, None, chunks, hold)));
@@ -158,6 +170,18 @@ async fn generate(
             body: body.clone(),
         });
     let mode = mock.mode();
+    if let (false, Some(room)) = (mock.prefill, room) {
+        mock.rooms.send_modify(|rooms| {
+            rooms.insert((Side::DecodeAsked, room));
+        });
+    }
+    if let (true, Mode::Status(_), Some(room)) = (mock.prefill, mode, room) {
+        // A prefill fails while its decode waits for the KV: once D has the request.
+        let mut rooms = mock.rooms.subscribe();
+        let _ = rooms
+            .wait_for(|rooms| rooms.contains(&(Side::DecodeAsked, room)))
+            .await;
+    }
     if let Mode::Status(status) = mode {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return (
@@ -175,7 +199,7 @@ async fn generate(
     if mock.prefill {
         if let Some(room) = room {
             mock.rooms.send_modify(|rooms| {
-                rooms.insert(room);
+                rooms.insert((Side::PrefillSaw, room));
             });
         }
         let chunks = if stream {
@@ -244,7 +268,7 @@ async fn abort(AxumState(mock): AxumState<Arc<Mock>>, body: Bytes) -> Response {
 async fn mock(
     prefill: bool,
     mode: Mode,
-    rooms: &watch::Sender<HashSet<u64>>,
+    rooms: &watch::Sender<HashSet<(Side, u64)>>,
 ) -> (Arc<Mock>, SocketAddr) {
     let state = Arc::new(Mock {
         prefill,
@@ -273,6 +297,8 @@ struct Rig {
     decode: Vec<Arc<Mock>>,
     /// Verdicts seen while waiting for others: (request, worker) -> outcomes.
     verdicts: HashMap<(String, usize), Vec<Outcome>>,
+    /// The other events seen while waiting for verdicts, in order.
+    backlog: VecDeque<GatewayEvent>,
 }
 
 impl Rig {
@@ -319,6 +345,7 @@ impl Rig {
             prefill: prefill_mocks,
             decode: decode_mocks,
             verdicts: HashMap::new(),
+            backlog: VecDeque::new(),
         }
     }
 
@@ -347,18 +374,39 @@ impl Rig {
             let event = within("a verdict", self.events.recv())
                 .await
                 .expect("gateway alive");
-            if let GatewayEvent::Verdict {
-                request,
-                worker,
-                outcome,
-            } = event
-            {
-                self.verdicts
+            match event {
+                GatewayEvent::Verdict {
+                    request,
+                    worker,
+                    outcome,
+                } => self
+                    .verdicts
                     .entry((request, worker))
                     .or_default()
-                    .push(outcome);
+                    .push(outcome),
+                other => self.backlog.push_back(other),
             }
         }
+    }
+
+    /// The next event that is not a verdict: from the backlog, then as it comes.
+    async fn next_event(&mut self) -> GatewayEvent {
+        match self.backlog.pop_front() {
+            Some(event) => event,
+            None => within("an event", self.events.recv())
+                .await
+                .expect("gateway alive"),
+        }
+    }
+
+    /// Every event that came by now (verdicts waited for are kept aside), without
+    /// waiting.
+    fn events_now(&mut self) -> Vec<GatewayEvent> {
+        let mut out: Vec<GatewayEvent> = self.backlog.drain(..).collect();
+        while let Ok(event) = self.events.try_recv() {
+            out.push(event);
+        }
+        out
     }
 
     /// P's and D's verdicts (verdict, cause) for `request`.
@@ -385,6 +433,17 @@ fn options() -> Options {
             .failure_threshold(1)
             .open_duration(Duration::from_secs(3600)),
     )
+}
+
+/// Both Abandoned by the client: D mid-stream (`client_left`), P mid-body or, if its
+/// head had not reached the gateway yet, before it (`client_left_before_head`).
+fn assert_left_by_the_client([p, d]: [(Verdict, Cause); 2]) {
+    assert_eq!(d, (Verdict::Abandoned, Cause::ClientLeft));
+    assert_eq!(p.0, Verdict::Abandoned, "{p:?}");
+    assert!(
+        matches!(p.1, Cause::ClientLeft | Cause::ClientLeftBeforeHead),
+        "{p:?}"
+    );
 }
 
 /// Reads SSE events until `n` have come.
@@ -490,15 +549,14 @@ async fn the_client_leaving_mid_stream_closes_both_upstreams() {
     })
     .await;
     let pair_latency = left.elapsed();
-    let client_left = (Verdict::Abandoned, Cause::ClientLeft);
-    assert_eq!(rig.pair("left", 0, 1).await, [client_left, client_left]);
+    assert_left_by_the_client(rig.pair("left", 0, 1).await);
     // No breaker moved.
     let (prefill, decode) = rig.gateway.pd_sets().expect("PD mode");
     assert_eq!(
         (prefill.state(0), decode.state(0)),
         (State::Closed, State::Closed)
     );
-    while let Ok(event) = rig.events.try_recv() {
+    for event in rig.events_now() {
         assert!(
             !matches!(event, GatewayEvent::Transition { .. }),
             "{event:?}"
@@ -659,12 +717,11 @@ async fn with_sglang_a_client_that_leaves_gets_one_abort_to_each_with_the_same_r
         .await;
     read_events(&mut response, 2).await;
     drop(response);
-    let client_left = (Verdict::Abandoned, Cause::ClientLeft);
-    assert_eq!(rig.pair("gone", 0, 1).await, [client_left, client_left]);
+    assert_left_by_the_client(rig.pair("gone", 0, 1).await);
     // One abort event per worker (each ticket sends at most one).
     let mut aborted = HashMap::new();
     while aborted.len() < 2 {
-        let event = within("an abort", rig.events.recv()).await.expect("alive");
+        let event = rig.next_event().await;
         if let GatewayEvent::Abort {
             request,
             worker,
@@ -735,7 +792,7 @@ async fn the_caps_hold_per_pool() {
     let mut capped = false;
     let mut decode_moved = false;
     let mut decode_verdicts = Vec::new();
-    while let Ok(event) = rig.events.try_recv() {
+    for event in rig.events_now() {
         match event {
             GatewayEvent::Transition { worker, transition } => {
                 capped |= worker < 2 && transition.reason == Reason::EjectionCapped;
