@@ -380,6 +380,7 @@ impl Recorder for PairTicket {
         gw.metrics.verdict(self.global, outcome, cancelled);
         gw.metrics
             .latency(self.global, outcome, &self.timing.latency(self.api));
+        gw.metrics.token_usage(self.global, outcome);
         tracing::info!(
             request = self.request,
             worker = gw.name(self.global),
@@ -388,6 +389,9 @@ impl Recorder for PairTicket {
             cause = outcome.cause.as_str(),
             chunks = outcome.chunks,
             bytes = outcome.bytes,
+            progress = outcome.progress,
+            input_tokens = outcome.usage.input_tokens,
+            output_tokens = outcome.usage.output_tokens,
             "verdict"
         );
         gw.emit(GatewayEvent::Verdict {
