@@ -52,6 +52,7 @@ use sluice::breaker::{
     Clock, Config, ConfigError, Pick, Reason, SetPermit, SharedBreakerSet, State, StatusPolicy,
     Transition,
 };
+use sluice::ndjson::NdjsonRules;
 use sluice::retry::{RetryBudgetConfig, RetryBudgetConfigError, SharedRetryBudget};
 use sluice::sse::SseRules;
 use sluice::timers::Timeouts;
@@ -117,16 +118,23 @@ pub enum Api {
     Responses,
     /// `POST /generate` (SGLang's native API; its stream ends with `data: [DONE]`).
     Generate,
+    /// `POST /api/chat` (Ollama's native chat: newline-delimited JSON, see
+    /// [`Api::ndjson_rules`]).
+    OllamaChat,
+    /// `POST /api/generate` (Ollama's native completion, the same framing).
+    OllamaGenerate,
 }
 
 impl Api {
     /// Every API, in route order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Chat,
         Self::Completions,
         Self::Messages,
         Self::Responses,
         Self::Generate,
+        Self::OllamaChat,
+        Self::OllamaGenerate,
     ];
 
     /// Its route.
@@ -137,6 +145,8 @@ impl Api {
             Self::Messages => "/v1/messages",
             Self::Responses => "/v1/responses",
             Self::Generate => "/generate",
+            Self::OllamaChat => "/api/chat",
+            Self::OllamaGenerate => "/api/generate",
         }
     }
 
@@ -148,8 +158,8 @@ impl Api {
     /// Its GenAI operation, for the OpenTelemetry measures.
     pub const fn operation(self) -> Operation {
         match self {
-            Self::Completions | Self::Generate => Operation::TextCompletion,
-            Self::Chat | Self::Messages | Self::Responses => Operation::Chat,
+            Self::Completions | Self::Generate | Self::OllamaGenerate => Operation::TextCompletion,
+            Self::Chat | Self::Messages | Self::Responses | Self::OllamaChat => Operation::Chat,
         }
     }
 
@@ -159,10 +169,23 @@ impl Api {
     /// `response.failed`), which a client gets when its stream fails after the head.
     pub fn rules(self) -> SseRules {
         match self {
-            Self::Chat | Self::Completions | Self::Generate => SseRules::openai_chat(),
+            // Ollama's native API streams NDJSON; an SSE answer there is read as
+            // the OpenAI-compatible one.
+            Self::Chat
+            | Self::Completions
+            | Self::Generate
+            | Self::OllamaChat
+            | Self::OllamaGenerate => SseRules::openai_chat(),
             Self::Messages => SseRules::anthropic(),
             Self::Responses => SseRules::openai_responses(),
         }
+    }
+
+    /// The NDJSON rules of an `application/x-ndjson` answer (Ollama's native API:
+    /// a `"done": true` line ends it, an `{"error": ...}` line fails it, a stream cut
+    /// before the done line is truncated), whatever the route.
+    pub const fn ndjson_rules(self) -> NdjsonRules {
+        NdjsonRules::ollama()
     }
 }
 

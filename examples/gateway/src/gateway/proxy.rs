@@ -55,6 +55,20 @@ pub fn is_event_stream(content_type: Option<&HeaderValue>) -> bool {
     kind.trim().eq_ignore_ascii_case("text") && subtype.trim().eq_ignore_ascii_case("event-stream")
 }
 
+/// Whether a response's content type is `application/x-ndjson` (any case, any
+/// parameters): newline-delimited JSON, Ollama's native stream.
+pub fn is_ndjson(content_type: Option<&HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.trim().eq_ignore_ascii_case("application")
+        && subtype.trim().eq_ignore_ascii_case("x-ndjson")
+}
+
 /// At most this much of a stream is held back before its commit (its preamble and
 /// keep-alives), while a retry or a hedge may still replace it.
 pub const HOLD_BACK_STREAM: usize = 64 * 1024;
@@ -470,9 +484,12 @@ async fn streamed(
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     let event_stream = is_event_stream(content_type.as_ref());
+    let ndjson = is_ndjson(content_type.as_ref());
     let tracked = TrackedStream::new(response.bytes_stream(), ticket);
     let tracked = if event_stream {
         tracked.with_sse(call.api.rules())
+    } else if ndjson {
+        tracked.with_ndjson(call.api.ndjson_rules())
     } else {
         tracked
     };
@@ -483,7 +500,7 @@ async fn streamed(
         .with_timers(TokioTimer, gw.timeouts)
         .with_failure_event_named(name);
     let replaceable = gw.retries > 0 || gw.hedge_after.is_some();
-    let mut attempt = Box::pin(match (replaceable, event_stream) {
+    let mut attempt = Box::pin(match (replaceable, event_stream || ndjson) {
         (false, _) => Attempt::new(tracked, 0),
         (true, true) => Attempt::new(tracked, HOLD_BACK_STREAM),
         (true, false) => Attempt::whole(tracked, HOLD_BACK_WHOLE),

@@ -1,0 +1,112 @@
+//! Ollama's native API through `serve` on loopback: `/api/chat` and `/api/generate`
+//! answered with `application/x-ndjson` are judged by the NDJSON rules, from the
+//! response's content type: a clean stream is Success (`done`), an `{"error": ...}`
+//! line on the 200 and a stream cut before its done line are the worker's Failure.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::Response;
+use axum::routing::post;
+use common::{client, metrics_until, read_all, serve_router, verdicts, within};
+use sluice_gateway::serve::{self, ServeArgs};
+
+const CHAT_CLEAN: &str = concat!(
+    "{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n",
+    "{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done_reason\":\"stop\",",
+    "\"done\":true,\"prompt_eval_count\":26,\"eval_count\":1}\n",
+);
+
+const CHAT_ERROR: &str = concat!(
+    "{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n",
+    "{\"error\":\"an error was encountered while running the model: unexpected EOF\"}\n",
+);
+
+const GENERATE_CUT: &str = concat!(
+    "{\"model\":\"llama3.2\",\"response\":\"Why\",\"done\":false}\n",
+    "{\"model\":\"llama3.2\",\"response\":\" not\",\"done\":false}\n",
+);
+
+const GENERATE_CLEAN: &str = concat!(
+    "{\"model\":\"llama3.2\",\"response\":\"Why\",\"done\":false}\n",
+    "{\"model\":\"llama3.2\",\"response\":\"\",\"done\":true,\"eval_count\":1}\n",
+);
+
+/// A worker that answers each request with the NDJSON stream its body names.
+async fn worker() -> SocketAddr {
+    async fn answer(body: Bytes) -> Response {
+        let text = String::from_utf8_lossy(&body);
+        let stream = [
+            ("chat-clean", CHAT_CLEAN),
+            ("chat-error", CHAT_ERROR),
+            ("generate-cut", GENERATE_CUT),
+            ("generate-clean", GENERATE_CLEAN),
+        ]
+        .into_iter()
+        .find(|(name, _)| text.contains(name))
+        .map_or("", |(_, stream)| stream);
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(Body::from(stream))
+            .expect("response")
+    }
+    let router = Router::new()
+        .route("/api/chat", post(answer))
+        .route("/api/generate", post(answer));
+    serve_router(router).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_native_streams_get_their_verdicts() {
+    let worker = worker().await;
+    let args = ServeArgs {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        // One failure must not open the breaker for the next requests.
+        ..ServeArgs::new(vec![format!("w=http://{worker}")])
+    };
+    let serving = serve::start(&args).await.expect("serve");
+    let gateway = serving.addr;
+    for (path, which, stream) in [
+        ("/api/chat", "chat-clean", CHAT_CLEAN),
+        ("/api/chat", "chat-error", CHAT_ERROR),
+        ("/api/generate", "generate-cut", GENERATE_CUT),
+        ("/api/generate", "generate-clean", GENERATE_CLEAN),
+    ] {
+        let body = format!("{{\"model\":\"llama3.2\",\"note\":\"{which}\"}}");
+        let send = client()
+            .post(format!("http://{gateway}{path}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send();
+        let response = match within("response", send).await {
+            Ok(response) => response,
+            // A stream that failed before its first bytes reached the client (the
+            // whole answer came in one read, cut short): the gateway breaks the
+            // response rather than end it cleanly, and hyper may not have sent the
+            // head yet.
+            Err(_) if which.ends_with("cut") => continue,
+            Err(e) => panic!("{which}: {e}"),
+        };
+        assert_eq!(response.status(), 200, "{which}");
+        let ndjson = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v == "application/x-ndjson");
+        assert!(ndjson, "{which}: the worker's content type is passed on");
+        let (text, clean) = read_all(response).await;
+        // The worker's lines reach the client as they were (its own error line
+        // too); a cut stream never ends cleanly.
+        assert!(text.starts_with(stream), "{which}: {text:?}");
+        assert_eq!(clean, !which.ends_with("cut"), "{which}");
+    }
+    metrics_until(gateway, "the four verdicts", |text| {
+        verdicts(text, "w", "success", "done") == Some(2.0)
+            && verdicts(text, "w", "failure", "error_event") == Some(1.0)
+            && verdicts(text, "w", "failure", "truncated") == Some(1.0)
+    })
+    .await;
+}
