@@ -9,6 +9,8 @@
 //!   limit for anything that looks at every line end); to a per-chunk substring search
 //!   for `[DONE]` (fast, and wrong: it matches inside JSON and misses a split
 //!   pattern); and to `eventsource-stream`, a full SSE parser that builds every event.
+//! * `sse_chat_1mib_event_chunks`: the same stream in one chunk per event, as engines
+//!   write it, to the scanner and to the newline count.
 //! * `sse_8mib_line`: one 8 MiB `data` line fed whole and in 1,024 chunks: the cost
 //!   of splitting; and the same for a bare `memchr2` line-end search, which is what
 //!   the scanner runs inside a value.
@@ -146,8 +148,13 @@ fn chat(c: &mut Criterion) {
     let mut group = c.benchmark_group("sse_chat_1mib_64b_chunks");
     group.throughput(Throughput::Bytes(input.len() as u64));
     group.bench_function("scanner", |b| b.iter(|| scan(&chunks)));
-    // The same without the error-object walk: what the line scanner costs alone.
-    let no_walk = || SseRules::openai_chat().failed_on_error_object(false);
+    // The same without the JSON walk (no error objects, no usage): what the line
+    // scanner costs alone.
+    let no_walk = || {
+        SseRules::openai_chat()
+            .failed_on_error_object(false)
+            .with_usage(None)
+    };
     group.bench_function("scanner_no_error_objects", |b| {
         b.iter(|| scan_with(no_walk(), &chunks))
     });
@@ -162,6 +169,27 @@ fn chat(c: &mut Criterion) {
         b.iter_batched(|| owned.clone(), eventsource_done, BatchSize::LargeInput)
     });
     group.finish();
+
+    // The same stream in the chunks an engine writes: one event each (the common
+    // case on the wire: whole events, most without `error` or `usage` bytes).
+    let events: Vec<&[u8]> = input
+        .split_inclusive(|&b| b == b'\n')
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|lines| &input[offset(&input, lines[0])..][..lines.iter().map(|l| l.len()).sum()])
+        .collect();
+    assert_eq!(events.iter().map(|e| e.len()).sum::<usize>(), input.len());
+    assert_eq!(scan(&events), Some(Signal::Done));
+    let mut group = c.benchmark_group("sse_chat_1mib_event_chunks");
+    group.throughput(Throughput::Bytes(input.len() as u64));
+    group.bench_function("scanner", |b| b.iter(|| scan(&events)));
+    group.bench_function("memchr_newlines", |b| b.iter(|| count_newlines(&events)));
+    group.finish();
+}
+
+/// Where `part` (a subslice of `whole`) starts in it.
+fn offset(whole: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - whole.as_ptr() as usize
 }
 
 fn long_line(c: &mut Criterion) {

@@ -88,6 +88,12 @@
 //! constant-memory pass that finds them, and [`SseRules::with_usage`] sets the
 //! dialect read (none for custom rules unless set).
 //!
+//! That pass skips, without walking it, the data of an event that is one line held
+//! whole in one chunk with its blank line, when the line holds none of the quoted
+//! names the walk stops at (`"error"`, the usage roots): the walk could find nothing
+//! there (a quick reject with `memmem`, the common case on the wire, where engines
+//! write one event per chunk). The answer is the same however the input is split.
+//!
 //! The scanner never buffers event data: its memory is fixed when it is made, however
 //! long a line or an event grows, and its time is linear in the bytes (line ends and
 //! values are skipped with `memchr`). For every split of an input into chunks it
@@ -1220,6 +1226,22 @@ impl SseScanner {
         self.rules.role_chunks && self.progress == 0
     }
 
+    /// Whether `value` holds, in quotes, a name the error-object and usage walk
+    /// stops at (`"error"`, for the key and for `"object": "error"`; a usage root's
+    /// key): else the walk can find nothing in it (a name spelled with escapes is
+    /// not recognised, and a string never spans lines). A quick reject with `memmem`.
+    fn json_may_count(&self, value: &[u8]) -> bool {
+        let quoted = |name: &[u8]| {
+            memchr::memmem::find_iter(value, name)
+                .any(|i| i > 0 && value[i - 1] == b'"' && value.get(i + name.len()) == Some(&b'"'))
+        };
+        self.rules.error_objects && quoted(b"error")
+            || self
+                .rules
+                .usage_rules()
+                .is_some_and(|rules| rules.roots.iter().any(|root| quoted(root.key)))
+    }
+
     /// Whether the data goes to the error-object and usage walk.
     fn walks_json(&self) -> bool {
         self.rules.error_objects || self.rules.usage.is_some()
@@ -1240,7 +1262,14 @@ impl SseScanner {
         let value = &bytes[..end];
         self.data.push(&self.rules.data, value);
         if self.walks_json() {
-            self.json.feed(value);
+            if self.json.is_fresh() && ends_event(&bytes[end..]) && !self.json_may_count(value) {
+                // The event's data is this one line, whole, and none of the names the
+                // walk stops at is in it: the walk could find nothing (no error object,
+                // no usage), whatever its structure. Settled without walking it.
+                self.json.give_up();
+            } else {
+                self.json.feed(value);
+            }
         }
         if self.reads_role() {
             self.role.feed(value);
@@ -1350,6 +1379,16 @@ impl fmt::Debug for SseScanner {
             .field("progress", &self.progress)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `rest`, which starts at a line end, shows that line end followed by a
+/// blank line: the event is dispatched right there, with no more data lines.
+fn ends_event(rest: &[u8]) -> bool {
+    let after = match rest {
+        [b'\r', b'\n', after @ ..] | [b'\r' | b'\n', after @ ..] => after,
+        _ => return false,
+    };
+    matches!(after.first(), Some(b'\r' | b'\n'))
 }
 
 /// The index of the first CR or LF, or the length.

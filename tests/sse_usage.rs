@@ -623,3 +623,49 @@ fn wire_corpus_usage_as_serde_json_reads_it() {
         );
     }
 }
+
+/// The quick reject of whole events (one line with its blank line in one chunk, and
+/// no quoted `"error"` or usage root in it) changes nothing: each event fed as its
+/// own chunk gives the signals, usage and progress it gives byte by byte.
+#[test]
+fn whole_events_and_bytes_agree() {
+    let events: [&[u8]; 9] = [
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"error usage\"}}]}\n\n",
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"error\":{\"code\":1}}\n\n",
+        b"data: {\"a\":{\"error\":1},\"b\":\"\\\"error\\\"\"}\r\n\r\n",
+        b"data: {\"object\":\"error\"}\r\r",
+        b"data: {\"a\":1,\ndata: \"error\":2}\n\n",
+        b"data: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n",
+        b"data: {\"x\":\"usage\"}\n\n",
+        b"data: {\"error\":null}\n\n",
+        b"data: [DONE]\n\n",
+    ];
+    use sluice::sse::Signal::{Done, Failed};
+    let want = [
+        None,
+        Some(Failed),
+        None,
+        Some(Failed),
+        Some(Failed),
+        None,
+        None,
+        None,
+        Some(Done),
+    ];
+    for (event, want) in events.into_iter().zip(want) {
+        let mut whole = SseScanner::new(SseRules::openai_chat());
+        let signal = whole.feed(event);
+        let mut bytes = SseScanner::new(SseRules::openai_chat());
+        let mut by_byte = None;
+        for b in event {
+            by_byte = by_byte.max(bytes.feed(std::slice::from_ref(b)));
+        }
+        let text = String::from_utf8_lossy(event);
+        assert_eq!((signal, by_byte), (want, want), "{text}");
+        assert_eq!(
+            (whole.usage(), whole.progress()),
+            (bytes.usage(), bytes.progress()),
+            "{text}"
+        );
+    }
+}

@@ -201,6 +201,17 @@ impl ErrorObject {
         self.walk == Walk::Dead
     }
 
+    /// Whether nothing but whitespace was walked yet.
+    pub(super) fn is_fresh(&self) -> bool {
+        self.walk == Walk::Start
+    }
+
+    /// Ends the walk: the data is no error object and reports no usage (the caller
+    /// knows the rest of the data cannot make it one).
+    pub(super) fn give_up(&mut self) {
+        self.walk = Walk::Dead;
+    }
+
     /// The usage counts the data reported, once it is a complete object.
     pub(super) fn usage(&self) -> Option<Usage> {
         (self.walk == Walk::Closed).then_some(self.counts)
