@@ -123,11 +123,20 @@ pub enum Api {
     OllamaChat,
     /// `POST /api/generate` (Ollama's native completion, the same framing).
     OllamaGenerate,
+    /// `POST /v1beta/models/{model}:streamGenerateContent` (Gemini; with `?alt=sse`
+    /// it streams Server-Sent Events, judged by [`SseRules::gemini`]).
+    GeminiStream,
+    /// `POST /v1beta/models/{model}:generateContent` (Gemini, not streamed).
+    GeminiGenerate,
 }
+
+/// The route of both Gemini APIs: the model and the method are in the path's last
+/// segment (`gemini-2.0-flash:streamGenerateContent`).
+pub const GEMINI_ROUTE: &str = "/v1beta/models/{*call}";
 
 impl Api {
     /// Every API, in route order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Chat,
         Self::Completions,
         Self::Messages,
@@ -135,9 +144,12 @@ impl Api {
         Self::Generate,
         Self::OllamaChat,
         Self::OllamaGenerate,
+        Self::GeminiStream,
+        Self::GeminiGenerate,
     ];
 
-    /// Its route.
+    /// Its route, as an axum path pattern (the Gemini APIs share
+    /// [`GEMINI_ROUTE`]).
     pub const fn path(self) -> &'static str {
         match self {
             Self::Chat => "/v1/chat/completions",
@@ -147,19 +159,38 @@ impl Api {
             Self::Generate => "/generate",
             Self::OllamaChat => "/api/chat",
             Self::OllamaGenerate => "/api/generate",
+            Self::GeminiStream | Self::GeminiGenerate => GEMINI_ROUTE,
         }
     }
 
-    /// The API of a route.
+    /// The API of a request's path.
     pub fn from_path(path: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|api| api.path() == path)
+        if let Some(call) = path.strip_prefix("/v1beta/models/") {
+            let (model, method) = call.rsplit_once(':')?;
+            if model.is_empty() || model.contains('/') {
+                return None;
+            }
+            return match method {
+                "streamGenerateContent" => Some(Self::GeminiStream),
+                "generateContent" => Some(Self::GeminiGenerate),
+                _ => None,
+            };
+        }
+        Self::ALL
+            .into_iter()
+            .find(|api| api.path() == path && api.path() != GEMINI_ROUTE)
     }
 
     /// Its GenAI operation, for the OpenTelemetry measures.
     pub const fn operation(self) -> Operation {
         match self {
             Self::Completions | Self::Generate | Self::OllamaGenerate => Operation::TextCompletion,
-            Self::Chat | Self::Messages | Self::Responses | Self::OllamaChat => Operation::Chat,
+            Self::Chat
+            | Self::Messages
+            | Self::Responses
+            | Self::OllamaChat
+            | Self::GeminiStream
+            | Self::GeminiGenerate => Operation::Chat,
         }
     }
 
@@ -178,6 +209,7 @@ impl Api {
             | Self::OllamaGenerate => SseRules::openai_chat(),
             Self::Messages => SseRules::anthropic(),
             Self::Responses => SseRules::openai_responses(),
+            Self::GeminiStream | Self::GeminiGenerate => SseRules::gemini(),
         }
     }
 
@@ -434,8 +466,12 @@ impl Gateway {
     /// `route` and, once one is picked, `worker`; its verdict is logged inside it.
     pub fn router(&self) -> Router {
         let mut router = Router::new();
+        let mut routes: Vec<&str> = Vec::new();
         for api in Api::ALL {
-            router = router.route(api.path(), post(proxy::proxy));
+            if !routes.contains(&api.path()) {
+                routes.push(api.path());
+                router = router.route(api.path(), post(proxy::proxy));
+            }
         }
         let trace = TraceLayer::new_for_http().make_span_with(request_span);
         // The outermost runs first: the id is set, then the span opened, then the id

@@ -690,7 +690,8 @@ async fn interrupted() {
 /// Ctrl-C (then shuts down gracefully and returns `Ok`).
 pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let serving = start_until(args, terminate_or_interrupt()).await?;
-    let routes: Vec<&str> = Api::ALL.iter().map(|api| api.path()).collect();
+    let mut routes: Vec<&str> = Api::ALL.iter().map(|api| api.path()).collect();
+    routes.dedup(); // the Gemini APIs share one route
     tracing::info!(
         listen = %serving.addr,
         upstreams = %serving.gateway.names().join(", "),

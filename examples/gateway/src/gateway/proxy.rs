@@ -92,6 +92,9 @@ enum Head {
 /// What every attempt of one request sends.
 struct Call {
     api: Api,
+    /// The path and query the worker is sent: the client's (a Gemini route names
+    /// the model in its path, and `?alt=sse` asks for a stream).
+    target: String,
     /// The request id (empty if none).
     request: String,
     id: Option<HeaderValue>,
@@ -155,6 +158,14 @@ pub(super) async fn proxy(
         .filter_map(|name| headers.get(name).map(|value| (name, value.clone())))
         .collect();
     if let Some(pools) = &gw.pd {
+        if matches!(api, Api::GeminiStream | Api::GeminiGenerate) {
+            // Prefill/decode pairs are SGLang's protocol, on its routes.
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the Gemini routes are not served in prefill/decode mode",
+            );
+        }
         let call = super::pd::PairCall {
             api,
             request,
@@ -165,8 +176,12 @@ pub(super) async fn proxy(
         };
         return super::pd::proxy(&gw, pools, call).await;
     }
+    let target = uri
+        .path_and_query()
+        .map_or_else(|| api.path().to_owned(), |pq| pq.as_str().to_owned());
     let call = Call {
         api,
+        target,
         request,
         id,
         headers: forwarded,
@@ -349,7 +364,7 @@ async fn try_worker(
     } else {
         (call.body.clone(), None)
     };
-    let url = format!("{}{}", upstream.base.trim_end_matches('/'), call.api.path());
+    let url = format!("{}{}", upstream.base.trim_end_matches('/'), call.target);
     let mut request = gw.client.post(url).body(body);
     if let Some(id) = &call.id {
         request = request.header(REQUEST_ID, id.clone());
