@@ -71,7 +71,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
 use sluice::attempt::Attempt;
 use sluice::breaker::{
@@ -84,9 +84,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::body::ClientBody;
-use super::proxy::{
-    ERROR_BODY_CAP, ERROR_BODY_TIME_LIMIT, HOLD_BACK_STREAM, HOLD_BACK_WHOLE, is_event_stream,
-};
+use super::proxy::{HOLD_BACK_STREAM, HOLD_BACK_WHOLE, is_event_stream, passed_on};
 use super::shutdown::grace_over;
 use super::ticket::Timing;
 use super::{
@@ -769,30 +767,6 @@ async fn told(signal: &mut watch::Receiver<bool>) {
     if signal.wait_for(|told| *told).await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-/// D's non-2xx answer, passed on, its body capped in size and in time.
-async fn passed_on(mut response: reqwest::Response) -> Response {
-    let status = response.status();
-    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    let mut body = Vec::new();
-    let read = async {
-        while body.len() < ERROR_BODY_CAP {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = ERROR_BODY_CAP - body.len();
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(ERROR_BODY_TIME_LIMIT, read).await;
-    let mut out = (status, Bytes::from(body)).into_response();
-    if let Some(ct) = content_type {
-        out.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -462,7 +462,7 @@ fn shutting_down() -> Response {
 
 /// A worker's non-2xx answer, passed on (a 400 explains what was wrong with the
 /// request), its body capped in size and in time.
-async fn passed_on(response: reqwest::Response) -> Response {
+pub(super) async fn passed_on(response: reqwest::Response) -> Response {
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     let text = capped_body(response, ERROR_BODY_CAP, ERROR_BODY_TIME_LIMIT).await;
