@@ -1,9 +1,16 @@
-//! Replays the committed fuzz seeds (`fuzz/seeds/<target>/`) on stable, so `cargo test`
-//! exercises what the fuzz targets check.
+//! Replays the committed fuzz seeds (`fuzz/seeds/<target>/`) of the tracker, SSE,
+//! NDJSON and AWS event-stream targets on stable, so `cargo test` exercises what the
+//! fuzz targets check.
 
 use arbitrary::{Arbitrary, Unstructured};
 
 // The replays' items are `pub` for the fuzz crate, which uses them from its root.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../fuzz/replay/eventstream_splits.rs"]
+mod eventstream_splits;
+#[allow(unreachable_pub, dead_code)]
+#[path = "../fuzz/replay/ndjson_splits.rs"]
+mod ndjson_splits;
 #[allow(unreachable_pub)]
 #[path = "../fuzz/replay/sse_splits.rs"]
 mod sse_splits;
@@ -40,4 +47,48 @@ fn tracker_events_seeds_agree_with_the_model() {
 fn sse_splits_seeds_give_the_whole_input_answer() {
     let n = seeds("sse_splits", sse_splits::replay);
     assert!(n >= 10, "only {n} seeds");
+}
+
+#[test]
+fn ndjson_splits_seeds_give_the_whole_input_answer() {
+    let n = seeds("ndjson_splits", ndjson_splits::replay);
+    assert!(n >= 8, "only {n} seeds");
+}
+
+#[test]
+fn eventstream_splits_seeds_give_the_whole_input_answer() {
+    let n = seeds("eventstream_splits", eventstream_splits::replay);
+    assert!(n >= 8, "only {n} seeds");
+}
+
+/// A hand-made input per case the target must hold: clean frames, a corrupt one,
+/// raw garbage, a frame cut short.
+#[test]
+fn eventstream_replay_holds_on_hand_made_inputs() {
+    use eventstream_splits::{FrameSpec, Input, replay};
+    let spec = |message_type, event_type, payload: &[u8]| FrameSpec {
+        message_type,
+        event_type,
+        extra: vec![(0, 7, b"application/json".to_vec()), (4, 9, vec![])],
+        payload: payload.to_vec(),
+    };
+    let frames = || {
+        vec![
+            spec(0, 0, b"{\"role\":\"assistant\"}"),
+            spec(0, 1, b"{\"delta\":{\"text\":\"hi\"}}"),
+            spec(0, 2, b"{\"stopReason\":\"end_turn\"}"),
+            spec(1, 6, b"{\"message\":\"slow down\"}"),
+        ]
+    };
+    for corrupt in [None, Some((5, 1)), Some((40, 0x80)), Some((1000, 4))] {
+        for raw in [vec![], vec![0, 0, 0, 20], vec![0xFF; 30]] {
+            replay(&Input {
+                frames: frames(),
+                corrupt,
+                raw,
+                cuts: vec![3, 17, 90],
+                require_done: true,
+            });
+        }
+    }
 }
