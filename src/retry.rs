@@ -235,6 +235,9 @@ impl RetryBudgetConfig {
 struct Rule {
     /// A bucket's width in nanoseconds: `ttl / 16`, at least 62.5 ms.
     width_nanos: u64,
+    /// `floor(2^64 / width_nanos)`: a bucket number is a multiplication by it and at
+    /// most one correction, not a 64-bit division (tens of cycles) per call.
+    reciprocal: u64,
     /// `percent`, at most [`MAX_PERCENT`].
     percent: u64,
     /// `R`.
@@ -249,15 +252,37 @@ impl Rule {
         let width_nanos = config.ttl.as_nanos() as u64 / WINDOW_BUCKETS as u64;
         Self {
             width_nanos,
+            // width_nanos >= 62_500_000 > 1: the quotient fits in a u64.
+            reciprocal: ((1u128 << 64) / width_nanos as u128) as u64,
             percent: config.percent as u64,
             reserve: config.reserve(),
         }
     }
 
-    /// The bucket of time `now`.
+    /// The bucket of time `now`: `floor(now / w)`, exactly.
+    #[inline]
     fn bucket(&self, now: Duration) -> u64 {
-        let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-        nanos / self.width_nanos
+        // Whole nanoseconds, saturating (584 years), without the u128 of `as_nanos`.
+        let nanos = now
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(now.subsec_nanos()));
+        self.bucket_of_nanos(nanos)
+    }
+
+    /// `floor(nanos / w)` by the reciprocal: with `m = floor(2^64 / w)`,
+    /// `q = floor(nanos * m / 2^64)` is `floor(nanos / w)` or one less (the error of
+    /// `m` is below 1, so that of `nanos * m / 2^64` is below `nanos / 2^64 <= 1`),
+    /// and the remainder says which.
+    #[inline]
+    fn bucket_of_nanos(&self, nanos: u64) -> u64 {
+        let q = ((u128::from(nanos) * u128::from(self.reciprocal)) >> 64) as u64;
+        // q * w <= nanos: no overflow.
+        if nanos - q * self.width_nanos >= self.width_nanos {
+            q + 1
+        } else {
+            q
+        }
     }
 
     /// The limit of withdrawals in a window holding `deposits`:
@@ -455,6 +480,17 @@ mod shared {
     use crate::breaker::sync::{Arc, AtomicU64, Ordering};
     use crate::breaker::{Clock, StdClock};
 
+    /// Under loom, a sequentially consistent fence. Loom models `SeqCst` accesses
+    /// as acquire/release only, not their single total order, which `written` and
+    /// `recompute` rely on; the fence gives loom that order. In a real build the
+    /// `SeqCst` accesses alone give it (C++20's single total order `S`), and a fence
+    /// would cost an `mfence` per call on x86.
+    #[inline(always)]
+    fn total_order() {
+        #[cfg(sluice_loom)]
+        loom::sync::atomic::fence(Ordering::SeqCst);
+    }
+
     /// How far ahead of a caller's own bucket another bucket may be and still be
     /// taken as newer (a thread whose clock reading is late): 65 536 buckets, over an
     /// hour at the shortest `ttl`. A bucket farther "ahead" than that is an old one
@@ -499,60 +535,176 @@ mod shared {
     struct Inner {
         deposits: [AtomicU64; WINDOW_BUCKETS],
         withdrawals: [AtomicU64; WINDOW_BUCKETS],
+        /// The newest bucket any call has read from the clock (modulo 2^32, in the
+        /// low half; the high half is 1 once set): every call counts at it or later, never at an older reading of
+        /// its own, as the sans-io budget counts a late `now` at its latest.
+        newest: AtomicU64,
+        /// The sums of the closed buckets of the window (see [`Inner::closed`]).
+        closed_deposits: AtomicU64,
+        closed_withdrawals: AtomicU64,
         rule: Rule,
         config: RetryBudgetConfig,
         clock: Box<dyn Clock>,
     }
 
-    /// A snapshot of the ring, read word by word.
-    struct Snapshot {
-        deposits: [u64; WINDOW_BUCKETS],
-        withdrawals: [u64; WINDOW_BUCKETS],
-        /// The newest bucket: the caller's own, or a newer one some other call wrote.
-        current: u32,
+    /// The largest sum a closed-buckets cache holds (2^31 - 1 calls in the 15
+    /// closed buckets of one window): a sum above it is taken as it.
+    const CLOSED_MAX: u64 = (1 << 31) - 1;
+
+    /// A closed-buckets cache word: the bucket it was computed for in the high half,
+    /// a set bit (bit 31) and the sum below it. 0 is unset.
+    const fn closed_word(current: u32, sum: u64) -> u64 {
+        let sum = if sum > CLOSED_MAX { CLOSED_MAX } else { sum };
+        ((current as u64) << 32) | (1 << 31) | sum
     }
 
-    impl Snapshot {
-        /// `(D, W)` over the buckets `current - 15 ..= current`.
-        fn window(&self) -> (u64, u64) {
-            let sum = |words: &[u64; WINDOW_BUCKETS]| {
-                words
-                    .iter()
-                    .filter(|&&w| self.current.wrapping_sub(bucket_of(w)) < WINDOW_BUCKETS as u32)
-                    .map(|&w| u64::from(count_of(w)))
-                    .sum::<u64>()
-            };
-            (sum(&self.deposits), sum(&self.withdrawals))
+    /// The count of `word` if it holds bucket `current`, else 0.
+    const fn in_bucket(word: u64, current: u32) -> u64 {
+        if bucket_of(word) == current {
+            count_of(word) as u64
+        } else {
+            0
         }
     }
 
     impl Inner {
-        /// The caller's bucket now, modulo 2^32.
+        /// The bucket to count a call at now: the clock's, or the newest any call has
+        /// read if that is later (this caller's reading is late); a later reading
+        /// becomes the newest. One load, and a compare-and-swap once per bucket.
+        #[inline]
         fn bucket_now(&self) -> u32 {
             // Truncation intended: buckets are compared modulo 2^32.
-            self.rule.bucket(self.clock.now()) as u32
-        }
-
-        fn snapshot(&self, own: u32) -> Snapshot {
-            let load = |ring: &[AtomicU64; WINDOW_BUCKETS]| -> [u64; WINDOW_BUCKETS] {
-                core::array::from_fn(|i| ring[i].load(Ordering::Acquire))
-            };
-            // Withdrawals first: a check then sees at least the deposits that paid
-            // for the withdrawals it counts (each caller deposits before it
-            // withdraws), so a thread descheduled mid-snapshot refuses nothing the
-            // window allows; the deposits it reads later only add.
-            let withdrawals = load(&self.withdrawals);
-            let deposits = load(&self.deposits);
-            let mut current = own;
-            for &w in deposits.iter().chain(withdrawals.iter()) {
-                if count_of(w) != 0 && ahead(bucket_of(w), current) {
-                    current = bucket_of(w);
+            let own = self.rule.bucket(self.clock.now()) as u32;
+            let mut word = self.newest.load(Ordering::SeqCst);
+            loop {
+                // Set (its high half 1) and ahead of the caller's: the caller is late.
+                if word >> 32 != 0 && ahead(word as u32, own) {
+                    return word as u32;
+                }
+                // The caller's reading is the newest (or as new): record it.
+                let newer = pack(1, own);
+                if word == newer {
+                    return own;
+                }
+                match self.newest.compare_exchange_weak(
+                    word,
+                    newer,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => return own,
+                    Err(actual) => word = actual,
                 }
             }
-            Snapshot {
-                deposits,
-                withdrawals,
-                current,
+        }
+
+        /// The sum of `ring`'s closed buckets in the window of bucket `current`
+        /// (`current - 15 ..= current - 1`): from `cache` if it was computed for
+        /// `current`, else from the 16 words, then cached (unless the cache already
+        /// holds a newer bucket's). So a check reads the ring once per bucket, not
+        /// once per call.
+        #[inline]
+        fn closed(
+            &self,
+            cache: &AtomicU64,
+            ring: &[AtomicU64; WINDOW_BUCKETS],
+            current: u32,
+        ) -> u64 {
+            let cached = cache.load(Ordering::SeqCst);
+            if cached & (1 << 31) != 0 && bucket_of(cached) == current {
+                return cached & CLOSED_MAX;
+            }
+            self.recompute(cache, cached, ring, current)
+        }
+
+        /// After a count was written as `word`: if the newest bucket has moved past
+        /// it meanwhile (the caller read an older bucket, and a boundary passed
+        /// before its write), a closed-buckets cache computed since may lack it, so
+        /// `cache` is invalidated (its set bit cleared, its low bits changed, so that
+        /// a recomputation racing this one fails to store its sum). Sequentially
+        /// consistent with the newest bucket's update and the recomputation's loads:
+        /// either the recomputation sees the write, or the writer sees the newer
+        /// bucket and invalidates.
+        #[inline]
+        fn written(&self, cache: &AtomicU64, word: u64) {
+            // All SeqCst: in their single total order, either the recomputation's
+            // loads come after the write just made (and see it), or this load comes
+            // after the store of the newer bucket (and sees it).
+            total_order();
+            let newest = self.newest.load(Ordering::SeqCst);
+            if newest as u32 == bucket_of(word) {
+                return;
+            }
+            let mut cached = cache.load(Ordering::SeqCst);
+            loop {
+                let invalid =
+                    (cached & !(CLOSED_MAX | 1 << 31)) | (cached.wrapping_add(1) & CLOSED_MAX);
+                match cache.compare_exchange_weak(
+                    cached,
+                    invalid,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => return,
+                    Err(actual) => cached = actual,
+                }
+            }
+        }
+
+        #[cold]
+        fn recompute(
+            &self,
+            cache: &AtomicU64,
+            cached: u64,
+            ring: &[AtomicU64; WINDOW_BUCKETS],
+            current: u32,
+        ) -> u64 {
+            // See `written`.
+            total_order();
+            let mut sum = 0u64;
+            for word in ring {
+                let w = word.load(Ordering::SeqCst);
+                let age = current.wrapping_sub(bucket_of(w));
+                if (1..WINDOW_BUCKETS as u32).contains(&age) {
+                    sum += u64::from(count_of(w));
+                }
+            }
+            if cached & (1 << 31) == 0 || ahead(current, bucket_of(cached)) {
+                // A failure means another caller cached it first (for this bucket or a
+                // newer one): keep its value.
+                let _ = cache.compare_exchange(
+                    cached,
+                    closed_word(current, sum),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+            }
+            sum.min(CLOSED_MAX)
+        }
+
+        /// The window's counts at bucket `current` (or at a newer bucket some call
+        /// has written, which `current` becomes), with the withdrawal word of the
+        /// current bucket as read: `(D, W, current, word)`.
+        ///
+        /// The withdrawals are read first: a check then sees at least the deposits
+        /// that paid for the withdrawals it counts (each caller deposits before it
+        /// withdraws), so a thread descheduled in the middle refuses nothing the
+        /// window allows; the deposits it reads later only add.
+        #[inline]
+        fn window(&self, mut current: u32) -> (u64, u64, u32, u64) {
+            loop {
+                let i = current as usize % WINDOW_BUCKETS;
+                let closed_w = self.closed(&self.closed_withdrawals, &self.withdrawals, current);
+                let seen = self.withdrawals[i].load(Ordering::SeqCst);
+                if count_of(seen) != 0 && ahead(bucket_of(seen), current) {
+                    // A newer bucket (a later reading than this caller's): check there.
+                    current = bucket_of(seen);
+                    continue;
+                }
+                let closed_d = self.closed(&self.closed_deposits, &self.deposits, current);
+                let deposits =
+                    closed_d + in_bucket(self.deposits[i].load(Ordering::SeqCst), current);
+                return (deposits, closed_w + in_bucket(seen, current), current, seen);
             }
         }
     }
@@ -563,11 +715,15 @@ mod shared {
     ///
     /// The rule is the sans-io budget's (see the [module docs](super)). The window is
     /// two rings of 16 atomic words (deposits, withdrawals), each word a bucket's
-    /// number (modulo 2^32) and its count. [`deposit`](Self::deposit) is one clock
-    /// reading and one compare-and-swap; [`try_withdraw`](Self::try_withdraw) is one
-    /// clock reading, 32 loads and, when granted, one compare-and-swap;
-    /// [`balance`](Self::balance) loads only. No lock, no allocation after
-    /// construction.
+    /// number (modulo 2^32) and its count, plus the newest bucket any call has read
+    /// and, per ring, a cache of the sum of the window's 15 closed buckets, computed
+    /// once per bucket. [`deposit`](Self::deposit) is one clock reading, two loads
+    /// and one compare-and-swap; [`try_withdraw`](Self::try_withdraw) is one clock
+    /// reading, five loads (the newest bucket, the two caches, the current bucket's
+    /// two words) and, when granted, one compare-and-swap; the first check of a
+    /// bucket also sums the 32 words. [`balance`](Self::balance) loads only. No
+    /// lock, no allocation after construction. Bucket numbers are a multiplication
+    /// by a precomputed reciprocal, not a division.
     ///
     /// # What it gives up under races
     ///
@@ -593,9 +749,15 @@ mod shared {
     ///   read them. A deposit made after its reading is missed (it grants less,
     ///   never more).
     /// * **A late clock reading** (a thread descheduled between reading the clock and
-    ///   counting) is counted in a newer bucket if its own was reused meanwhile, as
-    ///   the sans-io budget takes a late `now` as its latest; a withdrawal checks
-    ///   against the newest bucket any call has written.
+    ///   counting) counts at the newest bucket any call has read, as the sans-io
+    ///   budget takes a late `now` as its latest: a deposit read late by a whole
+    ///   window still pays for its own withdrawal (it used to land in its own,
+    ///   expired, bucket; tested step by step). A call that read the newest bucket
+    ///   just before a boundary and writes just after it counts in the bucket it
+    ///   read (now closed); it then sees the newer bucket and invalidates the
+    ///   closed-buckets cache, which the next check recomputes (sequentially
+    ///   consistent: a recomputation either sees the write or is invalidated by
+    ///   it). A check racing that write may miss it, as any racing check may.
     /// * Bucket numbers are kept modulo 2^32 (8.5 years of buckets at the shortest
     ///   `ttl`): a bucket left untouched for that long could be misread once.
     ///
@@ -648,6 +810,9 @@ mod shared {
                 inner: Arc::new(Inner {
                     deposits: core::array::from_fn(|_| AtomicU64::new(0)),
                     withdrawals: core::array::from_fn(|_| AtomicU64::new(0)),
+                    newest: AtomicU64::new(0),
+                    closed_deposits: AtomicU64::new(0),
+                    closed_withdrawals: AtomicU64::new(0),
                     rule: Rule::new(config),
                     config,
                     clock: Box::new(clock),
@@ -675,20 +840,17 @@ mod shared {
         }
 
         /// A request was made now: one deposit (one clock reading, one
-        /// compare-and-swap). Call it once per client request, not per attempt.
+        /// compare-and-swap), counted at the newest bucket any call has read if this
+        /// reading is older. Call it once per client request, not per attempt.
         #[inline]
         pub fn deposit(&self) {
             let bucket = self.inner.bucket_now();
             let word = &self.inner.deposits[bucket as usize % WINDOW_BUCKETS];
-            let mut current = word.load(Ordering::Acquire);
+            let mut current = word.load(Ordering::SeqCst);
             loop {
-                match word.compare_exchange_weak(
-                    current,
-                    counted(current, bucket),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => return,
+                let new = counted(current, bucket);
+                match word.compare_exchange_weak(current, new, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(_) => return self.inner.written(&self.inner.closed_deposits, new),
                     Err(actual) => current = actual,
                 }
             }
@@ -700,43 +862,87 @@ mod shared {
         #[must_use = "a granted withdrawal is counted: make the retry, or it is spent for nothing"]
         #[inline]
         pub fn try_withdraw(&self) -> bool {
-            let own = self.inner.bucket_now();
+            let mut current = self.inner.bucket_now();
             loop {
-                let snapshot = self.inner.snapshot(own);
-                let (deposits, withdrawals) = snapshot.window();
+                let (deposits, withdrawals, bucket, seen) = self.inner.window(current);
                 if !self.inner.rule.grants(deposits, withdrawals) {
                     return false;
                 }
-                let bucket = snapshot.current;
-                let i = bucket as usize % WINDOW_BUCKETS;
-                let seen = snapshot.withdrawals[i];
-                if self.inner.withdrawals[i]
-                    .compare_exchange(
-                        seen,
-                        counted(seen, bucket),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
+                let new = counted(seen, bucket);
+                if self.inner.withdrawals[bucket as usize % WINDOW_BUCKETS]
+                    .compare_exchange(seen, new, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
                 {
+                    self.inner.written(&self.inner.closed_withdrawals, new);
                     return true;
                 }
                 // Another withdrawal (or a newer bucket) got there first: check again.
+                current = bucket;
             }
         }
 
         /// The withdrawals [`try_withdraw`](Self::try_withdraw) would grant now if no
         /// request came (see [`RetryBudget::balance`](super::RetryBudget::balance)).
-        /// Reads the clock; changes nothing.
+        /// Reads the clock; counts nothing.
         pub fn balance(&self) -> u64 {
             let (deposits, withdrawals) = self.window_counts();
             self.inner.rule.balance(deposits, withdrawals)
         }
 
         /// The deposits `D` and withdrawals `W` in the window now. Reads the clock;
-        /// changes nothing.
+        /// counts nothing.
         pub fn window_counts(&self) -> (u64, u64) {
-            self.inner.snapshot(self.inner.bucket_now()).window()
+            let (deposits, withdrawals, _, _) = self.inner.window(self.inner.bucket_now());
+            (deposits, withdrawals)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RetryBudgetConfig, Rule};
+    use core::time::Duration;
+
+    /// The reciprocal gives `floor(nanos / w)` exactly, at and around every edge.
+    #[test]
+    fn the_bucket_by_reciprocal_is_the_exact_quotient() {
+        for ttl_nanos in [
+            1_000_000_000u64,
+            1_000_000_001,
+            1_048_576_000,
+            10_000_000_000,
+            33_333_333_333,
+            59_999_999_999,
+            60_000_000_000,
+        ] {
+            let rule = Rule::new(RetryBudgetConfig::default().ttl(Duration::from_nanos(ttl_nanos)));
+            let w = rule.width_nanos;
+            for q in [
+                0,
+                1,
+                2,
+                15,
+                16,
+                1_000,
+                1 << 20,
+                u64::MAX / w - 1,
+                u64::MAX / w,
+            ] {
+                for nanos in [
+                    q * w,
+                    (q * w).saturating_sub(1),
+                    q * w + w / 2,
+                    q * w + (w - 1),
+                ] {
+                    assert_eq!(
+                        rule.bucket_of_nanos(nanos),
+                        nanos / w,
+                        "w {w} nanos {nanos}"
+                    );
+                }
+            }
+            assert_eq!(rule.bucket_of_nanos(u64::MAX), u64::MAX / w);
+            assert_eq!(rule.bucket(Duration::MAX), u64::MAX / w);
         }
     }
 }

@@ -9,12 +9,12 @@
 //! property pins what it means in time: every call of the last `15 w` is in the
 //! window, none of `16 w` ago or older is.
 
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use sluice::breaker::ManualClock;
+use sluice::breaker::{Clock, ManualClock};
 use sluice::retry::{
     MAX_PERCENT, MAX_TTL, MIN_TTL, RetryBudget, RetryBudgetConfig, RetryBudgetConfigError,
     SharedRetryBudget, WINDOW_BUCKETS,
@@ -475,4 +475,77 @@ fn under_threads_across_buckets_the_overshoot_is_below_the_thread_count() {
         worst = worst.max(granted - limit);
     }
     assert!(worst < THREADS as u64);
+}
+
+/// A clock a test drives step by step: its time is a [`ManualClock`]'s, and once
+/// `hold` is set the next reader is held right after its reading (two waits on
+/// `gate`: "read", then "released"), as a thread descheduled between reading the
+/// clock and counting. No sleep: the test decides every step.
+#[derive(Clone)]
+struct GatedClock {
+    time: ManualClock,
+    hold: Arc<AtomicBool>,
+    gate: Arc<Barrier>,
+}
+
+impl Clock for GatedClock {
+    fn now(&self) -> Duration {
+        let now = self.time.now();
+        if self.hold.swap(false, Ordering::SeqCst) {
+            self.gate.wait();
+            self.gate.wait();
+        }
+        now
+    }
+}
+
+/// Issue 17's wrong refusal on two threads, step by step: thread B reads the clock
+/// for its deposit (bucket 0, where an earlier call left its counts in the ring) and
+/// is held there while the clock moves a whole window on and thread A deposits and
+/// withdraws. B's deposit used to land in its own, expired, bucket 0 (its ring slot
+/// still held bucket 0), so the withdrawal it paid for was refused at 100 %; the
+/// sans-io budget fed the same readings counts a late `now` at its latest and grants
+/// it. It is counted at the newest bucket now, and granted.
+#[test]
+fn a_deposit_read_late_by_a_window_still_pays_for_its_own_withdrawal() {
+    let config = RetryBudgetConfig::default()
+        .ttl(Duration::from_secs(1))
+        .min_per_second(0)
+        .percent(100);
+    let clock = GatedClock {
+        time: ManualClock::new(),
+        hold: Arc::new(AtomicBool::new(false)),
+        gate: Arc::new(Barrier::new(2)),
+    };
+    let budget = SharedRetryBudget::with_clock(config, clock.clone());
+    let later = Duration::from_millis(1_100); // bucket 17: the window is 2..=17
+    budget.deposit();
+    assert!(budget.try_withdraw());
+    clock.hold.store(true, Ordering::SeqCst);
+    std::thread::scope(|s| {
+        let b = s.spawn(|| {
+            budget.deposit(); // reads 0 s, held
+            budget.try_withdraw()
+        });
+        clock.gate.wait(); // B has read 0 s
+        clock.time.set(later);
+        budget.deposit(); // A
+        assert!(budget.try_withdraw());
+        clock.gate.wait(); // B counts its deposit, then withdraws at 1.1 s
+        assert!(
+            b.join().expect("no panic"),
+            "B's own deposit pays for its retry"
+        );
+    });
+    assert_eq!(budget.window_counts(), (2, 2));
+
+    // The sans-io budget, fed the same readings in the same order, grants it too.
+    let mut sans_io = RetryBudget::new(config);
+    sans_io.deposit(Duration::ZERO);
+    assert!(sans_io.try_withdraw(Duration::ZERO));
+    sans_io.deposit(later);
+    assert!(sans_io.try_withdraw(later));
+    sans_io.deposit(Duration::ZERO); // B's late reading
+    assert!(sans_io.try_withdraw(later));
+    assert_eq!(sans_io.window_counts(later), (2, 2));
 }
