@@ -79,6 +79,28 @@ use core::time::Duration;
 #[cfg(feature = "std")]
 pub use self::shared::SharedRetryBudget;
 
+/// What a budget's window holds now: the requests deposited (`D`) and the retries
+/// withdrawn (`W`). It compares equal to the pair `(requests, retries)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RetryWindow {
+    /// Requests deposited in the window.
+    pub requests: u64,
+    /// Retries (and hedges) withdrawn in the window.
+    pub retries: u64,
+}
+
+impl From<(u64, u64)> for RetryWindow {
+    fn from((requests, retries): (u64, u64)) -> Self {
+        Self { requests, retries }
+    }
+}
+
+impl PartialEq<(u64, u64)> for RetryWindow {
+    fn eq(&self, &(requests, retries): &(u64, u64)) -> bool {
+        (self.requests, self.retries) == (requests, retries)
+    }
+}
+
 /// How many buckets the window is cut into: it slides in steps of `ttl / 16`.
 pub const WINDOW_BUCKETS: usize = 16;
 
@@ -428,8 +450,8 @@ impl RetryBudget {
 
     /// The deposits `D` and withdrawals `W` in the window at `now` (the counts the
     /// rule compares: for metrics and tests). Changes nothing.
-    pub fn window_counts(&self, now: Duration) -> (u64, u64) {
-        self.window(self.rule.bucket(now.max(self.latest)))
+    pub fn window_counts(&self, now: Duration) -> RetryWindow {
+        self.window(self.rule.bucket(now.max(self.latest))).into()
     }
 
     /// `now`, not before the latest time seen, which it becomes.
@@ -476,7 +498,7 @@ mod shared {
     use alloc::boxed::Box;
     use core::fmt;
 
-    use super::{RetryBudgetConfig, RetryBudgetConfigError, Rule, WINDOW_BUCKETS};
+    use super::{RetryBudgetConfig, RetryBudgetConfigError, RetryWindow, Rule, WINDOW_BUCKETS};
     use crate::breaker::sync::{Arc, AtomicU64, Ordering};
     use crate::breaker::{Clock, StdClock};
 
@@ -885,15 +907,15 @@ mod shared {
         /// request came (see [`RetryBudget::balance`](super::RetryBudget::balance)).
         /// Reads the clock; counts nothing.
         pub fn balance(&self) -> u64 {
-            let (deposits, withdrawals) = self.window_counts();
-            self.inner.rule.balance(deposits, withdrawals)
+            let window = self.window_counts();
+            self.inner.rule.balance(window.requests, window.retries)
         }
 
         /// The deposits `D` and withdrawals `W` in the window now. Reads the clock;
         /// counts nothing.
-        pub fn window_counts(&self) -> (u64, u64) {
+        pub fn window_counts(&self) -> RetryWindow {
             let (deposits, withdrawals, _, _) = self.inner.window(self.inner.bucket_now());
-            (deposits, withdrawals)
+            RetryWindow::from((deposits, withdrawals))
         }
     }
 }

@@ -188,7 +188,7 @@ proptest! {
             .percent(100);
         let mut budget = RetryBudget::new(config);
         budget.deposit(Duration::from_nanos(t));
-        let (deposits, _) = budget.window_counts(Duration::from_nanos(t + age));
+        let deposits = budget.window_counts(Duration::from_nanos(t + age)).requests;
         let w = ttl / 16;
         if age < 15 * w {
             prop_assert_eq!(deposits, 1);
