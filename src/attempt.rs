@@ -120,6 +120,65 @@ impl Failed {
     }
 }
 
+/// The rule that says when an attempt commits, for a wrapper that holds its
+/// upstream back ([`Attempt`] over a stream, `sluice_http::AttemptBody` over a body):
+/// on its successful end, on its first progress event (unless it is held
+/// [`whole`](Self::whole)), or once the bytes held reach the bound.
+///
+/// ```
+/// use sluice::attempt::{Commit, CommitPoint};
+///
+/// let point = CommitPoint::new(1024);
+/// assert_eq!(point.check(false, 0, 100), None); // the preamble: held
+/// assert_eq!(point.check(false, 1, 200), Some(Commit::Progress));
+/// assert_eq!(point.check(false, 0, 1024), Some(Commit::Bound));
+/// assert_eq!(CommitPoint::whole(1024).check(false, 5, 200), None);
+/// assert_eq!(CommitPoint::whole(1024).check(true, 5, 200), Some(Commit::End));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommitPoint {
+    limit: usize,
+    on_progress: bool,
+}
+
+impl CommitPoint {
+    /// Commits on the first progress event, the successful end, or `limit` bytes held.
+    pub const fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            on_progress: true,
+        }
+    }
+
+    /// Commits on the successful end or `limit` bytes held, whatever progress came.
+    pub const fn whole(limit: usize) -> Self {
+        Self {
+            limit,
+            on_progress: false,
+        }
+    }
+
+    /// Whether to commit now, and why, after an item was held: `ended_well` when the
+    /// upstream completed (its done event, or a clean end where none is required),
+    /// `progress` the progress events seen, `held_bytes` what is held.
+    pub const fn check(
+        &self,
+        ended_well: bool,
+        progress: u64,
+        held_bytes: usize,
+    ) -> Option<Commit> {
+        if ended_well {
+            Some(Commit::End)
+        } else if self.on_progress && progress > 0 {
+            Some(Commit::Progress)
+        } else if held_bytes >= self.limit {
+            Some(Commit::Bound)
+        } else {
+            None
+        }
+    }
+}
+
 /// Where an attempt stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -146,8 +205,7 @@ pin_project! {
         stream: TrackedStream<S, R, W, F>,
         held: VecDeque<S::Item>,
         held_bytes: usize,
-        limit: usize,
-        on_progress: bool,
+        point: CommitPoint,
         phase: Phase,
     }
 }
@@ -168,8 +226,7 @@ where
             stream,
             held: VecDeque::new(),
             held_bytes: 0,
-            limit,
-            on_progress: true,
+            point: CommitPoint::new(limit),
             phase: Phase::Holding,
         }
     }
@@ -180,7 +237,7 @@ where
     /// [`Commit::Progress`].
     pub fn whole(stream: TrackedStream<S, R, W, F>, limit: usize) -> Self {
         Self {
-            on_progress: false,
+            point: CommitPoint::whole(limit),
             ..Self::new(stream, limit)
         }
     }
@@ -224,14 +281,13 @@ where
                         *this.held_bytes = this.held_bytes.saturating_add(chunk.as_ref().len());
                     }
                     this.held.push_back(item);
-                    if this.stream.terminal() == Terminal::Completed {
-                        Commit::End
-                    } else if *this.on_progress && this.stream.progress() > 0 {
-                        Commit::Progress
-                    } else if *this.held_bytes >= *this.limit {
-                        Commit::Bound
-                    } else {
-                        continue;
+                    let ended_well = this.stream.terminal() == Terminal::Completed;
+                    match this
+                        .point
+                        .check(ended_well, this.stream.progress(), *this.held_bytes)
+                    {
+                        Some(commit) => commit,
+                        None => continue,
                     }
                 }
             };
@@ -379,8 +435,7 @@ impl<S: Stream, R: Recorder, W: core::fmt::Debug, F> core::fmt::Debug for Attemp
             .field("phase", &self.phase)
             .field("held", &self.held.len())
             .field("held_bytes", &self.held_bytes)
-            .field("limit", &self.limit)
-            .field("on_progress", &self.on_progress)
+            .field("point", &self.point)
             .field("stream", &self.stream)
             .finish()
     }

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use sluice::attempt::{Commit, Failed};
+use sluice::attempt::{Commit, CommitPoint, Failed};
 use sluice::failure::NoFailureEvent;
 use sluice::timers::NoTimers;
 use sluice::{Cause, Outcome, Recorder, Terminal};
@@ -123,8 +123,7 @@ pin_project! {
         body: TrackedBody<B, R, W, F>,
         held: VecDeque<Held<B, R, W, F>>,
         held_bytes: usize,
-        limit: usize,
-        on_progress: bool,
+        point: CommitPoint,
         phase: Phase,
     }
 }
@@ -143,8 +142,7 @@ where
             body,
             held: VecDeque::new(),
             held_bytes: 0,
-            limit,
-            on_progress: true,
+            point: CommitPoint::new(limit),
             phase: Phase::Holding,
         }
     }
@@ -156,7 +154,7 @@ where
     /// [`Commit::Progress`].
     pub fn whole(body: TrackedBody<B, R, W, F>, limit: usize) -> Self {
         Self {
-            on_progress: false,
+            point: CommitPoint::whole(limit),
             ..Self::new(body, limit)
         }
     }
@@ -200,14 +198,13 @@ where
                     // Trailers are the last frame: the end, whatever they say.
                     let trailers = frame.as_ref().is_ok_and(Frame::is_trailers);
                     this.held.push_back(frame);
-                    if trailers || this.body.terminal() == Terminal::Completed {
-                        Commit::End
-                    } else if *this.on_progress && this.body.progress() > 0 {
-                        Commit::Progress
-                    } else if *this.held_bytes >= *this.limit {
-                        Commit::Bound
-                    } else {
-                        continue;
+                    let ended_well = trailers || this.body.terminal() == Terminal::Completed;
+                    match this
+                        .point
+                        .check(ended_well, this.body.progress(), *this.held_bytes)
+                    {
+                        Some(commit) => commit,
+                        None => continue,
                     }
                 }
             };
@@ -331,8 +328,7 @@ where
             .field("phase", &self.phase)
             .field("held", &self.held.len())
             .field("held_bytes", &self.held_bytes)
-            .field("limit", &self.limit)
-            .field("on_progress", &self.on_progress)
+            .field("point", &self.point)
             .field("body", &self.body)
             .finish()
     }
