@@ -3,7 +3,7 @@
 use crate::eventstream::{EventStreamRules, EventStreamScanner};
 use crate::ndjson::{NdjsonRules, NdjsonScanner};
 use crate::scanner::Scanner;
-use crate::sse::{Signal, SseRules, SseScanner};
+use crate::sse::{FailureEvent, Signal, SseRules, SseScanner};
 use crate::{Cause, Event, Outcome, Recorder, Terminal, Tracker, Usage, Verdict};
 
 /// Everything a wrapper around a stream or a body needs besides the inner value: the
@@ -323,6 +323,21 @@ impl<R: Recorder> Ledger<R> {
     /// The SSE scanner, if rules are set.
     pub fn scanner(&self) -> Option<&SseScanner> {
         self.scanner.as_ref().and_then(Scanner::sse)
+    }
+
+    /// Whether the in-band rules (SSE, NDJSON or event stream) require an end marker:
+    /// then an end of the stream before it is a cut ([`Cause::Truncated`]).
+    pub fn requires_done(&self) -> bool {
+        self.scanner.as_ref().is_some_and(Scanner::requires_done)
+    }
+
+    /// The failure event of the rules' dialect for `cause`, as it would follow the
+    /// bytes seen so far: it first ends an event or line the worker was cut off
+    /// inside ([`SseScanner::failure_event`],
+    /// [`NdjsonScanner::failure_event`](crate::ndjson::NdjsonScanner::failure_event)).
+    /// `None` without rules or without a dialect.
+    pub fn failure_event(&self, cause: Cause) -> Option<FailureEvent> {
+        self.scanner.as_ref()?.failure_event(cause)
     }
 
     /// The outcome that would be recorded now.

@@ -41,8 +41,9 @@
 
 use core::fmt;
 
-use crate::sse::Signal;
+use crate::Cause;
 use crate::sse::member::{MemberWalk, Path, Test};
+use crate::sse::{Dialect, FailureEvent, Signal};
 
 /// Which lines are done or failed, and whether the stream must end with a done line.
 /// Costs nothing to make or copy.
@@ -60,6 +61,8 @@ pub struct NdjsonRules {
     /// A line with this member failed.
     failed: Option<Path>,
     require_done: bool,
+    /// The dialect of the failure line.
+    dialect: Option<Dialect>,
 }
 
 impl NdjsonRules {
@@ -70,12 +73,14 @@ impl NdjsonRules {
             done: None,
             failed: None,
             require_done: false,
+            dialect: None,
         }
     }
 
     /// Ollama's `/api/chat` and `/api/generate`: a line with a top-level `"done":
     /// true` is done, a line with a top-level `error` that is not `null` failed.
-    /// Requires the done line.
+    /// Requires the done line. Its failure line is Ollama's own error line
+    /// ([`Dialect::Ollama`]).
     pub const fn ollama() -> Self {
         Self {
             done: Some(Path {
@@ -87,6 +92,7 @@ impl NdjsonRules {
                 test: Test::NotNull,
             }),
             require_done: true,
+            dialect: Some(Dialect::Ollama),
         }
     }
 
@@ -101,6 +107,47 @@ impl NdjsonRules {
     pub const fn require_done(mut self, required: bool) -> Self {
         self.require_done = required;
         self
+    }
+
+    /// The dialect whose failure line [`failure_event`](Self::failure_event) writes:
+    /// [`Dialect::Ollama`] for [`ollama`](Self::ollama), none for
+    /// [`empty`](Self::empty) unless set with [`with_dialect`](Self::with_dialect).
+    pub const fn dialect(&self) -> Option<Dialect> {
+        self.dialect
+    }
+
+    /// Sets the dialect of the failure line (`None`: write none).
+    #[must_use]
+    pub const fn with_dialect(mut self, dialect: Option<Dialect>) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// The line that tells a client, in its API's own words, that the stream failed
+    /// for `cause` after its response head was sent (a timer fired, the upstream was
+    /// cut short or broke): for Ollama a bare error line, which Ollama's client
+    /// libraries raise, never a clean end. `None` without a
+    /// [dialect](Self::dialect). Written with [`Display`](core::fmt::Display),
+    /// without allocating; [`NdjsonScanner::failure_event`] first ends a line the
+    /// worker was cut off inside.
+    ///
+    /// ```
+    /// use sluice::Cause;
+    /// use sluice::ndjson::NdjsonRules;
+    ///
+    /// let line = NdjsonRules::ollama().failure_event(Cause::IdleTimeout).unwrap();
+    /// assert_eq!(line.to_string(), "{\"error\":\"upstream failed: idle_timeout\"}\n");
+    /// assert_eq!(
+    ///     line.named("gpu-7").to_string(),
+    ///     "{\"error\":\"upstream gpu-7 failed: idle_timeout\"}\n",
+    /// );
+    /// assert!(NdjsonRules::empty().failure_event(Cause::Truncated).is_none());
+    /// ```
+    pub const fn failure_event(&self, cause: Cause) -> Option<FailureEvent> {
+        match self.dialect {
+            Some(dialect) => Some(FailureEvent::new(dialect, cause, "")),
+            None => None,
+        }
     }
 }
 
@@ -117,6 +164,7 @@ impl fmt::Debug for NdjsonRules {
             .field("done", &keys(&self.done))
             .field("failed", &keys(&self.failed))
             .field("require_done", &self.require_done)
+            .field("dialect", &self.dialect)
             .finish()
     }
 }
@@ -169,6 +217,30 @@ impl NdjsonScanner {
     /// How many lines with content have ended so far.
     pub const fn progress(&self) -> u64 {
         self.progress
+    }
+
+    /// The rules' failure line for `cause` ([`NdjsonRules::failure_event`]), to be
+    /// written after the bytes fed so far: if the worker was cut off inside a line
+    /// with content, it first ends that line, so the failure line is a line of its
+    /// own.
+    ///
+    /// ```
+    /// use sluice::Cause;
+    /// use sluice::ndjson::{NdjsonRules, NdjsonScanner};
+    ///
+    /// let mut scanner = NdjsonScanner::new(NdjsonRules::ollama());
+    /// scanner.feed(b"{\"response\":\"Hi\",\"do");
+    /// let line = scanner.failure_event(Cause::Truncated).unwrap();
+    /// assert_eq!(line.to_string(), "\n{\"error\":\"upstream failed: truncated\"}\n");
+    /// scanner.feed(b"ne\":false}\n");
+    /// let line = scanner.failure_event(Cause::Truncated).unwrap();
+    /// assert_eq!(line.to_string(), "{\"error\":\"upstream failed: truncated\"}\n");
+    /// ```
+    pub fn failure_event(&self, cause: Cause) -> Option<FailureEvent> {
+        let dialect = self.rules.dialect?;
+        // Whitespace alone before the line is whitespace around its object.
+        let close = if self.content { "\n" } else { "" };
+        Some(FailureEvent::new(dialect, cause, close))
     }
 
     /// Scans the next chunk of the stream. Returns the strongest signal (`Failed` over

@@ -1,10 +1,10 @@
 //! The in-band scanner of a tracked stream: one of the framings, behind one
 //! [`Signal`] and one progress count.
 
-use crate::Usage;
 use crate::eventstream::EventStreamScanner;
 use crate::ndjson::NdjsonScanner;
-use crate::sse::{Signal, SseScanner};
+use crate::sse::{FailureEvent, Signal, SseScanner};
+use crate::{Cause, Usage};
 
 /// The scanner a [`Ledger`](crate::wrap::Ledger) feeds its chunks to.
 #[derive(Debug, Clone)]
@@ -51,6 +51,25 @@ impl Scanner {
             Self::Sse(s) => active && s.rules().requires_done(),
             Self::Ndjson(s) => active && s.rules().requires_done(),
             Self::EventStream(s) => active && s.rules().requires_done() || s.is_inside_frame(),
+        }
+    }
+
+    /// Whether the rules require an in-band end (a done event or line, `messageStop`).
+    pub(crate) fn requires_done(&self) -> bool {
+        match self {
+            Self::Sse(s) => s.rules().requires_done(),
+            Self::Ndjson(s) => s.rules().requires_done(),
+            Self::EventStream(s) => s.rules().requires_done(),
+        }
+    }
+
+    /// The failure event of the rules' dialect for `cause`, written after the bytes
+    /// fed so far (none for the binary event stream).
+    pub(crate) fn failure_event(&self, cause: Cause) -> Option<FailureEvent> {
+        match self {
+            Self::Sse(s) => s.failure_event(cause),
+            Self::Ndjson(s) => s.failure_event(cause),
+            Self::EventStream(_) => None,
         }
     }
 

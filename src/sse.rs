@@ -578,7 +578,8 @@ impl fmt::Debug for SseRules {
 }
 
 /// An API's way of saying, in-band, that a stream failed: which failure event
-/// [`SseRules::failure_event`] writes.
+/// [`SseRules::failure_event`] and
+/// [`NdjsonRules::failure_event`](crate::ndjson::NdjsonRules::failure_event) write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Dialect {
@@ -592,11 +593,16 @@ pub enum Dialect {
     /// Google Gemini: an error object as Gemini sends it on a 200,
     /// `data: {"error": {"code": 502, "message": ..., "status": "UNAVAILABLE"}}`.
     Gemini,
+    /// Ollama's native API, newline-delimited JSON ([`crate::ndjson`]): a bare error
+    /// line, `{"error": "..."}`, as Ollama writes one on a 200
+    /// ([`NdjsonRules::failure_event`](crate::ndjson::NdjsonRules::failure_event)).
+    Ollama,
 }
 
 /// The failure event of a [`Dialect`] for a [`Cause`], written by its
-/// [`Display`](fmt::Display) as one whole SSE event (ending in a blank line); see
-/// [`SseRules::failure_event`]. The message is `upstream failed: <cause>`, or, for an
+/// [`Display`](fmt::Display) as one whole SSE event (ending in a blank line), or, for
+/// [`Dialect::Ollama`], one whole NDJSON line; see [`SseRules::failure_event`] and
+/// [`NdjsonRules::failure_event`](crate::ndjson::NdjsonRules::failure_event). The message is `upstream failed: <cause>`, or, for an
 /// upstream given a name ([`named`](Self::named)), `upstream <name> failed: <cause>`;
 /// the error's code (OpenAI) is the cause ([`Cause::as_str`]).
 ///
@@ -633,6 +639,16 @@ pub struct FailureEvent {
 }
 
 impl FailureEvent {
+    /// The event of `dialect` for `cause`, after `close` (what ends the line or event
+    /// the stream was cut off inside).
+    pub(crate) const fn new(dialect: Dialect, cause: Cause, close: &'static str) -> Self {
+        Self {
+            dialect,
+            cause,
+            close,
+        }
+    }
+
     /// Its dialect.
     pub const fn dialect(&self) -> Dialect {
         self.dialect
@@ -705,6 +721,7 @@ impl FailureEvent {
                 "data: {{\"error\":{{\"code\":502,\"message\":\"{message}\",\
                  \"status\":\"UNAVAILABLE\"}}}}\n\n"
             ),
+            Dialect::Ollama => writeln!(f, "{{\"error\":\"{message}\"}}"),
         }
     }
 }

@@ -141,14 +141,15 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
 
     /// When the stream fails without the worker's own error event (a timer fired, the
     /// upstream ended before its done event, or it yielded an error item), it yields
-    /// its SSE dialect's failure event
-    /// ([`SseRules::failure_event`](crate::sse::SseRules::failure_event)) as one last
-    /// `Ok` item, then the error item if one failed it, and then ends. So a client
-    /// that already has the response head hears the failure in its API's words
+    /// its dialect's failure event
+    /// ([`SseRules::failure_event`](crate::sse::SseRules::failure_event),
+    /// [`NdjsonRules::failure_event`](crate::ndjson::NdjsonRules::failure_event)) as
+    /// one last `Ok` item, then the error item if one failed it, and then ends. So a
+    /// client that already has the response head hears the failure in its API's words
     /// (`data: {"error": ...}` and no `[DONE]`, Anthropic's `event: error`, a
-    /// `response.failed` event), never a clean end. When the worker sent its own
-    /// error object or event, nothing is added; without SSE rules with a dialect,
-    /// neither. A worker cut off inside an event has that event ended first (a line
+    /// `response.failed` event, Ollama's `{"error": ...}` line), never a clean end.
+    /// When the worker sent its own error object, event or line, nothing is added;
+    /// without rules with a dialect (and for the binary event stream), neither. A worker cut off inside an event has that event ended first (a line
     /// end and the blank line: [`SseScanner::failure_event`](crate::sse::SseScanner::failure_event)),
     /// so the failure is an event of its own. The event's bytes are made once, at the
     /// failure, in one allocation (feature `alloc`).
@@ -450,7 +451,7 @@ fn failure_event<R: Recorder>(ledger: &Ledger<R>, cause: Cause) -> Option<Failur
         return None;
     }
     // The scanner's, so that it first ends an event the worker was cut off inside.
-    ledger.scanner()?.failure_event(cause)
+    ledger.failure_event(cause)
 }
 
 impl<S, B, E, R, W, F> Stream for TrackedStream<S, R, W, F>

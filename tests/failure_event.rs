@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
+use sluice::ndjson::{NdjsonRules, NdjsonScanner};
 use sluice::sse::{Dialect, Signal, SseRules, SseScanner};
 use sluice::{Cause, Outcome, TrackedStream, Verdict};
 
@@ -169,6 +170,100 @@ fn every_failure_event_is_a_failure_under_its_own_rules() {
             let parsed: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
             assert!(parsed.is_object());
         }
+    }
+}
+
+/// Reads `items` tracked under NDJSON `rules` with the failure event on, naming the
+/// upstream `w`; returns what the client got and the outcome.
+fn relay_ndjson(items: Vec<Item>, rules: NdjsonRules) -> (String, Vec<&'static str>, Outcome) {
+    let (record, recorded) = std::sync::mpsc::channel();
+    let tracked = TrackedStream::new(stream::iter(items), move |o: Outcome| {
+        let _ = record.send(o); // the test reads it below
+    })
+    .with_ndjson(rules)
+    .with_failure_event_named("w");
+    let got: Vec<Item> = futures_executor::block_on(tracked.collect());
+    let mut text = String::new();
+    let mut errors = Vec::new();
+    for item in got {
+        match item {
+            Ok(bytes) => text.push_str(std::str::from_utf8(&bytes).expect("utf-8")),
+            Err(e) => errors.push(e),
+        }
+    }
+    (text, errors, recorded.recv().expect("recorded once"))
+}
+
+const OLLAMA_LINE: &str = "{\"message\":{\"content\":\"hi\"},\"done\":false}\n";
+
+/// Ollama's native API (NDJSON) hears a failure as Ollama writes one: a bare error
+/// line, which its client libraries raise, and no done line; a line the worker was
+/// cut off inside is ended first.
+#[test]
+fn a_failed_ollama_stream_ends_with_an_error_line() {
+    let (text, errors, outcome) = relay_ndjson(vec![ok(OLLAMA_LINE)], NdjsonRules::ollama());
+    assert_eq!(why(&outcome), (Verdict::Failure, Cause::Truncated));
+    assert_eq!(
+        text,
+        format!("{OLLAMA_LINE}{{\"error\":\"upstream w failed: truncated\"}}\n")
+    );
+    assert!(errors.is_empty());
+    assert_eq!(outcome.chunks, 1, "the line is not counted as the worker's");
+
+    let cut = "{\"message\":{\"content\":\"h";
+    let (text, _, outcome) = relay_ndjson(vec![ok(OLLAMA_LINE), ok(cut)], NdjsonRules::ollama());
+    assert_eq!(why(&outcome), (Verdict::Failure, Cause::Truncated));
+    assert_eq!(
+        text,
+        format!("{OLLAMA_LINE}{cut}\n{{\"error\":\"upstream w failed: truncated\"}}\n")
+    );
+
+    let items = vec![ok(OLLAMA_LINE), Err("connection reset")];
+    let (text, errors, outcome) = relay_ndjson(items, NdjsonRules::ollama());
+    assert_eq!(why(&outcome), (Verdict::Failure, Cause::ErrorItem));
+    assert!(
+        text.ends_with("{\"error\":\"upstream w failed: error_item\"}\n"),
+        "{text}"
+    );
+    assert_eq!(errors, ["connection reset"], "the error item still follows");
+}
+
+#[test]
+fn an_ollama_stream_s_own_end_or_error_gets_nothing_added() {
+    for (last, cause) in [
+        ("{\"done\":true,\"eval_count\":3}\n", Cause::Done),
+        ("{\"error\":\"model runner crashed\"}\n", Cause::ErrorEvent),
+    ] {
+        let (text, _, outcome) =
+            relay_ndjson(vec![ok(OLLAMA_LINE), ok(last)], NdjsonRules::ollama());
+        assert_eq!(outcome.cause, cause);
+        assert_eq!(text, format!("{OLLAMA_LINE}{last}"), "nothing added");
+    }
+    let rules = NdjsonRules::ollama().with_dialect(None);
+    let (text, _, outcome) = relay_ndjson(vec![ok(OLLAMA_LINE)], rules);
+    assert_eq!(why(&outcome), (Verdict::Failure, Cause::Truncated));
+    assert_eq!(text, OLLAMA_LINE, "no dialect, no line");
+}
+
+/// Ollama's failure line is a failure under Ollama's own rules, after any cut.
+#[test]
+fn the_ollama_failure_line_is_a_failure_under_its_own_rules() {
+    let whole = format!("{OLLAMA_LINE}{{\"done\":true}}\n");
+    for at in 0..whole.len() {
+        let mut scanner = NdjsonScanner::new(NdjsonRules::ollama());
+        scanner.feed(&whole.as_bytes()[..at]);
+        let line = scanner
+            .failure_event(Cause::IdleTimeout)
+            .expect("a dialect");
+        let text = line.named("gpu \"7\"").to_string();
+        assert_eq!(
+            scanner.feed(text.as_bytes()),
+            Some(Signal::Failed),
+            "cut at {at}: {text:?}"
+        );
+        let last: serde_json::Value =
+            serde_json::from_str(text.trim_start_matches('\n')).expect("one JSON line");
+        assert_eq!(last["error"], "upstream gpu \"7\" failed: idle_timeout");
     }
 }
 

@@ -235,14 +235,16 @@ impl<B: Body, R: Recorder, W> TrackedBody<B, R, W> {
 
     /// When the body fails without the worker's own in-band error event (a timer
     /// fired, the inner body ended before the rules' done event, or it sent an error
-    /// frame), it sends its SSE dialect's failure event
-    /// ([`SseRules::failure_event`]) as one last data frame, then the error frame if
+    /// frame), it sends its dialect's failure event ([`SseRules::failure_event`];
+    /// for Ollama's NDJSON, [`NdjsonRules::failure_event`](sluice::ndjson::NdjsonRules::failure_event))
+    /// as one last data frame, then the error frame if
     /// there is one (the inner body's, or [`BodyError::TimedOut`] with
     /// [`with_timers`](Self::with_timers)), as
     /// [`TrackedStream::with_failure_event`](sluice::TrackedStream::with_failure_event)
     /// does for a stream. So a client that already has the response head hears the
     /// failure in its API's words (`data: {"error": ...}` and no `[DONE]`,
-    /// Anthropic's `event: error`, a `response.failed` event), not a clean end. A
+    /// Anthropic's `event: error`, a `response.failed` event, Ollama's
+    /// `{"error": ...}` line), not a clean end. A
     /// worker cut off inside an event has that event ended first
     /// ([`SseScanner::failure_event`](sluice::sse::SseScanner::failure_event)), so the
     /// failure is an event of its own.
@@ -657,10 +659,8 @@ fn tail_pending<B: Body, R: Recorder, W, D, E, F: FailureTail<D, E>>(
         || (!ledger.is_ended()
             && tracked.grpc.is_none()
             && ledger.terminal() == Terminal::Active
-            && ledger.scanner().is_some_and(|scanner| {
-                let rules = scanner.rules();
-                rules.requires_done() && rules.dialect().is_some()
-            })
+            && ledger.requires_done()
+            && ledger.failure_event(Cause::Truncated).is_some()
             && tracked.inner.is_end_stream())
 }
 
@@ -770,7 +770,7 @@ fn failure_event<R: Recorder>(ledger: &Ledger<R>, cause: Cause) -> Option<Failur
         return None;
     }
     // The scanner's, so that it first ends an event the worker was cut off inside.
-    ledger.scanner()?.failure_event(cause)
+    ledger.failure_event(cause)
 }
 
 /// An error frame from the inner body (`error`, wrapped): the body fails, and with a

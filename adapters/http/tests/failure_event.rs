@@ -449,3 +449,28 @@ async fn an_idle_timeout_through_the_breaker_layer_reaches_the_client_as_its_eve
         );
     }
 }
+
+/// An Ollama (NDJSON) body that is cut short sends Ollama's error line, after ending
+/// the line it was cut off inside; then the body is over.
+#[tokio::test]
+async fn an_ollama_body_cut_short_sends_its_error_line() {
+    let cut = Full::new(Bytes::from_static(
+        b"{\"response\":\"hi\",\"done\":false}\n{\"resp",
+    ));
+    let body = TrackedBody::new(cut, |_: Outcome| {})
+        .with_ndjson(sluice::ndjson::NdjsonRules::ollama())
+        .with_failure_event();
+    let mut body = pin!(body);
+    assert_eq!(
+        data(body.frame().await),
+        "{\"response\":\"hi\",\"done\":false}\n{\"resp"
+    );
+    assert!(!body.is_end_stream(), "the error line is left to send");
+    assert_eq!(
+        data(body.frame().await),
+        "\n{\"error\":\"upstream failed: truncated\"}\n"
+    );
+    assert!(body.is_end_stream());
+    assert!(body.frame().await.is_none());
+    assert_eq!(body.outcome().cause, Cause::Truncated);
+}

@@ -40,8 +40,9 @@
 //! client as the route's error event (the core's
 //! [`SseRules::failure_event`](sluice::sse::SseRules::failure_event), its message
 //! naming the worker: OpenAI-style `data: {"error": ...}` and no `[DONE]`, Anthropic
-//! `event: error`, Responses `response.failed`), never as a clean end; any other body
-//! is cut.
+//! `event: error`, Responses `response.failed`), and an Ollama NDJSON client as
+//! Ollama's own error line (`{"error": ...}`, no `"done": true`), never as a clean
+//! end; any other body is cut.
 //!
 //! When no worker admits a call (every breaker open, or a one-worker pool whose
 //! worker is down) the gateway answers 503 with `Retry-After` at once, without

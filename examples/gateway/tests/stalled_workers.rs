@@ -414,3 +414,99 @@ async fn a_body_without_sse_rules_that_stalls_is_cut_not_ended() {
         "{m}"
     );
 }
+
+/// A worker whose Ollama chat route answers 200 `application/x-ndjson` with `lines`
+/// and then, if `hold`, nothing more with the connection held open.
+async fn ndjson_worker(lines: &'static [&'static str], hold: bool) -> SocketAddr {
+    let handle = move || async move {
+        let lines = stream::iter(lines.iter().map(|l| Bytes::from_static(l.as_bytes())));
+        let body = if hold {
+            lines.chain(stream::pending()).boxed()
+        } else {
+            lines.boxed()
+        };
+        (
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            Body::from_stream(body.map(Ok::<_, std::io::Error>)),
+        )
+            .into_response()
+    };
+    serve_router(Router::new().route("/api/chat", routing::post(handle))).await
+}
+
+/// The last line of an NDJSON body, parsed, after checking that no line says done.
+fn ollama_error(text: &str) -> serde_json::Value {
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(lines.iter().all(|l| l["done"] != true), "{text}");
+    assert!(text.ends_with('\n'), "{text:?}");
+    let last = text.trim_end().rsplit('\n').next().expect("a line");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}"))
+}
+
+const OLLAMA_LINE: &str =
+    "{\"message\":{\"role\":\"assistant\",\"content\":\"hi\"},\"done\":false}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ollama_stream_cut_inside_a_line_ends_in_ollama_s_error_line() {
+    const CUT: &str = "{\"message\":{\"role\":\"assis";
+    let worker = ndjson_worker(&[OLLAMA_LINE, CUT], false).await;
+    let serving = serve::start(&args(worker, |_| {})).await.expect("serve");
+    let body = r#"{"model":"m","messages":[]}"#;
+    let response = post_to(serving.addr, "/api/chat", None, body).await;
+    assert_eq!(response.status(), 200);
+    let (text, clean) = read_all(response).await;
+    assert!(clean, "{text}");
+    // The cut line is ended; the error line is a line of its own.
+    assert!(
+        text.starts_with(&format!("{OLLAMA_LINE}{CUT}\n{{\"error\":")),
+        "{text:?}"
+    );
+    let error = ollama_error(&text);
+    assert_eq!(error["error"], "upstream w failed: truncated", "{text}");
+    let m = serving.gateway().metrics_text().expect("metrics");
+    assert_eq!(verdicts(&m, "w", "failure", "truncated"), Some(1.0), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ollama_stream_that_stalls_ends_in_an_idle_timeout_error_line() {
+    let worker = ndjson_worker(&[OLLAMA_LINE], true).await;
+    let serving = serve::start(&args(worker, |a| {
+        a.idle_timeout = Duration::from_millis(50);
+    }))
+    .await
+    .expect("serve");
+    let response = post_to(serving.addr, "/api/chat", None, r#"{"model":"m"}"#).await;
+    assert_eq!(response.status(), 200);
+    let (text, clean) = read_all(response).await;
+    assert!(clean, "{text}");
+    assert!(text.starts_with(OLLAMA_LINE), "{text:?}");
+    let error = ollama_error(&text);
+    assert_eq!(error["error"], "upstream w failed: idle_timeout", "{text}");
+    let m = serving.gateway().metrics_text().expect("metrics");
+    assert_eq!(
+        verdicts(&m, "w", "failure", "idle_timeout"),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ollama_worker_s_own_error_line_gets_no_second_one() {
+    const OWN: &str = "{\"error\":\"model runner crashed\"}\n";
+    let worker = ndjson_worker(&[OLLAMA_LINE, OWN], false).await;
+    let serving = serve::start(&args(worker, |_| {})).await.expect("serve");
+    let response = post_to(serving.addr, "/api/chat", None, r#"{"model":"m"}"#).await;
+    let (text, clean) = read_all(response).await;
+    assert!(clean, "{text}");
+    assert_eq!(text, format!("{OLLAMA_LINE}{OWN}"));
+    let m = serving.gateway().metrics_text().expect("metrics");
+    assert_eq!(
+        verdicts(&m, "w", "failure", "error_event"),
+        Some(1.0),
+        "{m}"
+    );
+}

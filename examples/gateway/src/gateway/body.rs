@@ -12,7 +12,8 @@
 //!   fires, an event stream ends with the route's error event (no `[DONE]`, no
 //!   `message_stop`; a worker cut off inside an event has that event ended first),
 //!   and the body then ends cleanly, so the client's SSE parser reads it: the error
-//!   item that follows the event is not passed on. A body without SSE rules gets no
+//!   item that follows the event is not passed on. Ollama's NDJSON ends the same way
+//!   with Ollama's error line. A body without in-band rules gets no
 //!   event: it is cut (the body ends with an error), never ended cleanly. An error the
 //!   worker sent in-band already went through as it came.
 //! * **The end of the shutdown grace** ends the stream: Abandoned with cause
