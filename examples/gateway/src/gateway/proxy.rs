@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use sluice::attempt::Attempt;
 use sluice::breaker::{Classified, SetPermit};
+use sluice::eventstream::EventStreamRules;
 use sluice::{Cause, Outcome, RecordGuard, TrackedStream, Verdict};
 use sluice_tokio::TokioTimer;
 
@@ -42,31 +43,37 @@ const FORWARDED_HEADERS: [&str; 6] = [
     "anthropic-beta",
 ];
 
+/// A `Content-Type`'s type and subtype, whitespace trimmed, parameters dropped.
+fn media_type(content_type: Option<&HeaderValue>) -> Option<(&str, &str)> {
+    let value = content_type?.to_str().ok()?;
+    let essence = value.split(';').next().unwrap_or_default();
+    let (kind, subtype) = essence.split_once('/')?;
+    Some((kind.trim(), subtype.trim()))
+}
+
+/// Whether `content_type` is `kind/subtype`, compared without regard to case.
+fn media_type_is(content_type: Option<&HeaderValue>, kind: &str, subtype: &str) -> bool {
+    media_type(content_type)
+        .is_some_and(|(k, s)| k.eq_ignore_ascii_case(kind) && s.eq_ignore_ascii_case(subtype))
+}
+
 /// Whether a `Content-Type` is `text/event-stream`: the media type's type and
 /// subtype, compared without regard to case, whitespace trimmed, parameters ignored.
 pub fn is_event_stream(content_type: Option<&HeaderValue>) -> bool {
-    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default();
-    let Some((kind, subtype)) = essence.split_once('/') else {
-        return false;
-    };
-    kind.trim().eq_ignore_ascii_case("text") && subtype.trim().eq_ignore_ascii_case("event-stream")
+    media_type_is(content_type, "text", "event-stream")
 }
 
 /// Whether a response's content type is `application/x-ndjson` (any case, any
 /// parameters): newline-delimited JSON, Ollama's native stream.
 pub fn is_ndjson(content_type: Option<&HeaderValue>) -> bool {
-    let Some(value) = content_type.and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default();
-    let Some((kind, subtype)) = essence.split_once('/') else {
-        return false;
-    };
-    kind.trim().eq_ignore_ascii_case("application")
-        && subtype.trim().eq_ignore_ascii_case("x-ndjson")
+    media_type_is(content_type, "application", "x-ndjson")
+}
+
+/// Whether a response's content type is `application/vnd.amazon.eventstream` (any
+/// case, any parameters): the binary event stream of AWS Bedrock's
+/// `ConverseStream`, judged by [`EventStreamRules::bedrock`] whatever the route.
+pub fn is_amazon_eventstream(content_type: Option<&HeaderValue>) -> bool {
+    media_type_is(content_type, "application", "vnd.amazon.eventstream")
 }
 
 /// At most this much of a stream is held back before its commit (its preamble and
@@ -500,22 +507,25 @@ async fn streamed(
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
     let event_stream = is_event_stream(content_type.as_ref());
     let ndjson = is_ndjson(content_type.as_ref());
+    let amazon = is_amazon_eventstream(content_type.as_ref());
     let tracked = TrackedStream::new(response.bytes_stream(), ticket);
     let tracked = if event_stream {
         tracked.with_sse(call.api.rules())
     } else if ndjson {
         tracked.with_ndjson(call.api.ndjson_rules())
+    } else if amazon {
+        tracked.with_eventstream(EventStreamRules::bedrock())
     } else {
         tracked
     };
-    // The route's failure event, naming the worker (never its URL); only an event
-    // stream has one.
+    // The route's failure event, naming the worker (never its URL); an event stream
+    // and Ollama's NDJSON have one (the binary event stream has none: it is cut).
     let name: Arc<str> = Arc::from(gw.name(worker));
     let tracked = tracked
         .with_timers(TokioTimer, gw.timeouts)
         .with_failure_event_named(name);
     let replaceable = gw.retries > 0 || gw.hedge_after.is_some();
-    let mut attempt = Box::pin(match (replaceable, event_stream || ndjson) {
+    let mut attempt = Box::pin(match (replaceable, event_stream || ndjson || amazon) {
         (false, _) => Attempt::new(tracked, 0),
         (true, true) => Attempt::new(tracked, HOLD_BACK_STREAM),
         (true, false) => Attempt::whole(tracked, HOLD_BACK_WHOLE),
@@ -623,5 +633,21 @@ mod tests {
             );
         }
         assert!(!is_event_stream(None));
+    }
+
+    #[test]
+    fn the_other_framings_are_read_from_their_media_types() {
+        let ct = |s: &'static str| Some(HeaderValue::from_static(s));
+        assert!(is_ndjson(
+            ct("Application/X-NDJSON; charset=utf-8").as_ref()
+        ));
+        assert!(!is_ndjson(ct("application/json").as_ref()));
+        assert!(is_amazon_eventstream(
+            ct("application/vnd.amazon.eventstream").as_ref()
+        ));
+        assert!(!is_amazon_eventstream(
+            ct("application/vnd.amazon.event").as_ref()
+        ));
+        assert!(!is_amazon_eventstream(None));
     }
 }
