@@ -23,6 +23,15 @@ fn relay(items: Vec<Item>, rules: SseRules) -> (String, Vec<&'static str>, Outco
     })
     .with_sse(rules)
     .with_failure_event();
+    drain(tracked, &recorded)
+}
+
+/// Reads `tracked` to its end as a client would: the `Ok` bytes joined, the error
+/// items, and the outcome it recorded.
+fn drain(
+    tracked: impl futures_util::Stream<Item = Item>,
+    recorded: &std::sync::mpsc::Receiver<Outcome>,
+) -> (String, Vec<&'static str>, Outcome) {
     let got: Vec<Item> = futures_executor::block_on(tracked.collect());
     let mut text = String::new();
     let mut errors = Vec::new();
@@ -182,16 +191,7 @@ fn relay_ndjson(items: Vec<Item>, rules: NdjsonRules) -> (String, Vec<&'static s
     })
     .with_ndjson(rules)
     .with_failure_event_named("w");
-    let got: Vec<Item> = futures_executor::block_on(tracked.collect());
-    let mut text = String::new();
-    let mut errors = Vec::new();
-    for item in got {
-        match item {
-            Ok(bytes) => text.push_str(std::str::from_utf8(&bytes).expect("utf-8")),
-            Err(e) => errors.push(e),
-        }
-    }
-    (text, errors, recorded.recv().expect("recorded once"))
+    drain(tracked, &recorded)
 }
 
 const OLLAMA_LINE: &str = "{\"message\":{\"content\":\"hi\"},\"done\":false}\n";

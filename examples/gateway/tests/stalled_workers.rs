@@ -434,6 +434,12 @@ async fn ndjson_worker(lines: &'static [&'static str], hold: bool) -> SocketAddr
     serve_router(Router::new().route("/api/chat", routing::post(handle))).await
 }
 
+/// Checks that the gateway recorded exactly one Failure of worker `w` for `cause`.
+fn failed_once(serving: &Serving, cause: &str) {
+    let m = serving.gateway().metrics_text().expect("metrics");
+    assert_eq!(verdicts(&m, "w", "failure", cause), Some(1.0), "{m}");
+}
+
 /// The last line of an NDJSON body, parsed, after checking that no line says done.
 fn ollama_error(text: &str) -> serde_json::Value {
     let lines: Vec<serde_json::Value> = text
@@ -467,8 +473,7 @@ async fn an_ollama_stream_cut_inside_a_line_ends_in_ollama_s_error_line() {
     );
     let error = ollama_error(&text);
     assert_eq!(error["error"], "upstream w failed: truncated", "{text}");
-    let m = serving.gateway().metrics_text().expect("metrics");
-    assert_eq!(verdicts(&m, "w", "failure", "truncated"), Some(1.0), "{m}");
+    failed_once(&serving, "truncated");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,12 +491,7 @@ async fn an_ollama_stream_that_stalls_ends_in_an_idle_timeout_error_line() {
     assert!(text.starts_with(OLLAMA_LINE), "{text:?}");
     let error = ollama_error(&text);
     assert_eq!(error["error"], "upstream w failed: idle_timeout", "{text}");
-    let m = serving.gateway().metrics_text().expect("metrics");
-    assert_eq!(
-        verdicts(&m, "w", "failure", "idle_timeout"),
-        Some(1.0),
-        "{m}"
-    );
+    failed_once(&serving, "idle_timeout");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,10 +503,5 @@ async fn an_ollama_worker_s_own_error_line_gets_no_second_one() {
     let (text, clean) = read_all(response).await;
     assert!(clean, "{text}");
     assert_eq!(text, format!("{OLLAMA_LINE}{OWN}"));
-    let m = serving.gateway().metrics_text().expect("metrics");
-    assert_eq!(
-        verdicts(&m, "w", "failure", "error_event"),
-        Some(1.0),
-        "{m}"
-    );
+    failed_once(&serving, "error_event");
 }
