@@ -281,7 +281,8 @@ impl SseRules {
     /// error object (a top-level `error`, as Gemini sends on a 200) failed. Requires
     /// the finishing chunk: a stream cut before it is truncated. Every event with
     /// data is progress. Its failure event is Gemini's error object
-    /// ([`Dialect::Gemini`]).
+    /// ([`Dialect::Gemini`]). Reads the usage of `usageMetadata`, thinking tokens
+    /// counted as output (see the [module docs](crate::sse#usage)).
     ///
     /// ```
     /// use sluice::sse::{Signal, SseRules, SseScanner};
@@ -318,7 +319,9 @@ impl SseRules {
     /// `delta.finish_reason` is `"ERROR"` (a failed generation): then it failed;
     /// event `error` failed; `message-start` and `content-start` are preamble.
     /// Requires `message-end`. No failure event of its own
-    /// ([`dialect`](Self::dialect) is `None`).
+    /// ([`dialect`](Self::dialect) is `None`). Reads the usage of `message-end`'s
+    /// `delta.usage.tokens` ([`Dialect::Cohere`], see the
+    /// [module docs](crate::sse#usage)).
     ///
     /// ```
     /// use sluice::sse::{Signal, SseRules, SseScanner};

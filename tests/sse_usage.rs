@@ -1030,3 +1030,22 @@ fn whole_events_and_bytes_agree() {
         );
     }
 }
+
+/// Each preset names the dialect whose usage it reads; Cohere's dialect reads usage
+/// but writes no failure event.
+#[test]
+fn presets_name_their_usage_dialect() {
+    use sluice::Cause;
+    use sluice::sse::Dialect;
+    assert_eq!(SseRules::gemini().usage(), Some(Dialect::Gemini));
+    assert_eq!(SseRules::cohere().usage(), Some(Dialect::Cohere));
+    assert_eq!(SseRules::cohere().dialect(), None);
+    let cohere = SseRules::empty().with_dialect(Some(Dialect::Cohere));
+    assert!(cohere.failure_event(Cause::Truncated).is_none());
+    // Custom rules read Cohere's usage when told to.
+    let mut scanner = SseScanner::new(SseRules::empty().with_usage(Some(Dialect::Cohere)));
+    scanner.feed(
+        b"data: {\"delta\":{\"usage\":{\"tokens\":{\"input_tokens\":7,\"output_tokens\":2}}}}\n\n",
+    );
+    assert_eq!(scanner.usage(), Usage::new(Some(7), Some(2)));
+}
