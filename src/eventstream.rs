@@ -25,6 +25,14 @@
 //!   past the headers' end or has an unknown type) **failed**: the worker sent
 //!   garbage. The scanner reads nothing after it, as no frame boundary can be
 //!   trusted any more;
+//! * [`EventStreamRules::bedrock`] reads the **token usage**
+//!   ([`EventStreamScanner::usage`], and so
+//!   [`Outcome::usage`](crate::Outcome::usage)) of the `metadata` event that follows
+//!   `messageStop`: its JSON payload's `usage.inputTokens` (input) and
+//!   `usage.outputTokens` (output), once the frame is complete and its CRC right,
+//!   whatever the verdict (the last value reported wins). It is the SSE scanner's
+//!   walk (see [`sse`](crate::sse#usage) for what is a count), run on that payload
+//!   as it passes, never stored; a `metadata` frame cut short reports nothing;
 //! * [`EventStreamRules::bedrock`] **requires `messageStop`**, and a stream that ends
 //!   inside a frame was cut short whatever the rules
 //!   ([`EventStreamScanner::is_inside_frame`]): either is a
@@ -50,7 +58,9 @@
 
 use core::fmt;
 
+use crate::Usage;
 use crate::sse::Signal;
+use crate::sse::usage::{BEDROCK, ObjectUsage, UsageRules};
 
 /// The longest frame the format allows (16 MiB).
 const MAX_FRAME: u32 = 16 * 1024 * 1024;
@@ -73,19 +83,32 @@ pub struct EventStreamRules {
     done: &'static str,
     /// The `:event-type` of the preamble frame.
     preamble: &'static str,
+    /// The `:event-type` of the frame whose payload reports token usage, and where.
+    usage: Option<(&'static str, &'static UsageRules)>,
     require_done: bool,
 }
 
 impl EventStreamRules {
     /// Amazon Bedrock ConverseStream (and InvokeModelWithResponseStream's framing):
     /// `messageStop` is done, `messageStart` is preamble, exceptions and errors
-    /// failed. Requires `messageStop`.
+    /// failed. Requires `messageStop`. Reads the usage of the `metadata` event
+    /// (`usage.inputTokens`, `usage.outputTokens`).
     pub const fn bedrock() -> Self {
         Self {
             done: "messageStop",
             preamble: "messageStart",
+            usage: Some(("metadata", &BEDROCK)),
             require_done: true,
         }
+    }
+
+    /// The `:event-type`s the scanner tells apart: done, preamble, usage.
+    fn event_types(&self) -> [&'static [u8]; 3] {
+        let usage = match self.usage {
+            Some((event, _)) => event.as_bytes(),
+            None => b"",
+        };
+        [self.done.as_bytes(), self.preamble.as_bytes(), usage]
     }
 
     /// Whether a stream that ends before its done frame was cut short. On for
@@ -176,6 +199,8 @@ enum EventType {
     Other,
     Done,
     Preamble,
+    /// Its payload reports token usage.
+    Usage,
 }
 
 /// Reads an AWS event stream's bytes in any chunks and reports [`Signal`]s; see the
@@ -210,6 +235,10 @@ pub struct EventStreamScanner {
     kind: Kind,
     event: EventType,
     progress: u64,
+    /// The usage walk of the payload, in a frame that reports usage.
+    payload_usage: Option<ObjectUsage>,
+    /// The token usage reported so far.
+    usage: Usage,
 }
 
 impl EventStreamScanner {
@@ -227,6 +256,11 @@ impl EventStreamScanner {
             kind: Kind::Unknown,
             event: EventType::Other,
             progress: 0,
+            payload_usage: None,
+            usage: Usage {
+                input_tokens: None,
+                output_tokens: None,
+            },
         }
     }
 
@@ -239,6 +273,12 @@ impl EventStreamScanner {
     /// before the first progress frame.
     pub const fn progress(&self) -> u64 {
         self.progress
+    }
+
+    /// The token usage the stream reported so far, as the rules read it (see the
+    /// [module docs](self)): each count the last value reported, `None` until one is.
+    pub const fn usage(&self) -> Usage {
+        self.usage
     }
 
     /// Whether the bytes so far end inside a frame: an end of the stream here is a
@@ -296,6 +336,9 @@ impl EventStreamScanner {
                 Part::Payload => {
                     let n = bytes.len().min(self.left as usize);
                     self.crc = crc32_update(self.crc, &bytes[..n]);
+                    if let Some(walk) = &mut self.payload_usage {
+                        walk.feed(&bytes[..n]);
+                    }
                     self.left -= n as u32;
                     if self.left == 0 {
                         self.part = Part::Crc;
@@ -364,6 +407,10 @@ impl EventStreamScanner {
     }
 
     fn start_payload(&mut self) {
+        self.payload_usage = match (self.kind, self.event, self.rules.usage) {
+            (Kind::Event, EventType::Usage, Some((_, rules))) => Some(ObjectUsage::new(rules)),
+            _ => None,
+        };
         self.left = self.payload;
         self.part = if self.payload == 0 {
             Part::Crc
@@ -441,12 +488,7 @@ impl EventStreamScanner {
             } => {
                 let mask = match name {
                     Name::MessageType => narrow(&MESSAGE_TYPES, mask, usize::from(pos), b),
-                    Name::EventType => narrow(
-                        &[self.rules.done.as_bytes(), self.rules.preamble.as_bytes()],
-                        mask,
-                        usize::from(pos),
-                        b,
-                    ),
+                    Name::EventType => narrow(&self.rules.event_types(), mask, usize::from(pos), b),
                     Name::Other => 0,
                 };
                 if left > 1 {
@@ -477,11 +519,11 @@ impl EventStreamScanner {
                 };
             }
             Name::EventType => {
-                let names = [self.rules.done.as_bytes(), self.rules.preamble.as_bytes()];
-                self.event = match full(&names, mask, len) {
+                self.event = match full(&self.rules.event_types(), mask, len) {
                     Some(0) => EventType::Done,
-                    Some(_) => EventType::Preamble,
-                    None => EventType::Other,
+                    Some(1) => EventType::Preamble,
+                    Some(_) if self.rules.usage.is_some() => EventType::Usage,
+                    _ => EventType::Other,
                 };
             }
             Name::Other => {}
@@ -498,6 +540,9 @@ impl EventStreamScanner {
         let preamble = self.kind == Kind::Event && self.event == EventType::Preamble;
         if !(preamble && self.progress == 0) {
             self.progress += 1;
+        }
+        if let Some(counts) = self.payload_usage.take().and_then(|walk| walk.usage()) {
+            self.usage = self.usage.updated(counts);
         }
         self.part = Part::Prelude;
         self.got = 0;
@@ -520,6 +565,7 @@ impl fmt::Debug for EventStreamScanner {
             .field("rules", &self.rules)
             .field("part", &self.part)
             .field("progress", &self.progress)
+            .field("usage", &self.usage)
             .finish_non_exhaustive()
     }
 }
@@ -592,5 +638,82 @@ mod tests {
         }
         assert_eq!(full(&MESSAGE_TYPES, mask, 5), Some(2));
         assert_eq!(full(&MESSAGE_TYPES, mask, 4), None);
+    }
+
+    extern crate std;
+    use std::vec::Vec;
+
+    /// A frame with `:message-type` and `:event-type` string headers and `payload`.
+    fn frame(message_type: &str, event_type: &str, payload: &[u8]) -> Vec<u8> {
+        let mut head = Vec::new();
+        for (name, value) in [(":message-type", message_type), (":event-type", event_type)] {
+            head.push(name.len() as u8);
+            head.extend_from_slice(name.as_bytes());
+            head.push(7);
+            head.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            head.extend_from_slice(value.as_bytes());
+        }
+        let total = (16 + head.len() + payload.len()) as u32;
+        let mut out = Vec::new();
+        out.extend_from_slice(&total.to_be_bytes());
+        out.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        out.extend_from_slice(&crc32(&out.clone()).to_be_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(payload);
+        out.extend_from_slice(&crc32(&out.clone()).to_be_bytes());
+        out
+    }
+
+    /// The usage read from `data`, the same whole, in every 2-way split and byte by
+    /// byte.
+    fn usage(rules: EventStreamRules, data: &[u8]) -> Usage {
+        let mut whole = EventStreamScanner::new(rules);
+        whole.feed(data);
+        for at in 0..=data.len() {
+            let mut split = EventStreamScanner::new(rules);
+            split.feed(&data[..at]);
+            split.feed(&data[at..]);
+            assert_eq!(split.usage(), whole.usage(), "at {at}");
+        }
+        let mut bytewise = EventStreamScanner::new(rules);
+        for b in data {
+            bytewise.feed(core::slice::from_ref(b));
+        }
+        assert_eq!(bytewise.usage(), whole.usage());
+        whole.usage()
+    }
+
+    #[test]
+    fn metadata_usage() {
+        let rules = EventStreamRules::bedrock();
+        let payload = br#"{"metrics":{"latencyMs":512},"p":"abc","usage":{"inputTokens":14,"outputTokens":6,"totalTokens":20}}"#;
+        let stop = frame("event", "messageStop", br#"{"stopReason":"end_turn"}"#);
+        let metadata = frame("event", "metadata", payload);
+        let data = [stop.clone(), metadata.clone()].concat();
+        assert_eq!(usage(rules, &data), Usage::new(Some(14), Some(6)));
+        // Cut inside the metadata frame, or its CRC wrong: not reported.
+        assert_eq!(usage(rules, &data[..data.len() - 1]), Usage::default());
+        let mut corrupt = data.clone();
+        *corrupt.last_mut().expect("a frame") ^= 1;
+        assert_eq!(usage(rules, &corrupt), Usage::default());
+        // Another event, an exception, or a payload that is not one object: not read.
+        for (kind, event, payload) in [
+            ("event", "contentBlockDelta", &payload[..]),
+            ("exception", "metadata", &payload[..]),
+            ("event", "metadatax", &payload[..]),
+            ("event", "metadata", br#"{"usage":{"inputTokens":14}}x"#),
+            (
+                "event",
+                "metadata",
+                br#"{"x":{"usage":{"inputTokens":14}}}"#,
+            ),
+        ] {
+            let data = frame(kind, event, payload);
+            assert_eq!(usage(rules, &data), Usage::default(), "{kind} {event}");
+        }
+        // The last value reported wins.
+        let later = frame("event", "metadata", br#"{"usage":{"outputTokens":7}}"#);
+        let data = [metadata, later].concat();
+        assert_eq!(usage(rules, &data), Usage::new(Some(14), Some(7)));
     }
 }

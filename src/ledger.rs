@@ -311,8 +311,8 @@ impl<R: Recorder> Ledger<R> {
         }
     }
 
-    /// The token usage the stream reported so far (see [`SseScanner::usage`]); none
-    /// without SSE rules.
+    /// The token usage the stream reported so far (see [`SseScanner::usage`], and the
+    /// NDJSON and event-stream scanners' `usage`); none without rules.
     pub fn usage(&self) -> Usage {
         match &self.scanner {
             Some(scanner) => scanner.usage(),

@@ -18,6 +18,13 @@
 //! * a line is read when its LF comes: a last line cut before its LF says nothing;
 //! * every line with content is **progress** ([`NdjsonScanner::progress`]): Ollama
 //!   sends no keep-alives and no preamble;
+//! * [`NdjsonRules::ollama`] reads the **token usage** ([`NdjsonScanner::usage`],
+//!   and so [`Outcome::usage`](crate::Outcome::usage)) that Ollama reports on its
+//!   done line: the top-level `prompt_eval_count` (input) and `eval_count`
+//!   (output), of any line that is one complete JSON object, the last value
+//!   reported winning, whatever the verdict. It is the SSE scanner's walk (see
+//!   [`sse`](crate::sse#usage) for what is a count: an integer from 0 to
+//!   `u64::MAX`, anything else leaves the count as it was);
 //! * [`NdjsonRules::ollama`] **requires the done line**: a stream that ends before it
 //!   was cut short (a [`Failure`](crate::Verdict::Failure) with cause
 //!   [`Truncated`](crate::Cause::Truncated) when tracked).
@@ -36,14 +43,16 @@
 //! assert_eq!(scanner.feed(b"{\"done\":tr"), None);
 //! assert_eq!(scanner.feed(b"ue,\"eval_count\":12}\n"), Some(Signal::Done));
 //! assert_eq!(scanner.progress(), 2);
+//! assert_eq!(scanner.usage(), sluice::Usage::new(None, Some(12)));
 //! assert_eq!(scanner.feed(b"{\"error\":\"model runner crashed\"}\n"), Some(Signal::Failed));
 //! ```
 
 use core::fmt;
 
-use crate::Cause;
 use crate::sse::member::{MemberWalk, Path, Test};
+use crate::sse::usage::{OLLAMA, ObjectUsage, UsageRules};
 use crate::sse::{Dialect, FailureEvent, Signal};
+use crate::{Cause, Usage};
 
 /// Which lines are done or failed, and whether the stream must end with a done line.
 /// Costs nothing to make or copy.
@@ -60,6 +69,8 @@ pub struct NdjsonRules {
     done: Option<Path>,
     /// A line with this member failed.
     failed: Option<Path>,
+    /// Where a line reports token usage.
+    usage: Option<&'static UsageRules>,
     require_done: bool,
     /// The dialect of the failure line.
     dialect: Option<Dialect>,
@@ -72,6 +83,7 @@ impl NdjsonRules {
         Self {
             done: None,
             failed: None,
+            usage: None,
             require_done: false,
             dialect: None,
         }
@@ -79,8 +91,9 @@ impl NdjsonRules {
 
     /// Ollama's `/api/chat` and `/api/generate`: a line with a top-level `"done":
     /// true` is done, a line with a top-level `error` that is not `null` failed.
-    /// Requires the done line. Its failure line is Ollama's own error line
-    /// ([`Dialect::Ollama`]).
+    /// Requires the done line. Reads the usage of the done line
+    /// (`prompt_eval_count`, `eval_count`). Its failure line is Ollama's own error
+    /// line ([`Dialect::Ollama`]).
     pub const fn ollama() -> Self {
         Self {
             done: Some(Path {
@@ -91,6 +104,7 @@ impl NdjsonRules {
                 keys: &["error"],
                 test: Test::NotNull,
             }),
+            usage: Some(&OLLAMA),
             require_done: true,
             dialect: Some(Dialect::Ollama),
         }
@@ -145,7 +159,7 @@ impl NdjsonRules {
     /// ```
     pub const fn failure_event(&self, cause: Cause) -> Option<FailureEvent> {
         match self.dialect {
-            Some(dialect) => Some(FailureEvent::new(dialect, cause, "")),
+            Some(dialect) => FailureEvent::new(dialect, cause, ""),
             None => None,
         }
     }
@@ -163,6 +177,7 @@ impl fmt::Debug for NdjsonRules {
         f.debug_struct("NdjsonRules")
             .field("done", &keys(&self.done))
             .field("failed", &keys(&self.failed))
+            .field("usage", &self.usage.is_some())
             .field("require_done", &self.require_done)
             .field("dialect", &self.dialect)
             .finish()
@@ -193,8 +208,12 @@ pub struct NdjsonScanner {
     content: bool,
     done: MemberWalk,
     failed: MemberWalk,
+    /// The usage walk of the current line.
+    line_usage: Option<ObjectUsage>,
     /// Lines with content so far.
     progress: u64,
+    /// The token usage reported so far.
+    usage: Usage,
 }
 
 impl NdjsonScanner {
@@ -205,7 +224,20 @@ impl NdjsonScanner {
             content: false,
             done: MemberWalk::new(),
             failed: MemberWalk::new(),
+            line_usage: Self::usage_walk(&rules),
             progress: 0,
+            usage: Usage {
+                input_tokens: None,
+                output_tokens: None,
+            },
+        }
+    }
+
+    /// A usage walk at the start of a line, if the rules read usage.
+    const fn usage_walk(rules: &NdjsonRules) -> Option<ObjectUsage> {
+        match rules.usage {
+            Some(usage) => Some(ObjectUsage::new(usage)),
+            None => None,
         }
     }
 
@@ -240,7 +272,25 @@ impl NdjsonScanner {
         let dialect = self.rules.dialect?;
         // Whitespace alone before the line is whitespace around its object.
         let close = if self.content { "\n" } else { "" };
-        Some(FailureEvent::new(dialect, cause, close))
+        FailureEvent::new(dialect, cause, close)
+    }
+
+    /// The token usage the stream reported so far, as the rules read it: each count
+    /// the last value reported, `None` until one is (see the [module docs](self)).
+    /// A line is read when its LF comes.
+    ///
+    /// ```
+    /// use sluice::Usage;
+    /// use sluice::ndjson::{NdjsonRules, NdjsonScanner};
+    ///
+    /// let mut scanner = NdjsonScanner::new(NdjsonRules::ollama());
+    /// scanner.feed(b"{\"done\":true,\"prompt_eval_count\":26,\"eval_count\":5}");
+    /// assert_eq!(scanner.usage(), Usage::default()); // the line has not ended
+    /// scanner.feed(b"\n");
+    /// assert_eq!(scanner.usage(), Usage::new(Some(26), Some(5)));
+    /// ```
+    pub const fn usage(&self) -> Usage {
+        self.usage
     }
 
     /// Scans the next chunk of the stream. Returns the strongest signal (`Failed` over
@@ -276,6 +326,9 @@ impl NdjsonScanner {
                 self.failed.feed(path, line);
             }
         }
+        if let Some(walk) = &mut self.line_usage {
+            walk.feed(line);
+        }
     }
 
     fn end_line(&mut self) -> Option<Signal> {
@@ -288,10 +341,14 @@ impl NdjsonScanner {
             if self.rules.failed.is_some() && self.failed.is_match() {
                 signal = Some(Signal::Failed);
             }
+            if let Some(counts) = self.line_usage.and_then(|walk| walk.usage()) {
+                self.usage = self.usage.updated(counts);
+            }
         }
         self.content = false;
         self.done = MemberWalk::new();
         self.failed = MemberWalk::new();
+        self.line_usage = Self::usage_walk(&self.rules);
         signal
     }
 }
@@ -302,6 +359,7 @@ impl fmt::Debug for NdjsonScanner {
             .field("rules", &self.rules)
             .field("in_line", &self.content)
             .field("progress", &self.progress)
+            .field("usage", &self.usage)
             .finish_non_exhaustive()
     }
 }
@@ -311,17 +369,19 @@ mod tests {
     use super::*;
 
     fn whole(data: &[u8]) -> (Option<Signal>, u64) {
+        let (signal, progress, _) = with_usage(data);
+        (signal, progress)
+    }
+
+    fn with_usage(data: &[u8]) -> (Option<Signal>, u64, Usage) {
         let mut scanner = NdjsonScanner::new(NdjsonRules::ollama());
         let signal = scanner.feed(data);
+        let answer = (signal, scanner.progress(), scanner.usage());
         // Every 2-way split and byte by byte agree.
         for at in 0..=data.len() {
             let mut split = NdjsonScanner::new(NdjsonRules::ollama());
             let s = split.feed(&data[..at]).max(split.feed(&data[at..]));
-            assert_eq!(
-                (s, split.progress()),
-                (signal, scanner.progress()),
-                "at {at}"
-            );
+            assert_eq!((s, split.progress(), split.usage()), answer, "at {at}");
         }
         let mut bytewise = NdjsonScanner::new(NdjsonRules::ollama());
         let s = data
@@ -329,8 +389,8 @@ mod tests {
             .map(|b| bytewise.feed(core::slice::from_ref(b)))
             .max()
             .flatten();
-        assert_eq!((s, bytewise.progress()), (signal, scanner.progress()));
-        (signal, scanner.progress())
+        assert_eq!((s, bytewise.progress(), bytewise.usage()), answer);
+        answer
     }
 
     #[test]
@@ -350,5 +410,34 @@ mod tests {
         assert_eq!(whole(b"{\"message\":{\"done\":true}}\n"), (None, 1));
         assert_eq!(whole(b"{\"a\":\"\\\"done\\\":true\"}\n"), (None, 1));
         assert_eq!(whole(b"{\"done\":\ntrue}\n"), (None, 2));
+    }
+
+    #[test]
+    fn usage() {
+        let usage = |data: &[u8]| with_usage(data).2;
+        assert_eq!(
+            usage(b"{\"done\":true,\"prompt_eval_count\":26,\"eval_count\":5}\r\n"),
+            Usage::new(Some(26), Some(5))
+        );
+        // The last value reported wins; a line is read when it ends.
+        assert_eq!(
+            usage(b"{\"eval_count\":1}\n{\"eval_count\":2}\n{\"eval_count\":3}"),
+            Usage::new(None, Some(2))
+        );
+        // Nested, inside strings, not a count, not one object: not read.
+        for line in [
+            &b"{\"message\":{\"eval_count\":1}}\n"[..],
+            b"{\"a\":\"\\\"eval_count\\\":1\"}\n",
+            b"{\"eval_count\":1.5,\"prompt_eval_count\":-1}\n",
+            b"{\"eval_count\":1}x\n",
+            b"{\"eval_count\":1\n",
+            b"[{\"eval_count\":1}]\n",
+        ] {
+            assert_eq!(usage(line), Usage::default(), "{line:?}");
+        }
+        // Empty rules read none.
+        let mut scanner = NdjsonScanner::new(NdjsonRules::empty());
+        scanner.feed(b"{\"eval_count\":1}\n");
+        assert_eq!(scanner.usage(), Usage::default());
     }
 }

@@ -34,12 +34,12 @@ impl Scanner {
         }
     }
 
-    /// The token usage the stream reported so far (the SSE presets read it; the
-    /// other framings report none yet).
+    /// The token usage the stream reported so far, as the scanner's rules read it.
     pub(crate) fn usage(&self) -> Usage {
         match self {
             Self::Sse(s) => s.usage(),
-            Self::Ndjson(_) | Self::EventStream(_) => Usage::default(),
+            Self::Ndjson(s) => s.usage(),
+            Self::EventStream(s) => s.usage(),
         }
     }
 

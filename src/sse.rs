@@ -76,7 +76,21 @@
 //!   (`message_delta`, cumulative);
 //! * [`openai_responses`](SseRules::openai_responses): `response.usage.input_tokens`
 //!   and `output_tokens` of its done and failed events (`response.completed`,
-//!   `response.incomplete`, `response.failed`) only.
+//!   `response.incomplete`, `response.failed`) only;
+//! * [`gemini`](SseRules::gemini): `usageMetadata.promptTokenCount` (input), and
+//!   `usageMetadata.candidatesTokenCount` **plus** `thoughtsTokenCount` (output) of
+//!   any chunk (each carries the counts so far). A thinking model's thoughts are
+//!   billed as output, as OpenAI's `completion_tokens` and Anthropic's
+//!   `output_tokens` count them: either part alone if the other is not reported, and
+//!   no count if the sum exceeds `u64::MAX`;
+//! * [`cohere`](SseRules::cohere): `delta.usage.tokens.input_tokens` and
+//!   `output_tokens` (`message-end`): the tokens the model read and wrote, not
+//!   `billed_units`, which leave out what Cohere does not bill (its own prompt
+//!   template: billed input is often a fraction of the tokens read).
+//!
+//! Ollama's NDJSON ([`ndjson`](crate::ndjson)) and Bedrock's event stream
+//! ([`eventstream`](crate::eventstream)) are read by the same walk, on a line and on
+//! the `metadata` event's payload.
 //!
 //! The keys are members of the top-level object, one inside the other; members
 //! nested elsewhere and text inside strings never count, and an event's counts are
@@ -121,7 +135,7 @@ use crate::{Cause, Usage};
 mod json;
 pub(crate) mod member;
 mod role;
-mod usage;
+pub(crate) mod usage;
 
 /// What a dispatched event says about the stream. `Failed` is stronger than `Done`
 /// (`Ord` follows: `Done < Failed`).
@@ -267,7 +281,8 @@ impl SseRules {
     /// error object (a top-level `error`, as Gemini sends on a 200) failed. Requires
     /// the finishing chunk: a stream cut before it is truncated. Every event with
     /// data is progress. Its failure event is Gemini's error object
-    /// ([`Dialect::Gemini`]).
+    /// ([`Dialect::Gemini`]). Reads the usage of `usageMetadata`, thinking tokens
+    /// counted as output (see the [module docs](crate::sse#usage)).
     ///
     /// ```
     /// use sluice::sse::{Signal, SseRules, SseScanner};
@@ -288,7 +303,7 @@ impl SseRules {
             role_chunks: false,
             require_done: true,
             dialect: Some(Dialect::Gemini),
-            usage: None,
+            usage: Some(Dialect::Gemini),
             member: Some(MemberRule {
                 path: Path {
                     keys: &["candidates", "finishReason"],
@@ -304,7 +319,9 @@ impl SseRules {
     /// `delta.finish_reason` is `"ERROR"` (a failed generation): then it failed;
     /// event `error` failed; `message-start` and `content-start` are preamble.
     /// Requires `message-end`. No failure event of its own
-    /// ([`dialect`](Self::dialect) is `None`).
+    /// ([`dialect`](Self::dialect) is `None`). Reads the usage of `message-end`'s
+    /// `delta.usage.tokens` ([`Dialect::Cohere`], see the
+    /// [module docs](crate::sse#usage)).
     ///
     /// ```
     /// use sluice::sse::{Signal, SseRules, SseScanner};
@@ -326,7 +343,7 @@ impl SseRules {
             role_chunks: false,
             require_done: true,
             dialect: None,
-            usage: None,
+            usage: Some(Dialect::Cohere),
             member: Some(MemberRule {
                 path: Path {
                     keys: &["delta", "finish_reason"],
@@ -401,16 +418,15 @@ impl SseRules {
         self
     }
 
-    /// The API whose token usage the scanner reads ([`SseScanner::usage`]): the
-    /// OpenAI and Anthropic presets' own, none for [`empty`](Self::empty) unless set
-    /// with [`with_usage`](Self::with_usage).
+    /// The API whose token usage the scanner reads ([`SseScanner::usage`]): each
+    /// preset's own, none for [`empty`](Self::empty) unless set with
+    /// [`with_usage`](Self::with_usage).
     pub const fn usage(&self) -> Option<Dialect> {
         self.usage
     }
 
     /// Sets the API whose token usage is read (`None`: read none). Where each
-    /// dialect reports it is in the [module docs](crate::sse#usage); a dialect
-    /// without usage rules reads none.
+    /// dialect reports it is in the [module docs](crate::sse#usage).
     ///
     /// ```
     /// use sluice::Usage;
@@ -433,7 +449,10 @@ impl SseRules {
             Some(Dialect::OpenAiChat) => Some(&usage::OPENAI_CHAT),
             Some(Dialect::OpenAiResponses) => Some(&usage::OPENAI_RESPONSES),
             Some(Dialect::Anthropic) => Some(&usage::ANTHROPIC),
-            _ => None,
+            Some(Dialect::Gemini) => Some(&usage::GEMINI),
+            Some(Dialect::Cohere) => Some(&usage::COHERE),
+            Some(Dialect::Ollama) => Some(&usage::OLLAMA),
+            None => None,
         }
     }
 
@@ -457,11 +476,7 @@ impl SseRules {
     /// ```
     pub const fn failure_event(&self, cause: Cause) -> Option<FailureEvent> {
         match self.dialect {
-            Some(dialect) => Some(FailureEvent {
-                dialect,
-                cause,
-                close: "",
-            }),
+            Some(dialect) => FailureEvent::new(dialect, cause, ""),
             None => None,
         }
     }
@@ -579,7 +594,8 @@ impl fmt::Debug for SseRules {
 
 /// An API's way of saying, in-band, that a stream failed: which failure event
 /// [`SseRules::failure_event`] and
-/// [`NdjsonRules::failure_event`](crate::ndjson::NdjsonRules::failure_event) write.
+/// [`NdjsonRules::failure_event`](crate::ndjson::NdjsonRules::failure_event) write;
+/// and where it reports token usage ([`SseRules::with_usage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Dialect {
@@ -593,9 +609,13 @@ pub enum Dialect {
     /// Google Gemini: an error object as Gemini sends it on a 200,
     /// `data: {"error": {"code": 502, "message": ..., "status": "UNAVAILABLE"}}`.
     Gemini,
+    /// Cohere v2 chat: where it reports usage ([`SseRules::with_usage`]). It writes
+    /// no failure event: [`SseRules::failure_event`] is `None` with this dialect.
+    Cohere,
     /// Ollama's native API, newline-delimited JSON ([`crate::ndjson`]): a bare error
     /// line, `{"error": "..."}`, as Ollama writes one on a 200
-    /// ([`NdjsonRules::failure_event`](crate::ndjson::NdjsonRules::failure_event)).
+    /// ([`NdjsonRules::failure_event`](crate::ndjson::NdjsonRules::failure_event));
+    /// its usage is the top-level `prompt_eval_count` and `eval_count`.
     Ollama,
 }
 
@@ -640,12 +660,16 @@ pub struct FailureEvent {
 
 impl FailureEvent {
     /// The event of `dialect` for `cause`, after `close` (what ends the line or event
-    /// the stream was cut off inside).
-    pub(crate) const fn new(dialect: Dialect, cause: Cause, close: &'static str) -> Self {
-        Self {
-            dialect,
-            cause,
-            close,
+    /// the stream was cut off inside); none for a dialect without one.
+    pub(crate) const fn new(dialect: Dialect, cause: Cause, close: &'static str) -> Option<Self> {
+        match dialect {
+            // Usage only: Cohere has no failure event of its own here.
+            Dialect::Cohere => None,
+            _ => Some(Self {
+                dialect,
+                cause,
+                close,
+            }),
         }
     }
 
@@ -722,6 +746,8 @@ impl FailureEvent {
                  \"status\":\"UNAVAILABLE\"}}}}\n\n"
             ),
             Dialect::Ollama => writeln!(f, "{{\"error\":\"{message}\"}}"),
+            // Never made (`failure_event` gives none): nothing to write.
+            Dialect::Cohere => Ok(()),
         }
     }
 }

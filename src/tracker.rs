@@ -236,7 +236,8 @@ impl core::fmt::Display for Cause {
 }
 
 /// The tokens a stream used, as the stream itself reported them (see the
-/// [`sse`](crate::sse#usage) module docs for where each preset reads them).
+/// [`sse`](crate::sse#usage) module docs for where each preset reads them, and the
+/// [`ndjson`](crate::ndjson) and [`eventstream`](crate::eventstream) ones).
 ///
 /// `None` is "not reported": the stream never said, or what it said was no count
 /// (see the module docs for the rule on hostile numbers). The default is both `None`.
@@ -247,11 +248,13 @@ impl core::fmt::Display for Cause {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Usage {
-    /// Tokens of the prompt (OpenAI `prompt_tokens`, Anthropic and Responses
-    /// `input_tokens`).
+    /// Tokens of the prompt (OpenAI `prompt_tokens`, Anthropic, Responses and Cohere
+    /// `input_tokens`, Gemini `promptTokenCount`, Ollama `prompt_eval_count`,
+    /// Bedrock `inputTokens`).
     pub input_tokens: Option<u64>,
-    /// Tokens generated (OpenAI `completion_tokens`, Anthropic and Responses
-    /// `output_tokens`).
+    /// Tokens generated (OpenAI `completion_tokens`, Anthropic, Responses and Cohere
+    /// `output_tokens`, Gemini `candidatesTokenCount` plus `thoughtsTokenCount`,
+    /// Ollama `eval_count`, Bedrock `outputTokens`).
     pub output_tokens: Option<u64>,
 }
 

@@ -20,8 +20,15 @@ use std::task::{Context, Poll, Waker};
 
 use allocation_counter::measure;
 use futures_core::Stream;
+use sluice::eventstream::EventStreamRules;
+use sluice::ndjson::NdjsonRules;
 use sluice::sse::SseRules;
-use sluice::{Cause, Outcome, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, TrackedStream, Usage, Verdict};
+
+// The frame encoder of the event-stream fuzz target.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../fuzz/replay/eventstream_splits.rs"]
+mod eventstream_splits;
 
 /// An inner stream over borrowed chunks: yields them, then `None`. Allocates nothing.
 struct Chunks<'a> {
@@ -234,4 +241,74 @@ fn an_allocating_recorder_is_counted() {
     });
     assert_eq!(info.count_total, STREAMS as u64);
     assert_eq!(kept.borrow().len(), STREAMS);
+}
+
+const GEMINI: &[Result<&[u8], u8>] = &[
+    Ok(b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}],\"usageMeta"),
+    Ok(b"data\":{\"promptTokenCount\":3,\"candidatesTokenCount\":1,\"thoughtsTokenCount\":4}}\r\n\r\n"),
+    Ok(b"data: {\"candidates\":[{\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":2,\"thoughtsTokenCount\":4}}\r\n\r\n"),
+];
+
+const COHERE: &[Result<&[u8], u8>] = &[
+    Ok(b"event: content-delta\ndata: {\"type\":\"content-delta\",\"delta\":{\"message\":{\"content\":{\"text\":\"Hi\"}}}}\n\n"),
+    Ok(b"event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"COMPLETE\",\"usage\":"),
+    Ok(b"{\"billed_units\":{\"input_tokens\":1,\"output_tokens\":2},\"tokens\":{\"input_tokens\":3,\"output_tokens\":6}}}}\n\n"),
+];
+
+const OLLAMA: &[Result<&[u8], u8>] = &[
+    Ok(b"{\"message\":{\"content\":\"Hi\"},\"done\":false}\n{\"done\":true,\"prompt_eval"),
+    Ok(b"_count\":3,\"eval_count\":6}\n"),
+];
+
+/// The framing a usage case is tracked with.
+#[derive(Debug, Clone)]
+enum Framing {
+    Sse(SseRules),
+    Ndjson,
+    EventStream,
+}
+
+/// Usage is read, by every framing, without allocating: per stream, a few words in
+/// the scanner.
+#[test]
+fn usage_is_read_without_allocating() {
+    // Bedrock frames (encoded once, here, outside the count), split inside the
+    // metadata frame.
+    let frames = [
+        eventstream_splits::bedrock("event", "contentBlockDelta", r#"{"delta":{"text":"Hi"}}"#),
+        eventstream_splits::bedrock("event", "messageStop", r#"{"stopReason":"end_turn"}"#),
+        eventstream_splits::bedrock(
+            "event",
+            "metadata",
+            r#"{"usage":{"inputTokens":3,"outputTokens":6},"metrics":{"latencyMs":5}}"#,
+        ),
+    ]
+    .concat();
+    let bytes: &'static [u8] = frames.leak();
+    let (head, tail) = bytes.split_at(bytes.len() - 20);
+    let bedrock: &[Result<&'static [u8], u8>] = &[Ok(head), Ok(tail)];
+    let cases = [
+        ("gemini", Framing::Sse(SseRules::gemini()), GEMINI),
+        ("cohere", Framing::Sse(SseRules::cohere()), COHERE),
+        ("ollama", Framing::Ndjson, OLLAMA),
+        ("bedrock", Framing::EventStream, bedrock),
+    ];
+    for (name, framing, items) in &cases {
+        let last = Cell::new(None);
+        let info = measure(|| {
+            for _ in 0..STREAMS {
+                let tracked = TrackedStream::new(Chunks { items }, |o: Outcome| last.set(Some(o)));
+                let mut tracked = match framing {
+                    Framing::Sse(rules) => tracked.with_sse(rules.clone()),
+                    Framing::Ndjson => tracked.with_ndjson(NdjsonRules::ollama()),
+                    Framing::EventStream => tracked.with_eventstream(EventStreamRules::bedrock()),
+                };
+                drive(&mut tracked, Leave::DrainDrop);
+            }
+        });
+        assert_eq!(info.count_total, 0, "{name}");
+        let outcome = last.get().expect("recorded");
+        assert_eq!(outcome.verdict, Verdict::Success, "{name}");
+        assert_eq!(outcome.usage, Usage::new(Some(3), Some(6)), "{name}");
+    }
 }

@@ -77,6 +77,12 @@ fn eventstream_replay_holds_on_hand_made_inputs() {
             spec(0, 0, b"{\"role\":\"assistant\"}"),
             spec(0, 1, b"{\"delta\":{\"text\":\"hi\"}}"),
             spec(0, 2, b"{\"stopReason\":\"end_turn\"}"),
+            // Bedrock's usage (a payload starting with `U` is made into one, its
+            // bytes picking numbers and layouts), and one written out.
+            spec(0, 3, b"U\x05\x06\x00\x00"),
+            spec(0, 3, b"U\x01\x03\x02\x01"),
+            spec(0, 3, b"U\x04\x04\x00\x02"),
+            spec(0, 3, b"{\"usage\":{\"inputTokens\":14,\"outputTokens\":6}}"),
             spec(1, 6, b"{\"message\":\"slow down\"}"),
         ]
     };
@@ -90,5 +96,26 @@ fn eventstream_replay_holds_on_hand_made_inputs() {
                 require_done: true,
             });
         }
+    }
+}
+
+/// A hand-made NDJSON input whose lines report usage (tokens by index in the
+/// replay's table): the replay checks each line's usage against serde_json's.
+#[test]
+fn ndjson_replay_holds_on_hand_made_usage_lines() {
+    use ndjson_splits::{Input, replay};
+    // {"done":true,"eval_count":7,"prompt_eval_count":3}
+    let done = vec![0, 17, 7, 26, 7, 27, 1];
+    // {"eval_count":18446744073709551616}: no count.
+    let huge = vec![0, 28, 6, 29, 1];
+    // {"message":{"content":"hi"},"eval_count":12}
+    let later = vec![0, 20, 7, 28, 6, 22, 1];
+    for rules in 0..3 {
+        replay(&Input {
+            rules,
+            lines: vec![done.clone(), huge.clone(), later.clone()],
+            raw: b"{\"eval_count\":9".to_vec(),
+            cuts: vec![5, 40, 41, 77],
+        });
     }
 }

@@ -1,10 +1,11 @@
-//! Token usage, read by the SSE scanner (SPEC section 2, "Usage"): for each preset,
-//! streams generated with usage (serde_json writes the strings; numbers up to
-//! `u64::MAX` and past it; members in any order; whitespace and line feeds wherever
-//! JSON allows them; decoys: `usage` members nested where they must not count, and
-//! inside strings) are fed in random splits, and the scanner's usage must equal what
-//! serde_json reads from the same events. A stream the client leaves reports the
-//! progress events it saw.
+//! Token usage, read by the scanners (SPEC section 2, "Usage"): for each preset
+//! (the SSE ones, Ollama's NDJSON and Bedrock's event stream), streams generated
+//! with usage (serde_json writes the strings; numbers up to `u64::MAX` and past it;
+//! members in any order; whitespace and line feeds wherever JSON allows them;
+//! decoys: usage members nested where they must not count, in events that do not
+//! report it, and inside strings) are fed in random splits, and the scanner's usage
+//! must equal what serde_json reads from the same events. A stream the client
+//! leaves reports the progress events and the usage it saw.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -14,22 +15,39 @@ use std::task::{Context, Poll, Waker};
 use futures_core::Stream;
 use proptest::prelude::*;
 use serde_json::Value;
+use sluice::eventstream::{EventStreamRules, EventStreamScanner};
+use sluice::ndjson::{NdjsonRules, NdjsonScanner};
 use sluice::sse::{SseRules, SseScanner};
 use sluice::{Cause, Outcome, TrackedStream, Usage, Verdict};
+
+// The frame encoder of the event-stream fuzz target.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../fuzz/replay/eventstream_splits.rs"]
+mod eventstream_splits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Preset {
     Chat,
     Anthropic,
     Responses,
+    Gemini,
+    Cohere,
+    /// Ollama's native NDJSON.
+    Ollama,
+    /// Bedrock ConverseStream's event stream.
+    Bedrock,
 }
 
 impl Preset {
+    /// The SSE rules, for the SSE presets.
     fn rules(self) -> SseRules {
         match self {
             Preset::Chat => SseRules::openai_chat(),
             Preset::Anthropic => SseRules::anthropic(),
             Preset::Responses => SseRules::openai_responses(),
+            Preset::Gemini => SseRules::gemini(),
+            Preset::Cohere => SseRules::cohere(),
+            Preset::Ollama | Preset::Bedrock => panic!("{self:?} is not SSE"),
         }
     }
 
@@ -39,6 +57,53 @@ impl Preset {
             Preset::Chat => 3,
             Preset::Anthropic => 5,
             Preset::Responses => 5,
+            Preset::Gemini => 4,
+            Preset::Cohere => 5,
+            Preset::Ollama => 4,
+            Preset::Bedrock => 5,
+        }
+    }
+}
+
+/// A scanner of any framing.
+enum Scanner {
+    Sse(SseScanner),
+    Ndjson(NdjsonScanner),
+    EventStream(EventStreamScanner),
+}
+
+impl Scanner {
+    fn new(preset: Preset) -> Self {
+        match preset {
+            Preset::Ollama => Scanner::Ndjson(NdjsonScanner::new(NdjsonRules::ollama())),
+            Preset::Bedrock => {
+                Scanner::EventStream(EventStreamScanner::new(EventStreamRules::bedrock()))
+            }
+            sse => Scanner::Sse(SseScanner::new(sse.rules())),
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        match self {
+            Scanner::Sse(s) => drop(s.feed(bytes)),
+            Scanner::Ndjson(s) => drop(s.feed(bytes)),
+            Scanner::EventStream(s) => drop(s.feed(bytes)),
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        match self {
+            Scanner::Sse(s) => s.usage(),
+            Scanner::Ndjson(s) => s.usage(),
+            Scanner::EventStream(s) => s.usage(),
+        }
+    }
+
+    fn progress(&self) -> u64 {
+        match self {
+            Scanner::Sse(s) => s.progress(),
+            Scanner::Ndjson(s) => s.progress(),
+            Scanner::EventStream(s) => s.progress(),
         }
     }
 }
@@ -288,6 +353,194 @@ fn render(preset: Preset, ev: &Ev) -> (Option<&'static str>, String) {
             decoy(&mut members, "output_tokens");
             (Some(name), obj(members, seed, ws))
         }
+        Preset::Gemini => {
+            let part = obj(vec![("text", s(&ev.text))], seed ^ 3, ws);
+            let content = obj(
+                vec![("parts", format!("[{part}]")), ("role", s("model"))],
+                seed ^ 4,
+                ws,
+            );
+            let candidate = obj(
+                vec![("content", content), ("index", "0".into())],
+                seed ^ 5,
+                ws,
+            );
+            let mut members = vec![
+                ("candidates", format!("[{candidate}]")),
+                ("modelVersion", s("gemini-2.5-flash")),
+            ];
+            // 0: every count; 1: no thoughts; 2: thoughts only (no candidates yet);
+            // 3: no usage at all.
+            let mut usage = vec![
+                ("promptTokenCount", a.clone()),
+                ("totalTokenCount", "0".into()),
+            ];
+            if ev.kind != 2 {
+                usage.push(("candidatesTokenCount", b.clone()));
+            }
+            if ev.kind != 1 {
+                usage.push(("thoughtsTokenCount", c.clone()));
+            }
+            if ev.decoy {
+                let details = obj(
+                    vec![("modality", s("TEXT")), ("tokenCount", c.clone())],
+                    seed ^ 6,
+                    ws,
+                );
+                usage.push(("promptTokensDetails", format!("[{details}]")));
+            }
+            if ev.kind != 3 {
+                members.push(("usageMetadata", obj(usage, seed ^ 7, ws)));
+            }
+            if ev.decoy {
+                // `usageMetadata` one level too deep, and as a string value.
+                let inner = obj(vec![("candidatesTokenCount", a.clone())], seed ^ 8, ws);
+                let inner = obj(vec![("usageMetadata", inner)], seed ^ 9, ws);
+                members.push(("extra", inner));
+                members.push(("note", s("usageMetadata")));
+            }
+            (None, obj(members, seed, ws))
+        }
+        Preset::Cohere => {
+            let name = match ev.kind {
+                0 => "message-start",
+                1 => "content-start",
+                2 | 3 => "content-delta",
+                _ => "message-end",
+            };
+            let delta = match ev.kind {
+                0 => {
+                    let message = obj(
+                        vec![("role", s("assistant")), ("content", "[]".into())],
+                        seed ^ 3,
+                        ws,
+                    );
+                    obj(vec![("message", message)], seed ^ 4, ws)
+                }
+                1..=3 => {
+                    let content = obj(vec![("text", s(&ev.text))], seed ^ 3, ws);
+                    let mut message = vec![("content", content)];
+                    if ev.decoy {
+                        // Usage inside the message, not the delta's own.
+                        let tokens = obj(vec![("input_tokens", a.clone())], seed ^ 5, ws);
+                        message.push(("usage", obj(vec![("tokens", tokens)], seed ^ 6, ws)));
+                    }
+                    let message = obj(message, seed ^ 4, ws);
+                    obj(vec![("message", message)], seed ^ 7, ws)
+                }
+                _ => {
+                    let tokens = obj(
+                        vec![("input_tokens", a.clone()), ("output_tokens", b.clone())],
+                        seed ^ 3,
+                        ws,
+                    );
+                    // Billed units: other numbers, never read.
+                    let billed = obj(
+                        vec![("input_tokens", c.clone()), ("output_tokens", c.clone())],
+                        seed ^ 4,
+                        ws,
+                    );
+                    let usage = obj(
+                        vec![("billed_units", billed), ("tokens", tokens)],
+                        seed ^ 5,
+                        ws,
+                    );
+                    obj(
+                        vec![("finish_reason", s("COMPLETE")), ("usage", usage)],
+                        seed ^ 6,
+                        ws,
+                    )
+                }
+            };
+            let mut members = vec![("type", s(name)), ("delta", delta)];
+            if ev.kind != 0 {
+                members.push(("index", "0".into()));
+            }
+            if ev.decoy {
+                // The counts at the top level, not under `delta`.
+                let tokens = obj(vec![("output_tokens", c.clone())], seed ^ 8, ws);
+                members.push(("usage", obj(vec![("tokens", tokens)], seed ^ 9, ws)));
+            }
+            (Some(name), obj(members, seed, ws))
+        }
+        Preset::Ollama => {
+            let message = obj(
+                vec![("role", s("assistant")), ("content", s(&ev.text))],
+                seed ^ 3,
+                ws,
+            );
+            let mut members = vec![
+                ("model", s("llama3.2")),
+                ("created_at", s("2025-01-15T10:21:03.1Z")),
+                ("message", message),
+            ];
+            // 0, 1: a token; 2: the done line without a prompt count (a cached
+            // prompt); 3: the done line with both counts.
+            let done = ev.kind >= 2;
+            members.push(("done", done.to_string()));
+            if done {
+                members.push(("done_reason", s("stop")));
+                members.push(("eval_count", b.clone()));
+                members.push(("total_duration", c.clone()));
+                if ev.kind == 3 {
+                    members.push(("prompt_eval_count", a.clone()));
+                }
+            }
+            if ev.decoy {
+                let inner = obj(vec![("eval_count", a.clone())], seed ^ 4, ws);
+                members.push(("extra", inner));
+                members.push(("note", s("prompt_eval_count")));
+            }
+            // One line: the line feeds of the whitespace become carriage returns
+            // (JSON whitespace too; serde_json writes none inside strings).
+            let data = obj(members, seed, ws).replace('\n', "\r");
+            (done.then_some("done"), data)
+        }
+        Preset::Bedrock => {
+            let (name, mut members) = match ev.kind {
+                0 => ("messageStart", vec![("role", s("assistant"))]),
+                1 | 2 => {
+                    let delta = obj(vec![("text", s(&ev.text))], seed ^ 3, ws);
+                    let mut members = vec![("contentBlockIndex", "0".into()), ("delta", delta)];
+                    if ev.decoy {
+                        // Usage in an event that does not report it.
+                        let usage = obj(vec![("inputTokens", c.clone())], seed ^ 4, ws);
+                        members.push(("usage", usage));
+                    }
+                    ("contentBlockDelta", members)
+                }
+                3 => ("messageStop", vec![("stopReason", s("end_turn"))]),
+                _ => {
+                    let usage = obj(
+                        vec![
+                            ("inputTokens", a.clone()),
+                            ("outputTokens", b.clone()),
+                            ("totalTokens", c.clone()),
+                        ],
+                        seed ^ 3,
+                        ws,
+                    );
+                    let metrics = obj(vec![("latencyMs", "512".into())], seed ^ 4, ws);
+                    let mut members = vec![("usage", usage), ("metrics", metrics)];
+                    if ev.decoy {
+                        let inner = obj(vec![("outputTokens", a.clone())], seed ^ 5, ws);
+                        members.push(("trace", obj(vec![("usage", inner)], seed ^ 6, ws)));
+                    }
+                    ("metadata", members)
+                }
+            };
+            members.push(("p", s("abcdefghijklmnop")));
+            (Some(name), obj(members, seed, ws))
+        }
+    }
+}
+
+/// The event on the wire: SSE, an NDJSON line, or a Bedrock frame.
+fn wire(preset: Preset, name: Option<&str>, data: &str) -> Vec<u8> {
+    match preset {
+        Preset::Ollama => format!("{data}\n").into_bytes(),
+        Preset::Bedrock => eventstream_splits::bedrock("event", name.expect("a frame"), data),
+        _ => sse(name, data).into_bytes(),
     }
 }
 
@@ -310,6 +563,12 @@ fn reference(preset: Preset, name: Option<&str>, data: &str) -> Usage {
     let value: Value = serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"));
     let at = |pointer: &str| value.pointer(pointer).and_then(Value::as_u64);
     let first = |a: Option<u64>, b: Option<u64>| b.or(a);
+    // Gemini's output: the candidates' and the thoughts' tokens, either alone, no
+    // count past `u64::MAX`.
+    let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => a.checked_add(b),
+        (a, b) => a.or(b),
+    };
     match preset {
         Preset::Chat => Usage::new(at("/usage/prompt_tokens"), at("/usage/completion_tokens")),
         Preset::Anthropic => Usage::new(
@@ -323,6 +582,22 @@ fn reference(preset: Preset, name: Option<&str>, data: &str) -> Usage {
             ),
             _ => Usage::default(),
         },
+        Preset::Gemini => Usage::new(
+            at("/usageMetadata/promptTokenCount"),
+            sum(
+                at("/usageMetadata/candidatesTokenCount"),
+                at("/usageMetadata/thoughtsTokenCount"),
+            ),
+        ),
+        Preset::Cohere => Usage::new(
+            at("/delta/usage/tokens/input_tokens"),
+            at("/delta/usage/tokens/output_tokens"),
+        ),
+        Preset::Ollama => Usage::new(at("/prompt_eval_count"), at("/eval_count")),
+        Preset::Bedrock => match name {
+            Some("metadata") => Usage::new(at("/usage/inputTokens"), at("/usage/outputTokens")),
+            _ => Usage::default(),
+        },
     }
 }
 
@@ -331,16 +606,29 @@ fn is_progress(preset: Preset, name: Option<&str>, after_progress: bool) -> bool
     match (preset, name) {
         (Preset::Anthropic, Some("ping")) => false,
         (Preset::Anthropic, Some("message_start"))
-        | (Preset::Responses, Some("response.created" | "response.in_progress")) => after_progress,
+        | (Preset::Responses, Some("response.created" | "response.in_progress"))
+        | (Preset::Cohere, Some("message-start" | "content-start"))
+        | (Preset::Bedrock, Some("messageStart")) => after_progress,
         _ => true,
     }
+}
+
+/// Whether the event is the preset's done event.
+fn is_done(preset: Preset, name: Option<&str>) -> bool {
+    matches!(
+        (preset, name),
+        (Preset::Responses, Some("response.completed"))
+            | (Preset::Cohere, Some("message-end"))
+            | (Preset::Ollama, Some("done"))
+            | (Preset::Bedrock, Some("messageStop"))
+    )
 }
 
 /// A stream of `events` (and its end marker), the usage serde_json reads from it,
 /// and for each event boundary the progress events before it and whether a done
 /// event came.
 fn stream(preset: Preset, events: &[Ev]) -> (Vec<u8>, Usage, Vec<(usize, u64, bool)>) {
-    let mut bytes = String::new();
+    let mut bytes = Vec::new();
     let mut usage = Usage::default();
     let mut progress = 0;
     let mut done = false;
@@ -349,16 +637,23 @@ fn stream(preset: Preset, events: &[Ev]) -> (Vec<u8>, Usage, Vec<(usize, u64, bo
         let (name, data) = render(preset, ev);
         usage = usage.updated(reference(preset, name, &data));
         progress += u64::from(is_progress(preset, name, progress > 0));
-        bytes.push_str(&sse(name, &data));
-        done |= name == Some("response.completed");
+        bytes.extend(wire(preset, name, &data));
+        done |= is_done(preset, name);
         bounds.push((bytes.len(), progress, done));
     }
-    bytes.push_str(match preset {
-        Preset::Chat => "data: [DONE]\n\n",
-        Preset::Anthropic => "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
-        Preset::Responses => "",
+    // The end marker, reporting no usage.
+    bytes.extend(match preset {
+        Preset::Chat => b"data: [DONE]\n\n".to_vec(),
+        Preset::Anthropic => b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_vec(),
+        Preset::Responses => Vec::new(),
+        Preset::Gemini => {
+            b"data: {\"candidates\": [{\"finishReason\": \"STOP\"}]}\r\n\r\n".to_vec()
+        }
+        Preset::Cohere => b"event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"COMPLETE\"}}\n\n".to_vec(),
+        Preset::Ollama => b"{\"done\":true}\n".to_vec(),
+        Preset::Bedrock => eventstream_splits::bedrock("event", "messageStop", "{}"),
     });
-    (bytes.into_bytes(), usage, bounds)
+    (bytes, usage, bounds)
 }
 
 /// `bytes` cut at `cuts` (taken modulo the length).
@@ -387,10 +682,14 @@ fn left_after(preset: Preset, chunks: Vec<Vec<u8>>) -> Outcome {
     let polls = chunks.len();
     let seen = Rc::new(RefCell::new(Vec::new()));
     let sink = seen.clone();
-    let mut tracked = TrackedStream::new(Chunks(chunks.into_iter()), move |o: Outcome| {
+    let tracked = TrackedStream::new(Chunks(chunks.into_iter()), move |o: Outcome| {
         sink.borrow_mut().push(o)
-    })
-    .with_sse(preset.rules());
+    });
+    let mut tracked = match preset {
+        Preset::Ollama => tracked.with_ndjson(NdjsonRules::ollama()),
+        Preset::Bedrock => tracked.with_eventstream(EventStreamRules::bedrock()),
+        sse => tracked.with_sse(sse.rules()),
+    };
     let mut cx = Context::from_waker(Waker::noop());
     for _ in 0..polls {
         assert!(matches!(
@@ -413,7 +712,7 @@ fn check(
     let (bytes, want, bounds) = stream(preset, &events);
     let text = String::from_utf8_lossy(&bytes).into_owned();
     // Every split: the same usage as serde_json's.
-    let mut scanner = SseScanner::new(preset.rules());
+    let mut scanner = Scanner::new(preset);
     for chunk in split(&bytes, &cuts) {
         scanner.feed(&chunk);
     }
@@ -468,16 +767,59 @@ proptest! {
         check(Preset::Responses, events, cuts, leave)?;
     }
 
+    #[test]
+    fn gemini_usage_as_serde_json_reads_it(
+        events in events(Preset::Gemini),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+        leave in any::<usize>(),
+    ) {
+        check(Preset::Gemini, events, cuts, leave)?;
+    }
+
+    #[test]
+    fn cohere_usage_as_serde_json_reads_it(
+        events in events(Preset::Cohere),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+        leave in any::<usize>(),
+    ) {
+        check(Preset::Cohere, events, cuts, leave)?;
+    }
+
+    #[test]
+    fn ollama_ndjson_usage_as_serde_json_reads_it(
+        events in events(Preset::Ollama),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+        leave in any::<usize>(),
+    ) {
+        check(Preset::Ollama, events, cuts, leave)?;
+    }
+
+    #[test]
+    fn bedrock_usage_as_serde_json_reads_it(
+        events in events(Preset::Bedrock),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+        leave in any::<usize>(),
+    ) {
+        check(Preset::Bedrock, events, cuts, leave)?;
+    }
+
     /// Arbitrary bytes never panic, and give the same usage however split.
     #[test]
     fn hostile_bytes_same_usage_every_split(
         bytes in prop::collection::vec(prop::sample::select(&b"data: {}[]\"\\:,\n usage_tokens0123456789emrsp"[..]), 0..400),
         cuts in prop::collection::vec(any::<usize>(), 0..8),
-        preset in prop::sample::select(&[Preset::Chat, Preset::Anthropic, Preset::Responses][..]),
+        preset in prop::sample::select(&[
+            Preset::Chat,
+            Preset::Anthropic,
+            Preset::Responses,
+            Preset::Gemini,
+            Preset::Cohere,
+            Preset::Ollama,
+        ][..]),
     ) {
-        let mut whole = SseScanner::new(preset.rules());
+        let mut whole = Scanner::new(preset);
         whole.feed(&bytes);
-        let mut parts = SseScanner::new(preset.rules());
+        let mut parts = Scanner::new(preset);
         for chunk in split(&bytes, &cuts) {
             parts.feed(&chunk);
         }
@@ -566,9 +908,10 @@ fn events_of(bytes: &[u8]) -> Vec<(Option<String>, String)> {
     out
 }
 
-/// The real transcripts of the wire corpus (`tests/wire`): for each with a preset
-/// that reads usage, the scanner reads what serde_json reads from its events, whole
-/// and in every 2-way split; and the figures of a few, written out.
+/// The real transcripts of the wire corpus (`tests/wire`): for each SSE or NDJSON
+/// transcript (the event streams are in tests/wire_corpus.rs), the scanner reads
+/// what serde_json reads from its events, whole and in every 2-way split; and the
+/// figures of a few, written out.
 #[test]
 fn wire_corpus_usage_as_serde_json_reads_it() {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wire"));
@@ -588,11 +931,25 @@ fn wire_corpus_usage_as_serde_json_reads_it() {
             "openai_chat" => Preset::Chat,
             "anthropic" => Preset::Anthropic,
             "openai_responses" => Preset::Responses,
-            _ => continue, // other dialects: not read here
+            "gemini" => Preset::Gemini,
+            "cohere" => Preset::Cohere,
+            "ollama_ndjson" => Preset::Ollama,
+            _ => continue, // the event streams: not read here
         };
-        let bytes = std::fs::read(dir.join(format!("{name}.sse"))).expect(name);
+        let (bytes, events) = if preset == Preset::Ollama {
+            let bytes = std::fs::read(dir.join(format!("{name}.ndjson"))).expect(name);
+            // The lines that ended.
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let mut lines: Vec<_> = text.split('\n').map(|l| (None, l.to_owned())).collect();
+            lines.pop();
+            (bytes, lines)
+        } else {
+            let bytes = std::fs::read(dir.join(format!("{name}.sse"))).expect(name);
+            let events = events_of(&bytes);
+            (bytes, events)
+        };
         let mut want = Usage::default();
-        for (event, data) in events_of(&bytes) {
+        for (event, data) in events {
             // Data that is not one JSON object reports nothing (`[DONE]`, a cut event).
             if serde_json::from_str::<serde_json::Map<String, Value>>(&data).is_ok() {
                 want = want.updated(reference(preset, event.as_deref(), &data));
@@ -600,7 +957,7 @@ fn wire_corpus_usage_as_serde_json_reads_it() {
         }
         with_usage += usize::from(!want.is_empty());
         for at in 0..=bytes.len() {
-            let mut scanner = SseScanner::new(preset.rules());
+            let mut scanner = Scanner::new(preset);
             scanner.feed(&bytes[..at]);
             scanner.feed(&bytes[at..]);
             assert_eq!(scanner.usage(), want, "{name} split at {at}");
@@ -608,13 +965,17 @@ fn wire_corpus_usage_as_serde_json_reads_it() {
         figures.insert(name.to_owned(), want);
     }
     assert!(
-        with_usage >= 8,
+        with_usage >= 16,
         "only {with_usage} transcripts report usage"
     );
     for (name, input, output) in [
         ("openai-chat-normal", 20, 2),
         ("vllm-chat-normal", 14, 8),
         ("anthropic-normal", 16, 38),
+        ("gemini-normal", 9, 21),
+        ("gemini-thinking-normal", 12, 9 + 164),
+        ("cohere-normal", 71, 14),
+        ("ollama-native-chat-normal", 26, 5),
     ] {
         assert_eq!(
             figures[name],
@@ -668,4 +1029,23 @@ fn whole_events_and_bytes_agree() {
             "{text}"
         );
     }
+}
+
+/// Each preset names the dialect whose usage it reads; Cohere's dialect reads usage
+/// but writes no failure event.
+#[test]
+fn presets_name_their_usage_dialect() {
+    use sluice::Cause;
+    use sluice::sse::Dialect;
+    assert_eq!(SseRules::gemini().usage(), Some(Dialect::Gemini));
+    assert_eq!(SseRules::cohere().usage(), Some(Dialect::Cohere));
+    assert_eq!(SseRules::cohere().dialect(), None);
+    let cohere = SseRules::empty().with_dialect(Some(Dialect::Cohere));
+    assert!(cohere.failure_event(Cause::Truncated).is_none());
+    // Custom rules read Cohere's usage when told to.
+    let mut scanner = SseScanner::new(SseRules::empty().with_usage(Some(Dialect::Cohere)));
+    scanner.feed(
+        b"data: {\"delta\":{\"usage\":{\"tokens\":{\"input_tokens\":7,\"output_tokens\":2}}}}\n\n",
+    );
+    assert_eq!(scanner.usage(), Usage::new(Some(7), Some(2)));
 }

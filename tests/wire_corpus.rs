@@ -8,7 +8,9 @@
 //! Every transcript is fed through a real `TrackedStream` whole, byte by byte, and in
 //! every 2-way split, and then either ends (the upstream's EOF) or is dropped before
 //! the end is seen (the client left); each run must record exactly the expected
-//! outcome, with every byte passed through.
+//! outcome, with every byte passed through, and, where `cases.txt` gives it, the
+//! token usage the transcript reported (whatever the verdict: a stream cut short or
+//! left keeps the usage reported before its end).
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -20,7 +22,7 @@ use futures_core::Stream;
 use sluice::eventstream::EventStreamRules;
 use sluice::ndjson::NdjsonRules;
 use sluice::sse::SseRules;
-use sluice::{Cause, Outcome, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, TrackedStream, Usage, Verdict};
 
 /// One line of `cases.txt`.
 #[derive(Debug)]
@@ -29,6 +31,18 @@ struct Case {
     rules: Rules,
     eof: (Verdict, Cause),
     leave: (Verdict, Cause),
+    /// The usage the outcome reports (column 7, `usage=IN/OUT`, `-` for none).
+    usage: Option<Usage>,
+}
+
+/// A `usage=IN/OUT` column: each count a number, or `-` for not reported.
+fn usage(word: &str) -> Usage {
+    let counts = word
+        .strip_prefix("usage=")
+        .unwrap_or_else(|| panic!("{word:?}"));
+    let (input, output) = counts.split_once('/').unwrap_or_else(|| panic!("{word:?}"));
+    let count = |n: &str| (n != "-").then(|| n.parse().unwrap_or_else(|e| panic!("{n:?}: {e}")));
+    Usage::new(count(input), count(output))
 }
 
 fn verdict(word: &str) -> Verdict {
@@ -139,14 +153,18 @@ fn cases() -> Vec<Case> {
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(|line| {
             let words: Vec<&str> = line.split_whitespace().collect();
-            let [name, rule, ev, ec, lv, lc] = words[..] else {
-                panic!("cases.txt: six columns expected in {line:?}");
+            let ([name, rule, ev, ec, lv, lc], more) = match words.split_at_checked(6) {
+                Some((six, more)) if more.len() <= 1 => {
+                    (<[&str; 6]>::try_from(six).expect("six words"), more)
+                }
+                _ => panic!("cases.txt: six columns (and a usage) expected in {line:?}"),
             };
             Case {
                 name: name.to_owned(),
                 rules: rules(rule),
                 eof: (verdict(ev), cause(ec)),
                 leave: (verdict(lv), cause(lc)),
+                usage: more.first().map(|word| usage(word)),
             }
         })
         .collect()
@@ -224,14 +242,23 @@ fn every_transcript_gets_its_verdict_and_cause_however_it_is_split() {
         for chunks in feeds(&bytes) {
             for (eof, (verdict, cause)) in [(true, case.eof), (false, case.leave)] {
                 let outcome = run(&case.rules, &chunks, eof);
+                let how = if eof { "at EOF" } else { "client left" };
                 assert_eq!(
                     (outcome.verdict, outcome.cause),
                     (verdict, cause),
-                    "{} ({} chunks, {})",
+                    "{} ({} chunks, {how})",
                     case.name,
                     chunks.len(),
-                    if eof { "at EOF" } else { "client left" },
                 );
+                if let Some(usage) = case.usage {
+                    assert_eq!(
+                        outcome.usage,
+                        usage,
+                        "{} ({} chunks, {how})",
+                        case.name,
+                        chunks.len(),
+                    );
+                }
                 runs += 1;
             }
         }
@@ -304,4 +331,41 @@ fn each_new_dialect_has_its_failure_modes() {
     }
     assert!(has("bedrock-", error, "corrupt-crc"));
     assert!(has("bedrock-", cut, "cut-inside-frame"));
+}
+
+/// The new dialects' transcripts all say what usage they report, and among them a
+/// clean stream, an in-band error and a cut stream report some: usage is checked
+/// whatever the verdict.
+#[test]
+fn the_new_dialects_transcripts_check_usage() {
+    let cases = cases();
+    for prefix in ["gemini-", "cohere-", "ollama-native-", "bedrock-"] {
+        let ours: Vec<&Case> = cases
+            .iter()
+            .filter(|c| c.name.starts_with(prefix))
+            .collect();
+        for case in &ours {
+            assert!(case.usage.is_some(), "{}: no usage column", case.name);
+        }
+        let reports = |eof: (Verdict, Cause)| {
+            ours.iter()
+                .any(|c| c.eof == eof && c.usage.is_some_and(|u| !u.is_empty()))
+        };
+        assert!(reports((Verdict::Success, Cause::Done)), "{prefix}: clean");
+        if !matches!(prefix, "bedrock-" | "ollama-native-") {
+            // Bedrock's and Ollama's usage comes with the end (the metadata after
+            // messageStop, the done line): an exception or an error line replaces it.
+            assert!(
+                reports((Verdict::Failure, Cause::ErrorEvent)),
+                "{prefix}: error"
+            );
+        }
+    }
+    // A stream cut short keeps the usage it reported before the cut.
+    let cut = cases
+        .iter()
+        .find(|c| c.name == "gemini-truncated")
+        .expect("gemini-truncated");
+    assert_eq!(cut.eof, (Verdict::Failure, Cause::Truncated));
+    assert_eq!(cut.usage, Some(Usage::new(Some(9), Some(20))));
 }

@@ -3,6 +3,7 @@
 //! for its frame encoder, tests/wire_corpus.rs).
 
 use arbitrary::Arbitrary;
+use sluice::Usage;
 use sluice::eventstream::{EventStreamRules, EventStreamScanner};
 use sluice::sse::Signal;
 
@@ -139,6 +140,70 @@ fn meaning(spec: &FrameSpec) -> (Option<Signal>, bool) {
     }
 }
 
+/// The frame's payload: a payload starting with `U` stands for Bedrock's usage, its
+/// next bytes picking the numbers and the layout; any other is as it is.
+fn payload(spec: &FrameSpec) -> Vec<u8> {
+    let raw = &spec.payload[..spec.payload.len().min(2000)];
+    let Some((b'U', rest)) = raw.split_first() else {
+        return raw.to_vec();
+    };
+    let byte = |i: usize| rest.get(i).copied().unwrap_or(0);
+    let number = |b: u8| match b % 8 {
+        0 => "18446744073709551616".to_owned(),
+        1 => "18446744073709551615".to_owned(),
+        2 => "1.5".to_owned(),
+        3 => "null".to_owned(),
+        _ => (u64::from(b) * 37).to_string(),
+    };
+    let (input, output) = (number(byte(0)), number(byte(1)));
+    let usage = match byte(2) % 4 {
+        0 => format!(r#"{{"inputTokens":{input},"outputTokens":{output},"totalTokens":1}}"#),
+        1 => format!(r#"{{ "outputTokens" : {output} }}"#),
+        2 => format!(r#"{{"x":{{"outputTokens":{output}}},"inputTokens":{input}}}"#),
+        _ => format!(r#"{{"inputTokens":{input}}}"#),
+    };
+    let json = match byte(3) % 4 {
+        0 => format!(r#"{{"metrics":{{"latencyMs":5}},"usage":{usage},"p":"abc"}}"#),
+        1 => format!(r#"{{"usage":{usage}}}"#),
+        // Nested: not the payload's own.
+        2 => format!(r#"{{"trace":{{"usage":{usage}}}}}"#),
+        // Not one object.
+        _ => format!(r#"{{"usage":{usage}}}x"#),
+    };
+    json.into_bytes()
+}
+
+/// The usage serde_json reads from a frame, by the rule, or `None` if it cannot
+/// tell (the payload is JSON the walk is not held to: a key given twice, escapes).
+fn usage_of(spec: &FrameSpec, payload: &[u8]) -> Option<Usage> {
+    let mt = MESSAGE_TYPES[usize::from(spec.message_type) % MESSAGE_TYPES.len()];
+    let et = EVENT_TYPES[usize::from(spec.event_type) % EVENT_TYPES.len()];
+    if (mt, et) != ("event", "metadata") {
+        return Some(Usage::default());
+    }
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(payload) else {
+        // Not JSON: the walk reads nothing unless it could be (a walk, not a parser).
+        return (!payload.windows(7).any(|w| w == b"\"usage\"")).then_some(Usage::default());
+    };
+    let keys = ["\"usage\"", "\"inputTokens\"", "\"outputTokens\""];
+    let dupes = keys.iter().any(|k| {
+        payload
+            .windows(k.len())
+            .filter(|w| w == &k.as_bytes())
+            .count()
+            > 1
+    });
+    if dupes || payload.contains(&b'\\') {
+        return None;
+    }
+    let count = |key: &str| {
+        map.get("usage")
+            .and_then(|u| u.get(key))
+            .and_then(serde_json::Value::as_u64)
+    };
+    Some(Usage::new(count("inputTokens"), count("outputTokens")))
+}
+
 fn encode(spec: &FrameSpec) -> Vec<u8> {
     let mt = MESSAGE_TYPES[usize::from(spec.message_type) % MESSAGE_TYPES.len()];
     let et = EVENT_TYPES[usize::from(spec.event_type) % EVENT_TYPES.len()];
@@ -168,12 +233,12 @@ fn encode(spec: &FrameSpec) -> Vec<u8> {
     if !mt.is_empty() {
         headers.push((b":message-type", Value::Str(mt.as_bytes())));
     }
-    frame(&headers, &spec.payload[..spec.payload.len().min(2000)])
+    frame(&headers, &payload(spec))
 }
 
 /// What the scanner says after some chunks: the strongest signal, the progress,
-/// whether it stands inside a frame, whether it failed.
-type Answer = (Option<Signal>, u64, bool, bool);
+/// whether it stands inside a frame, whether it failed, the usage.
+type Answer = (Option<Signal>, u64, bool, bool, Usage);
 
 fn scan<'a>(rules: EventStreamRules, chunks: impl IntoIterator<Item = &'a [u8]>) -> Answer {
     let mut scanner = EventStreamScanner::new(rules);
@@ -183,6 +248,7 @@ fn scan<'a>(rules: EventStreamRules, chunks: impl IntoIterator<Item = &'a [u8]>)
         scanner.progress(),
         scanner.is_inside_frame(),
         scanner.is_failed(),
+        scanner.usage(),
     )
 }
 
@@ -192,6 +258,8 @@ pub fn replay(input: &Input) {
     let rules = EventStreamRules::bedrock().require_done(input.require_done);
     let mut data = Vec::new();
     let mut expected = (None, 0u64);
+    // The usage of the frames, while serde_json can tell it.
+    let mut usage = Some(Usage::default());
     for spec in input.frames.iter().take(20) {
         data.extend_from_slice(&encode(spec));
         let (signal, preamble) = meaning(spec);
@@ -199,6 +267,9 @@ pub fn replay(input: &Input) {
         if !(preamble && expected.1 == 0) {
             expected.1 += 1;
         }
+        usage = usage
+            .zip(usage_of(spec, &payload(spec)))
+            .map(|(u, f)| u.updated(f));
     }
     let clean = data.len();
     let mut corrupted = false;
@@ -216,7 +287,12 @@ pub fn replay(input: &Input) {
     if !corrupted {
         // The frames alone are read by the rule, whole and complete.
         let frames = scan(rules, [&data[..clean]]);
-        assert_eq!(frames, (expected.0, expected.1, false, false), "frames");
+        let usage = usage.unwrap_or(frames.4);
+        assert_eq!(
+            frames,
+            (expected.0, expected.1, false, false, usage),
+            "frames"
+        );
     } else {
         // A flipped bit anywhere in a frame is caught by a CRC (or a length).
         assert!(whole.3 || whole.2, "corruption not seen: {whole:?}");

@@ -2,6 +2,7 @@
 //! fuzz target and `cargo test` (tests/fuzz_new_scanners.rs).
 
 use arbitrary::Arbitrary;
+use sluice::Usage;
 use sluice::ndjson::{NdjsonRules, NdjsonScanner};
 use sluice::sse::Signal;
 
@@ -42,6 +43,10 @@ const TOKENS: &[&[u8]] = &[
     b"tru",
     b"nul",
     b"e",
+    b"\"eval_count\":7",
+    b"\"prompt_eval_count\":3",
+    b"\"eval_count\"",
+    b"18446744073709551616",
 ];
 
 fn rules(pick: u8) -> NdjsonRules {
@@ -65,14 +70,15 @@ pub fn bytes(input: &Input) -> Vec<u8> {
     out
 }
 
-/// The strongest signal over a sequence of chunks, and the progress counted.
+/// The strongest signal over a sequence of chunks, the progress counted and the
+/// usage read.
 fn scan<'a>(
     rules: NdjsonRules,
     chunks: impl IntoIterator<Item = &'a [u8]>,
-) -> (Option<Signal>, u64) {
+) -> (Option<Signal>, u64, Usage) {
     let mut scanner = NdjsonScanner::new(rules);
     let signal = chunks.into_iter().map(|c| scanner.feed(c)).max().flatten();
-    (signal, scanner.progress())
+    (signal, scanner.progress(), scanner.usage())
 }
 
 /// Panics unless every way of cutting the input gives the whole input's answer, and
@@ -116,8 +122,20 @@ pub fn replay(input: &Input) {
             serde_json::from_slice::<serde_json::Value>(line)
         {
             if rules == NdjsonRules::empty() {
-                assert_eq!(signal, None);
+                assert_eq!((signal, one.usage()), (None, Usage::default()));
                 continue;
+            }
+            // The counts, top-level integers in 0..=u64::MAX (a key given twice or
+            // spelled with escapes is beyond the rule).
+            let count = |key: &str| map.get(key).and_then(serde_json::Value::as_u64);
+            let keys = ["\"prompt_eval_count\"", "\"eval_count\""];
+            let plain = !line.windows(2).any(|w| w == b"\\u")
+                && keys
+                    .iter()
+                    .all(|k| line.windows(k.len()).filter(|w| w == &k.as_bytes()).count() <= 1);
+            if plain {
+                let usage = Usage::new(count("prompt_eval_count"), count("eval_count"));
+                assert_eq!(one.usage(), usage, "{:?}", String::from_utf8_lossy(line));
             }
             let failed = map.get("error").is_some_and(|e| !e.is_null());
             let done = map.get("done") == Some(&serde_json::Value::Bool(true));

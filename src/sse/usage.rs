@@ -2,9 +2,14 @@
 //!
 //! The error-object walk ([`json`](super::json)) stops at the top-level members a
 //! dialect reports usage under (its **roots**: `usage` for OpenAI Chat Completions,
-//! `message` and `usage` for Anthropic, `response` for Responses) and hands the
-//! member's value to a [`Value`] walk, one byte at a time, which follows the
-//! dialect's [`Path`]s below the root and reads the count at the end of each.
+//! `message` and `usage` for Anthropic, `response` for Responses, `usageMetadata`
+//! for Gemini, `delta` for Cohere, `prompt_eval_count` and `eval_count` for Ollama's
+//! NDJSON lines, `usage` for Bedrock's `metadata` payload) and hands the member's
+//! value to a [`Value`] walk, one byte at a time, which follows the dialect's
+//! [`Path`]s below the root and reads the count at the end of each (a path with no
+//! keys reads the root's value itself: Ollama's counts are top-level members).
+//! The NDJSON and event-stream scanners use the same walk on a line or a payload
+//! ([`ObjectUsage`]).
 //!
 //! # The rule
 //!
@@ -21,15 +26,23 @@
 //! only if its data is one complete JSON object (the walk saw it close), and then
 //! each replaces the stream's count so far (the last value reported wins).
 //!
+//! A dialect may report its output in two parts that add up ([`Count::Thoughts`]:
+//! Gemini's `candidatesTokenCount` and `thoughtsTokenCount`, both billed as output).
+//! Then the output of a root's value is the sum of the parts read in it, either
+//! alone if the other is not (or is no count), and no count if the sum exceeds
+//! `u64::MAX`.
+//!
 //! # The walk
 //!
 //! The state is a few words whatever the value's length: the depth of brackets
-//! inside the value, how many of the open objects are on a path (at most three),
+//! inside the value, how many of the open objects are on a path (at most four),
 //! which paths still match at each of those levels (a bit mask each), where the walk
 //! stands among a matched object's members ([`At`]), the string state of what it
-//! skips, and the number read so far (with a flag once it is no count). One byte at
-//! a time, so every split of the input gives the same state.
+//! skips, the number read so far (with a flag once it is no count), and the output
+//! parts read in this value. One byte at a time, so every split of the input gives
+//! the same state.
 
+use super::json::ErrorObject;
 use crate::Usage;
 
 /// Which count a path reads.
@@ -37,10 +50,14 @@ use crate::Usage;
 pub(super) enum Count {
     Input,
     Output,
+    /// Output too, added to [`Output`](Count::Output) read in the same root value
+    /// (Gemini's thinking tokens).
+    Thoughts,
 }
 
 /// The keys below a root member, each inside the one before, and the count at the
-/// end (at most [`MAX_KEYS`] keys).
+/// end (at most [`MAX_KEYS`] keys; none: the root's value is the count, and then it
+/// is the root's only path).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Path {
     keys: &'static [&'static [u8]],
@@ -56,15 +73,15 @@ pub(super) struct Root {
 
 /// Where a dialect reports usage.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct UsageRules {
+pub(crate) struct UsageRules {
     pub(super) roots: &'static [Root],
     /// Only the rules' done and failed events report it (Responses: the usage of
     /// `response.created` is not final).
     pub(super) final_only: bool,
 }
 
-/// The most keys a path has below its root.
-const MAX_KEYS: usize = 2;
+/// The most keys a path has below its root (Cohere's `usage.tokens.input_tokens`).
+const MAX_KEYS: usize = 3;
 
 /// OpenAI Chat Completions with `stream_options.include_usage` (and vLLM, SGLang,
 /// llama.cpp): `usage.prompt_tokens`, `usage.completion_tokens`.
@@ -133,6 +150,119 @@ pub(super) const OPENAI_RESPONSES: UsageRules = UsageRules {
     final_only: true,
 };
 
+/// Google Gemini: `usageMetadata.promptTokenCount` (input), and
+/// `usageMetadata.candidatesTokenCount` plus `thoughtsTokenCount` (output: a
+/// thinking model's thoughts are billed as output, and OpenAI's
+/// `completion_tokens` and Anthropic's `output_tokens` count them too). Every chunk
+/// carries the counts so far; the last chunk's are the totals.
+pub(super) const GEMINI: UsageRules = UsageRules {
+    roots: &[Root {
+        key: b"usageMetadata",
+        paths: &[
+            Path {
+                keys: &[b"promptTokenCount"],
+                count: Count::Input,
+            },
+            Path {
+                keys: &[b"candidatesTokenCount"],
+                count: Count::Output,
+            },
+            Path {
+                keys: &[b"thoughtsTokenCount"],
+                count: Count::Thoughts,
+            },
+        ],
+    }],
+    final_only: false,
+};
+
+/// Cohere v2 chat: `message-end`'s `delta.usage.tokens.input_tokens` and
+/// `output_tokens`, the tokens the model read and wrote (not `billed_units`, which
+/// leave out what Cohere does not bill, such as its own prompt template).
+pub(super) const COHERE: UsageRules = UsageRules {
+    roots: &[Root {
+        key: b"delta",
+        paths: &[
+            Path {
+                keys: &[b"usage", b"tokens", b"input_tokens"],
+                count: Count::Input,
+            },
+            Path {
+                keys: &[b"usage", b"tokens", b"output_tokens"],
+                count: Count::Output,
+            },
+        ],
+    }],
+    final_only: false,
+};
+
+/// Ollama's native API (NDJSON): the done line's top-level `prompt_eval_count`
+/// (input) and `eval_count` (output).
+pub(crate) const OLLAMA: UsageRules = UsageRules {
+    roots: &[
+        Root {
+            key: b"prompt_eval_count",
+            paths: &[Path {
+                keys: &[],
+                count: Count::Input,
+            }],
+        },
+        Root {
+            key: b"eval_count",
+            paths: &[Path {
+                keys: &[],
+                count: Count::Output,
+            }],
+        },
+    ],
+    final_only: false,
+};
+
+/// Amazon Bedrock ConverseStream: the `metadata` event's payload,
+/// `usage.inputTokens` and `usage.outputTokens`.
+pub(crate) const BEDROCK: UsageRules = UsageRules {
+    roots: &[Root {
+        key: b"usage",
+        paths: &[
+            Path {
+                keys: &[b"inputTokens"],
+                count: Count::Input,
+            },
+            Path {
+                keys: &[b"outputTokens"],
+                count: Count::Output,
+            },
+        ],
+    }],
+    final_only: false,
+};
+
+/// The usage one JSON object reports (an NDJSON line, an event-stream payload):
+/// the error-object walk, looking for no error, only for the rules' roots. Fed the
+/// object's bytes in any pieces; its counts are kept once the object closed, with
+/// nothing but whitespace after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ObjectUsage(ErrorObject);
+
+impl ObjectUsage {
+    /// A walk at the start of an object, reading usage where `rules` say.
+    pub(crate) const fn new(rules: &'static UsageRules) -> Self {
+        Self(ErrorObject::new(false, Some(rules)))
+    }
+
+    /// More of the object's bytes.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        if !self.0.is_dead() {
+            self.0.feed(bytes);
+        }
+    }
+
+    /// The counts the object reported, once it is complete.
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        self.0.usage()
+    }
+}
+
 /// What a path's key matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hit {
@@ -190,6 +320,8 @@ pub(super) struct Value {
     /// In `Skip`: inside a string, and the last byte an escaping backslash.
     in_str: bool,
     escape: bool,
+    /// The output parts read in this value: [`Count::Output`], [`Count::Thoughts`].
+    parts: [Option<u64>; 2],
 }
 
 impl Value {
@@ -199,14 +331,20 @@ impl Value {
             n @ 0..8 => (1u8 << n) - 1,
             _ => u8::MAX,
         };
+        let at = match root.paths {
+            // The root's value is the count.
+            [Path { keys: [], count }] => At::Value(Hit::Leaf(*count)),
+            _ => At::Value(Hit::Inner(all)),
+        };
         Self {
             paths: root.paths,
             depth: 0,
             level: 0,
-            masks: [all, 0, 0],
-            at: At::Value(Hit::Inner(all)),
+            masks: [all, 0, 0, 0],
+            at,
             in_str: false,
             escape: false,
+            parts: [None, None],
         }
     }
 
@@ -289,11 +427,7 @@ impl Value {
             }
             At::Number { count, n, ok } => {
                 if ok {
-                    let slot = match count {
-                        Count::Input => &mut usage.input_tokens,
-                        Count::Output => &mut usage.output_tokens,
-                    };
-                    *slot = Some(n);
+                    self.count(count, n, usage);
                 }
                 self.at = At::Rest;
                 self.rest(b)
@@ -304,6 +438,23 @@ impl Value {
                 self.rest(b)
             }
         }
+    }
+
+    /// A count read: input as it is, output the sum of the parts read so far.
+    fn count(&mut self, count: Count, n: u64, usage: &mut Usage) {
+        let part = match count {
+            Count::Input => {
+                usage.input_tokens = Some(n);
+                return;
+            }
+            Count::Output => 0,
+            Count::Thoughts => 1,
+        };
+        self.parts[part] = Some(n);
+        usage.output_tokens = match self.parts {
+            [Some(a), Some(b)] => a.checked_add(b),
+            [a, b] => a.or(b),
+        };
     }
 
     /// Byte `b` in `Rest`: directly in a matched object (or at level 0), outside
@@ -405,11 +556,23 @@ mod tests {
 
     #[test]
     fn paths_fit_the_walk() {
-        for rules in [&OPENAI_CHAT, &ANTHROPIC, &OPENAI_RESPONSES] {
+        for rules in [
+            &OPENAI_CHAT,
+            &ANTHROPIC,
+            &OPENAI_RESPONSES,
+            &GEMINI,
+            &COHERE,
+            &OLLAMA,
+            &BEDROCK,
+        ] {
+            // The error-object walk stops at six roots at most.
+            assert!(rules.roots.len() <= 6);
             for root in rules.roots {
                 assert!(root.paths.len() <= 8);
                 for path in root.paths {
-                    assert!(!path.keys.is_empty() && path.keys.len() <= MAX_KEYS);
+                    assert!(path.keys.len() <= MAX_KEYS);
+                    // A path with no keys is its root's only one.
+                    assert!(!path.keys.is_empty() || root.paths.len() == 1);
                 }
             }
         }
@@ -473,5 +636,62 @@ mod tests {
             r#"{"output":[{"usage":{"input_tokens":9}}],"usage":{"output_tokens":4,"input_tokens":3}}}"#,
         );
         assert_eq!(usage, Usage::new(Some(3), Some(4)));
+    }
+
+    #[test]
+    fn output_parts_add_up() {
+        let gemini = &GEMINI.roots[0];
+        let (usage, _) = walk(
+            gemini,
+            r#"{"promptTokenCount":9,"thoughtsTokenCount":100,"candidatesTokenCount":21}}"#,
+        );
+        assert_eq!(usage, Usage::new(Some(9), Some(121)));
+        // One part alone; the other no count.
+        let (usage, _) = walk(gemini, r#"{"thoughtsTokenCount":7}}"#);
+        assert_eq!(usage, Usage::new(None, Some(7)));
+        let (usage, _) = walk(
+            gemini,
+            r#"{"candidatesTokenCount":5,"thoughtsTokenCount":1.5}}"#,
+        );
+        assert_eq!(usage, Usage::new(None, Some(5)));
+        // A sum past `u64::MAX` is no count.
+        let (usage, _) = walk(
+            gemini,
+            r#"{"candidatesTokenCount":18446744073709551615,"thoughtsTokenCount":1}}"#,
+        );
+        assert_eq!(usage, Usage::default());
+        // Given twice: the last count of each part.
+        let (usage, _) = walk(
+            gemini,
+            r#"{"candidatesTokenCount":5,"thoughtsTokenCount":2,"candidatesTokenCount":6}}"#,
+        );
+        assert_eq!(usage, Usage::new(None, Some(8)));
+    }
+
+    #[test]
+    fn three_keys_deep_and_no_keys() {
+        let cohere = &COHERE.roots[0];
+        let (usage, _) = walk(
+            cohere,
+            r#"{"finish_reason":"COMPLETE","usage":{"billed_units":{"input_tokens":5,"output_tokens":14},"tokens":{"input_tokens":71,"output_tokens":14}}}}"#,
+        );
+        assert_eq!(usage, Usage::new(Some(71), Some(14)));
+        let (usage, _) = walk(
+            cohere,
+            r#"{"usage":{"input_tokens":1,"tokens":[{"input_tokens":2}]}}}"#,
+        );
+        assert_eq!(usage, Usage::default());
+        // Ollama: the root's value is the count.
+        let [prompt, eval] = OLLAMA.roots else {
+            panic!("two roots")
+        };
+        let (usage, end) = walk(prompt, " 26 ,\"eval_count\":5}");
+        assert_eq!((usage, end), (Usage::new(Some(26), None), Some(4)));
+        let (usage, end) = walk(eval, "5}");
+        assert_eq!((usage, end), (Usage::new(None, Some(5)), Some(1)));
+        for no in ["{\"eval_count\":5}", "[5]", "\"5\"", "-5", "5.0", "null"] {
+            let (usage, end) = walk(eval, &format!("{no}}}"));
+            assert_eq!((usage, end), (Usage::default(), Some(no.len())), "{no}");
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! reaches the worker with its model and query as sent and is judged by the Gemini
 //! rules (the chunk with a `finishReason` ends it; an `error` object on the 200 and a
 //! stream cut before its last chunk are the worker's Failure); `:generateContent` is
-//! tracked as a plain answer.
+//! tracked as a plain answer. The token usage the clean stream reported (its
+//! `usageMetadata`, thinking tokens counted as output) reaches
+//! `gen_ai_client_token_usage`.
 
 mod common;
 
@@ -14,11 +16,11 @@ use axum::body::{Body, Bytes};
 use axum::http::{Uri, header};
 use axum::response::Response;
 use axum::routing::post;
-use common::{client, metrics_until, read_all, serve_router, verdicts, within};
+use common::{client, metrics_until, read_all, series, serve_router, verdicts, within};
 use sluice_gateway::serve::{self, ServeArgs};
 
 const CHUNK: &str = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"},\"index\":0}]}\r\n\r\n";
-const LAST: &str = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"!\"}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":2,\"totalTokenCount\":5}}\r\n\r\n";
+const LAST: &str = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"!\"}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":2,\"totalTokenCount\":9,\"thoughtsTokenCount\":4}}\r\n\r\n";
 const ERROR: &str = "data: {\"error\":{\"code\":503,\"message\":\"The model is overloaded.\",\"status\":\"UNAVAILABLE\"}}\r\n\r\n";
 const WHOLE: &str =
     "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi!\"}]},\"finishReason\":\"STOP\"}]}";
@@ -85,13 +87,38 @@ async fn gemini_streams_get_their_verdicts_and_reach_the_worker_as_sent() {
         let (text, _) = read_all(response).await;
         assert!(text.starts_with(want.as_str()), "{which}: {text}");
     }
-    metrics_until(gateway, "four verdicts", |t| {
+    let usage = |t: &str, suffix: &str, verdict: &str, kind: &str| {
+        series(
+            t,
+            &format!(
+                "gen_ai_client_token_usage_{suffix}{{worker=\"g\",verdict=\"{verdict}\",gen_ai_token_type=\"{kind}\"}}"
+            ),
+        )
+    };
+    let text = metrics_until(gateway, "four verdicts and their token usage", |t| {
         verdicts(t, "g", "success", "done") == Some(1.0)
             && verdicts(t, "g", "failure", "error_event") == Some(1.0)
             && verdicts(t, "g", "failure", "truncated") == Some(1.0)
             && verdicts(t, "g", "success", "end") == Some(1.0)
+            && usage(t, "count", "success", "output") == Some(1.0)
     })
     .await;
+    // The clean stream's usageMetadata: 3 prompt tokens; 2 candidates' and 4
+    // thoughts' tokens as output. The plain answer has no scanner, so no usage and
+    // no progress; the failed streams reported none (their progress stands in for
+    // output).
+    assert_eq!(
+        usage(&text, "count", "success", "input"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(usage(&text, "sum", "success", "input"), Some(3.0), "{text}");
+    assert_eq!(
+        usage(&text, "sum", "success", "output"),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(usage(&text, "count", "failure", "input"), None, "{text}");
     let targets = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
     assert_eq!(
         targets,

@@ -2,6 +2,8 @@
 //! answered with `application/x-ndjson` are judged by the NDJSON rules, from the
 //! response's content type: a clean stream is Success (`done`), an `{"error": ...}`
 //! line on the 200 and a stream cut before its done line are the worker's Failure.
+//! The token counts of the done lines (`prompt_eval_count`, `eval_count`) reach
+//! `gen_ai_client_token_usage`.
 
 mod common;
 
@@ -12,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::post;
-use common::{client, metrics_until, read_all, serve_router, verdicts, within};
+use common::{client, metrics_until, read_all, series, serve_router, verdicts, within};
 use sluice_gateway::serve::{self, ServeArgs};
 
 const CHAT_CLEAN: &str = concat!(
@@ -33,7 +35,7 @@ const GENERATE_CUT: &str = concat!(
 
 const GENERATE_CLEAN: &str = concat!(
     "{\"model\":\"llama3.2\",\"response\":\"Why\",\"done\":false}\n",
-    "{\"model\":\"llama3.2\",\"response\":\"\",\"done\":true,\"eval_count\":1}\n",
+    "{\"model\":\"llama3.2\",\"response\":\"\",\"done\":true,\"prompt_eval_count\":4,\"eval_count\":2}\n",
 );
 
 /// A worker that answers each request with the NDJSON stream its body names.
@@ -82,15 +84,9 @@ async fn ollama_native_streams_get_their_verdicts() {
             .header("content-type", "application/json")
             .body(body)
             .send();
-        let response = match within("response", send).await {
-            Ok(response) => response,
-            // A stream that failed before its first bytes reached the client (the
-            // whole answer came in one read, cut short): the gateway breaks the
-            // response rather than end it cleanly, and hyper may not have sent the
-            // head yet.
-            Err(_) if which.ends_with("cut") => continue,
-            Err(e) => panic!("{which}: {e}"),
-        };
+        let response = within("response", send)
+            .await
+            .unwrap_or_else(|e| panic!("{which}: {e}"));
         assert_eq!(response.status(), 200, "{which}");
         let ndjson = response
             .headers()
@@ -99,14 +95,50 @@ async fn ollama_native_streams_get_their_verdicts() {
         assert!(ndjson, "{which}: the worker's content type is passed on");
         let (text, clean) = read_all(response).await;
         // The worker's lines reach the client as they were (its own error line
-        // too); a cut stream never ends cleanly.
+        // too), and the body ends cleanly: a cut stream ends in Ollama's own error
+        // line, never in a done line of the gateway's making.
         assert!(text.starts_with(stream), "{which}: {text:?}");
-        assert_eq!(clean, !which.ends_with("cut"), "{which}");
+        assert!(clean, "{which}: {text:?}");
+        let added = &text[stream.len()..];
+        if which.ends_with("cut") {
+            let line: serde_json::Value = serde_json::from_str(added.trim_start_matches('\n'))
+                .unwrap_or_else(|e| panic!("{which}: {e}: {added:?}"));
+            assert_eq!(line["error"], "upstream w failed: truncated", "{which}");
+        } else {
+            assert_eq!(added, "", "{which}: nothing added");
+        }
     }
-    metrics_until(gateway, "the four verdicts", |text| {
+    let usage = |t: &str, suffix: &str, verdict: &str, kind: &str| {
+        series(
+            t,
+            &format!(
+                "gen_ai_client_token_usage_{suffix}{{worker=\"w\",verdict=\"{verdict}\",gen_ai_token_type=\"{kind}\"}}"
+            ),
+        )
+    };
+    let text = metrics_until(gateway, "the four verdicts and their token usage", |text| {
         verdicts(text, "w", "success", "done") == Some(2.0)
             && verdicts(text, "w", "failure", "error_event") == Some(1.0)
             && verdicts(text, "w", "failure", "truncated") == Some(1.0)
+            && usage(text, "count", "success", "output") == Some(2.0)
     })
     .await;
+    // The done lines' counts: prompts 26 and 4, outputs 1 and 2. The failed streams
+    // reported none (their lines stand in for output).
+    assert_eq!(
+        usage(&text, "count", "success", "input"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        usage(&text, "sum", "success", "input"),
+        Some(30.0),
+        "{text}"
+    );
+    assert_eq!(
+        usage(&text, "sum", "success", "output"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(usage(&text, "count", "failure", "input"), None, "{text}");
 }
