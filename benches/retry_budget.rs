@@ -51,16 +51,46 @@ fn two_threads(iters: u64, call: impl Fn() + Sync) -> Duration {
     })
 }
 
+// Each contender's call is a function of its own, never inlined, so that callgrind
+// counts its calls and its instructions (`--tree=caller`): the same call and return
+// for every contender.
+
+#[inline(never)]
 fn breaker_call(breaker: &SharedBreaker) {
     let permit = breaker.try_acquire().expect("closed");
     let recorded = permit.report(Verdict::Success);
     black_box(&recorded);
 }
 
+#[inline(never)]
 fn budget_call(budget: &SharedRetryBudget) {
     budget.deposit();
     let granted = budget.try_withdraw();
     assert!(black_box(granted));
+}
+
+#[inline(never)]
+fn manual_call(clock: &ManualClock, budget: &SharedRetryBudget, at: u64) {
+    // A store, not `advance` (a compare-and-swap loop the budget never pays).
+    clock.set(Duration::from_nanos(at));
+    budget_call(budget);
+}
+
+#[inline(never)]
+fn sans_io_call(budget: &mut RetryBudget, now: Duration) {
+    budget.deposit(now);
+    assert!(black_box(budget.try_withdraw(now)));
+}
+
+#[inline(never)]
+fn two_rmw_call(words: &[AtomicU64; 2]) {
+    words[0].fetch_add(1, Ordering::AcqRel);
+    words[1].fetch_add(1, Ordering::AcqRel);
+}
+
+#[inline(never)]
+fn std_clock_call(clock: &StdClock) -> Duration {
+    black_box(clock.now())
 }
 
 fn retry_budget(c: &mut Criterion) {
@@ -80,10 +110,8 @@ fn retry_budget(c: &mut Criterion) {
     let mut at = 0u64;
     g.bench_function("shared_manual_clock", |b| {
         b.iter(|| {
-            // A store, not `advance` (a compare-and-swap loop the budget never pays).
             at += 1;
-            clock.set(Duration::from_nanos(at));
-            budget_call(black_box(&manual));
+            manual_call(&clock, black_box(&manual), at)
         })
     });
 
@@ -92,23 +120,16 @@ fn retry_budget(c: &mut Criterion) {
     g.bench_function("sans_io", |b| {
         b.iter(|| {
             now += Duration::from_nanos(1);
-            sans_io.deposit(black_box(now));
-            assert!(black_box(sans_io.try_withdraw(now)));
+            sans_io_call(&mut sans_io, black_box(now))
         })
     });
 
     let words = [AtomicU64::new(0), AtomicU64::new(0)];
-    g.bench_function("two_rmw", |b| {
-        b.iter(|| {
-            let words = black_box(&words);
-            words[0].fetch_add(1, Ordering::AcqRel);
-            words[1].fetch_add(1, Ordering::AcqRel);
-        })
-    });
+    g.bench_function("two_rmw", |b| b.iter(|| two_rmw_call(black_box(&words))));
 
     let std_clock = StdClock::new();
     g.bench_function("std_clock_read", |b| {
-        b.iter(|| black_box(black_box(&std_clock).now()))
+        b.iter(|| std_clock_call(black_box(&std_clock)))
     });
 
     g.bench_function("breaker_2t", |b| {
