@@ -630,7 +630,6 @@ mod shared {
         /// The sums of the closed buckets of the window (see [`Inner::closed`]).
         closed_deposits: AtomicU64,
         closed_withdrawals: AtomicU64,
-        rule: Rule,
         config: RetryBudgetConfig,
         clock: Box<dyn Clock>,
     }
@@ -661,9 +660,9 @@ mod shared {
         /// caller's reading is late); a later reading becomes the newest. One load,
         /// and a compare-and-swap once per bucket.
         #[inline]
-        fn bucket_at(&self, now: Duration) -> u32 {
+        fn bucket_at(&self, rule: &Rule, now: Duration) -> u32 {
             // Truncation intended: buckets are compared modulo 2^32.
-            let own = self.rule.bucket(now) as u32;
+            let own = rule.bucket(now) as u32;
             let word = self.newest.load(Ordering::SeqCst);
             // The usual case: the reading is in the newest bucket.
             if word == pack(1, own) {
@@ -835,9 +834,9 @@ mod shared {
         /// written): the check, then the commit, a compare-and-swap of the bucket's
         /// word against the value the check read.
         #[inline]
-        fn withdraw(&self, current: u32) -> bool {
+        fn withdraw(&self, rule: &Rule, current: u32) -> bool {
             let (deposits, withdrawals, bucket, seen) = self.window(current);
-            if !self.rule.grants(deposits, withdrawals) {
+            if !rule.grants(deposits, withdrawals) {
                 return false;
             }
             let new = counted(seen, bucket);
@@ -849,13 +848,13 @@ mod shared {
                 return true;
             }
             // Another withdrawal (or a newer bucket) got there first: check again.
-            self.withdraw_contended(bucket)
+            self.withdraw_contended(rule, bucket)
         }
 
         /// [`withdraw`](Self::withdraw) after a failed commit.
         #[cold]
-        fn withdraw_contended(&self, current: u32) -> bool {
-            self.withdraw(current)
+        fn withdraw_contended(&self, rule: &Rule, current: u32) -> bool {
+            self.withdraw(rule, current)
         }
     }
 
@@ -948,6 +947,10 @@ mod shared {
     #[derive(Clone)]
     pub struct SharedRetryBudget {
         inner: Arc<Inner>,
+        /// The rule, a copy in every handle: it never changes, and read from the
+        /// handle (not from beside the shared words) it stays in registers across
+        /// the compare-and-swaps.
+        rule: Rule,
     }
 
     impl fmt::Debug for SharedRetryBudget {
@@ -979,10 +982,10 @@ mod shared {
                     newest: AtomicU64::new(0),
                     closed_deposits: AtomicU64::new(0),
                     closed_withdrawals: AtomicU64::new(0),
-                    rule: Rule::new(config),
                     config,
                     clock: Box::new(clock),
                 }),
+                rule: Rule::new(config),
             }
         }
 
@@ -1062,7 +1065,7 @@ mod shared {
         #[inline]
         pub fn deposit_at(&self, now: Duration) {
             let inner = &*self.inner;
-            let bucket = inner.bucket_at(now);
+            let bucket = inner.bucket_at(&self.rule, now);
             let word = &inner.deposits[bucket as usize % WINDOW_BUCKETS];
             let current = word.load(Ordering::SeqCst);
             let new = counted(current, bucket);
@@ -1094,7 +1097,7 @@ mod shared {
         #[inline]
         pub fn try_withdraw_at(&self, now: Duration) -> bool {
             let inner = &*self.inner;
-            inner.withdraw(inner.bucket_at(now))
+            inner.withdraw(&self.rule, inner.bucket_at(&self.rule, now))
         }
 
         /// The withdrawals [`try_withdraw`](Self::try_withdraw) would grant now if no
@@ -1108,7 +1111,7 @@ mod shared {
         /// [`deposit_at`](Self::deposit_at)); reads no clock.
         pub fn balance_at(&self, now: Duration) -> u64 {
             let window = self.window_counts_at(now);
-            self.inner.rule.balance(window.requests, window.retries)
+            self.rule.balance(window.requests, window.retries)
         }
 
         /// The deposits `D` and withdrawals `W` in the window now. Reads the clock;
@@ -1120,7 +1123,8 @@ mod shared {
         /// [`window_counts`](Self::window_counts) at `now`, a reading of the
         /// handle's clock (see [`deposit_at`](Self::deposit_at)); reads no clock.
         pub fn window_counts_at(&self, now: Duration) -> RetryWindow {
-            let (deposits, withdrawals, _, _) = self.inner.window(self.inner.bucket_at(now));
+            let bucket = self.inner.bucket_at(&self.rule, now);
+            let (deposits, withdrawals, _, _) = self.inner.window(bucket);
             RetryWindow::from((deposits, withdrawals))
         }
     }
