@@ -833,7 +833,7 @@ mod shared {
         /// A withdrawal at bucket `current` (or at a newer one some call has
         /// written): the check, then the commit, a compare-and-swap of the bucket's
         /// word against the value the check read.
-        #[inline]
+        #[inline(always)]
         fn withdraw(&self, rule: &Rule, current: u32) -> bool {
             let (deposits, withdrawals, bucket, seen) = self.window(current);
             if !rule.grants(deposits, withdrawals) {
