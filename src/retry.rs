@@ -350,7 +350,7 @@ impl Rule {
 /// The rule is in the [module docs](self). Every method takes `now` (a [`Duration`]
 /// since an origin the caller picks, never decreasing; a `now` before the latest one
 /// seen is taken as the latest). It reads no clock, allocates nothing (two rings of
-/// [`WINDOW_BUCKETS`] counts and the window's running totals, 216 bytes inline) and
+/// [`WINDOW_BUCKETS`] counts and the window's running totals, 224 bytes inline on 64-bit targets) and
 /// never panics.
 ///
 /// Cost: a [`deposit`](Self::deposit) or [`try_withdraw`](Self::try_withdraw) whose
@@ -1134,6 +1134,13 @@ mod shared {
 mod tests {
     use super::{RetryBudgetConfig, Rule};
     use core::time::Duration;
+
+    /// The size the docs of `RetryBudget` give (on 64-bit targets).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn the_sans_io_budget_is_224_bytes() {
+        assert_eq!(core::mem::size_of::<super::RetryBudget>(), 224);
+    }
 
     /// The reciprocal gives `floor(nanos / w)` exactly, at and around every edge.
     #[test]
