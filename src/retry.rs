@@ -10,7 +10,8 @@
 //!   since an origin the caller picks, as the [`CircuitBreaker`](crate::breaker::CircuitBreaker)
 //!   does.
 //! * [`SharedRetryBudget`] (feature `std`) is the same rule behind a `Clone + Send +
-//!   Sync` handle that reads a [`Clock`](crate::breaker::Clock), with atomics only (no
+//!   Sync` handle that reads a [`Clock`](crate::breaker::Clock), or takes the
+//!   caller's reading of it (`deposit_at`, `try_withdraw_at`), with atomics only (no
 //!   lock). What it gives up under races is said on the type.
 //!
 //! # The rule
@@ -252,6 +253,15 @@ impl RetryBudgetConfig {
     }
 }
 
+/// The whole nanoseconds of `now`, saturating (584 years), without the `u128` of
+/// [`Duration::as_nanos`].
+#[inline]
+const fn nanos_of(now: Duration) -> u64 {
+    now.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.subsec_nanos() as u64)
+}
+
 /// The rule of a valid configuration, in the integers the budgets compute with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Rule {
@@ -264,6 +274,8 @@ struct Rule {
     percent: u64,
     /// `R`.
     reserve: u64,
+    /// `100 * R`.
+    hundred_reserve: u64,
 }
 
 impl Rule {
@@ -278,18 +290,23 @@ impl Rule {
             reciprocal: ((1u128 << 64) / width_nanos as u128) as u64,
             percent: config.percent as u64,
             reserve: config.reserve(),
+            // R <= (2^32 - 1) * 60 < 2^38: no overflow.
+            hundred_reserve: 100 * config.reserve(),
         }
     }
 
     /// The bucket of time `now`: `floor(now / w)`, exactly.
     #[inline]
     fn bucket(&self, now: Duration) -> u64 {
-        // Whole nanoseconds, saturating (584 years), without the u128 of `as_nanos`.
-        let nanos = now
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(now.subsec_nanos()));
-        self.bucket_of_nanos(nanos)
+        self.bucket_of_nanos(nanos_of(now))
+    }
+
+    /// The first nanosecond of the bucket after `bucket` (`(bucket + 1) * w`),
+    /// saturating: `u64::MAX` for the last bucket a `u64` of nanoseconds reaches.
+    #[inline]
+    fn end_of(&self, bucket: u64) -> u64 {
+        // bucket <= u64::MAX / w, and w > 1: bucket + 1 does not overflow.
+        (bucket + 1).saturating_mul(self.width_nanos)
     }
 
     /// `floor(nanos / w)` by the reciprocal: with `m = floor(2^64 / w)`,
@@ -313,9 +330,13 @@ impl Rule {
         (self.percent.saturating_mul(deposits) / 100).saturating_add(self.reserve)
     }
 
-    /// Whether one more withdrawal is granted in a window holding these counts.
+    /// Whether one more withdrawal is granted in a window holding these counts:
+    /// `100 * (W + 1) <= percent * D + 100 * R`, the same as `W < limit(D)` without
+    /// the division. The budgets' counts are below 2^37 (16 buckets of at most
+    /// 2^32 - 1), `percent <= 1000 < 2^10` and `100 * R < 2^45`: no overflow.
+    #[inline]
     fn grants(&self, deposits: u64, withdrawals: u64) -> bool {
-        withdrawals < self.limit(deposits)
+        100 * (withdrawals + 1) <= self.percent * deposits + self.hundred_reserve
     }
 
     /// The retries a window holding these counts would grant now.
@@ -324,22 +345,22 @@ impl Rule {
     }
 }
 
-/// One bucket of the sans-io ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-struct Bucket {
-    /// The bucket of time these counts belong to.
-    bucket: u64,
-    deposits: u32,
-    withdrawals: u32,
-}
-
 /// The sans-io retry budget: Finagle's `RetryBudget` with time as an input.
 ///
 /// The rule is in the [module docs](self). Every method takes `now` (a [`Duration`]
 /// since an origin the caller picks, never decreasing; a `now` before the latest one
-/// seen is taken as the latest). It reads no clock, allocates nothing (a ring of
-/// [`WINDOW_BUCKETS`] buckets, about 260 bytes inline) and never panics. Each call
-/// costs a constant: at most one pass over the ring.
+/// seen is taken as the latest). It reads no clock, allocates nothing (two rings of
+/// [`WINDOW_BUCKETS`] counts and the window's running totals, 224 bytes inline on 64-bit targets) and
+/// never panics.
+///
+/// Cost: a [`deposit`](Self::deposit) or [`try_withdraw`](Self::try_withdraw) whose
+/// `now` is in the latest bucket compares `now` with that bucket's end and adds one
+/// to a count and to a total (a withdrawal first checks the rule against the totals):
+/// no division, no pass over the ring. The first call of a later bucket computes its
+/// number (a multiplication) and clears the buckets the window leaves behind (at
+/// most [`WINDOW_BUCKETS`]). [`balance`](Self::balance) and
+/// [`window_counts`](Self::window_counts) at a `now` past the latest bucket subtract
+/// those buckets from the totals without clearing them.
 ///
 /// Methods: [`deposit`](Self::deposit) once per request;
 /// [`try_withdraw`](Self::try_withdraw) before each retry or hedge (granted: make it;
@@ -376,9 +397,19 @@ struct Bucket {
 pub struct RetryBudget {
     config: RetryBudgetConfig,
     rule: Rule,
-    ring: [Bucket; WINDOW_BUCKETS],
-    /// The latest `now` seen.
-    latest: Duration,
+    /// The bucket of the latest `now` seen: `floor(latest / w)`.
+    current: u64,
+    /// The first nanosecond after bucket `current` (saturating): a `now` before it
+    /// counts in `current`, with no bucket number computed.
+    end: u64,
+    /// The window's totals at bucket `current`: the sums of the two rings.
+    deposits: u64,
+    withdrawals: u64,
+    /// The counts of the window's buckets, bucket `b` at index `b % 16`: the 16
+    /// slots are exactly the buckets `current - 15 ..= current` (a slot is cleared
+    /// when the window leaves its bucket behind).
+    deposit_ring: [u32; WINDOW_BUCKETS],
+    withdrawal_ring: [u32; WINDOW_BUCKETS],
 }
 
 impl RetryBudget {
@@ -388,15 +419,16 @@ impl RetryBudget {
     /// to be told instead.
     pub const fn new(config: RetryBudgetConfig) -> Self {
         let config = config.sanitized();
+        let rule = Rule::new(config);
         Self {
             config,
-            rule: Rule::new(config),
-            ring: [Bucket {
-                bucket: 0,
-                deposits: 0,
-                withdrawals: 0,
-            }; WINDOW_BUCKETS],
-            latest: Duration::ZERO,
+            rule,
+            current: 0,
+            end: rule.width_nanos,
+            deposits: 0,
+            withdrawals: 0,
+            deposit_ring: [0; WINDOW_BUCKETS],
+            withdrawal_ring: [0; WINDOW_BUCKETS],
         }
     }
 
@@ -419,24 +451,31 @@ impl RetryBudget {
 
     /// A request was made at `now`: one deposit. Call it once per client request
     /// (its first attempt), not for its retries or hedges.
+    #[inline]
     pub fn deposit(&mut self, now: Duration) {
-        let slot = self.slot(now);
-        slot.deposits = slot.deposits.saturating_add(1);
+        let i = self.slot(now);
+        // A bucket's count saturates (2^32 - 1 calls in one bucket); the total
+        // follows it, so it stays the sum of the ring.
+        if self.deposit_ring[i] != u32::MAX {
+            self.deposit_ring[i] += 1;
+            self.deposits += 1;
+        }
     }
 
     /// May a retry (or a hedge) be made at `now`? If granted, the withdrawal is
     /// counted and the caller must make it; if refused, nothing changes (beyond the
     /// latest `now`) and the retry must not be made.
     #[must_use = "a granted withdrawal is counted: make the retry, or it is spent for nothing"]
+    #[inline]
     pub fn try_withdraw(&mut self, now: Duration) -> bool {
-        let now = self.advance(now);
-        let bucket = self.rule.bucket(now);
-        let (deposits, withdrawals) = self.window(bucket);
-        if !self.rule.grants(deposits, withdrawals) {
+        let i = self.slot(now);
+        if !self.rule.grants(self.deposits, self.withdrawals) {
             return false;
         }
-        let slot = self.slot_at(bucket);
-        slot.withdrawals = slot.withdrawals.saturating_add(1);
+        if self.withdrawal_ring[i] != u32::MAX {
+            self.withdrawal_ring[i] += 1;
+            self.withdrawals += 1;
+        }
         true
     }
 
@@ -444,50 +483,65 @@ impl RetryBudget {
     /// request came: the limit `floor(percent * D / 100) + R` less the window's
     /// withdrawals `W` (0 if they exceed it). Changes nothing.
     pub fn balance(&self, now: Duration) -> u64 {
-        let (deposits, withdrawals) = self.window(self.rule.bucket(now.max(self.latest)));
+        let (deposits, withdrawals) = self.window(now);
         self.rule.balance(deposits, withdrawals)
     }
 
     /// The deposits `D` and withdrawals `W` in the window at `now` (the counts the
     /// rule compares: for metrics and tests). Changes nothing.
     pub fn window_counts(&self, now: Duration) -> RetryWindow {
-        self.window(self.rule.bucket(now.max(self.latest))).into()
+        self.window(now).into()
     }
 
-    /// `now`, not before the latest time seen, which it becomes.
-    fn advance(&mut self, now: Duration) -> Duration {
-        self.latest = self.latest.max(now);
-        self.latest
-    }
-
-    /// The bucket of `now`, emptied first if it held an older bucket's counts.
-    fn slot(&mut self, now: Duration) -> &mut Bucket {
-        let now = self.advance(now);
-        let bucket = self.rule.bucket(now);
-        self.slot_at(bucket)
-    }
-
-    fn slot_at(&mut self, bucket: u64) -> &mut Bucket {
-        let slot = &mut self.ring[(bucket % WINDOW_BUCKETS as u64) as usize];
-        if slot.bucket != bucket {
-            *slot = Bucket {
-                bucket,
-                deposits: 0,
-                withdrawals: 0,
-            };
+    /// The ring index of the bucket a call at `now` counts in: the latest bucket, or
+    /// a later one `now` is in, which the window moves to first.
+    #[inline]
+    fn slot(&mut self, now: Duration) -> usize {
+        let nanos = nanos_of(now);
+        if nanos >= self.end {
+            self.advance(nanos);
         }
-        slot
+        (self.current % WINDOW_BUCKETS as u64) as usize
     }
 
-    /// `(D, W)` over the buckets `current - 15 ..= current`.
-    fn window(&self, current: u64) -> (u64, u64) {
-        let mut deposits = 0u64;
-        let mut withdrawals = 0u64;
-        for b in &self.ring {
-            if b.bucket <= current && current - b.bucket < WINDOW_BUCKETS as u64 {
-                deposits += u64::from(b.deposits);
-                withdrawals += u64::from(b.withdrawals);
+    /// Moves the window to the bucket of `nanos` (not before `current`): the buckets
+    /// it leaves behind are taken out of the totals and cleared.
+    #[cold]
+    fn advance(&mut self, nanos: u64) {
+        let bucket = self.rule.bucket_of_nanos(nanos).max(self.current);
+        if bucket - self.current >= WINDOW_BUCKETS as u64 {
+            self.deposit_ring = [0; WINDOW_BUCKETS];
+            self.withdrawal_ring = [0; WINDOW_BUCKETS];
+            self.deposits = 0;
+            self.withdrawals = 0;
+        } else {
+            // Slot `b % 16` holds bucket `b - 16`, in the window at `current` and
+            // out of it from `b` on.
+            for b in self.current + 1..=bucket {
+                let i = (b % WINDOW_BUCKETS as u64) as usize;
+                self.deposits -= u64::from(core::mem::take(&mut self.deposit_ring[i]));
+                self.withdrawals -= u64::from(core::mem::take(&mut self.withdrawal_ring[i]));
             }
+        }
+        self.current = bucket;
+        self.end = self.rule.end_of(bucket);
+    }
+
+    /// `(D, W)` in the window at `now` (at the latest bucket if `now` is before it).
+    fn window(&self, now: Duration) -> (u64, u64) {
+        let nanos = nanos_of(now);
+        if nanos < self.end {
+            return (self.deposits, self.withdrawals);
+        }
+        let bucket = self.rule.bucket_of_nanos(nanos).max(self.current);
+        if bucket - self.current >= WINDOW_BUCKETS as u64 {
+            return (0, 0);
+        }
+        let (mut deposits, mut withdrawals) = (self.deposits, self.withdrawals);
+        for b in self.current + 1..=bucket {
+            let i = (b % WINDOW_BUCKETS as u64) as usize;
+            deposits -= u64::from(self.deposit_ring[i]);
+            withdrawals -= u64::from(self.withdrawal_ring[i]);
         }
         (deposits, withdrawals)
     }
@@ -497,6 +551,7 @@ impl RetryBudget {
 mod shared {
     use alloc::boxed::Box;
     use core::fmt;
+    use core::time::Duration;
 
     use super::{RetryBudgetConfig, RetryBudgetConfigError, RetryWindow, Rule, WINDOW_BUCKETS};
     use crate::breaker::sync::{Arc, AtomicU64, Ordering};
@@ -544,7 +599,18 @@ mod shared {
     /// added to its count if it holds that bucket, or a newer one (a caller whose
     /// clock reading is late by a whole window counts at the newer time, as the
     /// sans-io budget takes a late `now` as its latest); else a fresh bucket.
+    #[inline]
     const fn counted(word: u64, bucket: u32) -> u64 {
+        // The usual case first: the word holds this bucket, its count neither 0 nor
+        // saturated; one more is `word + 1`.
+        if bucket_of(word) == bucket && count_of(word).wrapping_sub(1) < u32::MAX - 1 {
+            return word + 1;
+        }
+        counted_otherwise(word, bucket)
+    }
+
+    /// [`counted`] but for its usual case.
+    const fn counted_otherwise(word: u64, bucket: u32) -> u64 {
         let held = bucket_of(word);
         if count_of(word) != 0 && (held == bucket || ahead(held, bucket)) {
             pack(held, count_of(word).saturating_add(1))
@@ -564,7 +630,6 @@ mod shared {
         /// The sums of the closed buckets of the window (see [`Inner::closed`]).
         closed_deposits: AtomicU64,
         closed_withdrawals: AtomicU64,
-        rule: Rule,
         config: RetryBudgetConfig,
         clock: Box<dyn Clock>,
     }
@@ -590,14 +655,26 @@ mod shared {
     }
 
     impl Inner {
-        /// The bucket to count a call at now: the clock's, or the newest any call has
-        /// read if that is later (this caller's reading is late); a later reading
-        /// becomes the newest. One load, and a compare-and-swap once per bucket.
+        /// The bucket to count a call at, given a reading of the clock: the
+        /// reading's, or the newest any call has read if that is later (this
+        /// caller's reading is late); a later reading becomes the newest. One load,
+        /// and a compare-and-swap once per bucket.
         #[inline]
-        fn bucket_now(&self) -> u32 {
+        fn bucket_at(&self, rule: &Rule, now: Duration) -> u32 {
             // Truncation intended: buckets are compared modulo 2^32.
-            let own = self.rule.bucket(self.clock.now()) as u32;
-            let mut word = self.newest.load(Ordering::SeqCst);
+            let own = rule.bucket(now) as u32;
+            let word = self.newest.load(Ordering::SeqCst);
+            // The usual case: the reading is in the newest bucket.
+            if word == pack(1, own) {
+                return own;
+            }
+            self.bucket_otherwise(own, word)
+        }
+
+        /// [`bucket_at`](Self::bucket_at) of a reading `own` when the newest bucket
+        /// was read as `word`, not `own`'s.
+        #[cold]
+        fn bucket_otherwise(&self, own: u32, mut word: u64) -> u32 {
             loop {
                 // Set (its high half 1) and ahead of the caller's: the caller is late.
                 if word >> 32 != 0 && ahead(word as u32, own) {
@@ -633,7 +710,8 @@ mod shared {
             current: u32,
         ) -> u64 {
             let cached = cache.load(Ordering::SeqCst);
-            if cached & (1 << 31) != 0 && bucket_of(cached) == current {
+            // Its bucket (the high half) is `current` and its set bit (bit 31) is 1.
+            if cached >> 31 == (current as u64) << 1 | 1 {
                 return cached & CLOSED_MAX;
             }
             self.recompute(cache, cached, ring, current)
@@ -654,9 +732,14 @@ mod shared {
             // after the store of the newer bucket (and sees it).
             total_order();
             let newest = self.newest.load(Ordering::SeqCst);
-            if newest as u32 == bucket_of(word) {
-                return;
+            if newest as u32 != bucket_of(word) {
+                Self::invalidate(cache);
             }
+        }
+
+        /// Invalidates a closed-buckets cache (see [`written`](Self::written)).
+        #[cold]
+        fn invalidate(cache: &AtomicU64) {
             let mut cached = cache.load(Ordering::SeqCst);
             loop {
                 let invalid =
@@ -713,21 +796,65 @@ mod shared {
         /// withdraws), so a thread descheduled in the middle refuses nothing the
         /// window allows; the deposits it reads later only add.
         #[inline]
-        fn window(&self, mut current: u32) -> (u64, u64, u32, u64) {
-            loop {
-                let i = current as usize % WINDOW_BUCKETS;
-                let closed_w = self.closed(&self.closed_withdrawals, &self.withdrawals, current);
-                let seen = self.withdrawals[i].load(Ordering::SeqCst);
-                if count_of(seen) != 0 && ahead(bucket_of(seen), current) {
-                    // A newer bucket (a later reading than this caller's): check there.
-                    current = bucket_of(seen);
-                    continue;
-                }
-                let closed_d = self.closed(&self.closed_deposits, &self.deposits, current);
-                let deposits =
-                    closed_d + in_bucket(self.deposits[i].load(Ordering::SeqCst), current);
-                return (deposits, closed_w + in_bucket(seen, current), current, seen);
+        fn window(&self, current: u32) -> (u64, u64, u32, u64) {
+            let i = current as usize % WINDOW_BUCKETS;
+            let closed_w = self.closed(&self.closed_withdrawals, &self.withdrawals, current);
+            let seen = self.withdrawals[i].load(Ordering::SeqCst);
+            let held = bucket_of(seen);
+            if held != current && count_of(seen) != 0 && ahead(held, current) {
+                // A newer bucket (a later reading than this caller's): check there.
+                return self.window_ahead(held);
             }
+            let closed_d = self.closed(&self.closed_deposits, &self.deposits, current);
+            let deposits = closed_d + in_bucket(self.deposits[i].load(Ordering::SeqCst), current);
+            (deposits, closed_w + in_bucket(seen, current), current, seen)
+        }
+
+        /// [`window`](Self::window) at a newer bucket than the caller's.
+        #[cold]
+        fn window_ahead(&self, current: u32) -> (u64, u64, u32, u64) {
+            self.window(current)
+        }
+
+        /// A deposit at bucket `bucket` whose first compare-and-swap failed, having
+        /// found `word`: again until one succeeds.
+        #[cold]
+        fn deposit_contended(&self, bucket: u32, mut word: u64) {
+            let slot = &self.deposits[bucket as usize % WINDOW_BUCKETS];
+            loop {
+                let new = counted(word, bucket);
+                match slot.compare_exchange_weak(word, new, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(_) => return self.written(&self.closed_deposits, new),
+                    Err(actual) => word = actual,
+                }
+            }
+        }
+
+        /// A withdrawal at bucket `current` (or at a newer one some call has
+        /// written): the check, then the commit, a compare-and-swap of the bucket's
+        /// word against the value the check read.
+        #[inline(always)]
+        fn withdraw(&self, rule: &Rule, current: u32) -> bool {
+            let (deposits, withdrawals, bucket, seen) = self.window(current);
+            if !rule.grants(deposits, withdrawals) {
+                return false;
+            }
+            let new = counted(seen, bucket);
+            if self.withdrawals[bucket as usize % WINDOW_BUCKETS]
+                .compare_exchange(seen, new, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                self.written(&self.closed_withdrawals, new);
+                return true;
+            }
+            // Another withdrawal (or a newer bucket) got there first: check again.
+            self.withdraw_contended(rule, bucket)
+        }
+
+        /// [`withdraw`](Self::withdraw) after a failed commit.
+        #[cold]
+        fn withdraw_contended(&self, rule: &Rule, current: u32) -> bool {
+            self.withdraw(rule, current)
         }
     }
 
@@ -739,13 +866,29 @@ mod shared {
     /// two rings of 16 atomic words (deposits, withdrawals), each word a bucket's
     /// number (modulo 2^32) and its count, plus the newest bucket any call has read
     /// and, per ring, a cache of the sum of the window's 15 closed buckets, computed
-    /// once per bucket. [`deposit`](Self::deposit) is one clock reading, two loads
-    /// and one compare-and-swap; [`try_withdraw`](Self::try_withdraw) is one clock
-    /// reading, five loads (the newest bucket, the two caches, the current bucket's
-    /// two words) and, when granted, one compare-and-swap; the first check of a
-    /// bucket also sums the 32 words. [`balance`](Self::balance) loads only. No
-    /// lock, no allocation after construction. Bucket numbers are a multiplication
-    /// by a precomputed reciprocal, not a division.
+    /// once per bucket. [`deposit`](Self::deposit) is one clock reading, three loads
+    /// (the newest bucket, the bucket's word, the newest again after the write) and
+    /// one compare-and-swap; [`try_withdraw`](Self::try_withdraw) is one clock
+    /// reading, six loads (the newest bucket, the two caches, the current bucket's
+    /// two words, the newest after the write) and, when granted, one
+    /// compare-and-swap; the first check of a bucket also sums the 32 words.
+    /// [`balance`](Self::balance) loads only. No lock, no allocation after
+    /// construction. Bucket numbers are a multiplication by a precomputed
+    /// reciprocal, not a division.
+    ///
+    /// # Passing the time in
+    ///
+    /// Where the clock is slow (`Instant::now` takes 50-90 ns on a virtual machine,
+    /// several times the rest of a call), a caller that has read the clock anyway
+    /// passes its reading: [`deposit_at`](Self::deposit_at),
+    /// [`try_withdraw_at`](Self::try_withdraw_at), [`balance_at`](Self::balance_at)
+    /// and [`window_counts_at`](Self::window_counts_at) take a reading of the
+    /// handle's clock ([`now`](Self::now), or the clock the handle was built with)
+    /// and read none. The rule and everything below hold as they are: to the
+    /// handle, a reading passed is one it could have read itself, and one passed
+    /// late is a late reading. A gateway deposits with the reading it takes at each
+    /// request's start, and asks for a retry with a reading taken then (retries are
+    /// a small share of the requests: reading the clock for them costs little).
     ///
     /// # What it gives up under races
     ///
@@ -804,6 +947,10 @@ mod shared {
     #[derive(Clone)]
     pub struct SharedRetryBudget {
         inner: Arc<Inner>,
+        /// The rule, a copy in every handle: it never changes, and read from the
+        /// handle (not from beside the shared words) it stays in registers across
+        /// the compare-and-swaps.
+        rule: Rule,
     }
 
     impl fmt::Debug for SharedRetryBudget {
@@ -835,10 +982,10 @@ mod shared {
                     newest: AtomicU64::new(0),
                     closed_deposits: AtomicU64::new(0),
                     closed_withdrawals: AtomicU64::new(0),
-                    rule: Rule::new(config),
                     config,
                     clock: Box::new(clock),
                 }),
+                rule: Rule::new(config),
             }
         }
 
@@ -861,60 +1008,123 @@ mod shared {
             self.inner.config
         }
 
+        /// The time on the handle's clock: a reading to pass to
+        /// [`deposit_at`](Self::deposit_at) and [`try_withdraw_at`](Self::try_withdraw_at).
+        /// A caller that holds the clock the handle was built with (a clone of it, or
+        /// a copy of the [`StdClock`]) may read it itself instead.
+        pub fn now(&self) -> Duration {
+            self.inner.clock.now()
+        }
+
         /// A request was made now: one deposit (one clock reading, one
         /// compare-and-swap), counted at the newest bucket any call has read if this
         /// reading is older. Call it once per client request, not per attempt.
+        ///
+        /// The clock reading is most of its cost where the clock is slow (a virtual
+        /// machine's can take 50-90 ns): a caller that has read the clock anyway
+        /// should pass that reading to [`deposit_at`](Self::deposit_at).
         #[inline]
         pub fn deposit(&self) {
-            let bucket = self.inner.bucket_now();
-            let word = &self.inner.deposits[bucket as usize % WINDOW_BUCKETS];
-            let mut current = word.load(Ordering::SeqCst);
-            loop {
-                let new = counted(current, bucket);
-                match word.compare_exchange_weak(current, new, Ordering::SeqCst, Ordering::SeqCst) {
-                    Ok(_) => return self.inner.written(&self.inner.closed_deposits, new),
-                    Err(actual) => current = actual,
-                }
+            self.deposit_at(self.inner.clock.now());
+        }
+
+        /// A request was made at `now`, a reading of the handle's clock (from
+        /// [`now`](Self::now) or from the clock the handle was built with): one
+        /// deposit, as [`deposit`](Self::deposit) but reading no clock.
+        ///
+        /// The reading may be older than others already passed (taken at the
+        /// request's start, for its metrics): it then counts at the newest bucket any
+        /// call has read, as a late reading does in [`deposit`](Self::deposit), and
+        /// the rule and its precision are the same as with the handle reading its
+        /// clock. A reading of another clock (another [`StdClock`], with another
+        /// origin) misplaces the call in time, and a reading older than the newest
+        /// by 65 536 buckets or more (68 minutes at the shortest `ttl`, 68 hours at
+        /// the longest) is taken for a newer one whose bucket number wrapped, as for
+        /// a thread descheduled that long in [`deposit`](Self::deposit): don't keep
+        /// readings that long.
+        ///
+        /// ```
+        /// use core::time::Duration;
+        /// use sluice::breaker::{Clock, StdClock};
+        /// use sluice::retry::{RetryBudgetConfig, SharedRetryBudget};
+        ///
+        /// let clock = StdClock::new(); // `Copy`: the caller keeps the same origin
+        /// let config = RetryBudgetConfig::default().min_per_second(0).percent(50);
+        /// let budget = SharedRetryBudget::with_clock(config, clock);
+        ///
+        /// // A request starts: the caller reads the clock once (for its own
+        /// // metrics too) and deposits with that reading.
+        /// let started = clock.now();
+        /// budget.deposit_at(started);
+        /// budget.deposit_at(started);
+        /// // Its first attempt fails: retry if the budget allows it, at a reading
+        /// // taken now (or read by the handle: `try_withdraw()`).
+        /// assert!(budget.try_withdraw_at(clock.now()));
+        /// assert!(!budget.try_withdraw_at(clock.now())); // 50 % of 2 requests
+        /// ```
+        #[inline]
+        pub fn deposit_at(&self, now: Duration) {
+            let inner = &*self.inner;
+            let bucket = inner.bucket_at(&self.rule, now);
+            let word = &inner.deposits[bucket as usize % WINDOW_BUCKETS];
+            let current = word.load(Ordering::SeqCst);
+            let new = counted(current, bucket);
+            match word.compare_exchange(current, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => inner.written(&inner.closed_deposits, new),
+                Err(actual) => inner.deposit_contended(bucket, actual),
             }
         }
 
         /// May a retry (or a hedge) be made now? If granted, the withdrawal is counted
         /// and the caller must make it; if refused, nothing changes. See the type's
-        /// docs for the precision under races.
+        /// docs for the precision under races. One clock reading: see
+        /// [`try_withdraw_at`](Self::try_withdraw_at) to pass one instead.
         #[must_use = "a granted withdrawal is counted: make the retry, or it is spent for nothing"]
         #[inline]
         pub fn try_withdraw(&self) -> bool {
-            let mut current = self.inner.bucket_now();
-            loop {
-                let (deposits, withdrawals, bucket, seen) = self.inner.window(current);
-                if !self.inner.rule.grants(deposits, withdrawals) {
-                    return false;
-                }
-                let new = counted(seen, bucket);
-                if self.inner.withdrawals[bucket as usize % WINDOW_BUCKETS]
-                    .compare_exchange(seen, new, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-                {
-                    self.inner.written(&self.inner.closed_withdrawals, new);
-                    return true;
-                }
-                // Another withdrawal (or a newer bucket) got there first: check again.
-                current = bucket;
-            }
+            self.try_withdraw_at(self.inner.clock.now())
+        }
+
+        /// May a retry (or a hedge) be made at `now`, a reading of the handle's clock
+        /// (see [`deposit_at`](Self::deposit_at))? As
+        /// [`try_withdraw`](Self::try_withdraw), reading no clock.
+        ///
+        /// The rule is applied at the newest of `now` and the readings other calls
+        /// have passed: a reading taken long before the retry (at the request's
+        /// start) judges the retry by the window of that time if no call has passed
+        /// a later one, so pass a reading taken when the retry is decided.
+        #[must_use = "a granted withdrawal is counted: make the retry, or it is spent for nothing"]
+        #[inline]
+        pub fn try_withdraw_at(&self, now: Duration) -> bool {
+            let inner = &*self.inner;
+            inner.withdraw(&self.rule, inner.bucket_at(&self.rule, now))
         }
 
         /// The withdrawals [`try_withdraw`](Self::try_withdraw) would grant now if no
         /// request came (see [`RetryBudget::balance`](super::RetryBudget::balance)).
         /// Reads the clock; counts nothing.
         pub fn balance(&self) -> u64 {
-            let window = self.window_counts();
-            self.inner.rule.balance(window.requests, window.retries)
+            self.balance_at(self.inner.clock.now())
+        }
+
+        /// [`balance`](Self::balance) at `now`, a reading of the handle's clock (see
+        /// [`deposit_at`](Self::deposit_at)); reads no clock.
+        pub fn balance_at(&self, now: Duration) -> u64 {
+            let window = self.window_counts_at(now);
+            self.rule.balance(window.requests, window.retries)
         }
 
         /// The deposits `D` and withdrawals `W` in the window now. Reads the clock;
         /// counts nothing.
         pub fn window_counts(&self) -> RetryWindow {
-            let (deposits, withdrawals, _, _) = self.inner.window(self.inner.bucket_now());
+            self.window_counts_at(self.inner.clock.now())
+        }
+
+        /// [`window_counts`](Self::window_counts) at `now`, a reading of the
+        /// handle's clock (see [`deposit_at`](Self::deposit_at)); reads no clock.
+        pub fn window_counts_at(&self, now: Duration) -> RetryWindow {
+            let bucket = self.inner.bucket_at(&self.rule, now);
+            let (deposits, withdrawals, _, _) = self.inner.window(bucket);
             RetryWindow::from((deposits, withdrawals))
         }
     }
@@ -924,6 +1134,13 @@ mod shared {
 mod tests {
     use super::{RetryBudgetConfig, Rule};
     use core::time::Duration;
+
+    /// The size the docs of `RetryBudget` give (on 64-bit targets).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn the_sans_io_budget_is_224_bytes() {
+        assert_eq!(core::mem::size_of::<super::RetryBudget>(), 224);
+    }
 
     /// The reciprocal gives `floor(nanos / w)` exactly, at and around every edge.
     #[test]

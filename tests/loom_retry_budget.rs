@@ -1,6 +1,7 @@
 //! Model-checked concurrency of `SharedRetryBudget` (loom): no lost deposit, racing
 //! withdrawals in one bucket never exceed the limit, and across a bucket boundary they
-//! overshoot it by at most one per other racing thread.
+//! overshoot it by at most one per other racing thread; readings passed in
+//! (`deposit_at`, `try_withdraw_at`) across a bucket boundary.
 //!
 //! `RUSTFLAGS="--cfg sluice_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_retry_budget`
 #![cfg(sluice_loom)]
@@ -100,5 +101,28 @@ fn a_withdrawal_paid_for_by_its_own_deposit_is_never_refused() {
         let there = t.join().expect("no panic");
         assert!(here && there, "{here} {there}");
         assert_eq!(b.window_counts(), (2, 2));
+    });
+}
+
+#[test]
+fn readings_passed_across_a_boundary_each_pay_for_their_own_withdrawal() {
+    loom::model(|| {
+        // 100 %, no reserve; readings passed in (the handle's clock never moves):
+        // one thread's in bucket 0, the other's in bucket 1. Whatever the order, a
+        // deposit counted in the closed bucket 0 after bucket 1 began is still seen
+        // by the withdrawal after it (the closed-buckets cache is invalidated).
+        let (b, _clock) = budget(0, 100);
+        let other = b.clone();
+        let t = thread::spawn(move || {
+            let later = Duration::from_millis(70); // bucket 1 (62.5 ms buckets)
+            other.deposit_at(later);
+            other.try_withdraw_at(later)
+        });
+        let early = Duration::from_millis(10); // bucket 0
+        b.deposit_at(early);
+        let here = b.try_withdraw_at(early);
+        let there = t.join().expect("no panic");
+        assert!(here && there, "{here} {there}");
+        assert_eq!(b.window_counts_at(Duration::from_millis(70)), (2, 2));
     });
 }

@@ -9,7 +9,7 @@
 //! property pins what it means in time: every call of the last `15 w` is in the
 //! window, none of `16 w` ago or older is.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -135,7 +135,9 @@ proptest! {
 
     /// For any sequence of deposits and withdrawals at nondecreasing times, the
     /// sans-io budget grants exactly when the model grants, and has its balance; the
-    /// shared handle on a manual clock, used from one thread, does the same.
+    /// shared handle on a manual clock, used from one thread, does the same, and so
+    /// does one given every reading (`deposit_at`, `try_withdraw_at`...) whose own
+    /// clock never moves.
     #[test]
     fn budget_and_shared_handle_agree_with_the_model(
         config in arb_config(),
@@ -146,6 +148,8 @@ proptest! {
         let mut budget = RetryBudget::try_new(config_of(config)).expect("valid");
         let clock = ManualClock::new();
         let shared = SharedRetryBudget::try_with_clock(config_of(config), clock.clone())
+            .expect("valid");
+        let given = SharedRetryBudget::try_with_clock(config_of(config), ManualClock::new())
             .expect("valid");
         prop_assert_eq!(budget.reserve(), model.reserve());
         let mut now = start;
@@ -158,11 +162,13 @@ proptest! {
                     model.deposit(now);
                     budget.deposit(at);
                     shared.deposit();
+                    given.deposit_at(at);
                 }
                 Op::Withdraw => {
                     let expected = model.try_withdraw(now);
                     prop_assert_eq!(budget.try_withdraw(at), expected, "step {}", i);
                     prop_assert_eq!(shared.try_withdraw(), expected, "step {} (shared)", i);
+                    prop_assert_eq!(given.try_withdraw_at(at), expected, "step {} (given)", i);
                 }
                 Op::Balance => {}
             }
@@ -170,6 +176,8 @@ proptest! {
             prop_assert_eq!(shared.window_counts(), model.counts(now), "step {}", i);
             prop_assert_eq!(budget.balance(at), model.balance(now), "step {}", i);
             prop_assert_eq!(shared.balance(), model.balance(now), "step {}", i);
+            prop_assert_eq!(given.window_counts_at(at), model.counts(now), "step {}", i);
+            prop_assert_eq!(given.balance_at(at), model.balance(now), "step {}", i);
         }
     }
 
@@ -548,4 +556,78 @@ fn a_deposit_read_late_by_a_window_still_pays_for_its_own_withdrawal() {
     sans_io.deposit(Duration::ZERO); // B's late reading
     assert!(sans_io.try_withdraw(later));
     assert_eq!(sans_io.window_counts(later), (2, 2));
+}
+
+/// A clock that counts its readings.
+#[derive(Clone, Default)]
+struct CountingClock {
+    time: ManualClock,
+    reads: Arc<AtomicU64>,
+}
+
+impl Clock for CountingClock {
+    fn now(&self) -> Duration {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.time.now()
+    }
+}
+
+/// The `_at` methods take the caller's reading and read no clock; `now` is one
+/// reading of the handle's clock, the others one each.
+#[test]
+fn the_at_methods_read_no_clock() {
+    let clock = CountingClock::default();
+    clock.time.set(Duration::from_secs(3));
+    let config = RetryBudgetConfig::default().min_per_second(0).percent(50);
+    let budget = SharedRetryBudget::with_clock(config, clock.clone());
+    let reads = || clock.reads.load(Ordering::SeqCst);
+    let now = budget.now();
+    assert_eq!((now, reads()), (Duration::from_secs(3), 1));
+    for _ in 0..4 {
+        budget.deposit_at(now);
+    }
+    assert!(budget.try_withdraw_at(now));
+    assert!(budget.try_withdraw_at(now));
+    assert!(!budget.try_withdraw_at(now));
+    assert_eq!(budget.window_counts_at(now), (4, 2));
+    assert_eq!(budget.balance_at(now), 0);
+    assert_eq!(reads(), 1, "no reading but `now`'s");
+    budget.deposit();
+    assert!(!budget.try_withdraw());
+    assert_eq!(budget.window_counts(), (5, 2));
+    assert_eq!(budget.balance(), 0);
+    assert_eq!(reads(), 5, "one reading per call");
+}
+
+/// A reading passed late (taken at a request's start, say) counts at the newest
+/// bucket any call has passed, as a late clock reading does, and as the sans-io
+/// budget counts a late `now`; the same with the handle reading its clock.
+#[test]
+fn a_late_reading_passed_counts_at_the_newest_bucket() {
+    let config = RetryBudgetConfig::default()
+        .ttl(Duration::from_secs(1))
+        .min_per_second(0)
+        .percent(100);
+    let budget = SharedRetryBudget::with_clock(config, ManualClock::new());
+    let mut sans_io = RetryBudget::new(config);
+    let started = Duration::from_millis(100);
+    let later = Duration::from_millis(1_300); // a window on: `started` has expired
+    budget.deposit_at(started);
+    sans_io.deposit(started);
+    budget.deposit_at(later);
+    sans_io.deposit(later);
+    assert_eq!(budget.window_counts_at(later), (1, 0));
+    // The late one: counted at 1.3 s, and it pays for a retry there.
+    budget.deposit_at(started);
+    sans_io.deposit(started);
+    assert_eq!(budget.window_counts_at(later), (2, 0));
+    assert_eq!(sans_io.window_counts(later), (2, 0));
+    assert!(budget.try_withdraw_at(started));
+    assert!(sans_io.try_withdraw(started));
+    assert!(budget.try_withdraw_at(later));
+    assert!(sans_io.try_withdraw(later));
+    assert!(!budget.try_withdraw_at(later));
+    assert!(!sans_io.try_withdraw(later));
+    assert_eq!(budget.window_counts_at(started), (2, 2));
+    assert_eq!(sans_io.window_counts(started), (2, 2));
 }
