@@ -208,6 +208,7 @@ pub struct TokioTimer;
 impl Timer for TokioTimer {
     type Sleep = TokioSleep;
 
+    #[inline]
     fn sleep(&self, duration: Duration) -> TokioSleep {
         let sleep = tokio::time::sleep(duration);
         TokioSleep {
@@ -222,6 +223,7 @@ impl Timer for TokioTimer {
     /// instant (so the idle timer is re-armed once per idle time, not per token). An
     /// earlier one moves it at once
     /// ([`Sleep::reset`](https://docs.rs/tokio/1/tokio/time/struct.Sleep.html#method.reset)).
+    #[inline]
     fn reset(&self, mut sleep: Pin<&mut TokioSleep>, duration: Duration) {
         match tokio::time::Instant::now().checked_add(duration) {
             Some(due) => sleep.reset_at(due),
@@ -238,6 +240,7 @@ impl Timer for TokioTimer {
     /// one atomic load, so a stream polled for every chunk does not poll its sleeps.
     /// `None` when the tokio sleep has elapsed before the due instant (only a poll
     /// moves it on).
+    #[inline]
     fn is_elapsed(&self, sleep: &TokioSleep) -> Option<bool> {
         match sleep.sleep.is_elapsed() {
             false => Some(false),
@@ -268,6 +271,7 @@ impl TokioSleep {
 
     /// Makes it resolve at `due` instead. A later instant is only noted, to be taken
     /// up when the tokio sleep under it fires; an earlier one moves that sleep now.
+    #[inline]
     pub fn reset_at(self: Pin<&mut Self>, due: tokio::time::Instant) {
         let this = self.project();
         *this.due = due;
@@ -280,6 +284,7 @@ impl TokioSleep {
 impl Future for TokioSleep {
     type Output = ();
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
         loop {
