@@ -224,11 +224,15 @@ impl Timer for TokioTimer {
     /// earlier one moves it at once
     /// ([`Sleep::reset`](https://docs.rs/tokio/1/tokio/time/struct.Sleep.html#method.reset)).
     #[inline]
-    fn reset(&self, mut sleep: Pin<&mut TokioSleep>, duration: Duration) {
-        match tokio::time::Instant::now().checked_add(duration) {
-            Some(due) => sleep.reset_at(due),
-            None => sleep.set(self.sleep(duration)),
-        }
+    fn reset(&self, sleep: Pin<&mut TokioSleep>, duration: Duration) {
+        let due = match tokio::time::Instant::now().checked_add(duration) {
+            Some(due) => due,
+            // Past what an instant holds: where tokio's own sleep puts it (far in the
+            // future), moved in place like any later instant, so the sleep keeps its
+            // waker.
+            None => tokio::time::sleep(duration).deadline(),
+        };
+        sleep.reset_at(due);
     }
 
     /// Either sleep keeps the waker it was last polled with across a reset: tokio's

@@ -165,6 +165,17 @@ async fn an_idle_time_shorter_than_the_first_token_s_moves_the_timer_earlier() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn timeouts_past_what_an_instant_holds_do_not_overflow() {
+    let timeouts = Timeouts::new()
+        .first_token(Duration::MAX)
+        .idle(Duration::MAX);
+    let answer = stream::iter([Ok(TOKEN), Ok(TOKEN), Ok(DONE)]);
+    let (items, outcome, _) = read(answer, SseRules::openai_chat(), timeouts).await;
+    assert_eq!(why(&outcome), (Verdict::Success, Cause::Done));
+    assert_eq!(items, [TOKEN, TOKEN, DONE]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_rules_every_chunk_is_progress() {
     let pings = upstream::<Tokio>(&[], PING, SEC * 5);
     let timeouts = Timeouts::new().first_token(SEC * 6).idle(SEC * 6);
