@@ -54,6 +54,14 @@ pub trait Timer {
         sleep.set(self.sleep(duration));
     }
 
+    /// Whether a sleep moved by [`reset`](Self::reset) still wakes the task that last
+    /// polled it, without being polled again (tokio's timer entry keeps its waker
+    /// when its deadline moves). Then a watch polled again by the same task does not
+    /// poll its sleeps after the idle timer is restarted, only asks
+    /// [`is_elapsed`](Self::is_elapsed). `false` (the default, right for the default
+    /// `reset`, which makes a new sleep) polls them after every reset.
+    const RESET_KEEPS_WAKER: bool = false;
+
     /// Whether `sleep` has resolved, if the runtime can tell without polling it
     /// (tokio can: `Sleep::is_elapsed`, one atomic load). A watch polled again by the
     /// task its sleeps already woke asks this instead of polling them each time;
@@ -74,6 +82,8 @@ impl<T: Timer + ?Sized> Timer for &T {
     fn reset(&self, sleep: Pin<&mut T::Sleep>, duration: Duration) {
         (**self).reset(sleep, duration);
     }
+
+    const RESET_KEEPS_WAKER: bool = T::RESET_KEEPS_WAKER;
 
     fn is_elapsed(&self, sleep: &T::Sleep) -> Option<bool> {
         (**self).is_elapsed(sleep)
@@ -337,19 +347,25 @@ impl<T: Timer> ProgressWatch<T> {
         let mut this = self.project();
         let mut quiet = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
         if *this.armed_at != Some(progress) {
-            quiet = false;
             *this.armed_at = Some(progress);
             let timeout = match progress {
                 0 => this.timeouts.first_token,
                 _ => this.timeouts.idle,
             };
             match (timeout, this.wait.as_mut().as_pin_mut()) {
-                (Some(d), Some(wait)) => this.timer.reset(wait, d),
-                (timeout, _) => this.wait.set(timeout.map(|d| this.timer.sleep(d))),
+                (Some(d), Some(wait)) => {
+                    this.timer.reset(wait, d);
+                    quiet &= T::RESET_KEEPS_WAKER;
+                }
+                (timeout, _) => {
+                    this.wait.set(timeout.map(|d| this.timer.sleep(d)));
+                    quiet = false;
+                }
             }
         }
-        // The same task, nothing re-armed, and the timer says neither sleep resolved:
-        // each is registered with this waker already, and wakes it when due.
+        // The same task, no new sleep (nor a reset that needs a poll), and the timer
+        // says neither sleep resolved: each is registered with this waker already, and
+        // wakes it when due.
         let timer = &*this.timer;
         let pending =
             |sleep: Option<&T::Sleep>| sleep.is_none_or(|s| timer.is_elapsed(s) == Some(false));

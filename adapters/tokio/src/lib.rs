@@ -73,6 +73,7 @@
 
 use core::future::Future;
 use core::pin::Pin;
+use core::task::{Context, Poll, ready};
 use core::time::Duration;
 
 use futures_core::Stream;
@@ -205,26 +206,100 @@ impl<T> Downstream<T> for Tx<'_, T> {
 pub struct TokioTimer;
 
 impl Timer for TokioTimer {
-    type Sleep = tokio::time::Sleep;
+    type Sleep = TokioSleep;
 
-    fn sleep(&self, duration: Duration) -> tokio::time::Sleep {
-        tokio::time::sleep(duration)
-    }
-
-    /// Moves the sleep in place
-    /// ([`Sleep::reset`](https://docs.rs/tokio/1/tokio/time/struct.Sleep.html#method.reset)):
-    /// a later deadline is one atomic update, not a new timer entry.
-    fn reset(&self, mut sleep: Pin<&mut tokio::time::Sleep>, duration: Duration) {
-        match tokio::time::Instant::now().checked_add(duration) {
-            Some(deadline) => sleep.as_mut().reset(deadline),
-            None => sleep.set(tokio::time::sleep(duration)),
+    #[inline]
+    fn sleep(&self, duration: Duration) -> TokioSleep {
+        let sleep = tokio::time::sleep(duration);
+        TokioSleep {
+            due: sleep.deadline(),
+            sleep,
         }
     }
 
+    /// Moves the sleep's due instant to `duration` from now: one clock read. A later
+    /// instant (the idle timer at every token) is only noted; the tokio sleep under
+    /// it keeps its deadline, and when that comes, [`TokioSleep`] moves it to the due
+    /// instant (so the idle timer is re-armed once per idle time, not per token). An
+    /// earlier one moves it at once
+    /// ([`Sleep::reset`](https://docs.rs/tokio/1/tokio/time/struct.Sleep.html#method.reset)).
+    #[inline]
+    fn reset(&self, sleep: Pin<&mut TokioSleep>, duration: Duration) {
+        let due = match tokio::time::Instant::now().checked_add(duration) {
+            Some(due) => due,
+            // Past what an instant holds: where tokio's own sleep puts it (far in the
+            // future), moved in place like any later instant, so the sleep keeps its
+            // waker.
+            None => tokio::time::sleep(duration).deadline(),
+        };
+        sleep.reset_at(due);
+    }
+
+    /// Either sleep keeps the waker it was last polled with across a reset: tokio's
+    /// timer entry keeps it when its deadline moves, and a deadline only noted wakes
+    /// the task when the old one comes.
+    const RESET_KEEPS_WAKER: bool = true;
+
     /// [`Sleep::is_elapsed`](https://docs.rs/tokio/1/tokio/time/struct.Sleep.html#method.is_elapsed):
     /// one atomic load, so a stream polled for every chunk does not poll its sleeps.
-    fn is_elapsed(&self, sleep: &tokio::time::Sleep) -> Option<bool> {
-        Some(sleep.is_elapsed())
+    /// `None` when the tokio sleep has elapsed before the due instant (only a poll
+    /// moves it on).
+    #[inline]
+    fn is_elapsed(&self, sleep: &TokioSleep) -> Option<bool> {
+        match sleep.sleep.is_elapsed() {
+            false => Some(false),
+            true => (sleep.sleep.deadline() >= sleep.due).then_some(true),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`TokioTimer`]'s sleep: a `tokio::time::Sleep` and the instant it is due,
+    /// which a [`reset`](Timer::reset) to a later instant only notes. It resolves
+    /// at its due instant, as tokio's sleep would (rounded up to tokio's
+    /// millisecond), never at the older deadline it may still have under it.
+    #[derive(Debug)]
+    pub struct TokioSleep {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        // At or after the tokio sleep's deadline.
+        due: tokio::time::Instant,
+    }
+}
+
+impl TokioSleep {
+    /// The instant it resolves at.
+    pub fn due(&self) -> tokio::time::Instant {
+        self.due
+    }
+
+    /// Makes it resolve at `due` instead. A later instant is only noted, to be taken
+    /// up when the tokio sleep under it fires; an earlier one moves that sleep now.
+    #[inline]
+    pub fn reset_at(self: Pin<&mut Self>, due: tokio::time::Instant) {
+        let this = self.project();
+        *this.due = due;
+        if due < this.sleep.deadline() {
+            this.sleep.reset(due);
+        }
+    }
+}
+
+impl Future for TokioSleep {
+    type Output = ();
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            ready!(this.sleep.as_mut().poll(cx));
+            if this.sleep.deadline() >= *this.due {
+                return Poll::Ready(());
+            }
+            // It fired at a deadline that has since been pushed back: on to the due
+            // instant, registered with this waker by the next turn of the loop.
+            this.sleep.as_mut().reset(*this.due);
+        }
     }
 }
 

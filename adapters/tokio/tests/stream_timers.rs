@@ -129,6 +129,52 @@ async fn done_then_a_hanging_upstream_is_a_success_after_the_idle_time() {
     );
 }
 
+/// `n` tokens `gap` apart, then nothing, forever.
+fn tokens_then_silence(n: usize, gap: Duration) -> impl Stream<Item = Item> {
+    stream::iter(0..n)
+        .then(move |_| async move {
+            tokio::time::sleep(gap).await;
+            Ok(TOKEN)
+        })
+        .chain(stream::pending())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_idle_timer_blames_exactly_the_idle_time_after_the_last_token() {
+    // Tokens at 3, 6, ..., 30 s: each only notes a later due instant, and the tokio
+    // sleep under the timer (first set for 13 s) is moved on when it fires, at 13, 22
+    // and 31 s. The blame still comes exactly 10 s after the last token.
+    let timeouts = Timeouts::new().idle(SEC * 10);
+    let worker = tokens_then_silence(10, SEC * 3);
+    let (items, outcome, elapsed) = read(worker, SseRules::openai_chat(), timeouts).await;
+    assert_eq!(why(&outcome), (Verdict::Failure, Cause::IdleTimeout));
+    assert_eq!(items.len(), 10);
+    assert_eq!(elapsed, SEC * 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_time_shorter_than_the_first_token_s_moves_the_timer_earlier() {
+    // The first-token timer would fire at 60 s; the token at 1 s makes it the idle
+    // timer, due at 6 s: earlier, so the sleep is moved at once, not at 60 s.
+    let timeouts = Timeouts::new().first_token(SEC * 60).idle(SEC * 5);
+    let worker = tokens_then_silence(1, SEC);
+    let (items, outcome, elapsed) = read(worker, SseRules::openai_chat(), timeouts).await;
+    assert_eq!(why(&outcome), (Verdict::Failure, Cause::IdleTimeout));
+    assert_eq!(items, [TOKEN]);
+    assert_eq!(elapsed, SEC * 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_past_what_an_instant_holds_do_not_overflow() {
+    let timeouts = Timeouts::new()
+        .first_token(Duration::MAX)
+        .idle(Duration::MAX);
+    let answer = stream::iter([Ok(TOKEN), Ok(TOKEN), Ok(DONE)]);
+    let (items, outcome, _) = read(answer, SseRules::openai_chat(), timeouts).await;
+    assert_eq!(why(&outcome), (Verdict::Success, Cause::Done));
+    assert_eq!(items, [TOKEN, TOKEN, DONE]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn without_rules_every_chunk_is_progress() {
     let pings = upstream::<Tokio>(&[], PING, SEC * 5);

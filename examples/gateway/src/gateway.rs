@@ -37,6 +37,7 @@ pub mod pd;
 pub mod proxy;
 mod shutdown;
 mod ticket;
+mod traced;
 
 use std::fmt;
 use std::sync::Arc;
@@ -63,6 +64,7 @@ use tower_http::trace::TraceLayer;
 use tower_layer::Layer;
 
 pub use self::health::HealthCheck;
+use self::traced::{KeepBody, TakeBody};
 use crate::engine::{self, ABORT_TIMEOUT, Engine, RidMinter};
 use crate::metrics::{self, AbortResult, Metrics, Operation};
 
@@ -464,6 +466,8 @@ impl Gateway {
     /// goes to the worker and back to the client in the response. Each request runs
     /// in a `request` span (`tower-http`'s `TraceLayer`) with fields `request_id`,
     /// `route` and, once one is picked, `worker`; its verdict is logged inside it.
+    /// The response body is not polled inside the span: it goes around the trace
+    /// layer, so that a streamed token costs no clock read there.
     pub fn router(&self) -> Router {
         let mut router = Router::new();
         let mut routes: Vec<&str> = Vec::new();
@@ -480,9 +484,12 @@ impl Gateway {
             .route("/metrics", get(scrape))
             .with_state(self.inner.clone());
         // Around the whole router once, not around each route (`Router::layer`
-        // would: axum clones every route's stack for each connection).
+        // would: axum clones every route's stack for each connection). The response
+        // body goes around the trace layer, not through it (`traced`): the span
+        // covers the handling and the verdict, not each chunk.
+        let inner = KeepBody(PropagateRequestIdLayer::new(REQUEST_ID_HEADER).layer(router));
         let service = SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid)
-            .layer(trace.layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER).layer(router)));
+            .layer(TakeBody(trace.layer(inner)));
         Router::new().fallback_service(service)
     }
 

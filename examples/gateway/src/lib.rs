@@ -75,7 +75,10 @@
 //! random UUID the gateway makes (`tower-http`'s request-id layers). It goes to the
 //! worker and back to the client. Each request runs in a `request` span
 //! (`tower-http`'s `TraceLayer`: `request_id`, `method`, `route`, and `worker` once
-//! one is picked), and its verdict event is logged inside that span.
+//! one is picked), and its verdict event is logged inside that span. The response
+//! body is not wrapped by the trace layer (it would read the clock for every chunk):
+//! the span covers the handling and the verdict, and the verdict line, not
+//! `TraceLayer`'s end-of-stream line, tells how the stream ended.
 //!
 //! # Metrics
 //!

@@ -1,8 +1,9 @@
 //! The verdict ticket: the recorder of one request from the moment it is sent
 //! upstream.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use sluice::breaker::{Recorded, SetPermit};
 use sluice::{Cause, Outcome, Recorder, Verdict};
@@ -13,55 +14,68 @@ use crate::metrics::Latency;
 
 /// When a request arrived, and when its stream made progress: written by the
 /// client's body as it polls the tracked stream, read by the ticket at the verdict.
+///
+/// The marks are atomics (nanoseconds since the arrival), not a lock, so that a mark
+/// costs a clock read and two stores. The client's body is their only writer, and its
+/// ticket reads them when its verdict is recorded: in the body's poll or drop, after
+/// the body's last write, on the task that owns the body, so relaxed accesses see
+/// every mark. (Another attempt's ticket, settled while the body runs, may see the
+/// three marks at different points: it reads a latency the client never got.)
 #[derive(Debug)]
 pub(super) struct Timing {
     started: Instant,
-    marks: Mutex<Marks>,
+    /// The first progress, in nanoseconds since `started`; [`NONE`] until then.
+    first: AtomicU64,
+    /// The last progress, in nanoseconds since `started`; [`NONE`] until then.
+    last: AtomicU64,
+    /// The progress count at `last`.
+    progress: AtomicU64,
 }
 
-/// The progress seen so far.
-#[derive(Debug, Clone, Copy, Default)]
-struct Marks {
-    first: Option<Instant>,
-    last: Option<Instant>,
-    progress: u64,
-}
+/// No mark yet.
+const NONE: u64 = u64::MAX;
 
 impl Timing {
     /// A request that arrived now.
     pub(super) fn start() -> Arc<Self> {
         Arc::new(Self {
             started: Instant::now(),
-            marks: Mutex::new(Marks::default()),
+            first: AtomicU64::new(NONE),
+            last: AtomicU64::new(NONE),
+            progress: AtomicU64::new(0),
         })
     }
 
-    /// The stream's progress count grew to `progress`, now.
+    /// The stream's progress count grew to `progress`, now (one clock read).
     pub(super) fn progressed(&self, progress: u64) {
-        let now = Instant::now();
-        let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-        if progress > 0 && marks.first.is_none() {
-            marks.first = Some(now);
+        // Below NONE for 584 years.
+        let now = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(NONE - 1);
+        if progress > 0 && self.first.load(Ordering::Relaxed) == NONE {
+            self.first.store(now, Ordering::Relaxed);
         }
-        marks.last = Some(now);
-        marks.progress = progress;
+        self.last.store(now, Ordering::Relaxed);
+        self.progress.store(progress, Ordering::Relaxed);
     }
 
     /// The request's latency for `api`, its verdict given now.
     pub(super) fn latency(&self, api: Api) -> Latency {
-        let now = Instant::now();
-        let marks = *self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-        let per_token = match (marks.first, marks.last) {
-            (Some(first), Some(last)) if marks.progress >= 2 => {
-                let after_first = u32::try_from(marks.progress - 1).unwrap_or(u32::MAX);
-                Some(last.duration_since(first) / after_first)
+        let mark = |at: &AtomicU64| match at.load(Ordering::Relaxed) {
+            NONE => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        };
+        let (first, last) = (mark(&self.first), mark(&self.last));
+        let progress = self.progress.load(Ordering::Relaxed);
+        let per_token = match (first, last) {
+            (Some(first), Some(last)) if progress >= 2 => {
+                let after_first = u32::try_from(progress - 1).unwrap_or(u32::MAX);
+                Some(last.saturating_sub(first) / after_first)
             }
             _ => None,
         };
         Latency {
             operation: api.operation(),
-            duration: now.duration_since(self.started),
-            first_token: marks.first.map(|first| first.duration_since(self.started)),
+            duration: self.started.elapsed(),
+            first_token: first,
             per_token,
         }
     }
