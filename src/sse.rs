@@ -112,8 +112,6 @@
 use alloc::{boxed::Box, sync::Arc, vec::Vec};
 use core::fmt;
 
-use memchr::memmem::Finder;
-
 use self::json::ErrorObject;
 use self::member::{MemberWalk, Path, Test};
 use self::role::RoleChunk;
@@ -1252,26 +1250,11 @@ impl SseScanner {
     /// not recognised, and a string never spans lines). A quick reject with `memmem`,
     /// its searchers built when the scanner was made.
     fn json_may_count(&self, value: &[u8]) -> bool {
-        let quoted = |i: usize, name: &[u8]| {
-            i > 0 && value[i - 1] == b'"' && value.get(i + name.len()) == Some(&b'"')
-        };
-        let found = |finder: &Finder<'_>| {
-            // `Finder::find_iter` would copy the finder: search on from each match.
-            let mut at = 0;
-            while let Some(i) = finder.find(&value[at..]) {
-                if quoted(at + i, finder.needle()) {
-                    return true;
-                }
-                at += i + 1;
-            }
-            false
-        };
-        self.needles
-            .finders()
-            .any(|finder| finder.is_none_or(found))
+        (self.needles.finders()).any(|needle| needle.is_none_or(|n| n.is_quoted_in(value)))
             || self.needles.more
-                && (self.rules.walk_names().skip(usize::from(self.needles.len)))
-                    .any(|name| memchr::memmem::find_iter(value, name).any(|i| quoted(i, name)))
+                && (self.rules.walk_names().skip(usize::from(self.needles.len))).any(|name| {
+                    memchr::memmem::find_iter(value, name).any(|i| quoted_at(value, i, name.len()))
+                })
     }
 
     /// Whether the data goes to the error-object and usage walk.
@@ -1476,23 +1459,23 @@ impl fmt::Debug for SseScanner {
 }
 
 /// The quick reject's searchers ([`SseScanner::json_may_count`]): which of the
-/// process's shared `memmem` finders ([`finders`]) search for the first names of
-/// [`SseRules::walk_names`]. Building a finder costs more than searching a chat
-/// chunk with it, and one is hundreds of bytes, so they are built once per process
-/// and name, not per line nor per scanner; a scanner holds their slots. Names past
-/// those (none in any preset), and every name without the `std` feature, are
-/// searched with a finder built per line.
+/// process's shared searchers ([`finders`]) look for the first names of
+/// [`SseRules::walk_names`]. Building a `memmem` finder costs more than searching a
+/// chat chunk with it, and one is hundreds of bytes, so they are built once per
+/// process and name, not per line nor per scanner; a scanner holds their slots.
+/// Names past those (none in any preset), and every name without the `std`
+/// feature, are searched with a finder built per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Needles {
     slots: [u8; Needles::MAX],
-    /// How many of `slots` are in use: the first `len` names have a finder.
+    /// How many of `slots` are in use: the first `len` names have a searcher.
     len: u8,
     /// Names past those.
     more: bool,
 }
 
 impl Needles {
-    /// The most names a scanner holds finders for.
+    /// The most names a scanner holds searchers for.
     const MAX: usize = 4;
 
     fn new(rules: &SseRules) -> Self {
@@ -1513,56 +1496,120 @@ impl Needles {
         needles
     }
 
-    /// The finders of the first names, in their order (`None` would be a slot
-    /// without its finder, which [`finders::slot`] rules out: searched as a match).
-    fn finders(&self) -> impl Iterator<Item = Option<&'static Finder<'static>>> + '_ {
+    /// The searchers of the first names, in their order (`None` would be a slot
+    /// without its searcher, which [`finders::slot`] rules out: taken as a match).
+    fn finders(&self) -> impl Iterator<Item = Option<&'static finders::Needle>> + '_ {
         self.slots[..usize::from(self.len)]
             .iter()
             .map(|&slot| finders::get(slot))
     }
 }
 
-/// The `memmem` finders of the names the quick reject looks for, shared by every
-/// scanner in the process: built once per name, on first use, in static slots (no
+/// The searchers of the names the quick reject looks for, shared by every scanner
+/// in the process: built once per name, on first use, in static slots (no
 /// allocation). Only a cache: a name without a slot is searched without one.
 #[cfg(feature = "std")]
 mod finders {
     use std::sync::OnceLock;
 
+    #[cfg(target_arch = "x86_64")]
+    use memchr::arch::x86_64::avx2::packedpair::Finder as Avx2;
     use memchr::memmem::Finder;
 
     /// More than the names of every dialect together.
     const SLOTS: usize = 16;
 
     static NAMES: [OnceLock<&'static [u8]>; SLOTS] = [const { OnceLock::new() }; SLOTS];
-    static FINDERS: [OnceLock<Finder<'static>>; SLOTS] = [const { OnceLock::new() }; SLOTS];
+    static NEEDLES: [OnceLock<Needle>; SLOTS] = [const { OnceLock::new() }; SLOTS];
 
-    /// The slot of `name`'s finder, which is built if it was not; `None` if every
+    /// The longest name with an AVX2 searcher (in quotes, two bytes more).
+    #[cfg(target_arch = "x86_64")]
+    const LONGEST: usize = 30;
+
+    /// The searcher of one name.
+    #[derive(Debug)]
+    pub(super) struct Needle {
+        name: &'static [u8],
+        /// With AVX2 (and a name up to [`LONGEST`] bytes): the packed-pair searcher
+        /// that `memmem` picks for a short needle, called directly on the name in
+        /// quotes (through `memmem`'s dispatch, on the bare name with its quotes
+        /// checked after, a chat chunk costs about a third more instructions).
+        #[cfg(target_arch = "x86_64")]
+        avx2: Option<(Avx2, [u8; LONGEST + 2])>,
+        memmem: Finder<'static>,
+    }
+
+    impl Needle {
+        fn new(name: &'static [u8]) -> Self {
+            Self {
+                name,
+                #[cfg(target_arch = "x86_64")]
+                avx2: if name.len() <= LONGEST {
+                    let mut quoted = [b'"'; LONGEST + 2];
+                    quoted[1..=name.len()].copy_from_slice(name);
+                    Avx2::new(&quoted[..name.len() + 2]).map(|avx2| (avx2, quoted))
+                } else {
+                    None
+                },
+                memmem: Finder::new(name),
+            }
+        }
+
+        /// Whether `haystack` holds the name in quotes.
+        pub(super) fn is_quoted_in(&self, haystack: &[u8]) -> bool {
+            #[cfg(target_arch = "x86_64")]
+            if let Some((avx2, quoted)) = &self.avx2 {
+                let quoted = &quoted[..self.name.len() + 2];
+                // Shorter haystacks are `memmem`'s (the packed pair would panic).
+                if haystack.len() >= avx2.min_haystack_len() {
+                    return avx2.find(haystack, quoted).is_some();
+                }
+            }
+            let mut at = 0;
+            while let Some(i) = self.memmem.find(&haystack[at..]) {
+                if super::quoted_at(haystack, at + i, self.name.len()) {
+                    return true;
+                }
+                at += i + 1;
+            }
+            false
+        }
+    }
+
+    /// The slot of `name`'s searcher, which is built if it was not; `None` if every
     /// slot holds another name.
     pub(super) fn slot(name: &'static [u8]) -> Option<u8> {
         let i = NAMES
             .iter()
             .position(|slot| *slot.get_or_init(|| name) == name)?;
-        FINDERS[i].get_or_init(|| Finder::new(name));
+        NEEDLES[i].get_or_init(|| Needle::new(name));
         u8::try_from(i).ok()
     }
 
-    /// The finder in `slot`.
-    pub(super) fn get(slot: u8) -> Option<&'static Finder<'static>> {
-        FINDERS.get(usize::from(slot))?.get()
+    /// The searcher in `slot`.
+    pub(super) fn get(slot: u8) -> Option<&'static Needle> {
+        NEEDLES.get(usize::from(slot))?.get()
     }
 }
 
-/// Without `std` (no `OnceLock`), no finder is shared.
+/// Without `std` (no `OnceLock`), no searcher is shared.
 #[cfg(not(feature = "std"))]
 mod finders {
-    use memchr::memmem::Finder;
+    /// No searcher: there is none.
+    #[derive(Debug)]
+    pub(super) enum Needle {}
+
+    impl Needle {
+        pub(super) fn is_quoted_in(&self, _: &[u8]) -> bool {
+            match *self {}
+        }
+    }
 
     pub(super) fn slot(_: &'static [u8]) -> Option<u8> {
         None
     }
 
-    pub(super) fn get(_: u8) -> Option<&'static Finder<'static>> {
+    pub(super) fn get(_: u8) -> Option<&'static Needle> {
         None
     }
 }
@@ -1584,6 +1631,11 @@ fn event_end(rest: &[u8]) -> Option<(usize, bool)> {
         [b'\r', ..] => Some((at + 1, false)),
         _ => None,
     }
+}
+
+/// Whether the `len` bytes at `i` in `value` stand in quotes.
+fn quoted_at(value: &[u8], i: usize, len: usize) -> bool {
+    i > 0 && value[i - 1] == b'"' && value.get(i + len) == Some(&b'"')
 }
 
 /// The index of the first CR or LF, or the length.
