@@ -1662,4 +1662,62 @@ mod tests {
             );
         }
     }
+
+    /// `data_line` (a `data:` line read at once, a whole event dispatched there) and
+    /// the quick reject leave the scanner exactly as the byte loop does: every
+    /// sequence of up to four tokens, fed whole and split once anywhere, ends in the
+    /// same state (verdict, progress, usage, line and walks) as fed byte by byte,
+    /// where neither applies.
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn data_lines_read_at_once_as_byte_by_byte() {
+        const TOKENS: &[&[u8]] = &[
+            b"data:",
+            b"data: ",
+            b"{\"error\":1}",
+            b"{\"usage\":{\"prompt_tokens\":3}}",
+            b"{\"choices\":[{\"delta\":{\"role\":\"x\"}}]}",
+            b"[DONE]",
+            b"\r",
+            b"\n",
+            b"event:ping",
+        ];
+        let custom = SseRules::empty().done_on_data("[DONE]");
+        let sets = [SseRules::openai_chat(), SseRules::anthropic(), custom];
+        let mut stack: Vec<usize> = Vec::new();
+        loop {
+            let input: Vec<u8> = stack
+                .iter()
+                .flat_map(|&t| TOKENS[t].iter().copied())
+                .collect();
+            for rules in &sets {
+                let mut bytewise = SseScanner::new(rules.clone());
+                let mut expected = None;
+                for b in &input {
+                    expected = expected.max(bytewise.feed(core::slice::from_ref(b)));
+                }
+                for k in 0..=input.len() {
+                    let mut split = SseScanner::new(rules.clone());
+                    let signal = split.feed(&input[..k]).max(split.feed(&input[k..]));
+                    assert_eq!(signal, expected, "{rules:?} {input:?} at {k}");
+                    assert!(split == bytewise, "{rules:?} {input:?} at {k}");
+                    let cause = Cause::Truncated;
+                    assert_eq!(split.failure_event(cause), bytewise.failure_event(cause));
+                }
+            }
+            if stack.len() < 4 {
+                stack.push(0);
+                continue;
+            }
+            while let Some(last) = stack.pop() {
+                if last + 1 < TOKENS.len() {
+                    stack.push(last + 1);
+                    break;
+                }
+            }
+            if stack.is_empty() {
+                break;
+            }
+        }
+    }
 }
