@@ -91,8 +91,11 @@
 //! That pass skips, without walking it, the data of an event that is one line held
 //! whole in one chunk with its blank line, when the line holds none of the quoted
 //! names the walk stops at (`"error"`, the usage roots): the walk could find nothing
-//! there (a quick reject with `memmem`, the common case on the wire, where engines
-//! write one event per chunk). The answer is the same however the input is split.
+//! there (a quick reject with `memchr`'s SIMD substring search, the common case on
+//! the wire, where engines write one event per chunk; with the `std` feature its
+//! searchers are built once per process and name and shared by every scanner, in
+//! static slots, so a scanner neither builds nor holds one). The answer is the same
+//! however the input is split.
 //!
 //! The scanner never buffers event data: its memory is fixed when it is made, however
 //! long a line or an event grows, and its time is linear in the bytes (line ends and
@@ -1323,7 +1326,7 @@ impl SseScanner {
         let first_line = !self.open;
         self.name[..4].copy_from_slice(b"data");
         self.name_len = 4;
-        let field = self.start_field();
+        let field = self.start_data();
         let Some(&first) = bytes.get(DATA) else {
             // The value starts in the next chunk (a space may be dropped there).
             self.line = field.map_or(Line::Skip, Line::ValueStart);
@@ -1364,25 +1367,28 @@ impl SseScanner {
     /// if its value can still match a rule.
     fn start_field(&mut self) -> Option<Field> {
         match (self.name_len, self.name) {
-            (4, [b'd', b'a', b't', b'a', _]) => {
-                if self.has_data {
-                    self.data.push(&self.rules.data, b"\n");
-                    self.json.line_feed();
-                    self.role.line_feed();
-                    if let Some(rule) = &self.rules.member {
-                        self.member.line_feed(&rule.path);
-                    }
-                }
-                self.has_data = true;
-                let alive = self.data.is_alive() || self.json_alive();
-                alive.then_some(Field::Data)
-            }
+            (4, [b'd', b'a', b't', b'a', _]) => self.start_data(),
             (5, [b'e', b'v', b'e', b'n', b't']) => {
                 self.event = Matcher::new(&self.rules.event);
                 self.event.is_alive().then_some(Field::Event)
             }
             _ => None,
         }
+    }
+
+    /// A `data` field: [`start_field`](Self::start_field) for the name `data`.
+    fn start_data(&mut self) -> Option<Field> {
+        if self.has_data {
+            self.data.push(&self.rules.data, b"\n");
+            self.json.line_feed();
+            self.role.line_feed();
+            if let Some(rule) = &self.rules.member {
+                self.member.line_feed(&rule.path);
+            }
+        }
+        self.has_data = true;
+        let alive = self.data.is_alive() || self.json_alive();
+        alive.then_some(Field::Data)
     }
 
     fn end_line(&mut self) -> Option<Signal> {
