@@ -105,8 +105,11 @@
 //! That pass skips, without walking it, the data of an event that is one line held
 //! whole in one chunk with its blank line, when the line holds none of the quoted
 //! names the walk stops at (`"error"`, the usage roots): the walk could find nothing
-//! there (a quick reject with `memmem`, the common case on the wire, where engines
-//! write one event per chunk). The answer is the same however the input is split.
+//! there (a quick reject with `memchr`'s SIMD substring search, the common case on
+//! the wire, where engines write one event per chunk; with the `std` feature its
+//! searchers are built once per process and name and shared by every scanner, in
+//! static slots, so a scanner neither builds nor holds one). The answer is the same
+//! however the input is split.
 //!
 //! The scanner never buffers event data: its memory is fixed when it is made, however
 //! long a line or an event grows, and its time is linear in the bytes (line ends and
@@ -441,6 +444,18 @@ impl SseRules {
     pub const fn with_usage(mut self, dialect: Option<Dialect>) -> Self {
         self.usage = dialect;
         self
+    }
+
+    /// The names the error-object and usage walk stops at, in quotes: `error` (for
+    /// the key and for `"object": "error"`) when error objects are looked for, then
+    /// the usage roots' keys.
+    fn walk_names(&self) -> impl Iterator<Item = &'static [u8]> {
+        let error: Option<&'static [u8]> = self.error_objects.then_some(b"error");
+        let roots = match self.usage_rules() {
+            Some(rules) => rules.roots,
+            None => &[],
+        };
+        error.into_iter().chain(roots.iter().map(|root| root.key))
     }
 
     /// Where the usage of [`usage`](Self::usage)'s dialect stands.
@@ -1041,6 +1056,8 @@ pub struct SseScanner {
     event: Matcher,
     /// The data's error-object walk, when the rules look for one.
     json: ErrorObject,
+    /// The quick reject's searchers for the names that walk stops at.
+    needles: Needles,
     /// The data's role-only chunk walk, when the rules look for one and no progress
     /// was dispatched yet.
     role: RoleChunk,
@@ -1067,6 +1084,7 @@ impl SseScanner {
             data: Matcher::new(&rules.data),
             event: Matcher::new(&rules.event),
             json: ErrorObject::new(rules.error_objects, rules.usage_rules()),
+            needles: Needles::new(&rules),
             role: RoleChunk::new(),
             member: MemberWalk::new(),
             progress: 0,
@@ -1181,6 +1199,11 @@ impl SseScanner {
                         self.line = Line::Skip;
                         1
                     }
+                    b'd' if bytes.starts_with(b"data:") => {
+                        let (taken, event) = self.data_line(bytes);
+                        signal = signal.max(event);
+                        taken
+                    }
                     _ => {
                         self.line = Line::Name;
                         self.name_len = 0;
@@ -1242,9 +1265,7 @@ impl SseScanner {
     /// Feeds value bytes to the field's matcher until the line ends or no pattern is
     /// left; returns how many it consumed.
     fn scan_value(&mut self, field: Field, bytes: &[u8]) -> usize {
-        if field == Field::Data
-            && (self.walks_json() || self.reads_role() || self.rules.member.is_some())
-        {
+        if field == Field::Data && self.data_walks() {
             return self.scan_data(bytes);
         }
         let (matcher, table) = match field {
@@ -1272,17 +1293,14 @@ impl SseScanner {
     /// Whether `value` holds, in quotes, a name the error-object and usage walk
     /// stops at (`"error"`, for the key and for `"object": "error"`; a usage root's
     /// key): else the walk can find nothing in it (a name spelled with escapes is
-    /// not recognised, and a string never spans lines). A quick reject with `memmem`.
+    /// not recognised, and a string never spans lines). A quick reject with `memmem`,
+    /// its searchers built when the scanner was made.
     fn json_may_count(&self, value: &[u8]) -> bool {
-        let quoted = |name: &[u8]| {
-            memchr::memmem::find_iter(value, name)
-                .any(|i| i > 0 && value[i - 1] == b'"' && value.get(i + name.len()) == Some(&b'"'))
-        };
-        self.rules.error_objects && quoted(b"error")
-            || self
-                .rules
-                .usage_rules()
-                .is_some_and(|rules| rules.roots.iter().any(|root| quoted(root.key)))
+        (self.needles.finders()).any(|needle| needle.is_none_or(|n| n.is_quoted_in(value)))
+            || self.needles.more
+                && (self.rules.walk_names().skip(usize::from(self.needles.len))).any(|name| {
+                    memchr::memmem::find_iter(value, name).any(|i| quoted_at(value, i, name.len()))
+                })
     }
 
     /// Whether the data goes to the error-object and usage walk.
@@ -1302,10 +1320,23 @@ impl SseScanner {
     /// bytes it consumed. Once none can match, the rest of the line is skipped.
     fn scan_data(&mut self, bytes: &[u8]) -> usize {
         let end = line_end(bytes);
-        let value = &bytes[..end];
+        self.data_value(&bytes[..end], event_end(&bytes[end..]).is_some());
+        end
+    }
+
+    /// Whether a data value goes to [`scan_data`](Self::scan_data): to the JSON
+    /// walks as well as the matcher.
+    fn data_walks(&self) -> bool {
+        self.walks_json() || self.reads_role() || self.rules.member.is_some()
+    }
+
+    /// A data value (up to its line end, or the end of the chunk) for the matcher
+    /// and the JSON walks; `whole` if its line end and the blank line after it were
+    /// seen (the event's data is this one value).
+    fn data_value(&mut self, value: &[u8], whole: bool) {
         self.data.push(&self.rules.data, value);
         if self.walks_json() {
-            if self.json.is_fresh() && ends_event(&bytes[end..]) && !self.json_may_count(value) {
+            if self.json.is_fresh() && whole && !self.json_may_count(value) {
                 // The event's data is this one line, whole, and none of the names the
                 // walk stops at is in it: the walk could find nothing (no error object,
                 // no usage), whatever its structure. Settled without walking it.
@@ -1323,32 +1354,84 @@ impl SseScanner {
         if !self.data.is_alive() && !self.json_alive() {
             self.line = Line::Skip;
         }
-        end
+    }
+
+    /// A line that starts with `data:`, read at once as far as `bytes` holds it:
+    /// what [`scan_name`](Self::scan_name), [`start_field`](Self::start_field) and
+    /// [`scan_value`](Self::scan_value) do with it, in the same order, with one line
+    /// end search. If it is the event's only line and the blank line that dispatches
+    /// it follows in `bytes` (the common case on the wire: engines write one event
+    /// per chunk), both line ends are taken and the event dispatched, as
+    /// [`end_line`](Self::end_line) would; else the line end is left to the caller.
+    /// Returns how many bytes it took, and the signal of the event it dispatched.
+    fn data_line(&mut self, bytes: &[u8]) -> (usize, Option<Signal>) {
+        const DATA: usize = b"data:".len();
+        let first_line = !self.open;
+        self.name[..4].copy_from_slice(b"data");
+        self.name_len = 4;
+        let field = self.start_data();
+        let Some(&first) = bytes.get(DATA) else {
+            // The value starts in the next chunk (a space may be dropped there).
+            self.line = field.map_or(Line::Skip, Line::ValueStart);
+            return (DATA, None);
+        };
+        let space = usize::from(first == b' ');
+        let value = &bytes[DATA + space..];
+        let end = line_end(value);
+        let event_end = event_end(&value[end..]);
+        self.line = match field {
+            Some(field) => Line::Value(field),
+            None => Line::Skip,
+        };
+        if field.is_some() && end > 0 {
+            // Only a value with a byte before its line end is scanned.
+            if self.data_walks() {
+                self.data_value(&value[..end], event_end.is_some());
+            } else {
+                self.data.push(&self.rules.data, &value[..end]);
+                if !self.data.is_alive() {
+                    self.line = Line::Skip;
+                }
+            }
+        }
+        let taken = DATA + space + end;
+        match event_end {
+            Some((ends, cr)) if first_line => {
+                self.line = Line::Start;
+                self.open = false;
+                self.cr = cr;
+                (taken + ends, self.dispatch())
+            }
+            _ => (taken, None),
+        }
     }
 
     /// The field name is complete: classify it and open its value. Returns the field
     /// if its value can still match a rule.
     fn start_field(&mut self) -> Option<Field> {
         match (self.name_len, self.name) {
-            (4, [b'd', b'a', b't', b'a', _]) => {
-                if self.has_data {
-                    self.data.push(&self.rules.data, b"\n");
-                    self.json.line_feed();
-                    self.role.line_feed();
-                    if let Some(rule) = &self.rules.member {
-                        self.member.line_feed(&rule.path);
-                    }
-                }
-                self.has_data = true;
-                let alive = self.data.is_alive() || self.json_alive();
-                alive.then_some(Field::Data)
-            }
+            (4, [b'd', b'a', b't', b'a', _]) => self.start_data(),
             (5, [b'e', b'v', b'e', b'n', b't']) => {
                 self.event = Matcher::new(&self.rules.event);
                 self.event.is_alive().then_some(Field::Event)
             }
             _ => None,
         }
+    }
+
+    /// A `data` field: [`start_field`](Self::start_field) for the name `data`.
+    fn start_data(&mut self) -> Option<Field> {
+        if self.has_data {
+            self.data.push(&self.rules.data, b"\n");
+            self.json.line_feed();
+            self.role.line_feed();
+            if let Some(rule) = &self.rules.member {
+                self.member.line_feed(&rule.path);
+            }
+        }
+        self.has_data = true;
+        let alive = self.data.is_alive() || self.json_alive();
+        alive.then_some(Field::Data)
     }
 
     fn end_line(&mut self) -> Option<Signal> {
@@ -1404,7 +1487,7 @@ impl SseScanner {
         self.has_data = false;
         self.data = Matcher::new(&self.rules.data);
         self.event = Matcher::new(&self.rules.event);
-        self.json = ErrorObject::new(self.rules.error_objects, self.rules.usage_rules());
+        self.json.reset();
         self.role = RoleChunk::new();
         if self.rules.member.is_some() {
             self.member = MemberWalk::new();
@@ -1424,14 +1507,184 @@ impl fmt::Debug for SseScanner {
     }
 }
 
-/// Whether `rest`, which starts at a line end, shows that line end followed by a
-/// blank line: the event is dispatched right there, with no more data lines.
-fn ends_event(rest: &[u8]) -> bool {
-    let after = match rest {
-        [b'\r', b'\n', after @ ..] | [b'\r' | b'\n', after @ ..] => after,
-        _ => return false,
+/// The quick reject's searchers ([`SseScanner::json_may_count`]): which of the
+/// process's shared searchers ([`finders`]) look for the first names of
+/// [`SseRules::walk_names`]. Building a `memmem` finder costs more than searching a
+/// chat chunk with it, and one is hundreds of bytes, so they are built once per
+/// process and name, not per line nor per scanner; a scanner holds their slots.
+/// Names past those (none in any preset), and every name without the `std`
+/// feature, are searched with a finder built per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Needles {
+    slots: [u8; Needles::MAX],
+    /// How many of `slots` are in use: the first `len` names have a searcher.
+    len: u8,
+    /// Names past those.
+    more: bool,
+}
+
+impl Needles {
+    /// The most names a scanner holds searchers for.
+    const MAX: usize = 4;
+
+    fn new(rules: &SseRules) -> Self {
+        let mut needles = Self {
+            slots: [0; Self::MAX],
+            len: 0,
+            more: false,
+        };
+        for name in rules.walk_names() {
+            match finders::slot(name) {
+                Some(slot) if usize::from(needles.len) < Self::MAX && !needles.more => {
+                    needles.slots[usize::from(needles.len)] = slot;
+                    needles.len += 1;
+                }
+                _ => needles.more = true,
+            }
+        }
+        needles
+    }
+
+    /// The searchers of the first names, in their order (`None` would be a slot
+    /// without its searcher, which [`finders::slot`] rules out: taken as a match).
+    fn finders(&self) -> impl Iterator<Item = Option<&'static finders::Needle>> + '_ {
+        self.slots[..usize::from(self.len)]
+            .iter()
+            .map(|&slot| finders::get(slot))
+    }
+}
+
+/// The searchers of the names the quick reject looks for, shared by every scanner
+/// in the process: built once per name, on first use, in static slots (no
+/// allocation). Only a cache: a name without a slot is searched without one.
+#[cfg(feature = "std")]
+mod finders {
+    use std::sync::OnceLock;
+
+    #[cfg(target_arch = "x86_64")]
+    use memchr::arch::x86_64::avx2::packedpair::Finder as Avx2;
+    use memchr::memmem::Finder;
+
+    /// More than the names of every dialect together.
+    const SLOTS: usize = 16;
+
+    static NAMES: [OnceLock<&'static [u8]>; SLOTS] = [const { OnceLock::new() }; SLOTS];
+    static NEEDLES: [OnceLock<Needle>; SLOTS] = [const { OnceLock::new() }; SLOTS];
+
+    /// The longest name with an AVX2 searcher (in quotes, two bytes more).
+    #[cfg(target_arch = "x86_64")]
+    const LONGEST: usize = 30;
+
+    /// The searcher of one name.
+    #[derive(Debug)]
+    pub(super) struct Needle {
+        name: &'static [u8],
+        /// With AVX2 (and a name up to [`LONGEST`] bytes): the packed-pair searcher
+        /// that `memmem` picks for a short needle, called directly on the name in
+        /// quotes (through `memmem`'s dispatch, on the bare name with its quotes
+        /// checked after, a chat chunk costs about a third more instructions).
+        #[cfg(target_arch = "x86_64")]
+        avx2: Option<(Avx2, [u8; LONGEST + 2])>,
+        memmem: Finder<'static>,
+    }
+
+    impl Needle {
+        fn new(name: &'static [u8]) -> Self {
+            Self {
+                name,
+                #[cfg(target_arch = "x86_64")]
+                avx2: if name.len() <= LONGEST {
+                    let mut quoted = [b'"'; LONGEST + 2];
+                    quoted[1..=name.len()].copy_from_slice(name);
+                    Avx2::new(&quoted[..name.len() + 2]).map(|avx2| (avx2, quoted))
+                } else {
+                    None
+                },
+                memmem: Finder::new(name),
+            }
+        }
+
+        /// Whether `haystack` holds the name in quotes.
+        pub(super) fn is_quoted_in(&self, haystack: &[u8]) -> bool {
+            #[cfg(target_arch = "x86_64")]
+            if let Some((avx2, quoted)) = &self.avx2 {
+                let quoted = &quoted[..self.name.len() + 2];
+                // Shorter haystacks are `memmem`'s (the packed pair would panic).
+                if haystack.len() >= avx2.min_haystack_len() {
+                    return avx2.find(haystack, quoted).is_some();
+                }
+            }
+            let mut at = 0;
+            while let Some(i) = self.memmem.find(&haystack[at..]) {
+                if super::quoted_at(haystack, at + i, self.name.len()) {
+                    return true;
+                }
+                at += i + 1;
+            }
+            false
+        }
+    }
+
+    /// The slot of `name`'s searcher, which is built if it was not; `None` if every
+    /// slot holds another name.
+    pub(super) fn slot(name: &'static [u8]) -> Option<u8> {
+        let i = NAMES
+            .iter()
+            .position(|slot| *slot.get_or_init(|| name) == name)?;
+        NEEDLES[i].get_or_init(|| Needle::new(name));
+        u8::try_from(i).ok()
+    }
+
+    /// The searcher in `slot`.
+    pub(super) fn get(slot: u8) -> Option<&'static Needle> {
+        NEEDLES.get(usize::from(slot))?.get()
+    }
+}
+
+/// Without `std` (no `OnceLock`), no searcher is shared.
+#[cfg(not(feature = "std"))]
+mod finders {
+    /// No searcher: there is none.
+    #[derive(Debug)]
+    pub(super) enum Needle {}
+
+    impl Needle {
+        pub(super) fn is_quoted_in(&self, _: &[u8]) -> bool {
+            match *self {}
+        }
+    }
+
+    pub(super) fn slot(_: &'static [u8]) -> Option<u8> {
+        None
+    }
+
+    pub(super) fn get(_: u8) -> Option<&'static Needle> {
+        None
+    }
+}
+
+/// If `rest`, which starts at a line end, shows that line end followed by a blank
+/// line (the event is dispatched right there, with no more data lines): how many
+/// bytes the two take, and whether the blank line is a CR that ends `rest` (an LF
+/// in the next chunk would only complete it).
+fn event_end(rest: &[u8]) -> Option<(usize, bool)> {
+    let at = match rest {
+        [b'\r', b'\n', ..] => 2,
+        [b'\r' | b'\n', ..] => 1,
+        _ => return None,
     };
-    matches!(after.first(), Some(b'\r' | b'\n'))
+    match &rest[at..] {
+        [b'\n', ..] => Some((at + 1, false)),
+        [b'\r', b'\n', ..] => Some((at + 2, false)),
+        [b'\r'] => Some((at + 1, true)),
+        [b'\r', ..] => Some((at + 1, false)),
+        _ => None,
+    }
+}
+
+/// Whether the `len` bytes at `i` in `value` stand in quotes.
+fn quoted_at(value: &[u8], i: usize, len: usize) -> bool {
+    i > 0 && value[i - 1] == b'"' && value.get(i + len) == Some(&b'"')
 }
 
 /// The index of the first CR or LF, or the length.
@@ -1456,6 +1709,64 @@ mod tests {
                 rules.data.is_sorted() && rules.event.is_sorted(),
                 "{rules:?}"
             );
+        }
+    }
+
+    /// `data_line` (a `data:` line read at once, a whole event dispatched there) and
+    /// the quick reject leave the scanner exactly as the byte loop does: every
+    /// sequence of up to four tokens, fed whole and split once anywhere, ends in the
+    /// same state (verdict, progress, usage, line and walks) as fed byte by byte,
+    /// where neither applies.
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn data_lines_read_at_once_as_byte_by_byte() {
+        const TOKENS: &[&[u8]] = &[
+            b"data:",
+            b"data: ",
+            b"{\"error\":1}",
+            b"{\"usage\":{\"prompt_tokens\":3}}",
+            b"{\"choices\":[{\"delta\":{\"role\":\"x\"}}]}",
+            b"[DONE]",
+            b"\r",
+            b"\n",
+            b"event:ping",
+        ];
+        let custom = SseRules::empty().done_on_data("[DONE]");
+        let sets = [SseRules::openai_chat(), SseRules::anthropic(), custom];
+        let mut stack: Vec<usize> = Vec::new();
+        loop {
+            let input: Vec<u8> = stack
+                .iter()
+                .flat_map(|&t| TOKENS[t].iter().copied())
+                .collect();
+            for rules in &sets {
+                let mut bytewise = SseScanner::new(rules.clone());
+                let mut expected = None;
+                for b in &input {
+                    expected = expected.max(bytewise.feed(core::slice::from_ref(b)));
+                }
+                for k in 0..=input.len() {
+                    let mut split = SseScanner::new(rules.clone());
+                    let signal = split.feed(&input[..k]).max(split.feed(&input[k..]));
+                    assert_eq!(signal, expected, "{rules:?} {input:?} at {k}");
+                    assert!(split == bytewise, "{rules:?} {input:?} at {k}");
+                    let cause = Cause::Truncated;
+                    assert_eq!(split.failure_event(cause), bytewise.failure_event(cause));
+                }
+            }
+            if stack.len() < 4 {
+                stack.push(0);
+                continue;
+            }
+            while let Some(last) = stack.pop() {
+                if last + 1 < TOKENS.len() {
+                    stack.push(last + 1);
+                    break;
+                }
+            }
+            if stack.is_empty() {
+                break;
+            }
         }
     }
 }

@@ -191,19 +191,24 @@ impl ErrorObject {
         }
     }
 
+    /// The same walk at the start of the next event's data.
+    pub(super) fn reset(&mut self) {
+        *self = Self::new(self.errors, self.usage);
+    }
+
     /// Whether the data so far is an error object, complete.
     pub(super) fn is_error(&self) -> bool {
-        self.found && self.walk == Walk::Closed
+        self.found && matches!(self.walk, Walk::Closed)
     }
 
     /// Whether the data can no longer be an error object, nor report usage.
     pub(super) fn is_dead(&self) -> bool {
-        self.walk == Walk::Dead
+        matches!(self.walk, Walk::Dead)
     }
 
     /// Whether nothing but whitespace was walked yet.
     pub(super) fn is_fresh(&self) -> bool {
-        self.walk == Walk::Start
+        matches!(self.walk, Walk::Start)
     }
 
     /// Ends the walk: the data is no error object and reports no usage (the caller
@@ -214,7 +219,7 @@ impl ErrorObject {
 
     /// The usage counts the data reported, once it is a complete object.
     pub(super) fn usage(&self) -> Option<Usage> {
-        (self.walk == Walk::Closed).then_some(self.counts)
+        matches!(self.walk, Walk::Closed).then_some(self.counts)
     }
 
     /// The names the walk stops at, now.

@@ -140,12 +140,12 @@ impl RoleChunk {
 
     /// Whether the data so far is a role-only chunk, complete.
     pub(super) fn is_role_only(&self) -> bool {
-        self.role && self.walk == Walk::Closed
+        self.role && matches!(self.walk, Walk::Closed)
     }
 
     /// Whether the data can no longer be a role-only chunk.
     pub(super) fn is_dead(&self) -> bool {
-        self.walk == Walk::Dead
+        matches!(self.walk, Walk::Dead)
     }
 
     /// The line feed that joins two `data` lines: whitespace between tokens, but a
@@ -161,7 +161,7 @@ impl RoleChunk {
     /// Walks more of the data (a value without its line end).
     pub(super) fn feed(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            if self.walk == Walk::Dead {
+            if matches!(self.walk, Walk::Dead) {
                 return;
             }
             self.step(b);
