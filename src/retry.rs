@@ -295,7 +295,8 @@ impl Rule {
         }
     }
 
-    /// The bucket of time `now`: `floor(now / w)`, exactly.
+    /// The bucket of time `now`: `floor(now / w)`, exactly (the shared handle's).
+    #[cfg(any(feature = "std", test))]
     #[inline]
     fn bucket(&self, now: Duration) -> u64 {
         self.bucket_of_nanos(nanos_of(now))
