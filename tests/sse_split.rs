@@ -312,32 +312,13 @@ fn exhaustive_short_token_sequences() {
     let sets = rule_sets();
     let (name, rules, model) = &sets[4];
     let mut count = 0;
-    let mut stack: Vec<usize> = Vec::new();
-    loop {
-        let input: Vec<u8> = stack
-            .iter()
-            .flat_map(|&t| TOKENS[t].iter().copied())
-            .collect();
+    for input in sluice_test_support::sequences::token_sequences(TOKENS, 5) {
         let expected = reference(model, &input);
         check_byte_by_byte(name, rules, &expected, &input);
         for k in 0..=input.len() {
             check_chunks(name, rules, &expected, &input, &[k]);
         }
         count += 1;
-        // Next sequence: depth first, up to five tokens.
-        if stack.len() < 5 {
-            stack.push(0);
-            continue;
-        }
-        while let Some(last) = stack.pop() {
-            if last + 1 < TOKENS.len() {
-                stack.push(last + 1);
-                break;
-            }
-        }
-        if stack.is_empty() {
-            break;
-        }
     }
     assert_eq!(count, (0..=5).map(|n| TOKENS.len().pow(n)).sum::<usize>());
 }

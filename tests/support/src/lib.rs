@@ -11,6 +11,8 @@
 //! * [`client`]: a client's [`client::Reader`] of an SSE body.
 //! * [`latency`]: the disconnect-latency harness and its table.
 //! * [`upstream`]: scripted upstreams (pings, tokens) for the timer scenarios.
+//! * [`sequences`]: every token sequence up to a length, for the exhaustive split
+//!   tests.
 //! * [`model`]: the reference model of SPEC section 1 (the Terminal table), which the
 //!   core's tests, the adapters' tests and the fuzz targets check `TrackedStream`
 //!   against.
@@ -24,6 +26,7 @@ pub mod client;
 pub mod gateway;
 pub mod latency;
 pub mod model;
+pub mod sequences;
 pub mod upstream;
 pub mod worker;
 
