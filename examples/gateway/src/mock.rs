@@ -455,6 +455,10 @@ async fn handle(
                 tokio::time::sleep(pace).await;
             }
             if failing && n == TOKENS_BEFORE_FAILING {
+                // Pending once first, so that hyper flushes the tokens it holds: an
+                // error polled in the same write loop would drop them unsent (under
+                // load the pace's sleep is often over before the next poll).
+                tokio::task::yield_now().await;
                 let err = std::io::Error::other("mock worker broke mid-stream");
                 return Some((Err(err), (guard, n, Phase::Ended)));
             }
