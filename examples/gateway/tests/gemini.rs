@@ -16,7 +16,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{Uri, header};
 use axum::response::Response;
 use axum::routing::post;
-use common::{client, metrics_until, read_all, series, serve_router, verdicts, within};
+use common::{
+    assert_token_usage, client, metrics_until, read_all, serve_router, token_usage, verdicts,
+    within,
+};
 use sluice_gateway::serve::{self, ServeArgs};
 
 const CHUNK: &str = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"},\"index\":0}]}\r\n\r\n";
@@ -87,38 +90,28 @@ async fn gemini_streams_get_their_verdicts_and_reach_the_worker_as_sent() {
         let (text, _) = read_all(response).await;
         assert!(text.starts_with(want.as_str()), "{which}: {text}");
     }
-    let usage = |t: &str, suffix: &str, verdict: &str, kind: &str| {
-        series(
-            t,
-            &format!(
-                "gen_ai_client_token_usage_{suffix}{{worker=\"g\",verdict=\"{verdict}\",gen_ai_token_type=\"{kind}\"}}"
-            ),
-        )
-    };
     let text = metrics_until(gateway, "four verdicts and their token usage", |t| {
         verdicts(t, "g", "success", "done") == Some(1.0)
             && verdicts(t, "g", "failure", "error_event") == Some(1.0)
             && verdicts(t, "g", "failure", "truncated") == Some(1.0)
             && verdicts(t, "g", "success", "end") == Some(1.0)
-            && usage(t, "count", "success", "output") == Some(1.0)
+            && token_usage(t, "g", "count", "success", "output") == Some(1.0)
     })
     .await;
     // The clean stream's usageMetadata: 3 prompt tokens; 2 candidates' and 4
     // thoughts' tokens as output. The plain answer has no scanner, so no usage and
     // no progress; the failed streams reported none (their progress stands in for
     // output).
-    assert_eq!(
-        usage(&text, "count", "success", "input"),
-        Some(1.0),
-        "{text}"
+    assert_token_usage(
+        &text,
+        "g",
+        &[
+            ("count", "success", "input", Some(1.0)),
+            ("sum", "success", "input", Some(3.0)),
+            ("sum", "success", "output", Some(6.0)),
+            ("count", "failure", "input", None),
+        ],
     );
-    assert_eq!(usage(&text, "sum", "success", "input"), Some(3.0), "{text}");
-    assert_eq!(
-        usage(&text, "sum", "success", "output"),
-        Some(6.0),
-        "{text}"
-    );
-    assert_eq!(usage(&text, "count", "failure", "input"), None, "{text}");
     let targets = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
     assert_eq!(
         targets,

@@ -14,7 +14,10 @@ use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::post;
-use common::{client, metrics_until, read_all, series, serve_router, verdicts, within};
+use common::{
+    assert_token_usage, client, metrics_until, read_all, serve_router, token_usage, verdicts,
+    within,
+};
 use sluice_gateway::serve::{self, ServeArgs};
 
 const CHAT_CLEAN: &str = concat!(
@@ -108,37 +111,23 @@ async fn ollama_native_streams_get_their_verdicts() {
             assert_eq!(added, "", "{which}: nothing added");
         }
     }
-    let usage = |t: &str, suffix: &str, verdict: &str, kind: &str| {
-        series(
-            t,
-            &format!(
-                "gen_ai_client_token_usage_{suffix}{{worker=\"w\",verdict=\"{verdict}\",gen_ai_token_type=\"{kind}\"}}"
-            ),
-        )
-    };
     let text = metrics_until(gateway, "the four verdicts and their token usage", |text| {
         verdicts(text, "w", "success", "done") == Some(2.0)
             && verdicts(text, "w", "failure", "error_event") == Some(1.0)
             && verdicts(text, "w", "failure", "truncated") == Some(1.0)
-            && usage(text, "count", "success", "output") == Some(2.0)
+            && token_usage(text, "w", "count", "success", "output") == Some(2.0)
     })
     .await;
     // The done lines' counts: prompts 26 and 4, outputs 1 and 2. The failed streams
     // reported none (their lines stand in for output).
-    assert_eq!(
-        usage(&text, "count", "success", "input"),
-        Some(2.0),
-        "{text}"
+    assert_token_usage(
+        &text,
+        "w",
+        &[
+            ("count", "success", "input", Some(2.0)),
+            ("sum", "success", "input", Some(30.0)),
+            ("sum", "success", "output", Some(3.0)),
+            ("count", "failure", "input", None),
+        ],
     );
-    assert_eq!(
-        usage(&text, "sum", "success", "input"),
-        Some(30.0),
-        "{text}"
-    );
-    assert_eq!(
-        usage(&text, "sum", "success", "output"),
-        Some(3.0),
-        "{text}"
-    );
-    assert_eq!(usage(&text, "count", "failure", "input"), None, "{text}");
 }

@@ -12,7 +12,9 @@ use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::post;
-use common::{metrics_until, post_to, read_all, series, serve_router};
+use common::{
+    assert_token_usage, metrics_until, post_to, read_all, series, serve_router, token_usage,
+};
 use sluice_gateway::serve::{self, ServeArgs};
 
 const CHAT_USAGE_1: &str = concat!(
@@ -72,14 +74,9 @@ async fn worker() -> SocketAddr {
 
 const NAME: &str = "gen_ai_client_token_usage";
 
-/// `gen_ai_client_token_usage_{suffix}` of worker `w`, `verdict`, `kind`.
-fn usage(text: &str, suffix: &str, verdict: &str, kind: &str) -> Option<f64> {
-    series(
-        text,
-        &format!(
-            "{NAME}_{suffix}{{worker=\"w\",verdict=\"{verdict}\",gen_ai_token_type=\"{kind}\"}}"
-        ),
-    )
+/// `gen_ai_client_token_usage_{stat}` of worker `w`.
+fn usage(text: &str, stat: &str, verdict: &str, kind: &str) -> Option<f64> {
+    token_usage(text, "w", stat, verdict, kind)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,37 +105,19 @@ async fn token_usage_histogram_counts_what_the_streams_reported() {
     })
     .await;
     // Successes: inputs 12 and 1000 (the stream without usage reported none);
-    // outputs 5, 70, and 4 progress events for the one without usage.
-    assert_eq!(
-        usage(&text, "count", "success", "input"),
-        Some(2.0),
-        "{text}"
-    );
-    assert_eq!(
-        usage(&text, "sum", "success", "input"),
-        Some(1012.0),
-        "{text}"
-    );
-    assert_eq!(
-        usage(&text, "sum", "success", "output"),
-        Some(79.0),
-        "{text}"
-    );
-    // The failed Anthropic stream: its usage all the same.
-    assert_eq!(
-        usage(&text, "count", "failure", "input"),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        usage(&text, "sum", "failure", "input"),
-        Some(16.0),
-        "{text}"
-    );
-    assert_eq!(
-        usage(&text, "sum", "failure", "output"),
-        Some(38.0),
-        "{text}"
+    // outputs 5, 70, and 4 progress events for the one without usage. The failed
+    // Anthropic stream: its usage all the same.
+    assert_token_usage(
+        &text,
+        "w",
+        &[
+            ("count", "success", "input", Some(2.0)),
+            ("sum", "success", "input", Some(1012.0)),
+            ("sum", "success", "output", Some(79.0)),
+            ("count", "failure", "input", Some(1.0)),
+            ("sum", "failure", "input", Some(16.0)),
+            ("sum", "failure", "output", Some(38.0)),
+        ],
     );
     // OpenTelemetry's buckets: 12 and 1000 fall at or below 16 and 1024.
     let bucket = |le: &str| {

@@ -110,6 +110,30 @@ pub async fn metrics_until(gateway: SocketAddr, what: &str, pred: impl Fn(&str) 
     }
 }
 
+/// `gen_ai_client_token_usage_{stat}` (`count`, `sum`) of `worker`, `verdict` and
+/// token `kind` (`input`, `output`), if present.
+#[allow(dead_code)] // not every test binary reads token usage
+pub fn token_usage(text: &str, worker: &str, stat: &str, verdict: &str, kind: &str) -> Option<f64> {
+    series(
+        text,
+        &format!(
+            "gen_ai_client_token_usage_{stat}{{worker=\"{worker}\",verdict=\"{verdict}\",gen_ai_token_type=\"{kind}\"}}"
+        ),
+    )
+}
+
+/// Checks each `(stat, verdict, kind, expected)` of `worker`'s token usage.
+#[allow(dead_code)] // not every test binary reads token usage
+pub fn assert_token_usage(text: &str, worker: &str, expected: &[(&str, &str, &str, Option<f64>)]) {
+    for &(stat, verdict, kind, value) in expected {
+        assert_eq!(
+            token_usage(text, worker, stat, verdict, kind),
+            value,
+            "{stat} of {verdict} {kind}:\n{text}"
+        );
+    }
+}
+
 /// The value of the series `name{labels}` in an exposition, if present.
 pub fn series(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
