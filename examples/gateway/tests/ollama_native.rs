@@ -9,14 +9,9 @@ mod common;
 
 use std::net::SocketAddr;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::http::header;
-use axum::response::Response;
-use axum::routing::post;
 use common::{
-    assert_token_usage, client, metrics_until, read_all, serve_router, token_usage, verdicts,
-    within,
+    assert_token_usage, client, metrics_until, named_streams_worker, read_all, token_usage,
+    verdicts, within,
 };
 use sluice_gateway::serve::{self, ServeArgs};
 
@@ -43,26 +38,18 @@ const GENERATE_CLEAN: &str = concat!(
 
 /// A worker that answers each request with the NDJSON stream its body names.
 async fn worker() -> SocketAddr {
-    async fn answer(body: Bytes) -> Response {
-        let text = String::from_utf8_lossy(&body);
-        let stream = [
-            ("chat-clean", CHAT_CLEAN),
-            ("chat-error", CHAT_ERROR),
-            ("generate-cut", GENERATE_CUT),
-            ("generate-clean", GENERATE_CLEAN),
-        ]
-        .into_iter()
-        .find(|(name, _)| text.contains(name))
-        .map_or("", |(_, stream)| stream);
-        Response::builder()
-            .header(header::CONTENT_TYPE, "application/x-ndjson")
-            .body(Body::from(stream))
-            .expect("response")
-    }
-    let router = Router::new()
-        .route("/api/chat", post(answer))
-        .route("/api/generate", post(answer));
-    serve_router(router).await
+    const STREAMS: &[(&str, &str)] = &[
+        ("chat-clean", CHAT_CLEAN),
+        ("chat-error", CHAT_ERROR),
+        ("generate-cut", GENERATE_CUT),
+        ("generate-clean", GENERATE_CLEAN),
+    ];
+    named_streams_worker(
+        "application/x-ndjson",
+        &["/api/chat", "/api/generate"],
+        STREAMS,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::http::header;
-use axum::response::Response;
-use axum::routing::post;
 use common::{
-    assert_token_usage, metrics_until, post_to, read_all, series, serve_router, token_usage,
+    assert_token_usage, metrics_until, named_streams_worker, post_to, read_all, series, token_usage,
 };
 use sluice_gateway::serve::{self, ServeArgs};
 
@@ -50,26 +45,14 @@ const ANTHROPIC_FAILED: &str = concat!(
 
 /// A worker that answers each request with the stream its body names.
 async fn worker() -> SocketAddr {
-    async fn answer(body: Bytes) -> Response {
-        let text = String::from_utf8_lossy(&body);
-        let stream = [
-            ("usage-1", CHAT_USAGE_1),
-            ("usage-2", CHAT_USAGE_2),
-            ("no-usage", CHAT_NO_USAGE),
-            ("anthropic", ANTHROPIC_FAILED),
-        ]
-        .into_iter()
-        .find(|(name, _)| text.contains(name))
-        .map_or("", |(_, stream)| stream);
-        Response::builder()
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .body(Body::from(stream))
-            .expect("response")
-    }
-    let router = Router::new()
-        .route("/v1/chat/completions", post(answer))
-        .route("/v1/messages", post(answer));
-    serve_router(router).await
+    const STREAMS: &[(&str, &str)] = &[
+        ("usage-1", CHAT_USAGE_1),
+        ("usage-2", CHAT_USAGE_2),
+        ("no-usage", CHAT_NO_USAGE),
+        ("anthropic", ANTHROPIC_FAILED),
+    ];
+    let paths = ["/v1/chat/completions", "/v1/messages"];
+    named_streams_worker("text/event-stream", &paths, STREAMS).await
 }
 
 const NAME: &str = "gen_ai_client_token_usage";

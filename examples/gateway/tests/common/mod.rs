@@ -12,6 +12,31 @@ use sluice_gateway::gateway::GatewayEvent;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+/// A worker on a free port that answers a POST to any of `paths` with the first of
+/// `streams` whose name the request body contains (an empty body if none), as
+/// `content_type`, whole.
+pub async fn named_streams_worker(
+    content_type: &'static str,
+    paths: &[&str],
+    streams: &'static [(&'static str, &'static str)],
+) -> SocketAddr {
+    let answer = move |body: axum::body::Bytes| async move {
+        let text = String::from_utf8_lossy(&body);
+        let stream = streams
+            .iter()
+            .find(|(name, _)| text.contains(name))
+            .map_or("", |(_, stream)| stream);
+        axum::response::Response::builder()
+            .header(axum::http::header::CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from(stream))
+            .expect("response")
+    };
+    let router = paths.iter().fold(Router::new(), |router, path| {
+        router.route(path, axum::routing::post(answer))
+    });
+    serve_router(router).await
+}
+
 /// How long a test waits for an effect before it fails (a bound, not a sleep).
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -112,7 +137,6 @@ pub async fn metrics_until(gateway: SocketAddr, what: &str, pred: impl Fn(&str) 
 
 /// `gen_ai_client_token_usage_{stat}` (`count`, `sum`) of `worker`, `verdict` and
 /// token `kind` (`input`, `output`), if present.
-#[allow(dead_code)] // not every test binary reads token usage
 pub fn token_usage(text: &str, worker: &str, stat: &str, verdict: &str, kind: &str) -> Option<f64> {
     series(
         text,
@@ -123,7 +147,6 @@ pub fn token_usage(text: &str, worker: &str, stat: &str, verdict: &str, kind: &s
 }
 
 /// Checks each `(stat, verdict, kind, expected)` of `worker`'s token usage.
-#[allow(dead_code)] // not every test binary reads token usage
 pub fn assert_token_usage(text: &str, worker: &str, expected: &[(&str, &str, &str, Option<f64>)]) {
     for &(stat, verdict, kind, value) in expected {
         assert_eq!(
