@@ -47,11 +47,8 @@ impl Scanner {
     /// signal yet) if the rules require a done signal; whatever came before if the
     /// bytes end inside an event-stream frame.
     pub(crate) fn cut_short(&self, active: bool) -> bool {
-        match self {
-            Self::Sse(s) => active && s.rules().requires_done(),
-            Self::Ndjson(s) => active && s.rules().requires_done(),
-            Self::EventStream(s) => active && s.rules().requires_done() || s.is_inside_frame(),
-        }
+        active && self.requires_done()
+            || matches!(self, Self::EventStream(s) if s.is_inside_frame())
     }
 
     /// Whether the rules require an in-band end (a done event or line, `messageStop`).
