@@ -59,8 +59,8 @@ pin_project! {
         watch: W,
         tail: F,
         ledger: Ledger<R>,
-        // The ledger's progress count, read once per data item rather than at every
-        // poll (only a data item moves it).
+        // With timers, the ledger's progress count for the watch, read once per data
+        // item rather than at every poll (only a data item moves it).
         progress: u64,
     }
 }
@@ -384,7 +384,7 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
     /// first token and the tokens after it.
     #[inline]
     pub fn progress(&self) -> u64 {
-        self.progress
+        self.ledger.progress()
     }
 
     /// Whether the inner stream is done with: it ended, yielded the error that
@@ -505,11 +505,11 @@ where
             Poll::Pending => {}
             Poll::Ready(Some(Ok(chunk))) => {
                 ledger.on_chunk(chunk.as_ref());
-                let progress = ledger.progress();
-                if progress != *this.progress {
-                    *this.progress = progress;
-                    // The idle timer runs from the poll that yielded the progress.
-                    if W::ACTIVE {
+                if W::ACTIVE {
+                    let progress = ledger.progress();
+                    if progress != *this.progress {
+                        *this.progress = progress;
+                        // The idle timer runs from the poll that yielded the progress.
                         watch.note_progress(progress);
                     }
                 }
