@@ -59,6 +59,9 @@ pin_project! {
         watch: W,
         tail: F,
         ledger: Ledger<R>,
+        // With timers, the ledger's progress count for the watch, read once per data
+        // item rather than at every poll (only a data item moves it).
+        progress: u64,
     }
 }
 
@@ -71,6 +74,7 @@ impl<S, R: Recorder> TrackedStream<S, R> {
             watch: NoTimers,
             tail: NoFailureEvent,
             ledger: Ledger::new(recorder),
+            progress: 0,
         }
     }
 }
@@ -136,6 +140,7 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
             watch: ProgressWatch::new(timer, timeouts),
             tail: self.tail,
             ledger: self.ledger,
+            progress: self.progress,
         }
     }
 
@@ -182,6 +187,7 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
             watch: self.watch,
             tail: WithFailureEvent::new(),
             ledger: self.ledger,
+            progress: self.progress,
         }
     }
 
@@ -226,6 +232,7 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
             watch: self.watch,
             tail: WithFailureEvent::named(upstream),
             ledger: self.ledger,
+            progress: self.progress,
         }
     }
 
@@ -240,6 +247,7 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
             watch: self.watch,
             tail: self.tail,
             ledger: self.ledger.with_sse(rules),
+            progress: self.progress,
         }
     }
 
@@ -271,6 +279,7 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
             watch: self.watch,
             tail: self.tail,
             ledger: self.ledger.with_ndjson(rules),
+            progress: self.progress,
         }
     }
 
@@ -302,6 +311,7 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
             watch: self.watch,
             tail: self.tail,
             ledger: self.ledger.with_eventstream(rules),
+            progress: self.progress,
         }
     }
 
@@ -372,6 +382,7 @@ impl<S, R: Recorder, W, F> TrackedStream<S, R, W, F> {
     /// keep-alives nor the API's preamble), without them the data items. It is what
     /// the progress timers count, and what a caller reads after each poll to time the
     /// first token and the tokens after it.
+    #[inline]
     pub fn progress(&self) -> u64 {
         self.ledger.progress()
     }
@@ -473,9 +484,9 @@ where
             return Poll::Ready(if F::ACTIVE { this.tail.pop() } else { None });
         }
         // A due timer wins over an inner stream that is ready.
+        let mut watch = this.watch;
         if W::ACTIVE {
-            let mut watch = this.watch;
-            if let Poll::Ready(cause) = watch.as_mut().poll_expired(cx, ledger.progress()) {
+            if let Poll::Ready(cause) = watch.as_mut().poll_expired(cx, *this.progress) {
                 ledger.expire(cause);
                 return Poll::Ready(if F::ACTIVE {
                     fail(ledger, this.tail, cause, None)
@@ -484,7 +495,7 @@ where
                 });
             }
             // Now and then, back to the executor: its timers may need it to fire.
-            if watch.poll_turn(cx).is_pending() {
+            if watch.as_mut().poll_turn(cx).is_pending() {
                 return Poll::Pending;
             }
         }
@@ -492,7 +503,17 @@ where
         let poll = ledger.guard(|| inner.as_mut().poll_next(cx));
         match &poll {
             Poll::Pending => {}
-            Poll::Ready(Some(Ok(chunk))) => ledger.on_chunk(chunk.as_ref()),
+            Poll::Ready(Some(Ok(chunk))) => {
+                ledger.on_chunk(chunk.as_ref());
+                if W::ACTIVE {
+                    let progress = ledger.progress();
+                    if progress != *this.progress {
+                        *this.progress = progress;
+                        // The idle timer runs from the poll that yielded the progress.
+                        watch.note_progress(progress);
+                    }
+                }
+            }
             Poll::Ready(Some(Err(_))) => ledger.on_error(),
             Poll::Ready(None) => ledger.on_end(),
         }

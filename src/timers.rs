@@ -196,6 +196,16 @@ pub trait ProgressTimers {
     /// lets the executor run, and with it a runtime's timer driver (tokio fires its
     /// sleeps only then). See [`ProgressWatch::poll_turn`].
     fn poll_turn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Call after a poll of the inner value that yielded data, with the `progress`
+    /// count then: a count that grew restarts the idle timer in that poll, the one
+    /// that first saw it, rather than at the next [`poll_expired`](Self::poll_expired)
+    /// (which restarts it otherwise). See [`ProgressWatch::note_progress`]. The
+    /// default does nothing.
+    #[inline(always)]
+    fn note_progress(self: Pin<&mut Self>, progress: u64) {
+        let _ = progress;
+    }
 }
 
 /// No timers: never fires, costs nothing.
@@ -274,7 +284,8 @@ pin_project! {
         timer: T,
         timeouts: Timeouts,
         phase: Phase,
-        // The progress count when `wait` was armed; `None` before the first poll.
+        // The progress count `wait` was armed for; `None` before the first poll and
+        // once a timer fired.
         armed_at: Option<u64>,
         // A sleep that fired is dropped, and this says which fired.
         fired: Option<Cause>,
@@ -335,7 +346,36 @@ impl<T: Timer> ProgressWatch<T> {
     ///
     /// The caller decides what the cause means: a failure, unless the stream already
     /// completed in-band ([`Ledger::expire`](crate::wrap::Ledger::expire)).
-    pub fn poll_expired(
+    #[inline]
+    pub fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>, progress: u64) -> Poll<Cause> {
+        // The common poll, inline: armed for this progress, polled by the same task,
+        // and the timer says neither sleep resolved (each is registered with this
+        // task's waker already, and wakes it when due). `armed_at` is `None` once a
+        // timer fired.
+        if self.armed_at == Some(progress) && self.is_quiet(cx.waker()) {
+            return Poll::Pending;
+        }
+        self.poll_expired_slow(cx, progress)
+    }
+
+    /// Whether the sleeps can be left unpolled: last polled with a waker that wakes
+    /// the same task as `waker`, none made or reset since (unless the timer's reset
+    /// keeps the waker), and the timer says neither resolved.
+    #[inline(always)]
+    fn is_quiet(&self, waker: &Waker) -> bool {
+        let pending = |sleep: &Option<T::Sleep>| {
+            sleep
+                .as_ref()
+                .is_none_or(|s| self.timer.is_elapsed(s) == Some(false))
+        };
+        self.waker.as_ref().is_some_and(|w| w.will_wake(waker))
+            && pending(&self.wait)
+            && pending(&self.deadline)
+    }
+
+    /// The rest of [`poll_expired`](Self::poll_expired): out of line.
+    #[inline(never)]
+    fn poll_expired_slow(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         progress: u64,
@@ -344,38 +384,14 @@ impl<T: Timer> ProgressWatch<T> {
             return Poll::Ready(cause);
         }
         self.as_mut().start();
-        let mut this = self.project();
-        let mut quiet = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-        if *this.armed_at != Some(progress) {
-            *this.armed_at = Some(progress);
-            let timeout = match progress {
-                0 => this.timeouts.first_token,
-                _ => this.timeouts.idle,
-            };
-            match (timeout, this.wait.as_mut().as_pin_mut()) {
-                (Some(d), Some(wait)) => {
-                    this.timer.reset(wait, d);
-                    quiet &= T::RESET_KEEPS_WAKER;
-                }
-                (timeout, _) => {
-                    this.wait.set(timeout.map(|d| this.timer.sleep(d)));
-                    quiet = false;
-                }
-            }
+        if self.armed_at != Some(progress) {
+            self.as_mut().arm(progress);
         }
-        // The same task, no new sleep (nor a reset that needs a poll), and the timer
-        // says neither sleep resolved: each is registered with this waker already, and
-        // wakes it when due.
-        let timer = &*this.timer;
-        let pending =
-            |sleep: Option<&T::Sleep>| sleep.is_none_or(|s| timer.is_elapsed(s) == Some(false));
-        if quiet
-            && pending(this.wait.as_ref().get_ref().as_ref())
-            && pending(this.deadline.as_ref().get_ref().as_ref())
-        {
+        if self.is_quiet(cx.waker()) {
             return Poll::Pending;
         }
-        if !quiet {
+        let mut this = self.project();
+        if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             *this.waker = Some(cx.waker().clone());
         }
         let waited = match this.wait.as_mut().as_pin_mut() {
@@ -389,13 +405,65 @@ impl<T: Timer> ProgressWatch<T> {
                 _ => Cause::IdleTimeout,
             };
             *this.fired = Some(cause);
+            *this.armed_at = None;
             return Poll::Ready(cause);
         }
         if poll_once(this.deadline, cx) {
             *this.fired = Some(Cause::Deadline);
+            *this.armed_at = None;
             return Poll::Ready(Cause::Deadline);
         }
         Poll::Pending
+    }
+
+    /// The stream's progress count is `progress` after a poll of the inner value
+    /// that yielded data: if it grew, the idle timer restarts now, in the poll that
+    /// first saw it (not at the next [`poll_expired`](Self::poll_expired)). A
+    /// wrapper that calls this after each data item times each progress from the
+    /// poll that yielded it; one that does not gets the same timers a poll later.
+    /// Does nothing before the first poll or once a timer fired.
+    #[inline]
+    pub fn note_progress(self: Pin<&mut Self>, progress: u64) {
+        if self.armed_at.is_some_and(|armed| armed != progress) {
+            self.arm(progress);
+        }
+    }
+
+    /// Arms the first-token sleep (`progress` 0) or the idle sleep for `progress`,
+    /// restarting the one running. A sleep that is new, or reset by a timer whose
+    /// reset does not keep the waker, is polled at the next
+    /// [`poll_expired`](Self::poll_expired): the waker it was polled with is
+    /// forgotten.
+    #[inline(never)]
+    fn arm(self: Pin<&mut Self>, progress: u64) {
+        let mut this = self.project();
+        *this.armed_at = Some(progress);
+        let timeout = match progress {
+            0 => this.timeouts.first_token,
+            _ => this.timeouts.idle,
+        };
+        match (timeout, this.wait.as_mut().as_pin_mut()) {
+            (Some(d), Some(wait)) => {
+                this.timer.reset(wait, d);
+                if !T::RESET_KEEPS_WAKER {
+                    *this.waker = None;
+                }
+            }
+            (timeout, _) => {
+                this.wait.set(timeout.map(|d| this.timer.sleep(d)));
+                *this.waker = None;
+            }
+        }
+    }
+
+    /// The first-token or idle sleep running now and the progress count it was armed
+    /// for (see [`note_progress`](Self::note_progress)): `None` before the first
+    /// poll, once a timer fired, or while no timeout runs for that stretch (no
+    /// idle timeout after the first progress, say). For a driver that wants the
+    /// instant of the last progress from the runtime's sleep (the tokio adapter's
+    /// `TokioSleep::since`) instead of reading its clock a second time.
+    pub fn wait(&self) -> Option<(u64, &T::Sleep)> {
+        Some((self.armed_at?, self.wait.as_ref()?))
     }
 
     /// Call before each poll of the inner value: every 64th call is `Pending`, having
@@ -425,6 +493,7 @@ impl<T: Timer> ProgressWatch<T> {
         let this = self.project();
         if poll_once(this.deadline, cx) {
             *this.fired = Some(Cause::Deadline);
+            *this.armed_at = None;
             return Poll::Ready(());
         }
         Poll::Pending
@@ -447,12 +516,19 @@ fn poll_once<F: Future<Output = ()>>(mut sleep: Pin<&mut Option<F>>, cx: &mut Co
 impl<T: Timer> ProgressTimers for ProgressWatch<T> {
     const ACTIVE: bool = true;
 
+    #[inline]
     fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>, progress: u64) -> Poll<Cause> {
         ProgressWatch::poll_expired(self, cx, progress)
     }
 
+    #[inline]
     fn poll_turn(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         ProgressWatch::poll_turn(self, cx)
+    }
+
+    #[inline]
+    fn note_progress(self: Pin<&mut Self>, progress: u64) {
+        ProgressWatch::note_progress(self, progress);
     }
 }
 

@@ -210,9 +210,15 @@ impl Timer for TokioTimer {
 
     #[inline]
     fn sleep(&self, duration: Duration) -> TokioSleep {
-        let sleep = tokio::time::sleep(duration);
+        let since = tokio::time::Instant::now();
+        let sleep = match since.checked_add(duration) {
+            Some(due) => tokio::time::sleep_until(due),
+            // Past what an instant holds: where tokio's own sleep puts it.
+            None => tokio::time::sleep(duration),
+        };
         TokioSleep {
             due: sleep.deadline(),
+            since,
             sleep,
         }
     }
@@ -225,14 +231,17 @@ impl Timer for TokioTimer {
     /// ([`Sleep::reset`](https://docs.rs/tokio/1/tokio/time/struct.Sleep.html#method.reset)).
     #[inline]
     fn reset(&self, sleep: Pin<&mut TokioSleep>, duration: Duration) {
-        let due = match tokio::time::Instant::now().checked_add(duration) {
+        let now = tokio::time::Instant::now();
+        let due = match now.checked_add(duration) {
             Some(due) => due,
             // Past what an instant holds: where tokio's own sleep puts it (far in the
             // future), moved in place like any later instant, so the sleep keeps its
             // waker.
             None => tokio::time::sleep(duration).deadline(),
         };
-        sleep.reset_at(due);
+        let sleep = sleep.project();
+        *sleep.since = now;
+        TokioSleep::move_to(sleep, due);
     }
 
     /// Either sleep keeps the waker it was last polled with across a reset: tokio's
@@ -259,11 +268,14 @@ pin_project_lite::pin_project! {
     /// at its due instant, as tokio's sleep would (rounded up to tokio's
     /// millisecond), never at the older deadline it may still have under it.
     #[derive(Debug)]
+    #[project = TokioSleepProj]
     pub struct TokioSleep {
         #[pin]
         sleep: tokio::time::Sleep,
         // At or after the tokio sleep's deadline.
         due: tokio::time::Instant,
+        // The clock reading `due` was counted from.
+        since: tokio::time::Instant,
     }
 }
 
@@ -273,11 +285,27 @@ impl TokioSleep {
         self.due
     }
 
+    /// When it was made, or last moved by [`TokioTimer`]'s
+    /// [`reset`](Timer::reset): the clock reading its due instant was counted from.
+    /// The idle timer of a [`ProgressWatch`](sluice::timers::ProgressWatch) is reset at
+    /// each progress, so this is when the last progress was seen
+    /// ([`ProgressWatch::wait`](sluice::timers::ProgressWatch::wait)), without a second
+    /// clock read. Unchanged by [`reset_at`](Self::reset_at), which is given an
+    /// instant, not a duration.
+    #[inline]
+    pub fn since(&self) -> tokio::time::Instant {
+        self.since
+    }
+
     /// Makes it resolve at `due` instead. A later instant is only noted, to be taken
     /// up when the tokio sleep under it fires; an earlier one moves that sleep now.
     #[inline]
     pub fn reset_at(self: Pin<&mut Self>, due: tokio::time::Instant) {
-        let this = self.project();
+        Self::move_to(self.project(), due);
+    }
+
+    #[inline(always)]
+    fn move_to(this: TokioSleepProj<'_>, due: tokio::time::Instant) {
         *this.due = due;
         if due < this.sleep.deadline() {
             this.sleep.reset(due);

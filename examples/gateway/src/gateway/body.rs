@@ -3,8 +3,10 @@
 //! gateway adds around it.
 //!
 //! * **Progress times.** After each poll it reads the stream's progress count
-//!   ([`TrackedStream::progress`]) and marks when it grew, for the time to first
-//!   token and the time per output token ([`Timing`]).
+//!   ([`TrackedStream::progress`]) and notes when it grew (the clock reading that
+//!   restarted the worker's idle timer in that poll, else its own), for the time to
+//!   first token and the time per output token; the first and the last go to
+//!   [`Timing`] just before the verdict is recorded.
 //! * **A failure after the head reaches the client as one.** The tracked stream
 //!   carries the failure event of its SSE dialect
 //!   ([`TrackedStream::with_failure_event_named`], naming the worker): when the
@@ -36,9 +38,11 @@ use futures_util::Stream;
 use sluice::TrackedStream;
 use sluice::attempt::Attempt;
 use sluice::failure::FailureTail;
-use sluice::timers::ProgressTimers;
+use sluice::timers::{NoTimers, ProgressTimers, ProgressWatch};
 use sluice::{Cause, Outcome, Recorder, Verdict};
+use sluice_tokio::TokioTimer;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::shutdown::{BoxError, ShutDown, grace_over};
 use super::ticket::Timing;
@@ -72,6 +76,10 @@ pub(super) struct ClientBody<S: Stream, R: Recorder, W, F> {
     timing: Arc<Timing>,
     /// The progress count at the last poll.
     seen: u64,
+    /// When the first and the last progress were seen: handed to `timing` just before
+    /// the verdict is recorded (the stream given up or dropped), not at every token.
+    first_at: Option<Instant>,
+    last_at: Option<Instant>,
     /// The stream yielded its failure event: the client has been told.
     told: bool,
 }
@@ -91,7 +99,32 @@ impl<S: Stream, R: Recorder, W, F> ClientBody<S, R, W, F> {
             waker: None,
             timing,
             seen: 0,
+            first_at: None,
+            last_at: None,
             told: false,
+        }
+    }
+
+    /// Hands the progress times to `timing`: call before the stream is given up or
+    /// dropped, which records its verdict (and the ticket reads them then).
+    fn mark(&self) {
+        if let (Some(first), Some(last)) = (self.first_at, self.last_at) {
+            self.timing.progressed(self.seen, first, last);
+        }
+    }
+
+    /// Drops the stream now: its verdict is recorded, with the progress times.
+    fn end(&mut self) {
+        self.mark();
+        self.tracked = None;
+    }
+}
+
+impl<S: Stream, R: Recorder, W, F> Drop for ClientBody<S, R, W, F> {
+    fn drop(&mut self) {
+        // The stream's drop (after this) records its verdict.
+        if self.tracked.is_some() {
+            self.mark();
         }
     }
 }
@@ -104,12 +137,39 @@ fn cut(outcome: Outcome, told: bool) -> Option<BoxError> {
     (untold && !told).then(|| Box::new(WorkerFailed(outcome.cause)) as BoxError)
 }
 
+/// Progress timers that may know when the last progress was seen, from the clock
+/// reading that restarted the idle timer.
+pub(super) trait ProgressClock: ProgressTimers {
+    /// When the stream's progress count became `progress`, if these timers read the
+    /// clock then; `None` asks the caller to read it.
+    fn progressed_at(&self, progress: u64) -> Option<Instant>;
+}
+
+impl ProgressClock for ProgressWatch<TokioTimer> {
+    #[inline]
+    fn progressed_at(&self, progress: u64) -> Option<Instant> {
+        // The watch re-arms its idle sleep in the poll that yields new progress; a
+        // sleep armed for another count (or none: no idle timeout) says nothing.
+        match self.wait() {
+            Some((armed, sleep)) if armed == progress => Some(sleep.since()),
+            _ => None,
+        }
+    }
+}
+
+impl ProgressClock for NoTimers {
+    #[inline(always)]
+    fn progressed_at(&self, _: u64) -> Option<Instant> {
+        None
+    }
+}
+
 impl<S, E, R, W, F> Stream for ClientBody<S, R, W, F>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<BoxError>,
     R: Recorder,
-    W: ProgressTimers,
+    W: ProgressClock,
     F: FailureTail<Bytes, E>,
 {
     type Item = Result<Bytes, BoxError>;
@@ -123,8 +183,12 @@ where
         let changed = this.over.has_changed().unwrap_or(true);
         if (!registered || changed) && this.grace_over.as_mut().poll(cx).is_ready() {
             // No end was seen: the verdict is Abandoned (shutdown); an end already
-            // seen stands. Dropping the stream records it now and closes the upstream.
-            tracked.as_mut().abandon(Cause::Shutdown);
+            // seen stands. Giving the stream up records it now (with the progress
+            // times), and dropping it closes the upstream.
+            this.mark();
+            if let Some(tracked) = this.tracked.as_mut() {
+                tracked.as_mut().abandon(Cause::Shutdown);
+            }
             this.tracked = None;
             return Poll::Ready(Some(Err(Box::new(ShutDown))));
         }
@@ -132,10 +196,16 @@ where
             this.waker = Some(cx.waker().clone());
         }
         let poll = tracked.as_mut().poll_next(cx);
-        let progress = tracked.get_ref().progress();
+        let stream = tracked.get_ref();
+        let progress = stream.progress();
         if progress != this.seen {
             this.seen = progress;
-            this.timing.progressed(progress);
+            // The instant the idle timer was restarted from for this progress, in
+            // this poll: one clock reading for both.
+            let at = stream.watch().progressed_at(progress);
+            let at = at.unwrap_or_else(Instant::now);
+            this.first_at.get_or_insert(at);
+            this.last_at = Some(at);
         }
         match poll {
             Poll::Pending => Poll::Pending,
@@ -147,7 +217,7 @@ where
             }
             Poll::Ready(Some(Err(err))) => {
                 // Records the verdict now and closes the upstream.
-                this.tracked = None;
+                this.end();
                 // After the failure event, the error item that failed the stream: the
                 // client has the failure in its API's words, and the body ends
                 // cleanly so that its parser reads them. Otherwise, a cut.
@@ -156,7 +226,7 @@ where
             Poll::Ready(None) => {
                 let outcome = tracked.outcome();
                 // Records the verdict now.
-                this.tracked = None;
+                this.end();
                 Poll::Ready(cut(outcome, this.told).map(Err))
             }
         }

@@ -13,14 +13,17 @@ use super::{Api, GatewayEvent, Inner};
 use crate::metrics::Latency;
 
 /// When a request arrived, and when its stream made progress: written by the
-/// client's body as it polls the tracked stream, read by the ticket at the verdict.
+/// client's body once, just before the tracked stream's verdict is recorded, read by
+/// the ticket at the verdict.
 ///
-/// The marks are atomics (nanoseconds since the arrival), not a lock, so that a mark
-/// costs a clock read and two stores. The client's body is their only writer, and its
-/// ticket reads them when its verdict is recorded: in the body's poll or drop, after
-/// the body's last write, on the task that owns the body, so relaxed accesses see
-/// every mark. (Another attempt's ticket, settled while the body runs, may see the
-/// three marks at different points: it reads a latency the client never got.)
+/// The marks are atomics (nanoseconds since the arrival), not a lock. The client's
+/// body is their only writer (it notes the progress times as it polls, from the
+/// clock reading that restarted the idle timer, and writes the first and the last
+/// here), and its ticket reads them when its verdict is recorded: in the body's poll
+/// or drop, after the body's write, on the task that owns the body, so relaxed
+/// accesses see every mark. (Another attempt's ticket, settled while the body runs,
+/// sees no marks, or the three at different points: it reads a latency the client
+/// never got.)
 #[derive(Debug)]
 pub(super) struct Timing {
     started: Instant,
@@ -46,14 +49,15 @@ impl Timing {
         })
     }
 
-    /// The stream's progress count grew to `progress`, now (one clock read).
-    pub(super) fn progressed(&self, progress: u64) {
+    /// The stream made `progress` progress events, the first at `first` and the last
+    /// at `last`: marked once, just before its verdict is recorded.
+    pub(super) fn progressed(&self, progress: u64, first: Instant, last: Instant) {
         // Below NONE for 584 years.
-        let now = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(NONE - 1);
-        if progress > 0 && self.first.load(Ordering::Relaxed) == NONE {
-            self.first.store(now, Ordering::Relaxed);
-        }
-        self.last.store(now, Ordering::Relaxed);
+        let since = |at: Instant| {
+            u64::try_from(at.saturating_duration_since(self.started).as_nanos()).unwrap_or(NONE - 1)
+        };
+        self.first.store(since(first), Ordering::Relaxed);
+        self.last.store(since(last), Ordering::Relaxed);
         self.progress.store(progress, Ordering::Relaxed);
     }
 
