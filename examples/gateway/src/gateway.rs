@@ -372,6 +372,8 @@ impl Options {
 /// What the handlers share.
 struct Inner {
     workers: Vec<WorkerSpec>,
+    /// The workers' names, shared by every stream's failure event.
+    names: Vec<Arc<str>>,
     set: SharedBreakerSet,
     pick: Pick,
     engine: Engine,
@@ -439,6 +441,7 @@ impl Gateway {
             .build()?;
         Ok(Self {
             inner: Arc::new(Inner {
+                names: names.iter().map(|name| Arc::from(name.as_str())).collect(),
                 workers,
                 set,
                 pick: options.pick,
@@ -569,6 +572,13 @@ impl Inner {
 
     fn name(&self, worker: usize) -> &str {
         self.workers.get(worker).map_or("?", |w| w.name.as_str())
+    }
+
+    /// [`name`](Self::name), shared.
+    fn shared_name(&self, worker: usize) -> Arc<str> {
+        self.names
+            .get(worker)
+            .map_or_else(|| Arc::from("?"), Arc::clone)
     }
 
     fn states(&self) -> Vec<State> {
