@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State as AxumState;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use sluice::attempt::Attempt;
 use sluice::breaker::{Classified, SetPermit};
@@ -20,7 +20,7 @@ use sluice_tokio::TokioTimer;
 use super::body::ClientBody;
 use super::shutdown::grace_over;
 use super::ticket::{Ticket, Timing};
-use super::{Api, GatewayEvent, Inner, REQUEST_ID, error_chain, json_error};
+use super::{Api, GatewayEvent, Inner, REQUEST_ID_HEADER, error_chain, json_error};
 use crate::engine;
 use crate::metrics::{AttemptKind, AttemptResult, Refusal};
 
@@ -33,14 +33,17 @@ pub const ERROR_BODY_TIME_LIMIT: Duration = Duration::from_secs(5);
 
 /// The client's headers the gateway forwards to the worker, besides the request id
 /// (the Anthropic API's key and version too); no other header of the client's
-/// reaches the worker.
-const FORWARDED_HEADERS: [&str; 6] = [
-    "content-type",
-    "authorization",
-    "accept",
-    "x-api-key",
-    "anthropic-version",
-    "anthropic-beta",
+/// reaches the worker. As names, so that no lookup parses one.
+const FORWARDED_HEADERS: [(&str, HeaderName); 6] = [
+    ("content-type", header::CONTENT_TYPE),
+    ("authorization", header::AUTHORIZATION),
+    ("accept", header::ACCEPT),
+    ("x-api-key", HeaderName::from_static("x-api-key")),
+    (
+        "anthropic-version",
+        HeaderName::from_static("anthropic-version"),
+    ),
+    ("anthropic-beta", HeaderName::from_static("anthropic-beta")),
 ];
 
 /// A `Content-Type`'s type and subtype, whitespace trimmed, parameters dropped.
@@ -53,8 +56,37 @@ fn media_type(content_type: Option<&HeaderValue>) -> Option<(&str, &str)> {
 
 /// Whether `content_type` is `kind/subtype`, compared without regard to case.
 fn media_type_is(content_type: Option<&HeaderValue>, kind: &str, subtype: &str) -> bool {
-    media_type(content_type)
-        .is_some_and(|(k, s)| k.eq_ignore_ascii_case(kind) && s.eq_ignore_ascii_case(subtype))
+    media_type(content_type).is_some_and(|media| is(media, kind, subtype))
+}
+
+/// Whether a media type (as [`media_type`] gives it) is `kind/subtype`, compared
+/// without regard to case.
+fn is((k, s): (&str, &str), kind: &str, subtype: &str) -> bool {
+    k.eq_ignore_ascii_case(kind) && s.eq_ignore_ascii_case(subtype)
+}
+
+/// The framing a response's content type names, read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `text/event-stream` ([`is_event_stream`]).
+    EventStream,
+    /// `application/x-ndjson` ([`is_ndjson`]).
+    Ndjson,
+    /// `application/vnd.amazon.eventstream` ([`is_amazon_eventstream`]).
+    AmazonEventStream,
+    /// Anything else, or none.
+    Other,
+}
+
+impl Framing {
+    fn of(content_type: Option<&HeaderValue>) -> Self {
+        match media_type(content_type) {
+            Some(m) if is(m, "text", "event-stream") => Self::EventStream,
+            Some(m) if is(m, "application", "x-ndjson") => Self::Ndjson,
+            Some(m) if is(m, "application", "vnd.amazon.eventstream") => Self::AmazonEventStream,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// Whether a `Content-Type` is `text/event-stream`: the media type's type and
@@ -106,7 +138,7 @@ struct Call {
     request: String,
     id: Option<HeaderValue>,
     /// The client's headers that are forwarded.
-    headers: Vec<(&'static str, HeaderValue)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     timing: Arc<Timing>,
     span: tracing::Span,
@@ -138,55 +170,116 @@ impl Fallback {
     }
 }
 
-pub(super) async fn proxy(
+/// What a request asks for, read from its route and headers.
+enum Asked {
+    /// An answer at once: no such route, or the gateway is shutting down.
+    Answer(Response),
+    /// A prefill/decode pair.
+    Pair(super::pd::PairCall),
+    /// One worker, with retries and hedges.
+    Call(Call),
+}
+
+/// The handler: what the request asks for is read at once, and the URI and the
+/// headers dropped; the future it returns holds only that while the request waits for
+/// its worker (an `async fn` would hold its arguments to its end).
+pub(super) fn proxy(
     AxumState(gw): AxumState<Arc<Inner>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> impl Future<Output = Response> + Send {
+    let asked = asked(&gw, uri, headers, body);
+    async move {
+        match asked {
+            Asked::Call(ref call) => {
+                if gw.retries > 0 || gw.hedge_after.is_some() {
+                    gw.budget.deposit();
+                }
+                attempts(&gw, call).await
+            }
+            Asked::Answer(response) => response,
+            Asked::Pair(call) => pair(gw, call).await,
+        }
+    }
+}
+
+/// A prefill/decode pair's request. Boxed: a request waits for its head in its
+/// handler's future, as large as its largest path; the rarer paths are not part of it.
+fn pair(
+    gw: Arc<Inner>,
+    call: super::pd::PairCall,
+) -> Pin<Box<dyn Future<Output = Response> + Send>> {
+    Box::pin(async move {
+        match &gw.pd {
+            Some(pools) => super::pd::proxy(&gw, pools, call).await,
+            None => unreachable_pair(),
+        }
+    })
+}
+
+/// A pair asked of a gateway without pools: [`asked`] never does it.
+#[cold]
+fn unreachable_pair() -> Response {
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "no prefill/decode pools",
+    )
+}
+
+/// What the request asks for, or the answer it gets at once.
+fn asked(gw: &Inner, uri: Uri, headers: HeaderMap, body: Bytes) -> Asked {
     let timing = Timing::start();
     let Some(api) = Api::from_path(uri.path()) else {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "no such route");
+        return Asked::Answer(json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route",
+        ));
     };
     if gw.grace_is_over() {
-        return json_error(
+        return Asked::Answer(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "the gateway is shutting down",
-        );
+        ));
     }
     // The request-id layer put one there: the client's, or one it made.
-    let id = headers.get(REQUEST_ID).cloned();
+    let id = headers.get(REQUEST_ID_HEADER).cloned();
     let request = id.as_ref().map_or_else(String::new, |id| {
         String::from_utf8_lossy(id.as_bytes()).into_owned()
     });
-    let forwarded = FORWARDED_HEADERS
-        .into_iter()
-        .filter_map(|name| headers.get(name).map(|value| (name, value.clone())))
-        .collect();
-    if let Some(pools) = &gw.pd {
+    if gw.pd.is_some() {
         if matches!(api, Api::GeminiStream | Api::GeminiGenerate) {
             // Prefill/decode pairs are SGLang's protocol, on its routes.
-            return json_error(
+            return Asked::Answer(json_error(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "the Gemini routes are not served in prefill/decode mode",
-            );
+            ));
         }
-        let call = super::pd::PairCall {
+        let forwarded = FORWARDED_HEADERS
+            .into_iter()
+            .filter_map(|(name, key)| headers.get(key).map(|value| (name, value.clone())))
+            .collect();
+        return Asked::Pair(super::pd::PairCall {
             api,
             request,
             id,
             headers: forwarded,
             body,
             timing,
-        };
-        return super::pd::proxy(&gw, pools, call).await;
+        });
     }
+    let forwarded = FORWARDED_HEADERS
+        .into_iter()
+        .filter_map(|(_, key)| headers.get(&key).map(|value| (key, value.clone())))
+        .collect();
     let target = uri
         .path_and_query()
         .map_or_else(|| api.path().to_owned(), |pq| pq.as_str().to_owned());
-    let call = Call {
+    Asked::Call(Call {
         api,
         target,
         request,
@@ -195,11 +288,7 @@ pub(super) async fn proxy(
         body,
         timing,
         span: tracing::Span::current(),
-    };
-    if gw.retries > 0 || gw.hedge_after.is_some() {
-        gw.budget.deposit();
-    }
-    attempts(&gw, &call).await
+    })
 }
 
 /// The attempts of one request until one answers: the first, a hedge beside it if
@@ -218,7 +307,7 @@ async fn attempts(gw: &Arc<Inner>, call: &Call) -> Response {
                     // No worker left to retry on: the last failure stands.
                     Some(fallback) => {
                         gw.metrics.refused(kind, Refusal::NoWorker);
-                        fallback.into_response().await
+                        Box::pin(fallback.into_response()).await
                     }
                     None => unavailable(gw, call.request.clone(), wait),
                 };
@@ -242,7 +331,7 @@ async fn attempts(gw: &Arc<Inner>, call: &Call) -> Response {
         if gw.retries > 0 {
             gw.metrics.refused(AttemptKind::Retry, refusal);
         }
-        return fallback.into_response().await;
+        return Box::pin(fallback.into_response()).await;
     }
 }
 
@@ -374,10 +463,10 @@ async fn try_worker(
     let url = format!("{}{}", upstream.base.trim_end_matches('/'), call.target);
     let mut request = gw.client.post(url).body(body);
     if let Some(id) = &call.id {
-        request = request.header(REQUEST_ID, id.clone());
+        request = request.header(REQUEST_ID_HEADER, id.clone());
     }
     for (name, value) in &call.headers {
-        request = request.header(*name, value.clone());
+        request = request.header(name.clone(), value.clone());
     }
     // From here the request is on its way to the engine. If the client leaves (or a
     // hedge wins) while the gateway waits for the headers, this future is dropped:
@@ -453,7 +542,8 @@ async fn try_worker(
         if verdict == Verdict::Failure || matches!(status.as_u16(), 429 | 503) {
             return Tried::Retryable(Fallback::Status(response));
         }
-        return Tried::Answer(passed_on(response).await);
+        // Boxed: a 2xx, the common case, has no room for it in its state.
+        return Tried::Answer(Box::pin(passed_on(response)).await);
     }
     streamed(gw, call, worker, response, ticket).await
 }
@@ -496,41 +586,39 @@ pub(super) async fn passed_on(response: reqwest::Response) -> Response {
 /// and the head goes to the client with that commit; a failure before it is
 /// retryable, and none of its bytes reach the client unless it is the answer that
 /// stands (then only what failed it). Otherwise the head goes at once.
-async fn streamed(
-    gw: &Inner,
-    call: &Call,
+///
+/// The stream is built at once; the future returned holds only the attempt, boxed,
+/// to its commit (an `async fn` would hold the response and the ticket too).
+fn streamed<'a>(
+    gw: &'a Inner,
+    call: &'a Call,
     worker: usize,
     response: reqwest::Response,
     ticket: Ticket,
-) -> Tried {
+) -> impl Future<Output = Tried> + Send + 'a {
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    let event_stream = is_event_stream(content_type.as_ref());
-    let ndjson = is_ndjson(content_type.as_ref());
-    let amazon = is_amazon_eventstream(content_type.as_ref());
+    let framing = Framing::of(content_type.as_ref());
+    let event_stream = framing == Framing::EventStream;
     let tracked = TrackedStream::new(response.bytes_stream(), ticket);
-    let tracked = if event_stream {
-        tracked.with_sse(call.api.rules())
-    } else if ndjson {
-        tracked.with_ndjson(call.api.ndjson_rules())
-    } else if amazon {
-        tracked.with_eventstream(EventStreamRules::bedrock())
-    } else {
-        tracked
+    let tracked = match framing {
+        Framing::EventStream => tracked.with_sse(call.api.rules()),
+        Framing::Ndjson => tracked.with_ndjson(call.api.ndjson_rules()),
+        Framing::AmazonEventStream => tracked.with_eventstream(EventStreamRules::bedrock()),
+        Framing::Other => tracked,
     };
     // The route's failure event, naming the worker (never its URL); an event stream
     // and Ollama's NDJSON have one (the binary event stream has none: it is cut).
-    let name: Arc<str> = Arc::from(gw.name(worker));
     let tracked = tracked
         .with_timers(TokioTimer, gw.timeouts)
-        .with_failure_event_named(name);
+        .with_failure_event_named(gw.shared_name(worker));
     let replaceable = gw.retries > 0 || gw.hedge_after.is_some();
-    let mut attempt = Box::pin(match (replaceable, event_stream || ndjson || amazon) {
+    let mut attempt = Box::pin(match (replaceable, framing != Framing::Other) {
         (false, _) => Attempt::new(tracked, 0),
         (true, true) => Attempt::new(tracked, HOLD_BACK_STREAM),
         (true, false) => Attempt::whole(tracked, HOLD_BACK_WHOLE),
     });
-    let respond = |attempt| {
+    let respond = move |attempt| {
         let body = ClientBody::new(attempt, gw.shutdown.subscribe(), call.timing.clone());
         let mut out = Response::new(Body::from_stream(body));
         *out.status_mut() = status;
@@ -543,21 +631,23 @@ async fn streamed(
         }
         out
     };
-    if !replaceable {
-        return Tried::Answer(respond(attempt));
-    }
-    let committed = tokio::select! {
-        biased;
-        () = grace_over(gw.shutdown.subscribe()) => None,
-        commit = attempt.as_mut().commit() => Some(commit.is_ok()),
-    };
-    match committed {
-        Some(true) => Tried::Answer(respond(attempt)),
-        // The failed attempt is the answer if no other replaces it.
-        Some(false) => Tried::Retryable(Fallback::Ready(respond(attempt))),
-        None => {
-            attempt.as_mut().abandon(Cause::Shutdown);
-            Tried::Answer(shutting_down())
+    async move {
+        if !replaceable {
+            return Tried::Answer(respond(attempt));
+        }
+        let committed = tokio::select! {
+            biased;
+            () = grace_over(gw.shutdown.subscribe()) => None,
+            commit = attempt.as_mut().commit() => Some(commit.is_ok()),
+        };
+        match committed {
+            Some(true) => Tried::Answer(respond(attempt)),
+            // The failed attempt is the answer if no other replaces it.
+            Some(false) => Tried::Retryable(Fallback::Ready(respond(attempt))),
+            None => {
+                attempt.as_mut().abandon(Cause::Shutdown);
+                Tried::Answer(shutting_down())
+            }
         }
     }
 }
