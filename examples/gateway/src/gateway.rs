@@ -59,6 +59,7 @@ use sluice::sse::SseRules;
 use sluice::timers::Timeouts;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tower_layer::Layer;
 
@@ -463,7 +464,7 @@ impl Gateway {
 
     /// The routes: the four model APIs ([`Api`]) and `GET /metrics`.
     ///
-    /// Every request has an id in `x-request-id` (`traced`'s outermost layer):
+    /// Every request has an id in `x-request-id` (`tower-http`'s request-id layers):
     /// the client's, kept as it came, or a random UUID (v4) the gateway makes; it
     /// goes to the worker and back to the client in the response. Each request runs
     /// in a `request` span (`tower-http`'s `TraceLayer`) with fields `request_id`,
@@ -480,16 +481,18 @@ impl Gateway {
             }
         }
         let trace = TraceLayer::new_for_http().make_span_with(request_span);
+        // The outermost runs first: the id is set, then the span opened, then the id
+        // copied to the response.
         let router = router
             .route("/metrics", get(scrape))
             .with_state(self.inner.clone());
         // Around the whole router once, not around each route (`Router::layer`
         // would: axum clones every route's stack for each connection). The response
         // body goes around the trace layer, not through it (`traced`): the span
-        // covers the handling and the verdict, not each chunk. The outermost layer
-        // runs first: the id is set (`TakeBody`), then the span opened; the id is
-        // copied to the response last.
-        let service = TakeBody(trace.layer(KeepBody(router)));
+        // covers the handling and the verdict, not each chunk.
+        let inner = KeepBody(PropagateRequestIdLayer::new(REQUEST_ID_HEADER).layer(router));
+        let service = SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid)
+            .layer(TakeBody(trace.layer(inner)));
         Router::new().fallback_service(service)
     }
 
@@ -717,8 +720,8 @@ impl Inner {
 fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     let id = request
         .headers()
-        .get(REQUEST_ID_HEADER)
-        .map(|id| String::from_utf8_lossy(id.as_bytes()));
+        .get(REQUEST_ID)
+        .map(|id| String::from_utf8_lossy(id.as_bytes()).into_owned());
     // The routes have no parameters: a path is its route.
     tracing::info_span!(
         "request",

@@ -13,12 +13,6 @@
 //! outside it, gives the request that slot and puts the body back in place of the
 //! trace layer's (empty, never polled) one. The span lives on in the request's ticket
 //! until its verdict is logged in it.
-//!
-//! [`TakeBody`], the outermost layer, also gives each request its id in `x-request-id`
-//! and copies it to the response, as tower-http's `SetRequestIdLayer` and
-//! `PropagateRequestIdLayer` would around the whole stack, with the same UUIDs
-//! (`MakeRequestUuid`), without their two layers' futures and the `RequestId`
-//! extensions nothing reads.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,13 +20,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use axum::body::{Body, HttpBody};
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{Request, Response};
 use bytes::Bytes;
 use pin_project_lite::pin_project;
-use tower_http::request_id::{MakeRequestId, MakeRequestUuid};
 use tower_service::Service;
-
-use super::REQUEST_ID_HEADER;
 
 /// Where a response body waits while the trace layer handles its response head.
 #[derive(Debug, Clone, Default)]
@@ -103,11 +94,9 @@ where
     }
 }
 
-/// Directly outside the trace layer, the outermost layer: gives each request its id
-/// (the client's `x-request-id`, kept as it came, or a random UUID in that header)
-/// and a [`BodySlot`]; puts the body [`KeepBody`] left there back in the response, in
-/// place of the one the trace layer wrapped (which is dropped unpolled), and the id
-/// in the response's `x-request-id` unless it has one.
+/// Directly outside the trace layer: gives each request a [`BodySlot`], and puts the
+/// body [`KeepBody`] left there back in the response, in place of the one the trace
+/// layer wrapped (which is dropped unpolled).
 #[derive(Debug, Clone)]
 pub(super) struct TakeBody<S>(pub(super) S);
 
@@ -126,20 +115,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let id = match request.headers().get(REQUEST_ID_HEADER) {
-            Some(id) => Some(id.clone()),
-            None => MakeRequestUuid.make_request_id(&request).map(|made| {
-                let id = made.into_header_value();
-                request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
-                id
-            }),
-        };
         let slot = BodySlot::default();
         request.extensions_mut().insert(slot.clone());
         Taken {
             inner: self.0.call(request),
             slot,
-            id,
         }
     }
 }
@@ -151,8 +131,6 @@ pin_project! {
         #[pin]
         inner: F,
         slot: BodySlot,
-        // The request's id, for the response.
-        id: Option<HeaderValue>,
     }
 }
 
@@ -167,12 +145,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
-        let (mut head, traced) = response.into_parts();
-        if let Some(id) = this.id.take() {
-            if !head.headers.contains_key(REQUEST_ID_HEADER) {
-                head.headers.insert(REQUEST_ID_HEADER, id);
-            }
-        }
+        let (head, traced) = response.into_parts();
         let body = match this.slot.take() {
             Some(body) => body,
             // Not through `KeepBody` (nothing is, today): the traced body as it is.
