@@ -115,23 +115,9 @@ impl Names {
         if n < BLOCK + gap {
             return !has_line_end(value) && !self.any_in(value, is_name);
         }
-        let lasts = group.lasts.map(|b| [b; BLOCK]);
-        let mut at = 0;
-        while let Some(hit) = first_hit(value, gap, &lasts, at) {
+        if !clear(value, gap, group.lasts) {
             // A line end, or a quote that may open a name: look closer.
-            let (i, p) = (hit.min(n - BLOCK), hit.min(n - gap - BLOCK));
-            let (Some(a), Some(opens), Some(closes)) =
-                (block(value, i), block(value, p), block(value, p + gap))
-            else {
-                return false; // never (every block is in `value`): in doubt, not plain
-            };
-            if may_end(a) || spelled_in(value, p, opens, closes, gap, &is_name) {
-                return false;
-            }
-            if i == n - BLOCK {
-                break;
-            }
-            at = hit + BLOCK;
+            return !has_line_end(value) && !self.any_in(value, is_name);
         }
         !others.iter().any(|group| pairs(value, group, &is_name))
     }
@@ -230,46 +216,68 @@ fn any_candidate(
     any != 0
 }
 
-/// From `at` in `value` (`BLOCK + gap` bytes at least), the start of the first
-/// block that may hold a line end or the opening quote of a name of `gap - 1`
-/// bytes ending in one of `lasts` ([`may_end`], [`any_candidate`]), if there is
-/// one. The blocks for line ends and for names' starts (a name's close must be in
-/// `value`) are the same until the last of each, which overlaps the one before:
-/// the test of a block at `at` is on line ends from `min(at, n - BLOCK)` and on
-/// starts from `min(at, n - gap - BLOCK)`. No call in the loop, so the compiler
-/// keeps it in registers.
-fn first_hit(value: &[u8], gap: usize, lasts: &[[u8; BLOCK]; 2], mut at: usize) -> Option<usize> {
+/// Whether no byte of `value` (`BLOCK + gap` bytes at least) may be a line end
+/// and no quote in it may open a name `gap - 1` bytes long that ends in one of
+/// `lasts` ([`may_end`], [`any_candidate`]): the test that clears a chat chunk,
+/// with no branch but the loop's. The blocks of starts (a name's close must be in
+/// `value`) are tested for line ends too; the last of them overlaps the one before,
+/// and so does the last block of line ends (past the last start). `false`: look
+/// closer.
+fn clear(value: &[u8], gap: usize, lasts: [u8; 2]) -> bool {
     let n = value.len();
-    let (last, last_start) = (n.checked_sub(BLOCK)?, n.checked_sub(gap + BLOCK)?);
-    // The bytes at each start, before each close and at each close: of one length,
-    // so one bounds check covers the three blocks.
-    let starts = n - gap;
-    let (opens, ends, closes) = (
-        &value[..starts],
-        &value[gap - 1..gap - 1 + starts],
-        &value[gap..gap + starts],
-    );
-    loop {
-        let (i, p) = (at.min(last), at.min(last_start));
-        let (Some(a), Some(opens), Some(ends), Some(closes)) = (
-            block(value, i),
-            block(opens, p),
-            block(ends, p),
-            block(closes, p),
+    let Some(starts) = n.checked_sub(gap).filter(|&s| s >= BLOCK && gap >= 1) else {
+        return false;
+    };
+    let lasts = lasts.map(|b| [b; BLOCK]);
+    // What each place of a block has seen: a line end, or a candidate.
+    let mut seen = [0u8; BLOCK];
+    let mut test = |a: &[u8], ends: &[u8], closes: &[u8], more: &[u8]| {
+        let (Ok(a), Ok(ends), Ok(closes), Ok(more)) = (
+            <&[u8; BLOCK]>::try_from(a),
+            <&[u8; BLOCK]>::try_from(ends),
+            <&[u8; BLOCK]>::try_from(closes),
+            <&[u8; BLOCK]>::try_from(more),
         ) else {
-            return Some(at); // never (every block is in `value`): look closer
+            seen[0] = 1; // never (each is a block): look closer
+            return;
         };
-        let mut any = 0;
         for k in 0..BLOCK {
             let last = u8::from(ends[k] == lasts[0][k]) | u8::from(ends[k] == lasts[1][k]);
-            let candidate = u8::from(opens[k] == b'"') & u8::from(closes[k] == b'"') & last;
-            any |= candidate | u8::from(a[k].wrapping_sub(b'\n') <= b'\r' - b'\n');
+            let candidate = u8::from(a[k] == b'"') & u8::from(closes[k] == b'"') & last;
+            let line_end = u8::from(a[k].wrapping_sub(b'\n') <= b'\r' - b'\n')
+                | u8::from(more[k].wrapping_sub(b'\n') <= b'\r' - b'\n');
+            seen[k] |= candidate | line_end;
         }
-        if any != 0 {
-            return Some(at);
+    };
+    // The bytes at each start, before each close, and at each close.
+    let (opens, ends, closes) = (&value[..starts], &value[gap - 1..n - 1], &value[gap..]);
+    let blocks = opens.chunks_exact(BLOCK);
+    for ((a, e), c) in blocks
+        .zip(ends.chunks_exact(BLOCK))
+        .zip(closes.chunks_exact(BLOCK))
+    {
+        test(a, e, c, a);
+    }
+    // The last starts, and the last line ends: all of them if the name's close is
+    // at most a block away (the last block of starts and the last of the value
+    // meet), else by blocks.
+    let (last, tail) = (starts - BLOCK, &value[n - BLOCK..]);
+    test(&opens[last..], &ends[last..], &closes[last..], tail);
+    seen.iter().all(|&s| s == 0) && (gap <= BLOCK || !may_end_in(&value[starts..]))
+}
+
+/// Whether a block of `bytes` (sixteen at least) may hold a line end ([`may_end`]).
+fn may_end_in(bytes: &[u8]) -> bool {
+    let last = bytes.len().saturating_sub(BLOCK);
+    let mut at = 0;
+    loop {
+        // The last block overlaps the one before.
+        let i = at.min(last);
+        if block(bytes, i).is_none_or(may_end) {
+            return true;
         }
         if i == last {
-            return None;
+            return false;
         }
         at += BLOCK;
     }
@@ -416,6 +424,8 @@ mod tests {
             &[b"ab", b"ba", b"bb"],
             &[b"ab", b"b", b"aab", b"ba"],
             &[b""],
+            // Longer than a block: its close is past the last block of starts.
+            &[b"abababababababababab", b"b"],
         ];
         let mut level = vec![Vec::new()];
         for _ in 0..6 {
