@@ -1228,7 +1228,7 @@ impl SseScanner {
         if self.reads_role() || self.rules.member.is_some() {
             return None;
         }
-        if !(self.needles.names?).is_plain(value, |inside| self.is_walk_name(inside)) {
+        if !(self.needles.names.as_ref()?).is_plain(value, |inside| self.is_walk_name(inside)) {
             return None;
         }
         self.name[..4].copy_from_slice(b"data");
@@ -1341,6 +1341,7 @@ impl SseScanner {
 
     /// Whether the data goes to the role-only chunk walk: the rules say so and no
     /// progress was dispatched yet (the same for the whole event).
+    #[inline]
     fn reads_role(&self) -> bool {
         self.rules.role_chunks && self.progress == 0
     }
@@ -1369,6 +1370,7 @@ impl SseScanner {
     }
 
     /// Whether `bytes` are one of the names the error-object and usage walk stops at.
+    #[inline]
     fn is_walk_name(&self, bytes: &[u8]) -> bool {
         self.rules.walk_names().any(|name| name == bytes)
     }
@@ -1504,6 +1506,7 @@ impl SseScanner {
     }
 
     /// What the data rules say of an event whose data is exactly `value`.
+    #[inline]
     fn data_meaning(&self, value: &[u8]) -> Option<Meaning> {
         let may_match = self.data_lens & len_bit(value.len()) != 0;
         may_match.then(|| self.rules.data.lookup(value)).flatten()
@@ -1513,6 +1516,7 @@ impl SseScanner {
     /// field a `data` line meaning `data`, no walk having found anything (no error
     /// object, usage, member or role-only chunk), and nothing of it in the scanner's
     /// state to reset.
+    #[inline]
     fn dispatch_settled(&mut self, data: Option<Meaning>) -> Option<Signal> {
         let meaning = data.max(self.message);
         self.count_progress(meaning);
@@ -1521,6 +1525,7 @@ impl SseScanner {
 
     /// Counts a dispatched event of this meaning as progress, unless it is a
     /// keep-alive or preamble before the first progress.
+    #[inline]
     fn count_progress(&mut self, meaning: Option<Meaning>) {
         let preamble = meaning == Some(Meaning::Preamble) && self.progress == 0;
         if meaning != Some(Meaning::KeepAlive) && !preamble {
@@ -1812,6 +1817,7 @@ fn event_end(rest: &[u8]) -> Option<(usize, bool)> {
 }
 
 /// The bit of data `len` bytes long in [`SseScanner::data_lens`].
+#[inline]
 fn len_bit(len: usize) -> u64 {
     1 << len.min(63)
 }

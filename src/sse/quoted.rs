@@ -91,6 +91,7 @@ impl Names {
         Some(set)
     }
 
+    #[inline]
     fn groups(&self) -> &[Group] {
         &self.groups[..usize::from(self.len)]
     }
@@ -106,6 +107,7 @@ impl Names {
     /// Whether `value` holds no CR or LF and none of the names in quotes (as
     /// [`any_in`](Self::any_in)): one pass for line ends and the names of the
     /// first group, a pass for each other group.
+    #[inline]
     pub(super) fn is_plain(&self, value: &[u8], is_name: impl Fn(&[u8]) -> bool) -> bool {
         let Some((group, others)) = self.groups().split_first() else {
             return !has_line_end(value);
@@ -225,9 +227,10 @@ fn any_candidate(
 /// closer.
 fn clear(value: &[u8], gap: usize, lasts: [u8; 2]) -> bool {
     let n = value.len();
-    let Some(starts) = n.checked_sub(gap).filter(|&s| s >= BLOCK && gap >= 1) else {
+    if gap == 0 || n < gap + BLOCK {
         return false;
-    };
+    }
+    let starts = n - gap;
     let lasts = lasts.map(|b| [b; BLOCK]);
     // What each place of a block has seen: a line end, or a candidate.
     let mut seen = [0u8; BLOCK];
@@ -261,8 +264,15 @@ fn clear(value: &[u8], gap: usize, lasts: [u8; 2]) -> bool {
     // The last starts, and the last line ends: all of them if the name's close is
     // at most a block away (the last block of starts and the last of the value
     // meet), else by blocks.
-    let (last, tail) = (starts - BLOCK, &value[n - BLOCK..]);
-    test(&opens[last..], &ends[last..], &closes[last..], tail);
+    let (Some(a), Some(e), Some(c), Some(tail)) = (
+        opens.last_chunk::<BLOCK>(),
+        ends.last_chunk::<BLOCK>(),
+        closes.last_chunk::<BLOCK>(),
+        value.last_chunk::<BLOCK>(),
+    ) else {
+        return false; // never (`starts >= BLOCK`): look closer
+    };
+    test(a, e, c, tail);
     seen.iter().all(|&s| s == 0) && (gap <= BLOCK || !may_end_in(&value[starts..]))
 }
 
