@@ -105,11 +105,16 @@
 //! That pass skips, without walking it, the data of an event that is one line held
 //! whole in one chunk with its blank line, when the line holds none of the quoted
 //! names the walk stops at (`"error"`, the usage roots): the walk could find nothing
-//! there (a quick reject with `memchr`'s SIMD substring search, the common case on
-//! the wire, where engines write one event per chunk; with the `std` feature its
-//! searchers are built once per process and name and shared by every scanner, in
-//! static slots, so a scanner neither builds nor holds one). The answer is the same
-//! however the input is split.
+//! there. That is the common case on the wire, where engines write one event per
+//! chunk, and a chunk that is exactly one such event (a short `data` line and its
+//! blank line, at an event boundary, once the role-only chunk walk is over) is
+//! dispatched at once, without the line loop: one pass of sixteen-byte blocks the
+//! compiler vectorizes finds that its value holds no line end and no quote that may
+//! open one of the names (by their length and last byte; a candidate is checked
+//! exactly). Longer lines are searched with `memchr`'s SIMD substring search (with
+//! the `std` feature its searchers are built once per process and name and shared by
+//! every scanner, in static slots, so a scanner neither builds nor holds one). The
+//! answer is the same however the input is split.
 //!
 //! The scanner never buffers event data: its memory is fixed when it is made, however
 //! long a line or an event grows, and its time is linear in the bytes (line ends and
@@ -1631,13 +1636,15 @@ impl fmt::Debug for SseScanner {
     }
 }
 
-/// The names the quick reject looks for ([`SseScanner::json_may_count`]), the first
-/// [`SseRules::walk_names`], and for long values which of the process's shared
-/// searchers ([`finders`]) look for them. Building a `memmem` finder costs more
-/// than searching a chat chunk with it, and one is hundreds of bytes, so they are
-/// built once per process and name, not per line nor per scanner; a scanner holds
-/// their slots. Names past those (none in any preset) are searched with a finder
-/// built per line, and so is every long value without the `std` feature.
+/// How the quick reject ([`SseScanner::json_may_count`], [`SseScanner::whole_event`])
+/// looks for [`SseRules::walk_names`]: in a short value, by the block tests of
+/// [`quoted::Names`] (the names' lengths and last bytes; the names themselves are
+/// the rules'); in a long one, with the process's shared searchers ([`finders`]) of
+/// the first names. Building a `memmem` finder costs more than searching a chat
+/// chunk with it, and one is hundreds of bytes, so they are built once per process
+/// and name, not per line nor per scanner; a scanner holds their slots. Names past
+/// those (none in any preset) are searched with a finder built per line, and so is
+/// every long value without the `std` feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Needles {
     /// The block tests for short values; `None` if there are more names than they
