@@ -1222,7 +1222,10 @@ impl SseScanner {
     /// event (then nothing changed).
     #[inline]
     fn whole_event(&mut self, bytes: &[u8]) -> Option<Option<Signal>> {
-        const LONGEST: usize = 256;
+        // Longer chunks go the line loop's way, where long values are searched
+        // with `memchr` (faster than the blocks past some hundreds of bytes). An
+        // OpenAI chunk with its id, model and fingerprint is some 260 bytes.
+        const LONGEST: usize = 512;
         let at_boundary = self.line == Line::Start && !self.open && !self.cr;
         if !at_boundary || usize::from(self.bom) != BOM.len() || bytes.len() > LONGEST {
             return None;
