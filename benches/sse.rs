@@ -11,6 +11,10 @@
 //!   pattern); and to `eventsource-stream`, a full SSE parser that builds every event.
 //! * `sse_chat_1mib_event_chunks`: the same stream in one chunk per event, as engines
 //!   write it, to the scanner and to the newline count.
+//! * `sse_small_event_chunks`: the load check's stream (64 short token events, one
+//!   per chunk, then `data: [DONE]`), a fresh scanner per stream as a gateway makes
+//!   one: the scanner's cost per event where it is highest against the bytes, and the
+//!   newline count over the same chunks.
 //! * `sse_8mib_line`: one 8 MiB `data` line fed whole and in 1,024 chunks: the cost
 //!   of splitting; and the same for a bare `memchr2` line-end search, which is what
 //!   the scanner runs inside a value.
@@ -195,6 +199,33 @@ fn chat(c: &mut Criterion) {
     group.finish();
 }
 
+/// The load check's stream (`tests/load`): `tokens` events of one short chat chunk
+/// each, then `data: [DONE]`, one event per chunk as the mock worker writes them.
+fn small_events(tokens: usize) -> Vec<Vec<u8>> {
+    let mut events: Vec<Vec<u8>> = (0..tokens)
+        .map(|i| {
+            format!(
+                "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token {i} \"}}}}]}}\n\n"
+            )
+            .into_bytes()
+        })
+        .collect();
+    events.push(b"data: [DONE]\n\n".to_vec());
+    events
+}
+
+fn small(c: &mut Criterion) {
+    let owned = small_events(64);
+    let events: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+    let bytes: usize = events.iter().map(|e| e.len()).sum();
+    assert_eq!(scan_events(&events), Some(Signal::Done));
+    let mut group = c.benchmark_group("sse_small_event_chunks");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("scanner", |b| b.iter(|| scan_events(&events)));
+    group.bench_function("memchr_newlines", |b| b.iter(|| count_newlines(&events)));
+    group.finish();
+}
+
 /// Where `part` (a subslice of `whole`) starts in it.
 fn offset(whole: &[u8], part: &[u8]) -> usize {
     part.as_ptr() as usize - whole.as_ptr() as usize
@@ -221,5 +252,5 @@ fn long_line(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, chat, long_line);
+criterion_group!(benches, chat, small, long_line);
 criterion_main!(benches);

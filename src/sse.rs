@@ -105,11 +105,16 @@
 //! That pass skips, without walking it, the data of an event that is one line held
 //! whole in one chunk with its blank line, when the line holds none of the quoted
 //! names the walk stops at (`"error"`, the usage roots): the walk could find nothing
-//! there (a quick reject with `memchr`'s SIMD substring search, the common case on
-//! the wire, where engines write one event per chunk; with the `std` feature its
-//! searchers are built once per process and name and shared by every scanner, in
-//! static slots, so a scanner neither builds nor holds one). The answer is the same
-//! however the input is split.
+//! there. That is the common case on the wire, where engines write one event per
+//! chunk, and a chunk that is exactly one such event (a short `data` line and its
+//! blank line, at an event boundary, once the role-only chunk walk is over) is
+//! dispatched at once, without the line loop: one pass of sixteen-byte blocks the
+//! compiler vectorizes finds that its value holds no line end and no quote that may
+//! open one of the names (by their length and last byte; a candidate is checked
+//! exactly). Longer lines are searched with `memchr`'s SIMD substring search (with
+//! the `std` feature its searchers are built once per process and name and shared by
+//! every scanner, in static slots, so a scanner neither builds nor holds one). The
+//! answer is the same however the input is split.
 //!
 //! The scanner never buffers event data: its memory is fixed when it is made, however
 //! long a line or an event grows, and its time is linear in the bytes (line ends and
@@ -137,6 +142,7 @@ use crate::{Cause, Usage};
 
 mod json;
 pub(crate) mod member;
+mod quoted;
 mod role;
 pub(crate) mod usage;
 
@@ -903,11 +909,27 @@ impl Table {
         (1..self.len()).all(|i| self.get(i - 1).0 < self.get(i).0)
     }
 
-    /// What the pattern equal to `bytes` means, if there is one.
+    /// What the pattern equal to `bytes` means, if there is one: a binary search
+    /// of the sorted patterns, what a [`Matcher`] fed `bytes` ends with.
     fn lookup(&self, bytes: &[u8]) -> Option<Meaning> {
-        let mut m = Matcher::new(self);
-        m.push(self, bytes);
-        m.matched(self)
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (pattern, meaning) = self.get(mid);
+            let pattern = pattern.as_bytes();
+            // The first bytes decide most comparisons (`[DONE]` against a JSON
+            // object): compared first, without a call.
+            match pattern
+                .first()
+                .cmp(&bytes.first())
+                .then_with(|| pattern.cmp(bytes))
+            {
+                core::cmp::Ordering::Less => lo = mid + 1,
+                core::cmp::Ordering::Greater => hi = mid,
+                core::cmp::Ordering::Equal => return Some(meaning),
+            }
+        }
+        None
     }
 }
 
@@ -1067,6 +1089,9 @@ pub struct SseScanner {
     progress: u64,
     /// The token usage reported so far.
     usage: Usage,
+    /// The lengths of the data rules' patterns (bit `n` for `n` bytes; bit 63 for
+    /// 63 and more): data of another length matches none.
+    data_lens: u64,
 }
 
 impl SseScanner {
@@ -1092,6 +1117,10 @@ impl SseScanner {
                 input_tokens: None,
                 output_tokens: None,
             },
+            data_lens: rules
+                .data
+                .iter()
+                .fold(0, |lens, (p, _)| lens | len_bit(p.len())),
             rules,
         }
     }
@@ -1165,6 +1194,9 @@ impl SseScanner {
     /// `Done`) of the events this chunk dispatched, or `None`.
     #[inline]
     pub fn feed(&mut self, mut bytes: &[u8]) -> Option<Signal> {
+        if let Some(signal) = self.whole_event(bytes) {
+            return signal;
+        }
         let mut signal = None;
         while usize::from(self.bom) < BOM.len() {
             let (&b, rest) = bytes.split_first()?;
@@ -1179,6 +1211,37 @@ impl SseScanner {
             }
         }
         signal.max(self.scan(bytes))
+    }
+
+    /// The common case on the wire, at once: a chunk that is one whole event, one
+    /// short `data` line and the blank line after it, fed at an event boundary, that
+    /// no walk needs to read ([`settle`](Self::settle); its value holds no line end
+    /// and none of the names the error-object and usage walk stops at, found in one
+    /// pass, [`quoted::Names::is_plain`]). Leaves the scanner as [`scan`](Self::scan)
+    /// would and returns the event's signal; `None` if the chunk is not one such
+    /// event (then nothing changed).
+    #[inline]
+    fn whole_event(&mut self, bytes: &[u8]) -> Option<Option<Signal>> {
+        // Longer chunks go the line loop's way, where long values are searched
+        // with `memchr` (faster than the blocks past some hundreds of bytes). An
+        // OpenAI chunk with its id, model and fingerprint is some 260 bytes.
+        const LONGEST: usize = 512;
+        let at_boundary = self.line == Line::Start && !self.open && !self.cr;
+        if !at_boundary || usize::from(self.bom) != BOM.len() || bytes.len() > LONGEST {
+            return None;
+        }
+        let line = bytes.strip_prefix(b"data:")?;
+        let line = (line.strip_suffix(b"\n\n")).or_else(|| line.strip_suffix(b"\r\n\r\n"))?;
+        let value = line.strip_prefix(b" ").unwrap_or(line);
+        if self.reads_role() || self.rules.member.is_some() {
+            return None;
+        }
+        if !(self.needles.names.as_ref()?).is_plain(value, |inside| self.is_walk_name(inside)) {
+            return None;
+        }
+        self.name[..4].copy_from_slice(b"data");
+        self.name_len = 4;
+        Some(self.dispatch_settled(self.data_meaning(value)))
     }
 
     fn scan(&mut self, mut bytes: &[u8]) -> Option<Signal> {
@@ -1286,6 +1349,7 @@ impl SseScanner {
 
     /// Whether the data goes to the role-only chunk walk: the rules say so and no
     /// progress was dispatched yet (the same for the whole event).
+    #[inline]
     fn reads_role(&self) -> bool {
         self.rules.role_chunks && self.progress == 0
     }
@@ -1293,14 +1357,30 @@ impl SseScanner {
     /// Whether `value` holds, in quotes, a name the error-object and usage walk
     /// stops at (`"error"`, for the key and for `"object": "error"`; a usage root's
     /// key): else the walk can find nothing in it (a name spelled with escapes is
-    /// not recognised, and a string never spans lines). A quick reject with `memmem`,
-    /// its searchers built when the scanner was made.
+    /// not recognised, and a string never spans lines). A quick reject: a value up
+    /// to [`Needles::SHORT`] bytes is searched in blocks, for all the names of a
+    /// length at once ([`quoted::Names::any_in`]), a longer one with `memmem`, its
+    /// searchers built once per process (with `std`).
     fn json_may_count(&self, value: &[u8]) -> bool {
-        (self.needles.finders()).any(|needle| needle.is_none_or(|n| n.is_quoted_in(value)))
-            || self.needles.more
-                && (self.rules.walk_names().skip(usize::from(self.needles.len))).any(|name| {
-                    memchr::memmem::find_iter(value, name).any(|i| quoted_at(value, i, name.len()))
-                })
+        if let Some(names) = self.needles.names.filter(|_| value.len() <= Needles::SHORT) {
+            return names.any_in(value, |inside| self.is_walk_name(inside));
+        }
+        let slots = self
+            .needles
+            .slots
+            .iter()
+            .map(|&slot| slot.and_then(finders::get));
+        let finders = slots.chain(core::iter::repeat(None));
+        (self.rules.walk_names().zip(finders)).any(|(name, needle)| match needle {
+            Some(needle) => needle.is_quoted_in(value),
+            None => quoted_in(value, name),
+        })
+    }
+
+    /// Whether `bytes` are one of the names the error-object and usage walk stops at.
+    #[inline]
+    fn is_walk_name(&self, bytes: &[u8]) -> bool {
+        self.rules.walk_names().any(|name| name == bytes)
     }
 
     /// Whether the data goes to the error-object and usage walk.
@@ -1369,8 +1449,8 @@ impl SseScanner {
         let first_line = !self.open;
         self.name[..4].copy_from_slice(b"data");
         self.name_len = 4;
-        let field = self.start_data();
         let Some(&first) = bytes.get(DATA) else {
+            let field = self.start_data();
             // The value starts in the next chunk (a space may be dropped there).
             self.line = field.map_or(Line::Skip, Line::ValueStart);
             return (DATA, None);
@@ -1379,6 +1459,16 @@ impl SseScanner {
         let value = &bytes[DATA + space..];
         let end = line_end(value);
         let event_end = event_end(&value[end..]);
+        if let Some((ends, cr)) = event_end.filter(|_| first_line) {
+            if let Some(data) = self.settle(&value[..end]) {
+                // What the lines below leave after dispatching, without walking.
+                self.line = Line::Start;
+                self.open = false;
+                self.cr = cr;
+                return (DATA + space + end + ends, self.dispatch_settled(data));
+            }
+        }
+        let field = self.start_data();
         self.line = match field {
             Some(field) => Line::Value(field),
             None => Line::Skip,
@@ -1403,6 +1493,51 @@ impl SseScanner {
                 (taken + ends, self.dispatch())
             }
             _ => (taken, None),
+        }
+    }
+
+    /// An event whose data is `value` alone, whole (its line end and blank line
+    /// seen), nothing of it walked yet: what the rule on its exact data says, if no
+    /// walk could say more (the common case on the wire: no role-only chunk to read,
+    /// no member rule, and none of the names the error-object and usage walk stops
+    /// at in the value, [`json_may_count`](Self::json_may_count)). `None` if a walk
+    /// must decide.
+    fn settle(&self, value: &[u8]) -> Option<Option<Meaning>> {
+        debug_assert!(!self.has_data && self.json.is_fresh() && self.data.len == 0);
+        if self.reads_role() || self.rules.member.is_some() {
+            return None;
+        }
+        if self.walks_json() && self.json_may_count(value) {
+            return None;
+        }
+        Some(self.data_meaning(value))
+    }
+
+    /// What the data rules say of an event whose data is exactly `value`.
+    #[inline]
+    fn data_meaning(&self, value: &[u8]) -> Option<Meaning> {
+        let may_match = self.data_lens & len_bit(value.len()) != 0;
+        may_match.then(|| self.rules.data.lookup(value)).flatten()
+    }
+
+    /// [`dispatch`](Self::dispatch) for an event [`settle`](Self::settle)d: its only
+    /// field a `data` line meaning `data`, no walk having found anything (no error
+    /// object, usage, member or role-only chunk), and nothing of it in the scanner's
+    /// state to reset.
+    #[inline]
+    fn dispatch_settled(&mut self, data: Option<Meaning>) -> Option<Signal> {
+        let meaning = data.max(self.message);
+        self.count_progress(meaning);
+        Meaning::signal(meaning)
+    }
+
+    /// Counts a dispatched event of this meaning as progress, unless it is a
+    /// keep-alive or preamble before the first progress.
+    #[inline]
+    fn count_progress(&mut self, meaning: Option<Meaning>) {
+        let preamble = meaning == Some(Meaning::Preamble) && self.progress == 0;
+        if meaning != Some(Meaning::KeepAlive) && !preamble {
+            self.progress += 1;
         }
     }
 
@@ -1471,10 +1606,7 @@ impl SseScanner {
             let meaning = meaning.max(error).max(member);
             // A role-only chunk that some rule also names is what that rule says.
             let meaning = meaning.or(role);
-            let preamble = meaning == Some(Meaning::Preamble) && self.progress == 0;
-            if meaning != Some(Meaning::KeepAlive) && !preamble {
-                self.progress += 1;
-            }
+            self.count_progress(meaning);
             if let (Some(counts), Some(rules)) = (self.json.usage(), self.rules.usage_rules()) {
                 if !rules.final_only || matches!(meaning, Some(Meaning::Done | Meaning::Failed)) {
                     self.usage = self.usage.updated(counts);
@@ -1507,50 +1639,38 @@ impl fmt::Debug for SseScanner {
     }
 }
 
-/// The quick reject's searchers ([`SseScanner::json_may_count`]): which of the
-/// process's shared searchers ([`finders`]) look for the first names of
-/// [`SseRules::walk_names`]. Building a `memmem` finder costs more than searching a
-/// chat chunk with it, and one is hundreds of bytes, so they are built once per
-/// process and name, not per line nor per scanner; a scanner holds their slots.
-/// Names past those (none in any preset), and every name without the `std`
-/// feature, are searched with a finder built per line.
+/// How the quick reject ([`SseScanner::json_may_count`], [`SseScanner::whole_event`])
+/// looks for [`SseRules::walk_names`]: in a short value, by the block tests of
+/// [`quoted::Names`] (the names' lengths and last bytes; the names themselves are
+/// the rules'); in a long one, with the process's shared searchers ([`finders`]) of
+/// the first names. Building a `memmem` finder costs more than searching a chat
+/// chunk with it, and one is hundreds of bytes, so they are built once per process
+/// and name, not per line nor per scanner; a scanner holds their slots. Names past
+/// those (none in any preset) are searched with a finder built per line, and so is
+/// every long value without the `std` feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Needles {
-    slots: [u8; Needles::MAX],
-    /// How many of `slots` are in use: the first `len` names have a searcher.
-    len: u8,
-    /// Names past those.
-    more: bool,
+    /// The block tests for short values; `None` if there are more names than they
+    /// hold (none in any preset).
+    names: Option<quoted::Names>,
+    /// The slots of the first names' shared searchers, for long values.
+    slots: [Option<u8>; quoted::MAX],
 }
 
 impl Needles {
-    /// The most names a scanner holds searchers for.
-    const MAX: usize = 4;
+    /// The longest value searched with the block tests ([`quoted::Names`]); a
+    /// longer one is searched with `memmem`, one name at a time.
+    const SHORT: usize = 128;
 
     fn new(rules: &SseRules) -> Self {
-        let mut needles = Self {
-            slots: [0; Self::MAX],
-            len: 0,
-            more: false,
-        };
-        for name in rules.walk_names() {
-            match finders::slot(name) {
-                Some(slot) if usize::from(needles.len) < Self::MAX && !needles.more => {
-                    needles.slots[usize::from(needles.len)] = slot;
-                    needles.len += 1;
-                }
-                _ => needles.more = true,
-            }
+        let mut slots = [None; quoted::MAX];
+        for (slot, name) in slots.iter_mut().zip(rules.walk_names()) {
+            *slot = finders::slot(name);
         }
-        needles
-    }
-
-    /// The searchers of the first names, in their order (`None` would be a slot
-    /// without its searcher, which [`finders::slot`] rules out: taken as a match).
-    fn finders(&self) -> impl Iterator<Item = Option<&'static finders::Needle>> + '_ {
-        self.slots[..usize::from(self.len)]
-            .iter()
-            .map(|&slot| finders::get(slot))
+        Self {
+            names: quoted::Names::new(rules.walk_names()),
+            slots,
+        }
     }
 }
 
@@ -1561,6 +1681,8 @@ impl Needles {
 mod finders {
     use std::sync::OnceLock;
 
+    #[cfg(target_arch = "x86_64")]
+    use memchr::arch::x86_64::avx2::memchr::Two;
     #[cfg(target_arch = "x86_64")]
     use memchr::arch::x86_64::avx2::packedpair::Finder as Avx2;
     use memchr::memmem::Finder;
@@ -1605,6 +1727,7 @@ mod finders {
         }
 
         /// Whether `haystack` holds the name in quotes.
+        #[inline]
         pub(super) fn is_quoted_in(&self, haystack: &[u8]) -> bool {
             #[cfg(target_arch = "x86_64")]
             if let Some((avx2, quoted)) = &self.avx2 {
@@ -1623,6 +1746,22 @@ mod finders {
             }
             false
         }
+    }
+
+    /// The line end searcher, with AVX2.
+    #[cfg(target_arch = "x86_64")]
+    static LINE_ENDS: OnceLock<Option<Two>> = OnceLock::new();
+
+    /// The first CR or LF in `bytes`. With AVX2, its searcher is called directly,
+    /// built once per process: through `memchr2`'s dispatch a chat chunk's line
+    /// costs a few dozen instructions more.
+    #[inline]
+    pub(super) fn line_end(bytes: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(two) = LINE_ENDS.get_or_init(|| Two::new(b'\r', b'\n')) {
+            return two.find(bytes);
+        }
+        memchr::memchr2(b'\r', b'\n', bytes)
     }
 
     /// The slot of `name`'s searcher, which is built if it was not; `None` if every
@@ -1658,6 +1797,11 @@ mod finders {
         None
     }
 
+    /// The first CR or LF in `bytes`.
+    pub(super) fn line_end(bytes: &[u8]) -> Option<usize> {
+        memchr::memchr2(b'\r', b'\n', bytes)
+    }
+
     pub(super) fn get(_: u8) -> Option<&'static Needle> {
         None
     }
@@ -1682,6 +1826,17 @@ fn event_end(rest: &[u8]) -> Option<(usize, bool)> {
     }
 }
 
+/// The bit of data `len` bytes long in [`SseScanner::data_lens`].
+#[inline]
+fn len_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+/// Whether `value` holds `name` in quotes, with a `memmem` search built for it.
+fn quoted_in(value: &[u8], name: &[u8]) -> bool {
+    memchr::memmem::find_iter(value, name).any(|i| quoted_at(value, i, name.len()))
+}
+
 /// Whether the `len` bytes at `i` in `value` stand in quotes.
 fn quoted_at(value: &[u8], i: usize, len: usize) -> bool {
     i > 0 && value[i - 1] == b'"' && value.get(i + len) == Some(&b'"')
@@ -1689,7 +1844,7 @@ fn quoted_at(value: &[u8], i: usize, len: usize) -> bool {
 
 /// The index of the first CR or LF, or the length.
 fn line_end(bytes: &[u8]) -> usize {
-    memchr::memchr2(b'\r', b'\n', bytes).unwrap_or(bytes.len())
+    finders::line_end(bytes).unwrap_or(bytes.len())
 }
 
 #[cfg(test)]
@@ -1712,12 +1867,13 @@ mod tests {
         }
     }
 
-    /// `data_line` (a `data:` line read at once, a whole event dispatched there) and
-    /// the quick reject leave the scanner exactly as the byte loop does: every
-    /// sequence of up to three tokens (a whole event is three: a blank line is one
-    /// token; four took over a minute in a debug build), fed whole and split once
-    /// anywhere, ends in the same state (verdict, progress, usage, line and walks) as fed byte by byte,
-    /// where neither applies.
+    /// `data_line` (a `data:` line read at once, a whole event dispatched there),
+    /// `whole_event` (a chunk that is one whole event) and the quick reject leave
+    /// the scanner exactly as the byte loop does: every sequence of up to three
+    /// tokens (a whole event is three: a blank line is one token; four took over a
+    /// minute in a debug build), fed whole and split once anywhere, and fed whole
+    /// after a first event, ends in the same state (verdict, progress, usage, line
+    /// and walks) as fed byte by byte, where none applies.
     #[cfg(feature = "alloc")]
     #[test]
     fn data_lines_read_at_once_as_byte_by_byte() {
@@ -1742,6 +1898,27 @@ mod tests {
                 for b in &input {
                     expected = expected.max(bytewise.feed(core::slice::from_ref(b)));
                 }
+                // The input as the one chunk after a first event (the start of the
+                // stream and the preamble are behind: whole events take the fast
+                // path).
+                const FIRST: &[u8] = b"data: x\n\n";
+                let mut after = SseScanner::new(rules.clone());
+                let mut after_bytewise = SseScanner::new(rules.clone());
+                after.feed(FIRST);
+                after_bytewise.feed(FIRST);
+                let signal = after.feed(&input);
+                let expected_after = (input.iter())
+                    .map(|b| after_bytewise.feed(core::slice::from_ref(b)))
+                    .max()
+                    .flatten();
+                assert_eq!(
+                    signal, expected_after,
+                    "{rules:?} {input:?} after a blank line"
+                );
+                assert!(
+                    after == after_bytewise,
+                    "{rules:?} {input:?} after a blank line"
+                );
                 for k in 0..=input.len() {
                     let mut split = SseScanner::new(rules.clone());
                     let signal = split.feed(&input[..k]).max(split.feed(&input[k..]));

@@ -5,10 +5,11 @@
 //! AWS event streams in `<name>.eventstream`, a readable description of the frames
 //! that [`eventstream_bytes`] encodes (binary files would hide what they hold).
 //!
-//! Every transcript is fed through a real `TrackedStream` whole, byte by byte, and in
-//! every 2-way split, and then either ends (the upstream's EOF) or is dropped before
-//! the end is seen (the client left); each run must record exactly the expected
-//! outcome, with every byte passed through, and, where `cases.txt` gives it, the
+//! Every transcript is fed through a real `TrackedStream` whole, byte by byte, one
+//! event per chunk, and in every 2-way split, and then either ends (the upstream's
+//! EOF) or is dropped before the end is seen (the client left); each run must record
+//! exactly the expected outcome, with every byte passed through, and, where
+//! `cases.txt` gives it, the
 //! token usage the transcript reported (whatever the verdict: a stream cut short or
 //! left keeps the usage reported before its end).
 
@@ -218,16 +219,32 @@ fn run(rules: &Rules, chunks: &[&[u8]], eof: bool) -> Outcome {
     records[0]
 }
 
-/// Every way of feeding `bytes` this test uses: whole, byte by byte, and each 2-way
-/// split.
+/// Every way of feeding `bytes` this test uses: whole, byte by byte, one event per
+/// chunk (as engines write them: cut after each blank line), and each 2-way split.
 fn feeds(bytes: &[u8]) -> impl Iterator<Item = Vec<&[u8]>> {
     let whole = std::iter::once(vec![bytes]);
     let bytewise = std::iter::once(bytes.chunks(1).collect());
+    let events = std::iter::once(events(bytes));
     let halves = (1..bytes.len()).map(move |at| {
         let (a, b) = bytes.split_at(at);
         vec![a, b]
     });
-    whole.chain(bytewise).chain(halves)
+    whole.chain(bytewise).chain(events).chain(halves)
+}
+
+/// `bytes` cut after each `\n\n` and `\r\n\r\n`: one SSE event per chunk.
+fn events(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for end in 1..=bytes.len() {
+        let seen = &bytes[start..end];
+        if seen.ends_with(b"\n\n") || seen.ends_with(b"\r\n\r\n") {
+            chunks.push(seen);
+            start = end;
+        }
+    }
+    chunks.push(&bytes[start..]);
+    chunks
 }
 
 #[test]
