@@ -18,6 +18,10 @@
 //!   with Ollama's error line. A body without in-band rules gets no
 //!   event: it is cut (the body ends with an error), never ended cleanly. An error the
 //!   worker sent in-band already went through as it came.
+//! * **A cut loses no bytes.** The server (hyper) drops what it holds in its write
+//!   buffer with the connection when the body fails, and writes it out when the body
+//!   is `Pending`: a cut that comes right after a chunk waits one `Pending` (the task
+//!   woken at once), so the bytes the worker sent before it reach the client.
 //! * **The end of the shutdown grace** ends the stream: Abandoned with cause
 //!   `shutdown` (an end already seen stands), the upstream dropped, and the client's
 //!   body cut with an error.
@@ -82,6 +86,12 @@ pub(super) struct ClientBody<S: Stream, R: Recorder, W, F> {
     last_at: Option<Instant>,
     /// The stream yielded its failure event: the client has been told.
     told: bool,
+    /// A chunk went out since the body last returned `Pending`: the server may still
+    /// hold it in its write buffer.
+    unflushed: bool,
+    /// The error the body is cut with, held for one `Pending` so that the server
+    /// writes what it holds first.
+    held_cut: Option<BoxError>,
 }
 
 impl<S: Stream, R: Recorder, W, F> ClientBody<S, R, W, F> {
@@ -102,6 +112,8 @@ impl<S: Stream, R: Recorder, W, F> ClientBody<S, R, W, F> {
             first_at: None,
             last_at: None,
             told: false,
+            unflushed: false,
+            held_cut: None,
         }
     }
 
@@ -111,6 +123,25 @@ impl<S: Stream, R: Recorder, W, F> ClientBody<S, R, W, F> {
         if let (Some(first), Some(last)) = (self.first_at, self.last_at) {
             self.timing.progressed(self.seen, first, last);
         }
+    }
+
+    /// Cuts the body with `err`: at once if no chunk went out since the last
+    /// `Pending`, or else after one `Pending` (the task woken at once). A server drops
+    /// its write buffer with the connection when the body fails (hyper does), and it
+    /// writes that buffer out when the body is `Pending`: so the bytes the worker sent
+    /// before the cut reach the client, however fast the cut follows them.
+    fn cut_with(
+        &mut self,
+        err: BoxError,
+        cx: &Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BoxError>>> {
+        if !self.unflushed {
+            return Poll::Ready(Some(Err(err)));
+        }
+        self.unflushed = false;
+        self.held_cut = Some(err);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Drops the stream now: its verdict is recorded, with the progress times.
@@ -176,6 +207,9 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(err) = this.held_cut.take() {
+            return Poll::Ready(Some(Err(err)));
+        }
         let Some(tracked) = this.tracked.as_mut() else {
             return Poll::Ready(None);
         };
@@ -190,7 +224,7 @@ where
                 tracked.as_mut().abandon(Cause::Shutdown);
             }
             this.tracked = None;
-            return Poll::Ready(Some(Err(Box::new(ShutDown))));
+            return this.cut_with(Box::new(ShutDown), cx);
         }
         if !registered {
             this.waker = Some(cx.waker().clone());
@@ -208,11 +242,15 @@ where
             this.last_at = Some(at);
         }
         match poll {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                this.unflushed = false;
+                Poll::Pending
+            }
             Poll::Ready(Some(Ok(chunk))) => {
                 // The worker's chunks come before its end; an item after it is the
                 // stream's failure event.
                 this.told |= tracked.get_ref().is_inner_ended();
+                this.unflushed = true;
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(err))) => {
@@ -221,13 +259,19 @@ where
                 // After the failure event, the error item that failed the stream: the
                 // client has the failure in its API's words, and the body ends
                 // cleanly so that its parser reads them. Otherwise, a cut.
-                Poll::Ready((!this.told).then(|| Err(err.into())))
+                if this.told {
+                    return Poll::Ready(None);
+                }
+                this.cut_with(err.into(), cx)
             }
             Poll::Ready(None) => {
                 let outcome = tracked.outcome();
                 // Records the verdict now.
                 this.end();
-                Poll::Ready(cut(outcome, this.told).map(Err))
+                match cut(outcome, this.told) {
+                    Some(err) => this.cut_with(err, cx),
+                    None => Poll::Ready(None),
+                }
             }
         }
     }
@@ -333,6 +377,61 @@ mod tests {
         assert!(!clean, "{text}");
         assert_eq!(text, "{\"choices\":[");
         assert_eq!(outcome.cause, Cause::ErrorItem);
+    }
+
+    /// A waker that counts its wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_cut_right_after_a_chunk_waits_one_pending_so_the_server_writes_the_chunk_first() {
+        let items = vec![ok("{\"choices\":["), Err(std::io::Error::other("reset"))];
+        let tracked = TrackedStream::new(stream::iter(items), |_: Outcome| {});
+        let attempt = Box::pin(Attempt::new(
+            tracked.with_failure_event_named(Arc::<str>::from("w")),
+            0,
+        ));
+        let (_over, over) = watch::channel(false);
+        let mut body = ClientBody::new(attempt, over, Timing::start());
+        let wakes = Arc::new(Wakes(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = || Pin::new(&mut body).poll_next(&mut cx);
+        assert!(matches!(poll(), Poll::Ready(Some(Ok(_)))), "the chunk");
+        // The server writes out what it holds while the body is pending; it would
+        // drop it with the connection on the error.
+        assert!(poll().is_pending(), "one pending before the cut");
+        assert_eq!(
+            wakes.0.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "woken at once"
+        );
+        assert!(matches!(poll(), Poll::Ready(Some(Err(_)))), "then the cut");
+        assert!(matches!(poll(), Poll::Ready(None)));
+        // A cut with no chunk before it since the last pending comes at once.
+        let items: Vec<Item> = vec![Err(std::io::Error::other("reset"))];
+        let tracked = TrackedStream::new(stream::iter(items), |_: Outcome| {});
+        let attempt = Box::pin(Attempt::new(
+            tracked.with_failure_event_named(Arc::<str>::from("w")),
+            0,
+        ));
+        let (_over, over) = watch::channel(false);
+        let mut body = ClientBody::new(attempt, over, Timing::start());
+        let poll = Pin::new(&mut body).poll_next(&mut cx);
+        assert!(matches!(poll, Poll::Ready(Some(Err(_)))), "the cut at once");
+        assert_eq!(
+            wakes.0.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "no wake"
+        );
     }
 
     #[tokio::test]
