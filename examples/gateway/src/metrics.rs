@@ -1038,3 +1038,67 @@ impl Metrics {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(metrics: &Metrics) -> Vec<String> {
+        let out = metrics.render(&[State::Closed], 0, 1).expect("renders");
+        out.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn every_cause_has_its_own_slot() {
+        for (i, cause) in CAUSES.iter().enumerate() {
+            assert_eq!(cause_index(*cause), Some(i), "{}", cause.as_str());
+        }
+    }
+
+    /// A kept series is the family's: it counts into what a scrape reads, and a label
+    /// set never used renders no series, as before the slots.
+    #[test]
+    fn kept_series_render_as_the_family_s() {
+        let metrics = Metrics::new(&["w0".to_owned()]);
+        let latency = Latency {
+            operation: Operation::Chat,
+            duration: Duration::from_millis(30),
+            first_token: Some(Duration::from_millis(5)),
+            per_token: None,
+        };
+        let done = Outcome::new(Verdict::Success, Cause::Done, 3, 30)
+            .with_usage(sluice::Usage::new(Some(7), Some(2)));
+        let truncated = Outcome::new(Verdict::Failure, Cause::Truncated, 1, 10);
+        for outcome in [done, done, truncated] {
+            metrics.verdict(0, outcome, false);
+            metrics.latency(0, outcome, &latency);
+            metrics.token_usage(0, outcome);
+        }
+        metrics.attempt(0, AttemptKind::First, AttemptResult::Answered);
+        metrics.attempt(0, AttemptKind::First, AttemptResult::Answered);
+        let lines = lines(&metrics);
+        for want in [
+            r#"sluice_verdicts_total{worker="w0",verdict="success",cause="done"} 2"#,
+            r#"sluice_verdicts_total{worker="w0",verdict="failure",cause="truncated"} 1"#,
+            r#"sluice_streams_cancelled_total{worker="w0"} 0"#,
+            r#"sluice_attempts_total{worker="w0",kind="first",result="answered"} 2"#,
+            r#"gen_ai_server_request_duration_seconds_count{worker="w0",gen_ai_operation_name="chat",verdict="success"} 2"#,
+            r#"gen_ai_server_request_duration_seconds_count{worker="w0",gen_ai_operation_name="chat",verdict="failure",error_type="truncated"} 1"#,
+            r#"gen_ai_server_time_to_first_token_seconds_count{worker="w0",gen_ai_operation_name="chat"} 2"#,
+            r#"gen_ai_client_token_usage_count{worker="w0",verdict="success",gen_ai_token_type="input"} 2"#,
+            r#"gen_ai_client_token_usage_sum{worker="w0",verdict="success",gen_ai_token_type="output"} 4.0"#,
+        ] {
+            assert!(lines.iter().any(|l| l == want), "no {want} in {lines:#?}");
+        }
+        for absent in [
+            "gen_ai_server_time_per_output_token_seconds_count",
+            r#"gen_ai_client_token_usage_count{worker="w0",verdict="failure""#,
+            r#"verdict="abandoned""#,
+        ] {
+            assert!(
+                !lines.iter().any(|l| l.contains(absent)),
+                "{absent} in {lines:#?}"
+            );
+        }
+    }
+}
