@@ -53,6 +53,7 @@
 //! the worker's name.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -60,7 +61,7 @@ use prometheus_client::encoding::{
     EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
 };
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
@@ -342,17 +343,34 @@ const STATES: [State; 5] = [
     State::Disabled,
 ];
 
+/// A worker's name as a label value: shared, so a label set takes it by a reference
+/// count, not by copying the string.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct WorkerName(Arc<str>);
+
+impl WorkerName {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl EncodeLabelValue for WorkerName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
 /// Labels of a per-worker series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabels {
-    worker: String,
+    worker: WorkerName,
 }
 
 /// A worker as labels: its name (`worker`) and, in prefill/decode mode, its role
 /// (`role`: `prefill` or `decode`); without a role the label is left out.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct Who {
-    worker: String,
+    worker: WorkerName,
     role: Option<&'static str>,
 }
 
@@ -377,7 +395,7 @@ struct AbortLabels {
 /// Labels of `sluice_attempts_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
-    worker: String,
+    worker: WorkerName,
     kind: AttemptKind,
     result: AttemptResult,
 }
@@ -392,7 +410,7 @@ struct RefusedLabels {
 /// Labels of `sluice_health_checks_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HealthLabels {
-    worker: String,
+    worker: WorkerName,
     result: HealthResult,
 }
 
@@ -426,7 +444,7 @@ struct TransitionLabels {
 /// Labels of the time-to-first-token and time-per-output-token histograms.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
-    worker: String,
+    worker: WorkerName,
     gen_ai_operation_name: Operation,
 }
 
@@ -450,7 +468,7 @@ impl EncodeLabelValue for TokenType {
 /// Labels of `gen_ai_client_token_usage`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UsageLabels {
-    worker: String,
+    worker: WorkerName,
     verdict: VerdictLabel,
     gen_ai_token_type: TokenType,
 }
@@ -460,7 +478,7 @@ struct UsageLabels {
 /// out of the other series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct DurationLabels {
-    worker: String,
+    worker: WorkerName,
     gen_ai_operation_name: Operation,
     verdict: VerdictLabel,
     error_type: Option<CauseLabel>,
@@ -500,16 +518,160 @@ fn token_usage() -> Histogram {
     Histogram::new(TOKEN_USAGE_BUCKETS)
 }
 
+/// The series of one family for one worker, a slot per label set it can have (by
+/// index). A slot's series is made by the family's `get_or_create` the first time it
+/// is used, so a scrape shows it from then on, exactly as without the slot; then it is
+/// kept. A family's series are shared handles (an `Arc`), so the kept clone counts into
+/// the series the family renders, and later uses build, hash and look up no label set.
+#[derive(Debug)]
+struct Slots<M>(Box<[OnceLock<M>]>);
+
+impl<M: Clone> Slots<M> {
+    fn new(len: usize) -> Self {
+        Self((0..len).map(|_| OnceLock::new()).collect())
+    }
+
+    /// Applies `f` to `family`'s series labelled `labels()`: the one in slot `i`, made
+    /// on first use; without a slot, the one looked up in the family.
+    fn with<L, C>(
+        &self,
+        i: Option<usize>,
+        family: &Family<L, M, C>,
+        labels: impl FnOnce() -> L,
+        f: impl FnOnce(&M),
+    ) where
+        L: Clone + std::hash::Hash + Eq,
+        C: MetricConstructor<M>,
+    {
+        match i.and_then(|i| self.0.get(i)) {
+            Some(slot) => f(slot.get_or_init(|| family.get_or_create_owned(&labels()))),
+            None => f(&family.get_or_create(&labels())),
+        }
+    }
+}
+
+/// How many verdicts there are, for [`verdict_index`].
+const VERDICTS: usize = 3;
+
+/// A verdict's slot index.
+const fn verdict_index(verdict: Verdict) -> usize {
+    match verdict {
+        Verdict::Success => 0,
+        Verdict::Failure => 1,
+        Verdict::Abandoned => 2,
+    }
+}
+
+/// The causes with slots of their own ([`cause_index`]); a cause not listed (one
+/// added to sluice later) is looked up in its family each time.
+const CAUSES: [Cause; 20] = [
+    Cause::Done,
+    Cause::End,
+    Cause::ErrorItem,
+    Cause::ErrorEvent,
+    Cause::Truncated,
+    Cause::FirstTokenTimeout,
+    Cause::IdleTimeout,
+    Cause::Deadline,
+    Cause::Panic,
+    Cause::ClientLeft,
+    Cause::ClientLeftBeforeHead,
+    Cause::ClientStalled,
+    Cause::Status,
+    Cause::SendFailed,
+    Cause::Marked,
+    Cause::GrpcStatus,
+    Cause::HeaderTimeout,
+    Cause::Shutdown,
+    Cause::HedgeLost,
+    Cause::PeerFailed,
+];
+
+/// A cause's slot index, if it has one.
+fn cause_index(cause: Cause) -> Option<usize> {
+    CAUSES.iter().position(|&c| c == cause)
+}
+
+/// How many operations there are, for [`operation_index`].
+const OPERATIONS: usize = 2;
+
+/// An operation's slot index.
+const fn operation_index(operation: Operation) -> usize {
+    match operation {
+        Operation::Chat => 0,
+        Operation::TextCompletion => 1,
+    }
+}
+
+/// How many attempt kinds and results there are, for [`attempt_index`].
+const ATTEMPTS: usize = 3 * 4;
+
+/// An attempt's slot index, by its kind and result.
+const fn attempt_index(kind: AttemptKind, result: AttemptResult) -> usize {
+    let kind = match kind {
+        AttemptKind::First => 0,
+        AttemptKind::Retry => 1,
+        AttemptKind::Hedge => 2,
+    };
+    let result = match result {
+        AttemptResult::Answered => 0,
+        AttemptResult::Failed => 1,
+        AttemptResult::HedgeLost => 2,
+        AttemptResult::Cancelled => 3,
+    };
+    kind * 4 + result
+}
+
+/// One worker's name and its series of the families every request touches, kept so
+/// that a verdict finds them without a family lookup.
+#[derive(Debug)]
+struct Worker {
+    name: WorkerName,
+    /// Its `sluice_streams_cancelled_total` (made at the start, as before).
+    cancelled: Counter,
+    /// `sluice_verdicts_total`, by verdict and cause.
+    verdicts: Slots<Counter>,
+    /// `gen_ai_server_request_duration_seconds`, by operation, verdict and, on
+    /// failures, cause (the first cause's slot otherwise: no `error_type`).
+    duration: Slots<Histogram>,
+    /// `gen_ai_server_time_to_first_token_seconds`, by operation.
+    first_token: Slots<Histogram>,
+    /// `gen_ai_server_time_per_output_token_seconds`, by operation.
+    per_token: Slots<Histogram>,
+    /// `gen_ai_client_token_usage`, by verdict and token type.
+    tokens: Slots<Histogram>,
+    /// `sluice_attempts_total`, by kind and result.
+    attempts: Slots<Counter>,
+}
+
+impl Worker {
+    fn new(name: &str, cancelled: &Family<WorkerLabels, Counter>) -> Self {
+        let name = WorkerName(Arc::from(name));
+        let cancelled = cancelled.get_or_create_owned(&WorkerLabels {
+            worker: name.clone(),
+        });
+        Self {
+            name,
+            cancelled,
+            verdicts: Slots::new(VERDICTS * CAUSES.len()),
+            duration: Slots::new(OPERATIONS * VERDICTS * CAUSES.len()),
+            first_token: Slots::new(OPERATIONS),
+            per_token: Slots::new(OPERATIONS),
+            tokens: Slots::new(VERDICTS * 2),
+            attempts: Slots::new(ATTEMPTS),
+        }
+    }
+}
+
 /// The registry and its metric families.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    workers: Vec<String>,
+    workers: Vec<Worker>,
     /// Each worker's role, in prefill/decode mode.
     roles: Vec<&'static str>,
     state: Family<StateLabels, Gauge>,
     verdicts: Family<VerdictLabels, Counter>,
-    cancelled: Family<WorkerLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
     unavailable: Counter,
     aborts: Family<AbortLabels, Counter>,
@@ -634,18 +796,16 @@ impl Metrics {
              when it reported none (the client left before the usage came, say)",
             tokens.clone(),
         );
-        for worker in workers {
-            drop(cancelled.get_or_create(&WorkerLabels {
-                worker: worker.clone(),
-            }));
-        }
+        let workers = workers
+            .iter()
+            .map(|name| Worker::new(name, &cancelled))
+            .collect();
         Self {
             registry,
-            workers: workers.to_vec(),
+            workers,
             roles: Vec::new(),
             state,
             verdicts,
-            cancelled,
             transitions,
             unavailable,
             aborts,
@@ -672,9 +832,9 @@ impl Metrics {
     }
 
     /// `worker`'s labels: its name, and its role if it has one.
-    fn who(&self, worker: usize, name: &str) -> Who {
+    fn who(&self, worker: usize, name: &WorkerName) -> Who {
         Who {
-            worker: name.to_owned(),
+            worker: name.clone(),
             role: self.roles.get(worker).copied(),
         }
     }
@@ -682,22 +842,21 @@ impl Metrics {
     /// Counts one verdict of `worker`, by its cause; `cancelled` when the client left
     /// first.
     pub fn verdict(&self, worker: usize, outcome: Outcome, cancelled: bool) {
-        let Some(name) = self.workers.get(worker) else {
+        let Some(w) = self.workers.get(worker) else {
             return;
         };
-        self.verdicts
-            .get_or_create(&VerdictLabels {
-                who: self.who(worker, name),
-                verdict: VerdictLabel(outcome.verdict),
-                cause: CauseLabel(outcome.cause),
-            })
-            .inc();
+        let slot = cause_index(outcome.cause)
+            .map(|cause| verdict_index(outcome.verdict) * CAUSES.len() + cause);
+        let labels = || VerdictLabels {
+            who: self.who(worker, &w.name),
+            verdict: VerdictLabel(outcome.verdict),
+            cause: CauseLabel(outcome.cause),
+        };
+        w.verdicts.with(slot, &self.verdicts, labels, |c| {
+            c.inc();
+        });
         if cancelled {
-            self.cancelled
-                .get_or_create(&WorkerLabels {
-                    worker: name.clone(),
-                })
-                .inc();
+            w.cancelled.inc();
         }
     }
 
@@ -706,34 +865,46 @@ impl Metrics {
     /// as `error_type`); its time to first token and time per output token only for
     /// a successful response, as OpenTelemetry's conventions define them.
     pub fn latency(&self, worker: usize, outcome: Outcome, latency: &Latency) {
-        let Some(name) = self.workers.get(worker) else {
+        let Some(w) = self.workers.get(worker) else {
             return;
         };
-        self.duration
-            .get_or_create(&DurationLabels {
-                worker: name.clone(),
-                gen_ai_operation_name: latency.operation,
-                verdict: VerdictLabel(outcome.verdict),
-                error_type: (outcome.verdict == Verdict::Failure)
-                    .then_some(CauseLabel(outcome.cause)),
-            })
-            .observe(latency.duration.as_secs_f64());
+        let operation = operation_index(latency.operation);
+        let failure = outcome.verdict == Verdict::Failure;
+        let cause = if failure {
+            cause_index(outcome.cause)
+        } else {
+            Some(0)
+        };
+        let slot = cause.map(|cause| {
+            (operation * VERDICTS + verdict_index(outcome.verdict)) * CAUSES.len() + cause
+        });
+        let labels = || DurationLabels {
+            worker: w.name.clone(),
+            gen_ai_operation_name: latency.operation,
+            verdict: VerdictLabel(outcome.verdict),
+            error_type: failure.then_some(CauseLabel(outcome.cause)),
+        };
+        w.duration.with(slot, &self.duration, labels, |h| {
+            h.observe(latency.duration.as_secs_f64());
+        });
         if outcome.verdict != Verdict::Success {
             return;
         }
-        let labels = TokenLabels {
-            worker: name.clone(),
+        let labels = || TokenLabels {
+            worker: w.name.clone(),
             gen_ai_operation_name: latency.operation,
         };
         if let Some(first) = latency.first_token {
-            self.first_token
-                .get_or_create(&labels)
-                .observe(first.as_secs_f64());
+            w.first_token
+                .with(Some(operation), &self.first_token, labels, |h| {
+                    h.observe(first.as_secs_f64());
+                });
         }
         if let Some(per) = latency.per_token {
-            self.per_token
-                .get_or_create(&labels)
-                .observe(per.as_secs_f64());
+            w.per_token
+                .with(Some(operation), &self.per_token, labels, |h| {
+                    h.observe(per.as_secs_f64());
+                });
         }
     }
 
@@ -741,37 +912,39 @@ impl Metrics {
     /// its input tokens if the stream reported them, its output tokens if it did, or
     /// else its progress events if it saw any (they stand in for output tokens).
     pub fn token_usage(&self, worker: usize, outcome: Outcome) {
-        let Some(name) = self.workers.get(worker) else {
+        let Some(w) = self.workers.get(worker) else {
             return;
         };
         let output = match outcome.usage.output_tokens {
             Some(tokens) => Some(tokens),
             None => (outcome.progress > 0).then_some(outcome.progress),
         };
-        for (kind, tokens) in [
-            (TokenType::Input, outcome.usage.input_tokens),
-            (TokenType::Output, output),
+        for (i, kind, tokens) in [
+            (0, TokenType::Input, outcome.usage.input_tokens),
+            (1, TokenType::Output, output),
         ] {
             if let Some(tokens) = tokens {
-                self.tokens
-                    .get_or_create(&UsageLabels {
-                        worker: name.clone(),
-                        verdict: VerdictLabel(outcome.verdict),
-                        gen_ai_token_type: kind,
-                    })
-                    .observe(tokens as f64);
+                let slot = verdict_index(outcome.verdict) * 2 + i;
+                let labels = || UsageLabels {
+                    worker: w.name.clone(),
+                    verdict: VerdictLabel(outcome.verdict),
+                    gen_ai_token_type: kind,
+                };
+                w.tokens.with(Some(slot), &self.tokens, labels, |h| {
+                    h.observe(tokens as f64);
+                });
             }
         }
     }
 
     /// Counts one transition of `worker`'s breaker.
     pub fn transition(&self, worker: usize, t: &Transition) {
-        let Some(name) = self.workers.get(worker) else {
+        let Some(w) = self.workers.get(worker) else {
             return;
         };
         self.transitions
             .get_or_create(&TransitionLabels {
-                who: self.who(worker, name),
+                who: self.who(worker, &w.name),
                 from: t.from.into(),
                 to: t.to.into(),
                 reason: ReasonLabel(t.reason),
@@ -786,12 +959,12 @@ impl Metrics {
 
     /// Counts one explicit abort sent to `worker`'s engine, by `result`.
     pub fn abort(&self, worker: usize, result: AbortResult) {
-        let Some(name) = self.workers.get(worker) else {
+        let Some(w) = self.workers.get(worker) else {
             return;
         };
         self.aborts
             .get_or_create(&AbortLabels {
-                who: self.who(worker, name),
+                who: self.who(worker, &w.name),
                 result,
             })
             .inc();
@@ -799,16 +972,18 @@ impl Metrics {
 
     /// Counts one attempt sent to `worker`, by its kind and how it ended.
     pub fn attempt(&self, worker: usize, kind: AttemptKind, result: AttemptResult) {
-        let Some(name) = self.workers.get(worker) else {
+        let Some(w) = self.workers.get(worker) else {
             return;
         };
-        self.attempts
-            .get_or_create(&AttemptLabels {
-                worker: name.clone(),
-                kind,
-                result,
-            })
-            .inc();
+        let labels = || AttemptLabels {
+            worker: w.name.clone(),
+            kind,
+            result,
+        };
+        let slot = attempt_index(kind, result);
+        w.attempts.with(Some(slot), &self.attempts, labels, |c| {
+            c.inc();
+        });
     }
 
     /// Counts one retry or hedge not made, and why.
@@ -820,12 +995,12 @@ impl Metrics {
 
     /// Counts one health check of `worker`.
     pub fn health_check(&self, worker: usize, passed: bool) {
-        let Some(name) = self.workers.get(worker) else {
+        let Some(w) = self.workers.get(worker) else {
             return;
         };
         self.health
             .get_or_create(&HealthLabels {
-                worker: name.clone(),
+                worker: w.name.clone(),
                 result: if passed {
                     HealthResult::Passed
                 } else {
@@ -846,13 +1021,13 @@ impl Metrics {
         self.ejected.set(i64::try_from(ejected).unwrap_or(i64::MAX));
         self.max_ejected
             .set(i64::try_from(max_ejected).unwrap_or(i64::MAX));
-        for (i, (worker, state)) in self.workers.iter().zip(states).enumerate() {
+        for (i, (w, state)) in self.workers.iter().zip(states).enumerate() {
             let now = StateLabel::from(*state);
             for s in STATES {
                 let s = StateLabel::from(s);
                 self.state
                     .get_or_create(&StateLabels {
-                        who: self.who(i, worker),
+                        who: self.who(i, &w.name),
                         state: s,
                     })
                     .set(i64::from(s == now));
@@ -861,5 +1036,69 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(metrics: &Metrics) -> Vec<String> {
+        let out = metrics.render(&[State::Closed], 0, 1).expect("renders");
+        out.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn every_cause_has_its_own_slot() {
+        for (i, cause) in CAUSES.iter().enumerate() {
+            assert_eq!(cause_index(*cause), Some(i), "{}", cause.as_str());
+        }
+    }
+
+    /// A kept series is the family's: it counts into what a scrape reads, and a label
+    /// set never used renders no series, as before the slots.
+    #[test]
+    fn kept_series_render_as_the_family_s() {
+        let metrics = Metrics::new(&["w0".to_owned()]);
+        let latency = Latency {
+            operation: Operation::Chat,
+            duration: Duration::from_millis(30),
+            first_token: Some(Duration::from_millis(5)),
+            per_token: None,
+        };
+        let done = Outcome::new(Verdict::Success, Cause::Done, 3, 30)
+            .with_usage(sluice::Usage::new(Some(7), Some(2)));
+        let truncated = Outcome::new(Verdict::Failure, Cause::Truncated, 1, 10);
+        for outcome in [done, done, truncated] {
+            metrics.verdict(0, outcome, false);
+            metrics.latency(0, outcome, &latency);
+            metrics.token_usage(0, outcome);
+        }
+        metrics.attempt(0, AttemptKind::First, AttemptResult::Answered);
+        metrics.attempt(0, AttemptKind::First, AttemptResult::Answered);
+        let lines = lines(&metrics);
+        for want in [
+            r#"sluice_verdicts_total{worker="w0",verdict="success",cause="done"} 2"#,
+            r#"sluice_verdicts_total{worker="w0",verdict="failure",cause="truncated"} 1"#,
+            r#"sluice_streams_cancelled_total{worker="w0"} 0"#,
+            r#"sluice_attempts_total{worker="w0",kind="first",result="answered"} 2"#,
+            r#"gen_ai_server_request_duration_seconds_count{worker="w0",gen_ai_operation_name="chat",verdict="success"} 2"#,
+            r#"gen_ai_server_request_duration_seconds_count{worker="w0",gen_ai_operation_name="chat",verdict="failure",error_type="truncated"} 1"#,
+            r#"gen_ai_server_time_to_first_token_seconds_count{worker="w0",gen_ai_operation_name="chat"} 2"#,
+            r#"gen_ai_client_token_usage_count{worker="w0",verdict="success",gen_ai_token_type="input"} 2"#,
+            r#"gen_ai_client_token_usage_sum{worker="w0",verdict="success",gen_ai_token_type="output"} 4.0"#,
+        ] {
+            assert!(lines.iter().any(|l| l == want), "no {want} in {lines:#?}");
+        }
+        for absent in [
+            "gen_ai_server_time_per_output_token_seconds_count",
+            r#"gen_ai_client_token_usage_count{worker="w0",verdict="failure""#,
+            r#"verdict="abandoned""#,
+        ] {
+            assert!(
+                !lines.iter().any(|l| l.contains(absent)),
+                "{absent} in {lines:#?}"
+            );
+        }
     }
 }
