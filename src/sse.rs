@@ -1233,7 +1233,7 @@ impl SseScanner {
         let line = bytes.strip_prefix(b"data:")?;
         let line = (line.strip_suffix(b"\n\n")).or_else(|| line.strip_suffix(b"\r\n\r\n"))?;
         let value = line.strip_prefix(b" ").unwrap_or(line);
-        if self.reads_role() || self.rules.member.is_some() {
+        if self.walks_role_or_member() {
             return None;
         }
         if !(self.needles.names.as_ref()?).is_plain(value, |inside| self.is_walk_name(inside)) {
@@ -1407,7 +1407,14 @@ impl SseScanner {
     /// Whether a data value goes to [`scan_data`](Self::scan_data): to the JSON
     /// walks as well as the matcher.
     fn data_walks(&self) -> bool {
-        self.walks_json() || self.reads_role() || self.rules.member.is_some()
+        self.walks_json() || self.walks_role_or_member()
+    }
+
+    /// Whether a data value goes to the role-only chunk walk or the member walk:
+    /// then no quick reject can settle its event.
+    #[inline]
+    fn walks_role_or_member(&self) -> bool {
+        self.reads_role() || self.rules.member.is_some()
     }
 
     /// A data value (up to its line end, or the end of the chunk) for the matcher
@@ -1504,7 +1511,7 @@ impl SseScanner {
     /// must decide.
     fn settle(&self, value: &[u8]) -> Option<Option<Meaning>> {
         debug_assert!(!self.has_data && self.json.is_fresh() && self.data.len == 0);
-        if self.reads_role() || self.rules.member.is_some() {
+        if self.walks_role_or_member() {
             return None;
         }
         if self.walks_json() && self.json_may_count(value) {

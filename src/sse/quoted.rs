@@ -354,6 +354,21 @@ mod tests {
         (set, |inside: &[u8]| names.contains(&inside))
     }
 
+    /// Every word over `alphabet` of at most `longest` bytes, the empty one first.
+    fn words(alphabet: &[u8], longest: usize) -> Vec<Vec<u8>> {
+        let mut words = vec![Vec::new()];
+        let mut level = vec![Vec::new()];
+        for _ in 0..longest {
+            level = (level.iter())
+                .flat_map(|word: &Vec<u8>| {
+                    alphabet.iter().map(move |&b| [&word[..], &[b]].concat())
+                })
+                .collect();
+            words.extend(level.iter().cloned());
+        }
+        words
+    }
+
     fn naive(value: &[u8], names: &[&[u8]]) -> bool {
         names.iter().any(|name| {
             (0..value.len()).any(|i| {
@@ -376,22 +391,7 @@ mod tests {
             &[b""],
             &[b"error", b"usage"],
         ];
-        let mut values: Vec<Vec<u8>> = vec![Vec::new()];
-        let mut level = vec![Vec::new()];
-        for _ in 0..7 {
-            level = level
-                .iter()
-                .flat_map(|v: &Vec<u8>| {
-                    ALPHABET.iter().map(move |&b| {
-                        let mut v = v.clone();
-                        v.push(b);
-                        v
-                    })
-                })
-                .collect();
-            values.extend(level.iter().cloned());
-        }
-        for value in &values {
+        for value in &words(ALPHABET, 7) {
             for pad in [0, 3, 9, 17, 30] {
                 let mut long = vec![b'x'; pad];
                 long.extend_from_slice(value);
@@ -437,29 +437,16 @@ mod tests {
             // Longer than a block: its close is past the last block of starts.
             &[b"abababababababababab", b"b"],
         ];
-        let mut level = vec![Vec::new()];
-        for _ in 0..6 {
-            level = level
-                .iter()
-                .flat_map(|v: &Vec<u8>| {
-                    ALPHABET.iter().map(move |&b| {
-                        let mut v = v.clone();
-                        v.push(b);
-                        v
-                    })
-                })
-                .collect();
-            for value in &level {
-                for pad in [0, 3, 9, 16, 17, 30] {
-                    let mut long = vec![b'x'; pad];
-                    long.extend_from_slice(value);
-                    long.extend(core::iter::repeat_n(b'y', pad / 2));
-                    for names in name_sets {
-                        let ends = long.iter().any(|&b| b == b'\r' || b == b'\n');
-                        let plain = !ends && !naive(&long, names);
-                        let (set, is_name) = set(names);
-                        assert_eq!(set.is_plain(&long, is_name), plain, "{long:?} {names:?}");
-                    }
+        for value in &words(ALPHABET, 6) {
+            for pad in [0, 3, 9, 16, 17, 30] {
+                let mut long = vec![b'x'; pad];
+                long.extend_from_slice(value);
+                long.extend(core::iter::repeat_n(b'y', pad / 2));
+                for names in name_sets {
+                    let ends = long.iter().any(|&b| b == b'\r' || b == b'\n');
+                    let plain = !ends && !naive(&long, names);
+                    let (set, is_name) = set(names);
+                    assert_eq!(set.is_plain(&long, is_name), plain, "{long:?} {names:?}");
                 }
             }
         }
