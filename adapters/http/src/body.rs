@@ -31,7 +31,12 @@ pin_project! {
     ///   in-band done or failure, in place (a non-contiguous [`Buf`] through its
     ///   [`chunks_vectored`], up to 32 slices; a `Buf` that shows fewer bytes than it
     ///   holds is counted and scanned in what it shows);
-    /// * an error frame is an error;
+    /// * an error frame is an error. One that comes right behind a data frame is
+    ///   returned a poll later, after one `Pending` (the task woken at once), and so
+    ///   is a timer's error: a server writes out what it buffered while the body is
+    ///   pending, and hyper's HTTP/1.1 server drops it when the body fails, so the
+    ///   worker's last bytes would not reach the client. (Over HTTP/2, `h2` may still
+    ///   drop frames of the reset stream that its connection task had not written.)
     /// * the inner body's end is the end: `None`, a trailers frame (the last frame a
     ///   body sends), or the data frame after which [`is_end_stream`] turns true
     ///   (reported at once, without waiting for another poll). A body that reports
@@ -111,11 +116,23 @@ pin_project! {
         // ledger's `is_recorded`: an attempt records a tracked body early
         // (`record_pinned`), and that body stays tracked, and fused at its end.
         settled: bool,
+        // A data frame went out since the body last returned `Pending`: the server may
+        // still hold it in its write buffer.
+        unflushed: bool,
+        // The inner body's error, read right after a data frame and held for one
+        // `Pending`, so that the server writes that frame out before the error aborts
+        // the response (hyper's HTTP/1.1 server drops what it buffered when a body
+        // fails). The next poll takes it as the inner body's next frame.
+        held: Option<B::Error>,
     }
 
     impl<B: Body, R: Recorder> PinnedDrop for Tracked<B, R> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            if this.held.is_some() && !this.ledger.is_ended() {
+                // Dropped before the held error went out: the body failed all the same.
+                this.ledger.on_error();
+            }
             // Skipped while unwinding: the inner body may be what panicked.
             if !this.ledger.is_ended() && !std::thread::panicking() {
                 end_if_over(this.ledger, &*this.inner, this.grpc);
@@ -135,6 +152,8 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
                 ledger: Ledger::new(recorder),
                 grpc: None,
                 settled: false,
+                unflushed: false,
+                held: None,
             },
             watch: NoTimers,
             tail: Tail::new(NoFailureEvent),
@@ -151,6 +170,8 @@ impl<B: Body, R: Recorder> TrackedBody<B, R> {
                 ledger: Ledger::recorded(outcome),
                 grpc: None,
                 settled: true,
+                unflushed: false,
+                held: None,
             },
             watch: NoTimers,
             tail: Tail::new(NoFailureEvent),
@@ -791,6 +812,17 @@ fn on_error<R: Recorder, F: FailureTail<D, E>, D, E>(
     }
 }
 
+/// `Pending` once, the task woken at once: a server writes out what it buffered (the
+/// data frame that just went out) while the body is pending, before the error that
+/// comes next makes it drop the response.
+#[cold]
+#[inline(never)]
+fn flush_turn<T>(unflushed: &mut bool, cx: &mut Context<'_>) -> Poll<T> {
+    *unflushed = false;
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
 /// One poll of a tracked body, whatever its timers: `inner_error` wraps the inner
 /// body's error, `timed_out` makes the error frame of a timer that failed the body.
 #[inline(always)]
@@ -818,24 +850,39 @@ fn poll_tracked<B: Body, R: Recorder, W: ProgressTimers, F: FailureTail<B::Data,
             false => Poll::Ready(None),
         };
     }
-    // A due timer wins over an inner body that is ready.
-    if W::ACTIVE {
+    // A due timer wins over an inner body that is ready (not over its error already
+    // read); it fails the body a turn later if a data frame just went out (it stays
+    // due).
+    if W::ACTIVE && this.held.is_none() {
         if let Poll::Ready(cause) = body.watch.poll_expired(cx, ledger.progress()) {
+            if *this.unflushed {
+                return flush_turn(this.unflushed, cx);
+            }
             return Poll::Ready(on_expired(ledger, tail, cause, timed_out));
         }
     }
     // Whether a data frame is the last one: asked under the same guard.
     let mut last = false;
-    let poll = ledger.guard(|| {
-        let poll = inner.as_mut().poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &poll {
-            last = frame.is_data() && inner.is_end_stream();
-        }
-        poll
-    });
+    let poll = match this.held.take() {
+        Some(e) => Poll::Ready(Some(Err(e))),
+        None => ledger.guard(|| {
+            let poll = inner.as_mut().poll_frame(cx);
+            if let Poll::Ready(Some(Ok(frame))) = &poll {
+                last = frame.is_data() && inner.is_end_stream();
+            }
+            poll
+        }),
+    };
     let frame = match poll {
         Poll::Ready(Some(Ok(frame))) => frame,
-        Poll::Pending => return Poll::Pending,
+        Poll::Pending => {
+            *this.unflushed = false;
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Err(e))) if *this.unflushed => {
+            *this.held = Some(e);
+            return flush_turn(this.unflushed, cx);
+        }
         Poll::Ready(Some(Err(e))) => {
             let error = inner_error(e);
             if F::ACTIVE {
@@ -874,6 +921,7 @@ fn poll_tracked<B: Body, R: Recorder, W: ProgressTimers, F: FailureTail<B::Data,
                     data
                 }
             };
+            *this.unflushed = true;
             Poll::Ready(Some(Ok(Frame::data(data))))
         }
         Err(frame) => {

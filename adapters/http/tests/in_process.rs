@@ -370,3 +370,43 @@ impl LayerService for BreakerLayer {
         tower::Layer::layer(self, inner)
     }
 }
+
+/// The inner body's error right behind a data frame is held for one `Pending` (the
+/// task woken, so that a server writes the frame out first); a body dropped in that
+/// turn failed all the same: `Failure`, not `Abandoned`.
+#[test]
+fn an_error_held_behind_data_is_a_failure_if_the_body_is_dropped() {
+    let woken = Arc::new(AtomicU32::new(0));
+    struct Count(Arc<AtomicU32>);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let waker = Waker::from(Arc::new(Count(woken.clone())));
+    let mut cx = Context::from_waker(&waker);
+    let (record, outcomes) = channel();
+    let inner = frames(vec![
+        Ok(Frame::data(Bytes::from_static(b"hi"))),
+        Err("broke"),
+    ]);
+    let mut body = Box::pin(TrackedBody::new(inner, record));
+    assert!(matches!(
+        body.as_mut().poll_frame(&mut cx),
+        Poll::Ready(Some(Ok(_)))
+    ));
+    assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+    assert_eq!(
+        woken.load(Ordering::SeqCst),
+        1,
+        "woken at once for the error"
+    );
+    assert_eq!(
+        body.terminal(),
+        Terminal::Active,
+        "nothing settled in the turn"
+    );
+    drop(body);
+    let o = outcomes.try_recv().expect("recorded at the drop");
+    assert_eq!((o.verdict, o.cause), (Verdict::Failure, Cause::ErrorItem));
+}
