@@ -427,17 +427,15 @@ impl Gateway {
         let set = SharedBreakerSet::try_with_clock(workers.len(), options.config, clock)?
             .with_max_ejected_percent(options.max_ejected_percent);
         let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
-        // No idle connections are kept: an engine that closes a keep-alive connection
-        // just as the next request is written to it (llama-server does, after a
-        // streamed answer) would make that request fail with "connection closed
-        // before message completed", and count as the worker's Failure. A request to
-        // an engine lasts seconds; a fresh connection costs a handshake. Redirects are
-        // not followed: a 3xx is the worker's Failure.
+        // Idle connections to the workers are kept for reuse, but not past
+        // `UPSTREAM_IDLE`; one that the worker closed just as a request went out on it
+        // is retried on another ([`send`]). Redirects are not followed: a 3xx is the
+        // worker's Failure.
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(0)
+            .pool_idle_timeout(UPSTREAM_IDLE)
             .build()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -679,12 +677,12 @@ impl Inner {
             self.workers[worker].base.trim_end_matches('/'),
             engine::SGLANG_ABORT_PATH
         );
-        let call = self
-            .client
-            .post(url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(serde_json::json!({ "rid": rid }).to_string())
-            .send();
+        let call = send(
+            self.client
+                .post(url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(serde_json::json!({ "rid": rid }).to_string()),
+        );
         let gw = Arc::clone(self);
         runtime.spawn(async move {
             let result = match tokio::time::timeout(ABORT_TIMEOUT, call).await {
@@ -746,6 +744,63 @@ pub fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
 }
 
 /// An error and its sources, `: `-separated (reqwest's own message says little).
+/// How long an idle connection to a worker is kept for the next request: under the 5 s
+/// after which the common engine servers close one (uvicorn, in front of vLLM and
+/// SGLang; cpp-httplib, in llama-server), so that the gateway seldom races a close.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(4);
+
+/// Sends `request` to a worker; if the kept-alive connection it went out on turned
+/// out closed before any byte of the answer came, sends it once more (on another
+/// connection, a new one if none is left).
+///
+/// A worker may close an idle connection just as the gateway writes the next request
+/// to it: llama-server closes every connection right after a streamed answer, and an
+/// idle timeout can close one too. That request never reached the worker's handler,
+/// and is not the worker's failure. A worker that closes a new connection without an
+/// answer fails the second send the same way, and that one is its Failure.
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+    let again = request.try_clone();
+    resend(request, move || again).await
+}
+
+/// [`send`], the second request made by `again` only if it is needed.
+pub(crate) async fn resend(
+    request: reqwest::RequestBuilder,
+    again: impl FnOnce() -> Option<reqwest::RequestBuilder>,
+) -> reqwest::Result<reqwest::Response> {
+    match request.send().await {
+        Err(err) if closed_under(&err) => match again() {
+            Some(again) => again.send().await,
+            None => Err(err),
+        },
+        sent => sent,
+    }
+}
+
+/// Whether `err` says the connection closed under the request, before the response
+/// head: hyper's "connection closed before message completed", or a reset or broken
+/// pipe on the socket.
+fn closed_under(err: &reqwest::Error) -> bool {
+    use std::error::Error;
+    use std::io::ErrorKind;
+    let mut source: Option<&(dyn Error + 'static)> = err.source();
+    while let Some(err) = source {
+        if let Some(err) = err.downcast_ref::<hyper::Error>() {
+            if err.is_incomplete_message() {
+                return true;
+            }
+        }
+        if let Some(err) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                err.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+            );
+        }
+        source = err.source();
+    }
+    false
+}
+
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();

@@ -1,7 +1,8 @@
 //! `serve` in front of workers that misbehave, each a real server on loopback: one
 //! that redirects, one that streams an error object whatever the request says, one
-//! that accepts and never answers, one whose health endpoint fails; and the graceful
-//! shutdown with a stream in flight.
+//! that accepts and never answers, one that closes a kept-alive connection under the
+//! next request, one whose health endpoint fails; and the graceful shutdown with a
+//! stream in flight.
 
 mod common;
 
@@ -24,7 +25,8 @@ use sluice::breaker::{Config, Reason, State as BreakerState, StdClock};
 use sluice_gateway::gateway::{Gateway, GatewayEvent, HealthCheck, Options, WorkerSpec};
 use sluice_gateway::mock::MockWorker;
 use sluice_gateway::serve::{self, ServeArgs};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 fn args(upstreams: Vec<String>) -> ServeArgs {
     ServeArgs {
@@ -391,4 +393,86 @@ async fn a_stream_that_outlasts_the_grace_is_abandoned_with_cause_shutdown() {
     let m = gateway.metrics_text().expect("metrics");
     assert_eq!(verdicts(&m, "w", "abandoned", "shutdown"), Some(1.0), "{m}");
     assert_eq!(verdicts(&m, "w", "abandoned", "client_left"), None, "{m}");
+}
+
+/// Reads one request (its head and a `Content-Length` body) from `socket`: `false` if
+/// the connection ended first.
+async fn read_request(socket: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().expect("content-length"));
+            if buf.len() >= end + 4 + length {
+                return true;
+            }
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_connection_the_worker_closed_is_sent_again_not_failed() {
+    // Like llama-server after a streamed answer, but every time: each connection
+    // answers one streamed request (its head says keep-alive), then reads the next
+    // request on it and closes without a word. That request never reached a handler:
+    // not the worker's failure.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let worker = listener.local_addr().expect("addr");
+    let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                if !read_request(&mut socket).await {
+                    return;
+                }
+                r.fetch_add(1, Ordering::SeqCst);
+                let event =
+                    "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                     Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n\
+                     {:x}\r\n{event}\r\n0\r\n\r\n",
+                    event.len()
+                );
+                socket.write_all(answer.as_bytes()).await.expect("answer");
+                if read_request(&mut socket).await {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }
+                // Dropped: closed under the request, unanswered.
+            });
+        }
+    });
+    let serving = serve::start(&args(vec![format!("closer=http://{worker}")]))
+        .await
+        .expect("serve");
+    for id in ["k1", "k2", "k3"] {
+        let response = post(serving.addr, Some(id), r#"{"stream":true}"#).await;
+        assert_eq!(response.status(), 200, "{id}");
+        let (text, clean) = read_all(response).await;
+        assert!(clean && text.ends_with("data: [DONE]\n\n"), "{id}: {text}");
+    }
+    let m = metrics_until(serving.addr, "three verdicts", |m| {
+        verdicts(m, "closer", "success", "done") == Some(3.0)
+    })
+    .await;
+    assert_eq!(
+        verdicts(&m, "closer", "failure", "send_failed"),
+        None,
+        "{m}"
+    );
+    // Each request after the first went out on the kept-alive connection first, then
+    // on a new one.
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+    assert_eq!(requests.load(Ordering::SeqCst), 5);
 }

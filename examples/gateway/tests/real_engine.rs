@@ -100,9 +100,12 @@ async fn get(client: &reqwest::Client, url: String) -> String {
     response.text().await.expect("text")
 }
 
-/// A streamed request body for `path`'s API, asking for `max_tokens` tokens.
+/// A streamed request body for `path`'s API, asking for `max_tokens` tokens. Greedy
+/// (temperature 0), with a prompt this model answers at length: llama-server's
+/// `/v1/messages` drops `ignore_eos`, and a sampled answer to a short prompt ended
+/// after four tokens now and then, before the client-leaves leg had read its eight.
 fn body(path: &str, max_tokens: u32) -> String {
-    let prompt = "Count from one to one hundred.";
+    let prompt = "Write a long story about a cat.";
     let body = match path {
         "/v1/responses" => serde_json::json!({
             "model": "smollm2",
@@ -110,6 +113,7 @@ fn body(path: &str, max_tokens: u32) -> String {
             "stream": true,
             "max_output_tokens": max_tokens,
             "ignore_eos": true,
+            "temperature": 0,
         }),
         _ => serde_json::json!({
             "model": "smollm2",
@@ -117,6 +121,7 @@ fn body(path: &str, max_tokens: u32) -> String {
             "stream": true,
             "max_tokens": max_tokens,
             "ignore_eos": true,
+            "temperature": 0,
         }),
     };
     body.to_string()

@@ -461,13 +461,21 @@ async fn try_worker(
         (call.body.clone(), None)
     };
     let url = format!("{}{}", upstream.base.trim_end_matches('/'), call.target);
-    let mut request = gw.client.post(url).body(body);
-    if let Some(id) = &call.id {
-        request = request.header(REQUEST_ID_HEADER, id.clone());
-    }
-    for (name, value) in &call.headers {
-        request = request.header(name.clone(), value.clone());
-    }
+    let request = |url: String, body: Bytes| {
+        let mut request = gw.client.post(url).body(body);
+        if let Some(id) = &call.id {
+            request = request.header(REQUEST_ID_HEADER, id.clone());
+        }
+        for (name, value) in &call.headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        request
+    };
+    // Sent again (on another connection) only if the first went out on a kept-alive
+    // connection the worker had just closed.
+    let send = super::resend(request(url.clone(), body.clone()), || {
+        Some(request(url, body))
+    });
     // From here the request is on its way to the engine. If the client leaves (or a
     // hedge wins) while the gateway waits for the headers, this future is dropped:
     // the request is cancelled and the guard records Abandoned.
@@ -484,7 +492,7 @@ async fn try_worker(
     let head = tokio::select! {
         biased;
         () = grace_over(gw.shutdown.subscribe()) => Head::Shutdown,
-        sent = tokio::time::timeout(gw.header_timeout, request.send()) => match sent {
+        sent = tokio::time::timeout(gw.header_timeout, send) => match sent {
             Ok(Ok(response)) => Head::Came(response),
             Ok(Err(err)) => Head::Failed(err),
             Err(_) => Head::TimedOut,
