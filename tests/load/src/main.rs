@@ -17,7 +17,9 @@
 //! its `[DONE]`. The relay's CPU time (user + system, from `/proc/PID/stat`, counted
 //! from when it is ready) and its peak RSS (`VmHWM` in `/proc/PID/status`) are read
 //! from the OS, and the gateway's figures are given as ratios of the bare relay's
-//! in the same round. Linux only.
+//! in the same round (the two take turns to go first), with their median over the
+//! rounds, and the ratio of the CPU time summed over all rounds (and of its user and
+//! system parts). Linux only.
 //!
 //! `--relays bare`, `--relays gateway` (or `bare,gateway`, the default) runs only
 //! those relays. `--wrap 'CMD ARGS'` starts each relay under a command (a profiler:
@@ -392,9 +394,17 @@ async fn drive(load: Load) -> Result<(), String> {
         "round", "relay", "complete", "wall s", "cpu s", "of it sys", "peak rss MiB"
     );
     let mut ratios = Vec::new();
+    // CPU, and of it system time, summed over the rounds: bare, gateway.
+    let mut sums = [(Duration::ZERO, Duration::ZERO); 2];
     for n in 1..=load.rounds {
         let mut pair = Vec::new();
-        for &role in &load.relays {
+        // Every other round the other relay goes first: neither always meets the
+        // worker (and the machine) fresh.
+        let mut order = load.relays.clone();
+        if n % 2 == 0 {
+            order.reverse();
+        }
+        for &role in &order {
             let f = round(&load, role, worker.addr).await?;
             println!(
                 "{n:>5}  {role:<8} {:>9} {:>8.2} {:>9.2} {:>9.2} {:>13.1}",
@@ -416,6 +426,10 @@ async fn drive(load: Load) -> Result<(), String> {
         let (Some(bare), Some(gateway)) = (figures("bare"), figures("gateway")) else {
             continue;
         };
+        for (sum, f) in sums.iter_mut().zip([bare, gateway]) {
+            sum.0 += f.cpu;
+            sum.1 += f.system;
+        }
         let cpu = gateway.cpu.as_secs_f64() / bare.cpu.as_secs_f64().max(0.01);
         let rss = gateway.peak_rss_kib as f64 / bare.peak_rss_kib.max(1) as f64;
         println!("{n:>5}  gateway / bare: cpu {cpu:.3}x, peak rss {rss:.3}x");
@@ -433,6 +447,17 @@ async fn drive(load: Load) -> Result<(), String> {
     println!(
         "median of {} round(s): cpu {cpu:.3}x, peak rss {rss:.3}x",
         ratios.len()
+    );
+    let ratio = |g: Duration, b: Duration| g.as_secs_f64() / b.as_secs_f64().max(0.01);
+    let [(bare_cpu, bare_sys), (gw_cpu, gw_sys)] = sums;
+    println!(
+        "all rounds summed: cpu {:.3}x (user {:.3}x, system {:.3}x)",
+        ratio(gw_cpu, bare_cpu),
+        ratio(
+            gw_cpu.saturating_sub(gw_sys),
+            bare_cpu.saturating_sub(bare_sys)
+        ),
+        ratio(gw_sys, bare_sys)
     );
     Ok(())
 }
