@@ -460,8 +460,8 @@ async fn try_worker(
     } else {
         (call.body.clone(), None)
     };
-    let url = format!("{}{}", upstream.base.trim_end_matches('/'), call.target);
-    let request = |url: String, body: Bytes| {
+    let request = |body: Bytes| {
+        let url = format!("{}{}", upstream.base.trim_end_matches('/'), call.target);
         let mut request = gw.client.post(url).body(body);
         if let Some(id) = &call.id {
             request = request.header(REQUEST_ID_HEADER, id.clone());
@@ -473,9 +473,7 @@ async fn try_worker(
     };
     // Sent again (on another connection) only if the first went out on a kept-alive
     // connection the worker had just closed.
-    let send = super::resend(request(url.clone(), body.clone()), || {
-        Some(request(url, body))
-    });
+    let send = super::resend(request(body.clone()), || Some(request(body)));
     // From here the request is on its way to the engine. If the client leaves (or a
     // hedge wins) while the gateway waits for the headers, this future is dropped:
     // the request is cancelled and the guard records Abandoned.
