@@ -770,7 +770,13 @@ pub(crate) async fn resend(
 ) -> reqwest::Result<reqwest::Response> {
     match request.send().await {
         Err(err) if closed_under(&err) => match again() {
-            Some(again) => again.send().await,
+            Some(again) => {
+                tracing::debug!(
+                    error = error_chain(&err),
+                    "the worker closed a kept-alive connection under the request: sent again"
+                );
+                again.send().await
+            }
             None => Err(err),
         },
         sent => sent,
