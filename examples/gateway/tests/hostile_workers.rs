@@ -422,21 +422,19 @@ async fn read_request(socket: &mut TcpStream) -> bool {
 async fn a_request_on_a_connection_the_worker_closed_is_sent_again_not_failed() {
     // Like llama-server after a streamed answer, but every time: each connection
     // answers one streamed request (its head says keep-alive), then reads the next
-    // request on it and closes without a word. That request never reached a handler:
-    // not the worker's failure.
+    // request on it, if one comes, and closes without a word. That request never
+    // reached a handler: not the worker's failure.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let worker = listener.local_addr().expect("addr");
-    let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (c, r) = (connections.clone(), requests.clone());
+    let unanswered = Arc::new(AtomicUsize::new(0));
+    let counted = unanswered.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            let r = r.clone();
+            let counted = counted.clone();
             tokio::spawn(async move {
                 if !read_request(&mut socket).await {
                     return;
                 }
-                r.fetch_add(1, Ordering::SeqCst);
                 let event =
                     "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
                 let answer = format!(
@@ -447,7 +445,7 @@ async fn a_request_on_a_connection_the_worker_closed_is_sent_again_not_failed() 
                 );
                 socket.write_all(answer.as_bytes()).await.expect("answer");
                 if read_request(&mut socket).await {
-                    r.fetch_add(1, Ordering::SeqCst);
+                    counted.fetch_add(1, Ordering::SeqCst);
                 }
                 // Dropped: closed under the request, unanswered.
             });
@@ -456,14 +454,25 @@ async fn a_request_on_a_connection_the_worker_closed_is_sent_again_not_failed() 
     let serving = serve::start(&args(vec![format!("closer=http://{worker}")]))
         .await
         .expect("serve");
-    for id in ["k1", "k2", "k3"] {
-        let response = post(serving.addr, Some(id), r#"{"stream":true}"#).await;
+    // Whether the next request finds the connection back in the pool is the pool's
+    // timing: requests go on until two of them were closed under (each then sent
+    // again), and every one is answered.
+    let mut sent = 0;
+    while unanswered.load(Ordering::SeqCst) < 2 {
+        assert!(
+            sent < 20,
+            "the gateway reused no connection in {sent} requests"
+        );
+        sent += 1;
+        let id = format!("k{sent}");
+        let response = post(serving.addr, Some(&id), r#"{"stream":true}"#).await;
         assert_eq!(response.status(), 200, "{id}");
         let (text, clean) = read_all(response).await;
         assert!(clean && text.ends_with("data: [DONE]\n\n"), "{id}: {text}");
     }
-    let m = metrics_until(serving.addr, "three verdicts", |m| {
-        verdicts(m, "closer", "success", "done") == Some(3.0)
+    let want = f64::from(sent);
+    let m = metrics_until(serving.addr, "a verdict per request", |m| {
+        verdicts(m, "closer", "success", "done") == Some(want)
     })
     .await;
     assert_eq!(
@@ -471,8 +480,4 @@ async fn a_request_on_a_connection_the_worker_closed_is_sent_again_not_failed() 
         None,
         "{m}"
     );
-    // Each request after the first went out on the kept-alive connection first, then
-    // on a new one.
-    assert_eq!(connections.load(Ordering::SeqCst), 3);
-    assert_eq!(requests.load(Ordering::SeqCst), 5);
 }
