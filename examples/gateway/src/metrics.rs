@@ -45,8 +45,8 @@
 //! worker, and does not read the model from bodies.
 //!
 //! In prefill/decode mode ([`Metrics::with_roles`]) the per-worker series of
-//! verdicts, breaker states, transitions and aborts carry the worker's `role` too
-//! (`prefill` or `decode`), after `worker`.
+//! verdicts, breaker states, transitions, aborts, the three GenAI histograms and the
+//! token usage carry the worker's `role` too (`prefill` or `decode`), after `worker`.
 //!
 //! Every label value is typed (a verdict, a cause, a breaker state, a transition
 //! reason, an abort or health-check result, an operation), never a free string but
@@ -444,7 +444,8 @@ struct TransitionLabels {
 /// Labels of the time-to-first-token and time-per-output-token histograms.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
-    worker: WorkerName,
+    #[prometheus(flatten)]
+    who: Who,
     gen_ai_operation_name: Operation,
 }
 
@@ -468,7 +469,8 @@ impl EncodeLabelValue for TokenType {
 /// Labels of `gen_ai_client_token_usage`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UsageLabels {
-    worker: WorkerName,
+    #[prometheus(flatten)]
+    who: Who,
     verdict: VerdictLabel,
     gen_ai_token_type: TokenType,
 }
@@ -478,7 +480,7 @@ struct UsageLabels {
 /// out of the other series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct DurationLabels {
-    worker: WorkerName,
+    who: Who,
     gen_ai_operation_name: Operation,
     verdict: VerdictLabel,
     error_type: Option<CauseLabel>,
@@ -486,7 +488,7 @@ struct DurationLabels {
 
 impl EncodeLabelSet for DurationLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
-        EncodeLabel::encode(&("worker", self.worker.as_str()), encoder.encode_label())?;
+        self.who.encode(encoder)?;
         EncodeLabel::encode(
             &("gen_ai_operation_name", self.gen_ai_operation_name),
             encoder.encode_label(),
@@ -879,7 +881,7 @@ impl Metrics {
             (operation * VERDICTS + verdict_index(outcome.verdict)) * CAUSES.len() + cause
         });
         let labels = || DurationLabels {
-            worker: w.name.clone(),
+            who: self.who(worker, &w.name),
             gen_ai_operation_name: latency.operation,
             verdict: VerdictLabel(outcome.verdict),
             error_type: failure.then_some(CauseLabel(outcome.cause)),
@@ -891,7 +893,7 @@ impl Metrics {
             return;
         }
         let labels = || TokenLabels {
-            worker: w.name.clone(),
+            who: self.who(worker, &w.name),
             gen_ai_operation_name: latency.operation,
         };
         if let Some(first) = latency.first_token {
@@ -926,7 +928,7 @@ impl Metrics {
             if let Some(tokens) = tokens {
                 let slot = verdict_index(outcome.verdict) * 2 + i;
                 let labels = || UsageLabels {
-                    worker: w.name.clone(),
+                    who: self.who(worker, &w.name),
                     verdict: VerdictLabel(outcome.verdict),
                     gen_ai_token_type: kind,
                 };

@@ -527,7 +527,24 @@ async fn a_clean_pair_streamed_and_not_on_each_route() {
             "sluice_breaker_state{{worker=\"{worker}\",role=\"{role}\",state=\"closed\"}} 1"
         );
         assert!(text.contains(&state), "{state}\n{text}");
+        // The GenAI measures and the token usage too (the time to first token is
+        // the decode worker's: its stream carries the tokens).
+        let mut families = vec![
+            "gen_ai_server_request_duration_seconds_count",
+            "gen_ai_client_token_usage_count",
+        ];
+        if role == "decode" {
+            families.push("gen_ai_server_time_to_first_token_seconds_count");
+        }
+        for family in families {
+            let series = format!("{family}{{worker=\"{worker}\",role=\"{role}\",");
+            assert!(text.contains(&series), "{series}\n{text}");
+        }
     }
+    assert!(
+        !text.contains("gen_ai_server_request_duration_seconds_count{worker=\"p0\",gen_ai"),
+        "a series without its role\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
