@@ -1,8 +1,8 @@
 //! `serve` in front of workers that misbehave, each a real server on loopback: one
 //! that redirects, one that streams an error object whatever the request says, one
 //! that accepts and never answers, one that closes a kept-alive connection under the
-//! next request, one whose health endpoint fails; and the graceful shutdown with a
-//! stream in flight.
+//! next request, one that closes every connection under its request, one whose
+//! health endpoint fails; and the graceful shutdown with a stream in flight.
 
 mod common;
 
@@ -478,6 +478,43 @@ async fn a_request_on_a_connection_the_worker_closed_is_sent_again_not_failed() 
     assert_eq!(
         verdicts(&m, "closer", "failure", "send_failed"),
         None,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_closes_every_connection_under_its_request_is_tried_twice_and_failed() {
+    // Reads each request and closes without a word, on every connection: the resend
+    // meets the same, and that second close is the worker's failure.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let worker = listener.local_addr().expect("addr");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                if read_request(&mut socket).await {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let serving = serve::start(&args(vec![format!("slammer=http://{worker}")]))
+        .await
+        .expect("serve");
+    for (n, id) in ["s1", "s2"].into_iter().enumerate() {
+        let response = post(serving.addr, Some(id), r#"{"stream":true}"#).await;
+        assert_eq!(response.status(), 502, "{id}");
+        let text = within("body", response.text()).await.expect("body");
+        assert!(!text.contains(&worker.to_string()), "{text}");
+        // Sent once more, not again and again.
+        assert_eq!(requests.load(Ordering::SeqCst), 2 * (n + 1), "{id}");
+    }
+    let m = scrape(serving.addr).await;
+    assert_eq!(
+        verdicts(&m, "slammer", "failure", "send_failed"),
+        Some(2.0),
         "{m}"
     );
 }
