@@ -22,7 +22,9 @@
 //! system parts). Linux only.
 //!
 //! `--relays bare`, `--relays gateway` (or `bare,gateway`, the default) runs only
-//! those relays. `--wrap 'CMD ARGS'` starts each relay under a command (a profiler:
+//! those relays. `--together` runs them at the same time, each under its own
+//! `--streams` from this process: the machine's other load then falls on both alike,
+//! at the price of a busier machine (twice the streams). `--wrap 'CMD ARGS'` starts each relay under a command (a profiler:
 //! `valgrind --tool=callgrind`, `valgrind --tool=dhat`, `perf record`), its words
 //! split on whitespace and `{role}` in them replaced by the relay's role; the relay
 //! is then stopped with SIGTERM (not killed), so that the profiler writes its output,
@@ -57,6 +59,8 @@ struct Load {
     relays: Vec<&'static str>,
     /// A command each relay runs under (a profiler), if any.
     wrap: Vec<String>,
+    /// Run the relays at the same time, each under its own streams.
+    together: bool,
 }
 
 impl Load {
@@ -68,9 +72,14 @@ impl Load {
             rounds: 3,
             relays: vec!["bare", "gateway"],
             wrap: Vec::new(),
+            together: false,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
+            if flag == "--together" {
+                load.together = true;
+                continue;
+            }
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
             let bad = |e: std::num::ParseIntError| format!("{flag} {value}: {e}");
             match flag.as_str() {
@@ -404,8 +413,20 @@ async fn drive(load: Load) -> Result<(), String> {
         if n % 2 == 0 {
             order.reverse();
         }
-        for &role in &order {
-            let f = round(&load, role, worker.addr).await?;
+        let figures = match load.together {
+            true => {
+                let rounds = order.iter().map(|&role| round(&load, role, worker.addr));
+                futures_util::future::try_join_all(rounds).await?
+            }
+            false => {
+                let mut figures = Vec::new();
+                for &role in &order {
+                    figures.push(round(&load, role, worker.addr).await?);
+                }
+                figures
+            }
+        };
+        for (&role, f) in order.iter().zip(figures) {
             println!(
                 "{n:>5}  {role:<8} {:>9} {:>8.2} {:>9.2} {:>9.2} {:>13.1}",
                 f.complete,
