@@ -378,7 +378,11 @@ struct Inner {
     pick: Pick,
     engine: Engine,
     rids: RidMinter,
+    /// The workers' client: idle connections kept for up to `UPSTREAM_IDLE`.
     client: reqwest::Client,
+    /// The same, keeping no idle connection: a request sent again after a kept
+    /// connection was closed under it goes out on a new one ([`Inner::send`]).
+    fresh: reqwest::Client,
     policy: StatusPolicy,
     metrics: Metrics,
     events: Option<UnboundedSender<GatewayEvent>>,
@@ -427,16 +431,8 @@ impl Gateway {
         let set = SharedBreakerSet::try_with_clock(workers.len(), options.config, clock)?
             .with_max_ejected_percent(options.max_ejected_percent);
         let names: Vec<String> = workers.iter().map(|w| w.name.clone()).collect();
-        // Idle connections to the workers are kept for reuse, but not past
-        // `UPSTREAM_IDLE`; one that the worker closed just as a request went out on it
-        // is retried on another ([`send`]). Redirects are not followed: a 3xx is the
-        // worker's Failure.
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(UPSTREAM_IDLE)
-            .build()?;
+        let client = upstream_client(Some(UPSTREAM_IDLE))?;
+        let fresh = upstream_client(None)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 names: names.iter().map(|name| Arc::from(name.as_str())).collect(),
@@ -446,6 +442,7 @@ impl Gateway {
                 engine: options.engine,
                 rids: RidMinter::new(),
                 client,
+                fresh,
                 policy: StatusPolicy::default(),
                 metrics: Metrics::new(&names),
                 events,
@@ -572,6 +569,45 @@ impl Inner {
         self.workers.get(worker).map_or("?", |w| w.name.as_str())
     }
 
+    /// Sends `request` (made with `client`) to a worker; if the kept-alive connection
+    /// it went out on turned out closed before any byte of the answer came, sends it
+    /// once more, on a new connection (`fresh`).
+    ///
+    /// A worker may close an idle connection just as the gateway writes the next
+    /// request to it: llama-server closes every connection right after a streamed
+    /// answer, and an idle timeout can close one too. That request never reached the
+    /// worker's handler, and is not the worker's failure. A worker that closes the new
+    /// connection without an answer fails the second send the same way, and that one
+    /// is its Failure.
+    pub(crate) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> reqwest::Result<reqwest::Response> {
+        let again = request.try_clone();
+        self.resend(request, move || again).await
+    }
+
+    /// [`send`](Self::send), the second request made by `again` only if it is needed.
+    pub(crate) async fn resend(
+        &self,
+        request: reqwest::RequestBuilder,
+        again: impl FnOnce() -> Option<reqwest::RequestBuilder>,
+    ) -> reqwest::Result<reqwest::Response> {
+        match request.send().await {
+            Err(err) if closed_under(&err) => match again().map(reqwest::RequestBuilder::build) {
+                Some(Ok(again)) => {
+                    tracing::debug!(
+                        error = error_chain(&err),
+                        "the worker closed a kept-alive connection under the request: sent again"
+                    );
+                    self.fresh.execute(again).await
+                }
+                _ => Err(err),
+            },
+            sent => sent,
+        }
+    }
+
     /// [`name`](Self::name), shared.
     fn shared_name(&self, worker: usize) -> Arc<str> {
         self.names
@@ -677,15 +713,14 @@ impl Inner {
             self.workers[worker].base.trim_end_matches('/'),
             engine::SGLANG_ABORT_PATH
         );
-        let call = send(
-            self.client
-                .post(url)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(serde_json::json!({ "rid": rid }).to_string()),
-        );
+        let call = self
+            .client
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "rid": rid }).to_string());
         let gw = Arc::clone(self);
         runtime.spawn(async move {
-            let result = match tokio::time::timeout(ABORT_TIMEOUT, call).await {
+            let result = match tokio::time::timeout(ABORT_TIMEOUT, gw.send(call)).await {
                 Ok(Ok(response)) if response.status().is_success() => AbortResult::Ok,
                 Ok(Ok(_)) => AbortResult::Rejected,
                 Ok(Err(_)) => AbortResult::Failed,
@@ -749,38 +784,18 @@ pub fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
 /// SGLang; cpp-httplib, in llama-server), so that the gateway seldom races a close.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(4);
 
-/// Sends `request` to a worker; if the kept-alive connection it went out on turned
-/// out closed before any byte of the answer came, sends it once more (on another
-/// connection, a new one if none is left).
-///
-/// A worker may close an idle connection just as the gateway writes the next request
-/// to it: llama-server closes every connection right after a streamed answer, and an
-/// idle timeout can close one too. That request never reached the worker's handler,
-/// and is not the worker's failure. A worker that closes a new connection without an
-/// answer fails the second send the same way, and that one is its Failure.
-pub(crate) async fn send(request: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
-    let again = request.try_clone();
-    resend(request, move || again).await
-}
-
-/// [`send`], the second request made by `again` only if it is needed.
-pub(crate) async fn resend(
-    request: reqwest::RequestBuilder,
-    again: impl FnOnce() -> Option<reqwest::RequestBuilder>,
-) -> reqwest::Result<reqwest::Response> {
-    match request.send().await {
-        Err(err) if closed_under(&err) => match again() {
-            Some(again) => {
-                tracing::debug!(
-                    error = error_chain(&err),
-                    "the worker closed a kept-alive connection under the request: sent again"
-                );
-                again.send().await
-            }
-            None => Err(err),
-        },
-        sent => sent,
+/// A client to the workers: no proxy, redirects not followed (a 3xx is the worker's
+/// Failure), a 5 s connect timeout; idle connections kept for `idle`, or none.
+fn upstream_client(idle: Option<Duration>) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5));
+    match idle {
+        Some(idle) => builder.pool_idle_timeout(idle),
+        None => builder.pool_max_idle_per_host(0),
     }
+    .build()
 }
 
 /// Whether `err` says the connection closed under the request, before the response

@@ -88,7 +88,7 @@ impl Gateway {
 /// One check of `worker`: whether it answered 2xx in time.
 async fn probe(gw: &Inner, worker: usize, path: &str, limit: Duration) -> bool {
     let url = format!("{}{path}", gw.workers[worker].base.trim_end_matches('/'));
-    let failed = match tokio::time::timeout(limit, super::send(gw.client.get(url))).await {
+    let failed = match tokio::time::timeout(limit, gw.send(gw.client.get(url))).await {
         Ok(Ok(response)) if response.status().is_success() => return true,
         Ok(Ok(response)) => format!("status {}", response.status().as_u16()),
         Ok(Err(err)) => error_chain(&err),

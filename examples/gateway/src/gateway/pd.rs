@@ -484,7 +484,7 @@ pub(super) async fn proxy(gw: &Arc<Inner>, pools: &Pools, call: PairCall) -> Res
         biased;
         () = grace_over(gw.shutdown.subscribe()) => Head::Stopped,
         () = peer_failed => Head::Stopped,
-        sent = tokio::time::timeout(gw.header_timeout, super::send(d_send)) => match sent {
+        sent = tokio::time::timeout(gw.header_timeout, gw.send(d_send)) => match sent {
             Ok(Ok(response)) => Head::Came(response),
             Ok(Err(err)) => Head::Failed(err),
             Err(_) => Head::TimedOut,
@@ -705,7 +705,7 @@ async fn read_prefill<R: Recorder + Send + 'static>(
         biased;
         () = &mut left => Head::Stopped,
         () = grace_over(gw.shutdown.subscribe()) => Head::Stopped,
-        sent = tokio::time::timeout(gw.header_timeout, super::send(send)) => match sent {
+        sent = tokio::time::timeout(gw.header_timeout, gw.send(send)) => match sent {
             Ok(Ok(response)) => Head::Came(response),
             Ok(Err(err)) => Head::Failed(err),
             Err(_) => Head::TimedOut,

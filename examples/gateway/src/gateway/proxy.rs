@@ -473,7 +473,7 @@ async fn try_worker(
     };
     // Sent again (on another connection) only if the first went out on a kept-alive
     // connection the worker had just closed.
-    let send = super::resend(request(body.clone()), || Some(request(body)));
+    let send = gw.resend(request(body.clone()), || Some(request(body)));
     // From here the request is on its way to the engine. If the client leaves (or a
     // hedge wins) while the gateway waits for the headers, this future is dropped:
     // the request is cancelled and the guard records Abandoned.
