@@ -395,6 +395,23 @@ async fn a_stream_that_outlasts_the_grace_is_abandoned_with_cause_shutdown() {
     assert_eq!(verdicts(&m, "w", "abandoned", "client_left"), None, "{m}");
 }
 
+/// A worker that speaks raw TCP on a free loopback port: `each` runs on every
+/// connection it accepts, in a task of its own.
+async fn raw_worker<F, Fut>(each: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(each(socket));
+        }
+    });
+    addr
+}
+
 /// Reads one request (its head and a `Content-Length` body) from `socket`: `false` if
 /// the connection ended first.
 async fn read_request(socket: &mut TcpStream) -> bool {
@@ -424,33 +441,30 @@ async fn a_request_on_a_connection_the_worker_closed_is_sent_again_not_failed() 
     // answers one streamed request (its head says keep-alive), then reads the next
     // request on it, if one comes, and closes without a word. That request never
     // reached a handler: not the worker's failure.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let worker = listener.local_addr().expect("addr");
     let unanswered = Arc::new(AtomicUsize::new(0));
     let counted = unanswered.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                if !read_request(&mut socket).await {
-                    return;
-                }
-                let event =
-                    "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-                     Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n\
-                     {:x}\r\n{event}\r\n0\r\n\r\n",
-                    event.len()
-                );
-                socket.write_all(answer.as_bytes()).await.expect("answer");
-                if read_request(&mut socket).await {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                }
-                // Dropped: closed under the request, unanswered.
-            });
+    let worker = raw_worker(move |mut socket| {
+        let counted = counted.clone();
+        async move {
+            if !read_request(&mut socket).await {
+                return;
+            }
+            let event =
+                "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                 Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n\
+                 {:x}\r\n{event}\r\n0\r\n\r\n",
+                event.len()
+            );
+            socket.write_all(answer.as_bytes()).await.expect("answer");
+            if read_request(&mut socket).await {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            // Dropped: closed under the request, unanswered.
         }
-    });
+    })
+    .await;
     let serving = serve::start(&args(vec![format!("closer=http://{worker}")]))
         .await
         .expect("serve");
@@ -486,20 +500,17 @@ async fn a_request_on_a_connection_the_worker_closed_is_sent_again_not_failed() 
 async fn a_worker_that_closes_every_connection_under_its_request_is_tried_twice_and_failed() {
     // Reads each request and closes without a word, on every connection: the resend
     // meets the same, and that second close is the worker's failure.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let worker = listener.local_addr().expect("addr");
     let requests = Arc::new(AtomicUsize::new(0));
     let counted = requests.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                if read_request(&mut socket).await {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                }
-            });
+    let worker = raw_worker(move |mut socket| {
+        let counted = counted.clone();
+        async move {
+            if read_request(&mut socket).await {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
         }
-    });
+    })
+    .await;
     let serving = serve::start(&args(vec![format!("slammer=http://{worker}")]))
         .await
         .expect("serve");
