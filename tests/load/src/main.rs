@@ -24,11 +24,12 @@
 //! `--relays bare`, `--relays gateway` (or `bare,gateway`, the default) runs only
 //! those relays. `--together` runs them at the same time, each under its own
 //! `--streams` from this process: the machine's other load then falls on both alike,
-//! at the price of a busier machine (twice the streams). `--wrap 'CMD ARGS'` starts each relay under a command (a profiler:
-//! `valgrind --tool=callgrind`, `valgrind --tool=dhat`, `perf record`), its words
-//! split on whitespace and `{role}` in them replaced by the relay's role; the relay
-//! is then stopped with SIGTERM (not killed), so that the profiler writes its output,
-//! and the ratios measure the profiler too.
+//! at the price of a busier machine (twice the streams). `--wrap 'CMD ARGS'` starts
+//! each relay under a command (a profiler: `valgrind --tool=callgrind`,
+//! `valgrind --tool=dhat`, `perf record`), its words split on whitespace and `{role}`
+//! in them replaced by the relay's role; the relay is then stopped with SIGTERM (not
+//! killed), so that the profiler writes its output, and the ratios measure the
+//! profiler too.
 
 #![forbid(unsafe_code)]
 
@@ -391,6 +392,12 @@ async fn round(load: &Load, role: &str, worker: SocketAddr) -> Result<Figures, S
     Ok(figures)
 }
 
+/// The gateway's time over the bare relay's (a bare relay's time too short to read
+/// counts as 10 ms).
+fn ratio(gateway: Duration, bare: Duration) -> f64 {
+    gateway.as_secs_f64() / bare.as_secs_f64().max(0.01)
+}
+
 async fn drive(load: Load) -> Result<(), String> {
     let worker =
         Role::spawn(&["worker", &load.tokens.to_string(), &load.gap_ms.to_string()]).await?;
@@ -451,7 +458,7 @@ async fn drive(load: Load) -> Result<(), String> {
             sum.0 += f.cpu;
             sum.1 += f.system;
         }
-        let cpu = gateway.cpu.as_secs_f64() / bare.cpu.as_secs_f64().max(0.01);
+        let cpu = ratio(gateway.cpu, bare.cpu);
         let rss = gateway.peak_rss_kib as f64 / bare.peak_rss_kib.max(1) as f64;
         println!("{n:>5}  gateway / bare: cpu {cpu:.3}x, peak rss {rss:.3}x");
         ratios.push((cpu, rss));
@@ -469,7 +476,6 @@ async fn drive(load: Load) -> Result<(), String> {
         "median of {} round(s): cpu {cpu:.3}x, peak rss {rss:.3}x",
         ratios.len()
     );
-    let ratio = |g: Duration, b: Duration| g.as_secs_f64() / b.as_secs_f64().max(0.01);
     let [(bare_cpu, bare_sys), (gw_cpu, gw_sys)] = sums;
     println!(
         "all rounds summed: cpu {:.3}x (user {:.3}x, system {:.3}x)",
