@@ -3,33 +3,41 @@
 //! ```sh
 //! cargo run --release -p sluice-load                     # 1,000 streams, 3 rounds
 //! cargo run --release -p sluice-load -- --streams 200 --rounds 1
+//! cargo run --release -p sluice-load -- --relays bare,tracked,gateway --together --rounds 12
 //! # one relay alone, under a profiler (`{role}` is replaced by the relay's role):
 //! cargo run --release -p sluice-load -- --streams 100 --rounds 1 --relays gateway \
 //!     --wrap 'valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.{role}.out'
 //! ```
 //!
 //! One mock worker (its own process) streams `--tokens` SSE events `--gap-ms` apart,
-//! then `data: [DONE]`. Two relays in front of it, each its own process with the
-//! same runtime (two worker threads, no logs): a bare axum + reqwest relay that
-//! copies the body, and the gateway (`sluice_gateway::serve::start`, its defaults and
-//! one worker). Each round runs both under the same load: `--streams` concurrent
-//! streaming requests from this process, every body read to its end and checked for
-//! its `[DONE]`. The relay's CPU time (user + system, from `/proc/PID/stat`, counted
-//! from when it is ready) and its peak RSS (`VmHWM` in `/proc/PID/status`) are read
-//! from the OS, and the gateway's figures are given as ratios of the bare relay's
-//! in the same round (the two take turns to go first), with their median over the
-//! rounds, and the ratio of the CPU time summed over all rounds (and of its user and
-//! system parts). Linux only.
+//! then `data: [DONE]`. Relays in front of it, each its own process with the same
+//! runtime (two worker threads, no logs):
 //!
-//! `--relays bare`, `--relays gateway` (or `bare,gateway`, the default) runs only
-//! those relays. `--together` runs them at the same time, each under its own
-//! `--streams` from this process: the machine's other load then falls on both alike,
-//! at the price of a busier machine (twice the streams). `--wrap 'CMD ARGS'` starts
-//! each relay under a command (a profiler: `valgrind --tool=callgrind`,
-//! `valgrind --tool=dhat`, `perf record`), its words split on whitespace and `{role}`
-//! in them replaced by the relay's role; the relay is then stopped with SIGTERM (not
-//! killed), so that the profiler writes its output, and the ratios measure the
-//! profiler too.
+//! * `bare`: an axum + reqwest relay that copies the body;
+//! * `tracked`: the floor of a relay with honest verdicts: the bare relay plus what
+//!   the library does for every stream (a breaker permit, the header timeout,
+//!   `TrackedStream` with the OpenAI chat SSE rules, the gateway's default progress
+//!   timers and the failure event), without the gateway's routing, retries, request
+//!   ids, spans and metrics;
+//! * `gateway`: `sluice_gateway::serve::start`, with its defaults and one worker.
+//!
+//! `--relays` names those to run, in order (default `bare,gateway`). Each round runs
+//! them under the same load: `--streams` concurrent streaming requests from this
+//! process, every body read to its end and checked for its `[DONE]`. A relay's CPU
+//! time (user + system, from `/proc/PID/stat`, counted from when it is ready) and its
+//! peak RSS (`VmHWM` in `/proc/PID/status`) are read from the OS. Printed as ratios in
+//! the same round (the order reversed every other round), with their median over the
+//! rounds and the ratio of the CPU time summed over all rounds (and of its user and
+//! system parts): `gateway / bare`, and with `tracked` also `tracked / bare` (what
+//! honest verdicts cost) and `gateway / tracked` (what the gateway adds). Linux only.
+//!
+//! `--together` runs the relays at the same time, each under its own `--streams` from
+//! this process: the machine's other load then falls on all alike, at the price of a
+//! busier machine. `--wrap 'CMD ARGS'` starts each relay under a command (a profiler:
+//! `valgrind --tool=callgrind`, `valgrind --tool=dhat`, `perf record`), its words
+//! split on whitespace and `{role}` in them replaced by the relay's role; the relay is
+//! then stopped with SIGTERM (not killed), so that the profiler writes its output,
+//! and the ratios measure the profiler too.
 
 #![forbid(unsafe_code)]
 
@@ -45,6 +53,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
+use sluice::breaker::{Classified, Config, SharedBreaker, StatusPolicy};
+use sluice::sse::SseRules;
+use sluice::timers::Timeouts;
+use sluice::{Cause, Outcome, Recorder, TrackedStream, Verdict};
+use sluice_tokio::TokioTimer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -93,6 +106,7 @@ impl Load {
                     for relay in value.split(',') {
                         match relay.trim() {
                             "bare" => load.relays.push("bare"),
+                            "tracked" => load.relays.push("tracked"),
                             "gateway" => load.relays.push("gateway"),
                             other => return Err(format!("--relays: unknown relay {other}")),
                         }
@@ -116,6 +130,7 @@ fn main() -> std::process::ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("worker") => runtime.block_on(worker(&args[1..])),
         Some("bare") => runtime.block_on(bare(&args[1..])),
+        Some("tracked") => runtime.block_on(tracked(&args[1..])),
         Some("gateway") => runtime.block_on(gateway(&args[1..])),
         _ => match Load::parse(&args) {
             Ok(load) => runtime.block_on(drive(load)),
@@ -210,6 +225,66 @@ async fn bare(args: &[String]) -> Result<(), String> {
     let app = Router::new()
         .route("/v1/chat/completions", post(relay))
         .with_state((client, upstream));
+    axum::serve(listen().await?, app)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The floor of a relay with honest verdicts: the bare relay plus what the library
+/// does for every stream, with the gateway's default timeouts (a breaker permit, the
+/// header timeout, the verdict from the OpenAI chat SSE rules, the progress timers,
+/// the failure event). No routing, retries, request ids, spans or metrics: the
+/// gateway's cost over this one is its own.
+async fn tracked(args: &[String]) -> Result<(), String> {
+    let upstream = args.first().ok_or("tracked UPSTREAM")?.clone();
+    let defaults = sluice_gateway::serve::ServeArgs::new(vec![upstream.clone()]);
+    let timeouts = Timeouts::new()
+        .first_token(defaults.first_token_timeout)
+        .idle(defaults.idle_timeout)
+        .deadline(defaults.deadline);
+    let header_timeout = defaults.header_timeout;
+    let breaker = SharedBreaker::new(Config::default());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let relay = move |uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (client, upstream, breaker) = (client.clone(), upstream.clone(), breaker.clone());
+        async move {
+            let Ok(permit) = breaker.try_acquire_owned() else {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            };
+            let mut call = client.post(format!("{upstream}{}", uri.path())).body(body);
+            if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+                call = call.header(header::CONTENT_TYPE, ct);
+            }
+            let answer = match tokio::time::timeout(header_timeout, call.send()).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) | Err(_) => {
+                    let failed = Outcome::new(Verdict::Failure, Cause::SendFailed, 0, 0);
+                    permit.record(failed);
+                    return StatusCode::BAD_GATEWAY.into_response();
+                }
+            };
+            let status = answer.status();
+            if let Classified::Settle(verdict) = StatusPolicy::new().classify(status.as_u16()) {
+                permit.record(Outcome::new(verdict, Cause::Status, 0, 0));
+                return status.into_response();
+            }
+            let ct = answer.headers().get(header::CONTENT_TYPE).cloned();
+            let tracked = TrackedStream::new(answer.bytes_stream(), permit)
+                .with_sse(SseRules::openai_chat())
+                .with_timers(TokioTimer, timeouts)
+                .with_failure_event();
+            let mut out = Response::new(Body::from_stream(tracked));
+            *out.status_mut() = status;
+            if let Some(ct) = ct {
+                out.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            out
+        }
+    };
+    let app = Router::new().route("/v1/chat/completions", post(relay));
     axum::serve(listen().await?, app)
         .await
         .map_err(|e| e.to_string())
@@ -392,10 +467,33 @@ async fn round(load: &Load, role: &str, worker: SocketAddr) -> Result<Figures, S
     Ok(figures)
 }
 
-/// The gateway's time over the bare relay's (a bare relay's time too short to read
-/// counts as 10 ms).
-fn ratio(gateway: Duration, bare: Duration) -> f64 {
-    gateway.as_secs_f64() / bare.as_secs_f64().max(0.01)
+/// One relay's time over another's (a time too short to read counts as 10 ms).
+fn ratio(relay: Duration, base: Duration) -> f64 {
+    relay.as_secs_f64() / base.as_secs_f64().max(0.01)
+}
+
+/// The pairs of relays compared, among those run: each other relay against the
+/// bare one, and the gateway against the tracked one (its cost over the floor).
+fn comparisons(relays: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+    let ran = |r: &str| relays.contains(&r);
+    [
+        ("tracked", "bare"),
+        ("gateway", "bare"),
+        ("gateway", "tracked"),
+    ]
+    .into_iter()
+    .filter(|(a, b)| ran(a) && ran(b))
+    .collect()
+}
+
+/// The latest figures of `relay`.
+fn last(all: &[(&str, Vec<Figures>)], relay: &str) -> Figures {
+    let rounds = &all
+        .iter()
+        .find(|(r, _)| *r == relay)
+        .expect("a relay run")
+        .1;
+    *rounds.last().expect("a round run")
 }
 
 async fn drive(load: Load) -> Result<(), String> {
@@ -409,12 +507,10 @@ async fn drive(load: Load) -> Result<(), String> {
         "{:>5}  {:<8} {:>9} {:>8} {:>9} {:>9} {:>13}",
         "round", "relay", "complete", "wall s", "cpu s", "of it sys", "peak rss MiB"
     );
-    let mut ratios = Vec::new();
-    // CPU, and of it system time, summed over the rounds: bare, gateway.
-    let mut sums = [(Duration::ZERO, Duration::ZERO); 2];
+    // Per relay: each round's figures, and its CPU and system time summed.
+    let mut all: Vec<(&str, Vec<Figures>)> = load.relays.iter().map(|&r| (r, Vec::new())).collect();
     for n in 1..=load.rounds {
-        let mut pair = Vec::new();
-        // Every other round the other relay goes first: neither always meets the
+        // Every other round the relays go in the other order: none always meets the
         // worker (and the machine) fresh.
         let mut order = load.relays.clone();
         if n % 2 == 0 {
@@ -448,43 +544,47 @@ async fn drive(load: Load) -> Result<(), String> {
                     f.complete, load.streams
                 ));
             }
-            pair.push((role, f));
+            if let Some((_, rounds)) = all.iter_mut().find(|(r, _)| *r == role) {
+                rounds.push(f);
+            }
         }
-        let figures = |relay: &str| pair.iter().find(|(r, _)| *r == relay).map(|p| p.1);
-        let (Some(bare), Some(gateway)) = (figures("bare"), figures("gateway")) else {
-            continue;
-        };
-        for (sum, f) in sums.iter_mut().zip([bare, gateway]) {
-            sum.0 += f.cpu;
-            sum.1 += f.system;
+        for (relay, base) in comparisons(&load.relays) {
+            let (a, b) = (last(&all, relay), last(&all, base));
+            let cpu = ratio(a.cpu, b.cpu);
+            let rss = a.peak_rss_kib as f64 / b.peak_rss_kib.max(1) as f64;
+            println!("{n:>5}  {relay} / {base}: cpu {cpu:.3}x, peak rss {rss:.3}x");
         }
-        let cpu = ratio(gateway.cpu, bare.cpu);
-        let rss = gateway.peak_rss_kib as f64 / bare.peak_rss_kib.max(1) as f64;
-        println!("{n:>5}  gateway / bare: cpu {cpu:.3}x, peak rss {rss:.3}x");
-        ratios.push((cpu, rss));
-    }
-    if ratios.is_empty() {
-        return Ok(());
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let cpu = median(ratios.iter().map(|r| r.0).collect());
-    let rss = median(ratios.iter().map(|r| r.1).collect());
-    println!(
-        "median of {} round(s): cpu {cpu:.3}x, peak rss {rss:.3}x",
-        ratios.len()
-    );
-    let [(bare_cpu, bare_sys), (gw_cpu, gw_sys)] = sums;
-    println!(
-        "all rounds summed: cpu {:.3}x (user {:.3}x, system {:.3}x)",
-        ratio(gw_cpu, bare_cpu),
-        ratio(
-            gw_cpu.saturating_sub(gw_sys),
-            bare_cpu.saturating_sub(bare_sys)
-        ),
-        ratio(gw_sys, bare_sys)
-    );
+    for (relay, base) in comparisons(&load.relays) {
+        let rounds = |r: &str| &all.iter().find(|(role, _)| *role == r).expect("run").1;
+        let pairs: Vec<_> = rounds(relay).iter().zip(rounds(base)).collect();
+        let cpu = median(pairs.iter().map(|(a, b)| ratio(a.cpu, b.cpu)).collect());
+        let rss = median(
+            pairs
+                .iter()
+                .map(|(a, b)| a.peak_rss_kib as f64 / b.peak_rss_kib.max(1) as f64)
+                .collect(),
+        );
+        let sum = |r: &str| {
+            rounds(r)
+                .iter()
+                .fold((Duration::ZERO, Duration::ZERO), |(c, s), f| {
+                    (c + f.cpu, s + f.system)
+                })
+        };
+        let ((a_cpu, a_sys), (b_cpu, b_sys)) = (sum(relay), sum(base));
+        println!(
+            "{relay} / {base}: median of {} round(s): cpu {cpu:.3}x, peak rss {rss:.3}x; \
+             all rounds summed: cpu {:.3}x (user {:.3}x, system {:.3}x)",
+            pairs.len(),
+            ratio(a_cpu, b_cpu),
+            ratio(a_cpu.saturating_sub(a_sys), b_cpu.saturating_sub(b_sys)),
+            ratio(a_sys, b_sys)
+        );
+    }
     Ok(())
 }
