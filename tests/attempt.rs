@@ -18,41 +18,13 @@ use sluice::attempt::{Attempt, Commit};
 use sluice::sse::SseRules;
 use sluice::timers::{Timeouts, Timer};
 use sluice::{Cause, Outcome, TrackedStream, Verdict};
+use sluice_test_support::commit::{Expect, Mode, Piece, expect};
 
-/// One item a scripted worker sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Piece {
-    /// The OpenAI role chunk: preamble, not progress.
-    Role,
-    /// A keep-alive comment.
-    Ping,
-    /// A token: progress.
-    Token,
-    /// An in-band error object: Failure.
-    ErrorObject,
-    /// An error item (a broken connection): Failure.
-    ErrorItem,
-    /// `data: [DONE]`: Success.
-    Done,
-}
-
-impl Piece {
-    fn bytes(self) -> &'static [u8] {
-        match self {
-            Self::Role => b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
-            Self::Ping => b": ping\n\n",
-            Self::Token => b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
-            Self::ErrorObject => b"data: {\"error\":{\"message\":\"boom\"}}\n\n",
-            Self::ErrorItem => b"",
-            Self::Done => b"data: [DONE]\n\n",
-        }
-    }
-
-    fn item(self) -> Result<&'static [u8], &'static str> {
-        match self {
-            Self::ErrorItem => Err("reset"),
-            piece => Ok(piece.bytes()),
-        }
+/// A piece as the tracked stream's item.
+fn item(piece: Piece) -> Result<&'static [u8], &'static str> {
+    match piece {
+        Piece::ErrorItem => Err("reset"),
+        piece => Ok(piece.bytes()),
     }
 }
 
@@ -65,33 +37,6 @@ fn piece() -> impl Strategy<Value = Piece> {
         1 => Just(Piece::ErrorItem),
         1 => Just(Piece::Done),
     ]
-}
-
-/// What the script says the attempt does before the client sees a byte: the model
-/// the code is checked against, written from the rules, not from the code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    Commit(Commit),
-    Fail(Cause),
-}
-
-fn expect(script: &[Piece], limit: usize) -> Expect {
-    let mut held = 0;
-    for piece in script {
-        match piece {
-            Piece::ErrorObject => return Expect::Fail(Cause::ErrorEvent),
-            Piece::ErrorItem => return Expect::Fail(Cause::ErrorItem),
-            Piece::Token => return Expect::Commit(Commit::Progress),
-            Piece::Done => return Expect::Commit(Commit::End),
-            Piece::Role | Piece::Ping => {}
-        }
-        held += piece.bytes().len();
-        if held >= limit {
-            return Expect::Commit(Commit::Bound);
-        }
-    }
-    // The end, without the `[DONE]` the chat rules require.
-    Expect::Fail(Cause::Truncated)
 }
 
 type Heard = Rc<RefCell<Vec<(usize, Outcome)>>>;
@@ -107,7 +52,7 @@ fn attempt(
     impl sluice::Recorder + use<>,
 > {
     let heard = heard.clone();
-    let upstream = stream::iter(script.iter().map(|p| p.item()).collect::<Vec<_>>());
+    let upstream = stream::iter(script.iter().map(|&p| item(p)).collect::<Vec<_>>());
     let tracked = TrackedStream::new(upstream, move |o: Outcome| heard.borrow_mut().push((n, o)))
         .with_sse(SseRules::openai_chat());
     Attempt::new(tracked, limit)
@@ -130,7 +75,7 @@ proptest! {
         for (n, script) in scripts.iter().enumerate() {
             let mut attempt = pin!(attempt(n, script, &heard, limit));
             let commit = block_on(attempt.as_mut().commit());
-            match (commit, expect(script, limit)) {
+            match (commit, expect(Mode::Sse, script, limit)) {
                 (Ok(commit), Expect::Commit(want)) => prop_assert_eq!(commit, want),
                 (Err(failed), Expect::Fail(cause)) => {
                     prop_assert_eq!((failed.outcome.verdict, failed.outcome.cause), (Verdict::Failure, cause));

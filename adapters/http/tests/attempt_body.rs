@@ -31,52 +31,19 @@ use sluice::attempt::Commit;
 use sluice::sse::SseRules;
 use sluice::{Cause, Outcome, Recorder, Verdict};
 use sluice_http::{AttemptBody, GrpcPolicy, TrackedBody};
+use sluice_test_support::commit::{Expect, Mode, Piece, expect};
 use tokio::sync::mpsc;
 
-/// One frame a scripted worker sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Piece {
-    /// The OpenAI role chunk: preamble, not progress.
-    Role,
-    /// A keep-alive comment.
-    Ping,
-    /// A token: progress.
-    Token,
-    /// An in-band error object: Failure.
-    ErrorObject,
-    /// An error frame (a broken connection): Failure.
-    ErrorFrame,
-    /// `data: [DONE]`: Success.
-    Done,
-    /// One gRPC message.
-    Message,
-    /// A trailers frame with this `grpc-status`: the end of the body.
-    Trailers(u8),
-}
-
-impl Piece {
-    fn bytes(self) -> &'static [u8] {
-        match self {
-            Self::Role => b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
-            Self::Ping => b": ping\n\n",
-            Self::Token => b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
-            Self::ErrorObject => b"data: {\"error\":{\"message\":\"boom\"}}\n\n",
-            Self::Done => b"data: [DONE]\n\n",
-            Self::Message => b"\0\0\0\0\x05token",
-            Self::ErrorFrame | Self::Trailers(_) => b"",
+/// A piece as the worker's body frame.
+fn frame(piece: Piece) -> Result<Frame<Bytes>, &'static str> {
+    match piece {
+        Piece::ErrorItem => Err("reset"),
+        Piece::Trailers(code) => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+            Ok(Frame::trailers(trailers))
         }
-    }
-
-    fn frame(self) -> Result<Frame<Bytes>, &'static str> {
-        match self {
-            Self::ErrorFrame => Err("reset"),
-            Self::Trailers(code) => {
-                let mut trailers = HeaderMap::new();
-                trailers.insert("grpc-status", HeaderValue::from(u16::from(code)));
-                Ok(Frame::trailers(trailers))
-            }
-            piece => Ok(Frame::data(Bytes::from_static(piece.bytes()))),
-        }
+        piece => Ok(Frame::data(Bytes::from_static(piece.bytes()))),
     }
 }
 
@@ -104,52 +71,11 @@ impl Seen {
     /// What the worker's `piece` looks like to the client.
     fn piece(piece: Piece) -> Self {
         match piece {
-            Piece::ErrorFrame => Self::Error,
+            Piece::ErrorItem => Self::Error,
             Piece::Trailers(code) => Self::Trailers(code.to_string()),
             piece => Self::Data(piece.bytes().to_vec()),
         }
     }
-}
-
-/// The two ways a gateway holds an attempt back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// A streamed SSE answer (`openai_chat`), committed on its first token.
-    Sse,
-    /// A unary gRPC answer, held whole to its trailers (the default policy).
-    GrpcWhole,
-}
-
-/// What the script says the attempt does before the client sees a byte: the model
-/// the code is checked against, written from the rules, not from the code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    Commit(Commit),
-    Fail(Cause),
-}
-
-fn expect(mode: Mode, script: &[Piece], limit: usize) -> Expect {
-    let mut held = 0;
-    for piece in script {
-        match (mode, piece) {
-            (_, Piece::ErrorFrame) => return Expect::Fail(Cause::ErrorItem),
-            (Mode::Sse, Piece::ErrorObject) => return Expect::Fail(Cause::ErrorEvent),
-            (Mode::Sse, Piece::Token) => return Expect::Commit(Commit::Progress),
-            (Mode::Sse, Piece::Done) => return Expect::Commit(Commit::End),
-            // Trailers end an SSE stream before its `[DONE]`.
-            (Mode::Sse, Piece::Trailers(_)) => return Expect::Fail(Cause::Truncated),
-            // OK, and the caller's own codes (INVALID_ARGUMENT): its answer, passed on.
-            (Mode::GrpcWhole, Piece::Trailers(0 | 3)) => return Expect::Commit(Commit::End),
-            (Mode::GrpcWhole, Piece::Trailers(_)) => return Expect::Fail(Cause::GrpcStatus),
-            _ => {}
-        }
-        held += piece.bytes().len();
-        if held >= limit {
-            return Expect::Commit(Commit::Bound);
-        }
-    }
-    // The end, without the `[DONE]` the chat rules require or the gRPC trailers.
-    Expect::Fail(Cause::Truncated)
 }
 
 /// What the client would read of `script` from its first frame: every frame up to
@@ -175,7 +101,7 @@ fn attempt(
     limit: usize,
 ) -> AttemptBody<Scripted, impl Recorder + use<>> {
     let heard = heard.clone();
-    let frames: Vec<_> = script.iter().map(|p| p.frame()).collect();
+    let frames: Vec<_> = script.iter().map(|&p| frame(p)).collect();
     let body = TrackedBody::new(StreamBody::new(stream::iter(frames)), move |o: Outcome| {
         heard.borrow_mut().push((n, o))
     });
@@ -217,7 +143,7 @@ fn sse_piece() -> impl Strategy<Value = Piece> {
         2 => Just(Piece::Ping),
         3 => Just(Piece::Token),
         1 => Just(Piece::ErrorObject),
-        1 => Just(Piece::ErrorFrame),
+        1 => Just(Piece::ErrorItem),
         1 => Just(Piece::Done),
         1 => Just(Piece::Trailers(0)),
     ]
@@ -226,7 +152,7 @@ fn sse_piece() -> impl Strategy<Value = Piece> {
 fn grpc_piece() -> impl Strategy<Value = Piece> {
     prop_oneof![
         4 => Just(Piece::Message),
-        1 => Just(Piece::ErrorFrame),
+        1 => Just(Piece::ErrorItem),
         1 => Just(Piece::Trailers(0)),
         1 => Just(Piece::Trailers(3)),
         1 => Just(Piece::Trailers(14)),
@@ -283,7 +209,7 @@ fn retry_loop(
                 let from = script.iter().position(|p| {
                     matches!(
                         p,
-                        Piece::ErrorObject | Piece::ErrorFrame | Piece::Trailers(_)
+                        Piece::ErrorObject | Piece::ErrorItem | Piece::Trailers(_)
                     )
                 });
                 let rest = frames_to_end(from.map_or(&[][..], |i| &script[i..]));

@@ -13,6 +13,8 @@
 //! * [`upstream`]: scripted upstreams (pings, tokens) for the timer scenarios.
 //! * [`sequences`]: every token sequence up to a length, for the exhaustive split
 //!   tests.
+//! * [`commit`]: the reference model of the commit point (SPEC section 6), which the
+//!   attempt tests of the core and of `sluice-http` check against.
 //! * [`model`]: the reference model of SPEC section 1 (the Terminal table), which the
 //!   core's tests, the adapters' tests and the fuzz targets check `TrackedStream`
 //!   against.
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod commit;
 pub mod gateway;
 pub mod latency;
 pub mod model;
