@@ -53,14 +53,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
-use sluice::breaker::{Classified, Config, SharedBreaker, StatusPolicy};
+use sluice::breaker::{Classified, Config, OwnedSharedPermit, SharedBreaker, StatusPolicy};
 use sluice::sse::SseRules;
-use sluice::timers::Timeouts;
 use sluice::{Cause, Outcome, Recorder, TrackedStream, Verdict};
+use sluice_gateway::gateway::{DEFAULT_HEADER_TIMEOUT, DEFAULT_TIMEOUTS};
 use sluice_tokio::TokioTimer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
+use tokio::time::timeout;
 
 /// The command line, parsed by hand: a handful of numbers.
 #[derive(Debug, Clone)]
@@ -104,17 +105,24 @@ impl Load {
                 "--relays" => {
                     load.relays = Vec::new();
                     for relay in value.split(',') {
-                        match relay.trim() {
-                            "bare" => load.relays.push("bare"),
-                            "tracked" => load.relays.push("tracked"),
-                            "gateway" => load.relays.push("gateway"),
-                            other => return Err(format!("--relays: unknown relay {other}")),
+                        let relay = match relay.trim() {
+                            "bare" => "bare",
+                            "tracked" => "tracked",
+                            "gateway" => "gateway",
+                            other => return Err(format!("--relays: unknown relay {other:?}")),
+                        };
+                        if load.relays.contains(&relay) {
+                            return Err(format!("--relays: {relay} named twice"));
                         }
+                        load.relays.push(relay);
                     }
                 }
                 "--wrap" => load.wrap = value.split_whitespace().map(str::to_owned).collect(),
                 _ => return Err(format!("unknown flag {flag}")),
             }
+        }
+        if load.streams == 0 || load.rounds == 0 {
+            return Err("--streams and --rounds must be at least 1".to_owned());
         }
         Ok(load)
     }
@@ -237,13 +245,8 @@ async fn bare(args: &[String]) -> Result<(), String> {
 /// gateway's cost over this one is its own.
 async fn tracked(args: &[String]) -> Result<(), String> {
     let upstream = args.first().ok_or("tracked UPSTREAM")?.clone();
-    let defaults = sluice_gateway::serve::ServeArgs::new(vec![upstream.clone()]);
-    let timeouts = Timeouts::new()
-        .first_token(defaults.first_token_timeout)
-        .idle(defaults.idle_timeout)
-        .deadline(defaults.deadline);
-    let header_timeout = defaults.header_timeout;
     let breaker = SharedBreaker::new(Config::default());
+    let policy = StatusPolicy::new();
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -258,36 +261,44 @@ async fn tracked(args: &[String]) -> Result<(), String> {
             if let Some(ct) = headers.get(header::CONTENT_TYPE) {
                 call = call.header(header::CONTENT_TYPE, ct);
             }
-            let answer = match tokio::time::timeout(header_timeout, call.send()).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(_)) | Err(_) => {
-                    let failed = Outcome::new(Verdict::Failure, Cause::SendFailed, 0, 0);
-                    permit.record(failed);
-                    return StatusCode::BAD_GATEWAY.into_response();
-                }
+            let (cause, status) = match timeout(DEFAULT_HEADER_TIMEOUT, call.send()).await {
+                Ok(Ok(answer)) => return tracked_answer(answer, permit, policy),
+                Ok(Err(_)) => (Cause::SendFailed, StatusCode::BAD_GATEWAY),
+                Err(_) => (Cause::HeaderTimeout, StatusCode::GATEWAY_TIMEOUT),
             };
-            let status = answer.status();
-            if let Classified::Settle(verdict) = StatusPolicy::new().classify(status.as_u16()) {
-                permit.record(Outcome::new(verdict, Cause::Status, 0, 0));
-                return status.into_response();
-            }
-            let ct = answer.headers().get(header::CONTENT_TYPE).cloned();
-            let tracked = TrackedStream::new(answer.bytes_stream(), permit)
-                .with_sse(SseRules::openai_chat())
-                .with_timers(TokioTimer, timeouts)
-                .with_failure_event();
-            let mut out = Response::new(Body::from_stream(tracked));
-            *out.status_mut() = status;
-            if let Some(ct) = ct {
-                out.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
-            out
+            permit.record(Outcome::new(Verdict::Failure, cause, 0, 0));
+            status.into_response()
         }
     };
     let app = Router::new().route("/v1/chat/completions", post(relay));
     axum::serve(listen().await?, app)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The tracked relay's answer: a status the policy settles is recorded at once, a
+/// body to track goes to the client in the library's tracked stream.
+fn tracked_answer(
+    answer: reqwest::Response,
+    permit: OwnedSharedPermit,
+    policy: StatusPolicy,
+) -> Response {
+    let status = answer.status();
+    if let Classified::Settle(verdict) = policy.classify(status.as_u16()) {
+        permit.record(Outcome::new(verdict, Cause::Status, 0, 0));
+        return status.into_response();
+    }
+    let ct = answer.headers().get(header::CONTENT_TYPE).cloned();
+    let tracked = TrackedStream::new(answer.bytes_stream(), permit)
+        .with_sse(SseRules::openai_chat())
+        .with_timers(TokioTimer, DEFAULT_TIMEOUTS)
+        .with_failure_event();
+    let mut out = Response::new(Body::from_stream(tracked));
+    *out.status_mut() = status;
+    if let Some(ct) = ct {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    out
 }
 
 /// The gateway as `serve` runs it, with its defaults and one worker.
@@ -418,6 +429,14 @@ struct Figures {
     peak_rss_kib: u64,
 }
 
+impl Figures {
+    /// This relay's CPU time and peak RSS over `base`'s.
+    fn over(&self, base: &Self) -> (f64, f64) {
+        let rss = self.peak_rss_kib as f64 / base.peak_rss_kib.max(1) as f64;
+        (ratio(self.cpu, base.cpu), rss)
+    }
+}
+
 /// Runs `load.streams` concurrent streams through the relay `role`.
 async fn round(load: &Load, role: &str, worker: SocketAddr) -> Result<Figures, String> {
     let wrap: Vec<String> = load
@@ -472,28 +491,30 @@ fn ratio(relay: Duration, base: Duration) -> f64 {
     relay.as_secs_f64() / base.as_secs_f64().max(0.01)
 }
 
-/// The pairs of relays compared, among those run: each other relay against the
-/// bare one, and the gateway against the tracked one (its cost over the floor).
-fn comparisons(relays: &[&'static str]) -> Vec<(&'static str, &'static str)> {
-    let ran = |r: &str| relays.contains(&r);
+/// The pairs of relays compared, among those run, as their places in `relays`: each
+/// other relay against the bare one, and the gateway against the tracked one (its
+/// cost over the floor).
+fn comparisons(relays: &[&str]) -> Vec<(usize, usize)> {
+    let place = |r: &str| relays.iter().position(|&x| x == r);
     [
         ("tracked", "bare"),
         ("gateway", "bare"),
         ("gateway", "tracked"),
     ]
     .into_iter()
-    .filter(|(a, b)| ran(a) && ran(b))
+    .filter_map(|(a, b)| Some((place(a)?, place(b)?)))
     .collect()
 }
 
-/// The latest figures of `relay`.
-fn last(all: &[(&str, Vec<Figures>)], relay: &str) -> Figures {
-    let rounds = &all
-        .iter()
-        .find(|(r, _)| *r == relay)
-        .expect("a relay run")
-        .1;
-    *rounds.last().expect("a round run")
+/// The median of `v` (the mean of the middle two if their number is even), `v` not
+/// empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n % 2 {
+        1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 async fn drive(load: Load) -> Result<(), String> {
@@ -507,29 +528,31 @@ async fn drive(load: Load) -> Result<(), String> {
         "{:>5}  {:<8} {:>9} {:>8} {:>9} {:>9} {:>13}",
         "round", "relay", "complete", "wall s", "cpu s", "of it sys", "peak rss MiB"
     );
-    // Per relay: each round's figures, and its CPU and system time summed.
-    let mut all: Vec<(&str, Vec<Figures>)> = load.relays.iter().map(|&r| (r, Vec::new())).collect();
+    // Each round's figures, per relay, in the order of `load.relays`.
+    let mut all: Vec<Vec<Figures>> = vec![Vec::new(); load.relays.len()];
+    let pairs = comparisons(&load.relays);
     for n in 1..=load.rounds {
-        // Every other round the relays go in the other order: none always meets the
-        // worker (and the machine) fresh.
-        let mut order = load.relays.clone();
+        // Every other round the relays go in the reverse order: each pair of them
+        // takes turns to go first.
+        let mut order: Vec<usize> = (0..load.relays.len()).collect();
         if n % 2 == 0 {
             order.reverse();
         }
+        let rounds = order
+            .iter()
+            .map(|&i| round(&load, load.relays[i], worker.addr));
         let figures = match load.together {
-            true => {
-                let rounds = order.iter().map(|&role| round(&load, role, worker.addr));
-                futures_util::future::try_join_all(rounds).await?
-            }
+            true => futures_util::future::try_join_all(rounds).await?,
             false => {
                 let mut figures = Vec::new();
-                for &role in &order {
-                    figures.push(round(&load, role, worker.addr).await?);
+                for round in rounds {
+                    figures.push(round.await?);
                 }
                 figures
             }
         };
-        for (&role, f) in order.iter().zip(figures) {
+        for (&i, f) in order.iter().zip(figures) {
+            let role = load.relays[i];
             println!(
                 "{n:>5}  {role:<8} {:>9} {:>8.2} {:>9.2} {:>9.2} {:>13.1}",
                 f.complete,
@@ -544,43 +567,35 @@ async fn drive(load: Load) -> Result<(), String> {
                     f.complete, load.streams
                 ));
             }
-            if let Some((_, rounds)) = all.iter_mut().find(|(r, _)| *r == role) {
-                rounds.push(f);
+            all[i].push(f);
+        }
+        for &(a, b) in &pairs {
+            if let (Some(x), Some(y)) = (all[a].last(), all[b].last()) {
+                let (cpu, rss) = x.over(y);
+                let (a, b) = (load.relays[a], load.relays[b]);
+                println!("{n:>5}  {a} / {b}: cpu {cpu:.3}x, peak rss {rss:.3}x");
             }
         }
-        for (relay, base) in comparisons(&load.relays) {
-            let (a, b) = (last(&all, relay), last(&all, base));
-            let cpu = ratio(a.cpu, b.cpu);
-            let rss = a.peak_rss_kib as f64 / b.peak_rss_kib.max(1) as f64;
-            println!("{n:>5}  {relay} / {base}: cpu {cpu:.3}x, peak rss {rss:.3}x");
-        }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    for (relay, base) in comparisons(&load.relays) {
-        let rounds = |r: &str| &all.iter().find(|(role, _)| *role == r).expect("run").1;
-        let pairs: Vec<_> = rounds(relay).iter().zip(rounds(base)).collect();
-        let cpu = median(pairs.iter().map(|(a, b)| ratio(a.cpu, b.cpu)).collect());
-        let rss = median(
-            pairs
-                .iter()
-                .map(|(a, b)| a.peak_rss_kib as f64 / b.peak_rss_kib.max(1) as f64)
-                .collect(),
-        );
-        let sum = |r: &str| {
-            rounds(r)
+    for &(a, b) in &pairs {
+        let ratios: Vec<(f64, f64)> = all[a].iter().zip(&all[b]).map(|(x, y)| x.over(y)).collect();
+        let cpu = median(ratios.iter().map(|r| r.0).collect());
+        let rss = median(ratios.iter().map(|r| r.1).collect());
+        // CPU time, and of it system time, summed over the rounds.
+        let sum = |rounds: &[Figures]| {
+            rounds
                 .iter()
                 .fold((Duration::ZERO, Duration::ZERO), |(c, s), f| {
                     (c + f.cpu, s + f.system)
                 })
         };
-        let ((a_cpu, a_sys), (b_cpu, b_sys)) = (sum(relay), sum(base));
+        let ((a_cpu, a_sys), (b_cpu, b_sys)) = (sum(&all[a]), sum(&all[b]));
         println!(
-            "{relay} / {base}: median of {} round(s): cpu {cpu:.3}x, peak rss {rss:.3}x; \
+            "{} / {}: median of {} round(s): cpu {cpu:.3}x, peak rss {rss:.3}x; \
              all rounds summed: cpu {:.3}x (user {:.3}x, system {:.3}x)",
-            pairs.len(),
+            load.relays[a],
+            load.relays[b],
+            ratios.len(),
             ratio(a_cpu, b_cpu),
             ratio(a_cpu.saturating_sub(a_sys), b_cpu.saturating_sub(b_sys)),
             ratio(a_sys, b_sys)

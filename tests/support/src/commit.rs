@@ -62,7 +62,7 @@ pub enum Expect {
 }
 
 /// What an attempt held back in `mode`, at most about `limit` bytes (the piece that
-/// crosses it is kept, and commits), does with `script`.
+/// reaches or crosses it is kept, and commits), does with `script`.
 pub fn expect(mode: Mode, script: &[Piece], limit: usize) -> Expect {
     let mut held = 0;
     for piece in script {
