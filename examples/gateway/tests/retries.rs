@@ -3,7 +3,8 @@
 //! and the client sees none of its bytes; one that fails after its first token is
 //! not; a slow worker is hedged and its attempt dropped (Abandoned, `hedge_lost`,
 //! with one engine abort under the SGLang profile); a pool in outage gets no more
-//! retries than the budget allows.
+//! retries than the budget allows; a worker's 503 is read at once, so its connection
+//! is not held while the next worker is tried.
 
 mod common;
 
@@ -564,5 +565,67 @@ async fn in_a_full_outage_the_workers_get_no_more_retries_than_the_budget() {
         "sluice_retries_refused_total{kind=\"retry\",reason=\"budget\"}",
     );
     assert!(refused.is_some_and(|r| r > 0.0), "{metrics}");
+    drop(serving);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_s_connection_is_freed_before_the_next_worker_answers() {
+    // A busy worker answers 503 with `connection: close` and a body larger than the
+    // client's buffers (but under the gateway's cap): its connection ends once the
+    // gateway has read that body, and the worker tells when it sees the end.
+    let (freed, was_freed) = oneshot::channel::<()>();
+    let busy = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let busy_addr = busy.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut socket, _) = busy.accept().await.expect("accept");
+        read_request(&mut socket).await;
+        let body = format!(
+            "{{\"error\":{{\"message\":\"busy{}\"}}}}",
+            " ".repeat(48 * 1024)
+        );
+        let head = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.expect("write");
+        let mut rest = [0u8; 64];
+        while matches!(socket.read(&mut rest).await, Ok(n) if n > 0) {}
+        let _ = freed.send(());
+    });
+    // The next worker sends its head only once the busy worker's connection ended:
+    // a gateway that holds the 503 unread until then waits for itself, and the next
+    // worker gives up after a while with a 500.
+    let was_freed = Arc::new(Mutex::new(Some(was_freed)));
+    let answer = move || {
+        let was_freed = was_freed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        async move {
+            let Some(was_freed) = was_freed else {
+                return StatusCode::CONFLICT.into_response();
+            };
+            match tokio::time::timeout(Duration::from_secs(10), was_freed).await {
+                Ok(Ok(())) => sse(
+                    vec![ROLE.into(), token("good-1"), DONE.into()],
+                    Then::End,
+                    Arc::default(),
+                ),
+                _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
+        }
+    };
+    let good = serve_router(Router::new().route("/v1/chat/completions", post(answer))).await;
+    let upstreams = vec![
+        format!("busy=http://{busy_addr}"),
+        format!("good=http://{good}"),
+    ];
+    let serving = serve::start(&args(upstreams, 1)).await.expect("serve");
+    let response = post_chat(serving.addr, Some("r1"), r#"{"stream":true}"#).await;
+    assert_eq!(response.status(), 200, "the next worker answered");
+    assert!(read_all(response).await.0.ends_with(DONE));
     drop(serving);
 }

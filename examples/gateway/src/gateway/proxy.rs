@@ -16,6 +16,7 @@ use sluice::breaker::{Classified, SetPermit};
 use sluice::eventstream::EventStreamRules;
 use sluice::{Cause, Outcome, RecordGuard, TrackedStream, Verdict};
 use sluice_tokio::TokioTimer;
+use tokio::task::JoinHandle;
 
 use super::body::ClientBody;
 use super::shutdown::grace_over;
@@ -154,18 +155,29 @@ enum Tried {
     Retryable(Fallback),
 }
 
-/// The answer of a failed attempt, made only if it is the one sent.
+/// The answer of a failed attempt, sent only if no other attempt replaces it.
 enum Fallback {
     Ready(Response),
-    /// A non-2xx answer: its body is read (capped) only if it is passed on.
-    Status(reqwest::Response),
+    /// A non-2xx answer, its body read (capped in size and time) by a task of its
+    /// own from the start: the worker's connection is freed when that body ends
+    /// (back to the pool, or closed), not held open until the next attempt's head.
+    Status(JoinHandle<Response>),
 }
 
 impl Fallback {
+    /// The fallback of a non-2xx `response`, whose body starts being read now.
+    fn status(response: reqwest::Response) -> Self {
+        Self::Status(tokio::spawn(passed_on(response)))
+    }
+
     async fn into_response(self) -> Response {
         match self {
             Self::Ready(response) => response,
-            Self::Status(response) => passed_on(response).await,
+            Self::Status(reading) => reading.await.unwrap_or_else(|_| {
+                // The task ended without its answer (it cannot panic but by a bug).
+                let message = "the worker's answer could not be read";
+                json_error(StatusCode::BAD_GATEWAY, "bad_gateway", message)
+            }),
         }
     }
 }
@@ -546,7 +558,7 @@ async fn try_worker(
         }
         // A 429 or 503 is neutral for the breaker, but another worker may serve.
         if verdict == Verdict::Failure || matches!(status.as_u16(), 429 | 503) {
-            return Tried::Retryable(Fallback::Status(response));
+            return Tried::Retryable(Fallback::status(response));
         }
         // Boxed: a 2xx, the common case, has no room for it in its state.
         return Tried::Answer(Box::pin(passed_on(response)).await);
