@@ -48,6 +48,11 @@
 //! worker is down) the gateway answers 503 with `Retry-After` at once, without
 //! trying a worker.
 //!
+//! A client must send each request's head within `--client-header-timeout` (default
+//! `30s`) of its connection's start, or of its last answer on a kept-alive
+//! connection; else the connection is closed (hyper's header read timeout, on
+//! tokio's timer).
+//!
 //! # Workers
 //!
 //! `--upstream [NAME=]URL`: a worker is named (by default `host:port`), and the name

@@ -3,10 +3,13 @@
 //! Responses routes for engines that speak those too).
 
 use std::collections::HashSet;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use sluice::breaker::{Config, DEFAULT_MAX_EJECTED_PERCENT, Pick, StdClock};
 use sluice::retry::RetryBudgetConfig;
 use sluice::timers::Timeouts;
@@ -42,6 +45,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// not end (a client that reads nothing, so its body is never polled) may stay
 /// before the server stops without them.
 pub const AFTER_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a client may take to send a request's head, by default (`30s`).
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How `serve` picks a worker among those whose breaker admits the call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -174,6 +180,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// How long a client may take to send a request's head, from its connection's
+    /// start or the previous answer on a kept-alive connection; past it the
+    /// connection is closed (a client that sends nothing holds none).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub client_header_timeout: Duration,
+
     /// Attempts after the first, each on a worker the request has not tried, when
     /// one fails before its first token reaches the client: a connect error, a 5xx,
     /// a 429 or 503, a redirect, a timeout to the head or the first token, an error
@@ -216,6 +228,7 @@ impl ServeArgs {
             health_check: None,
             health_interval: DEFAULT_HEALTH_INTERVAL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
             retries: 0,
             retry_budget: DEFAULT_RETRY_BUDGET_PERCENT,
             hedge_after: Duration::ZERO,
@@ -558,11 +571,16 @@ pub async fn start_until(
             });
         }
     }
-    if args.header_timeout.is_zero() {
-        return Err(ServeError::Flag {
-            flag: "header-timeout",
-            reason: "it must be longer than zero".to_owned(),
-        });
+    for (flag, timeout) in [
+        ("header-timeout", args.header_timeout),
+        ("client-header-timeout", args.client_header_timeout),
+    ] {
+        if timeout.is_zero() {
+            return Err(ServeError::Flag {
+                flag,
+                reason: "it must be longer than zero".to_owned(),
+            });
+        }
     }
     let health = health_check(args)?;
     let config = Config::default()
@@ -602,6 +620,7 @@ pub async fn start_until(
         gateway.clone(),
         shutdown,
         args.shutdown_grace,
+        args.client_header_timeout,
     ));
     Ok(Serving {
         addr,
@@ -612,29 +631,49 @@ pub async fn start_until(
 }
 
 /// Serves until `shutdown`, then for at most the grace (and [`AFTER_GRACE`]).
+///
+/// HTTP/1.1 through hyper with a timer, so that a client must send each request's
+/// head within `client_header_timeout` (from its connection's start, or from the
+/// previous answer on a kept-alive connection), or lose the connection: a client
+/// that connects and sends nothing, or half a head, holds none for longer.
 async fn serve_until(
     listener: TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
+    client_header_timeout: Duration,
 ) -> std::io::Result<()> {
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!(
-            grace = %format_duration(grace),
-            "shutting down: no new connections; streams in flight have the grace to finish"
-        );
-        let _ = stopping.send(());
-    };
-    let server = axum::serve(listener, gateway.router())
-        .with_graceful_shutdown(signal)
-        .into_future();
+    let router = gateway.router();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(client_header_timeout);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = http.serve_connection(TokioIo::new(tcp), service);
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            // A client that breaks its connection is no error of the gateway's.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        grace = %format_duration(grace),
+        "shutting down: no new connections; streams in flight have the grace to finish"
+    );
     let grace_timer = async move {
-        if stopped.await.is_err() {
-            // The server ended before any shutdown: nothing to time.
-            return std::future::pending().await;
-        }
         tokio::time::sleep(grace).await;
         let in_flight = gateway.end_streams();
         tracing::info!(
@@ -644,12 +683,27 @@ async fn serve_until(
         tokio::time::sleep(AFTER_GRACE).await;
     };
     tokio::select! {
-        served = server => served,
+        () = connections.shutdown() => {}
         () = grace_timer => {
             tracing::warn!("connections still open after the grace: stopping without them");
-            Ok(())
         }
     }
+    Ok(())
+}
+
+/// After a failed `accept`: a connection that failed before it was accepted is
+/// skipped at once; anything else (out of file descriptors) is waited out for a
+/// second, rather than retried in a busy loop.
+async fn accept_failed(error: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %error, "accept failed; trying again in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Resolves at the first SIGTERM or Ctrl-C (SIGINT).
@@ -705,6 +759,7 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
         deadline = %format_timeout(args.deadline),
         health_check = args.health_check.as_deref().unwrap_or("off"),
         shutdown_grace = %format_duration(args.shutdown_grace),
+        client_header_timeout = %format_duration(args.client_header_timeout),
         retries = args.retries,
         retry_budget_percent = args.retry_budget,
         hedge_after = %format_timeout(args.hedge_after),
