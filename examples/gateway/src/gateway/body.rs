@@ -1,6 +1,5 @@
 //! The client's body: the tracked stream of a worker's 2xx answer, as an
-//! [`Attempt`] (what it held back before its commit comes first) when a retry or a
-//! hedge may replace it, or as it is when nothing can ([`Tracked`]), with what the
+//! [`Attempt`] (what it held back before its commit comes first), with what the
 //! gateway adds around it.
 //!
 //! * **Progress times.** After each poll it reads the stream's progress count
@@ -39,10 +38,12 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures_util::Stream;
+#[cfg(doc)]
+use sluice::TrackedStream;
 use sluice::attempt::Attempt;
 use sluice::failure::FailureTail;
 use sluice::timers::{NoTimers, ProgressTimers, ProgressWatch};
-use sluice::{Cause, Outcome, Recorder, TrackedStream, Verdict};
+use sluice::{Cause, Outcome, Recorder, Verdict};
 use sluice_tokio::TokioTimer;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -63,87 +64,13 @@ impl fmt::Display for WorkerFailed {
 
 impl Error for WorkerFailed {}
 
-/// What a client body reads: an [`Attempt`], or a [`TrackedStream`] itself when no
-/// other attempt can replace it (then nothing is held back, and there is no commit
-/// to wait for).
-pub(super) trait Tracked {
-    /// The tracked stream's progress count ([`TrackedStream::progress`]).
-    fn progress(&self) -> u64;
+/// The attempt, pinned where the body can drop it early.
+pub(super) type Pinned<S, R, W, F> = Pin<Box<Attempt<S, R, W, F>>>;
 
-    /// When the progress count became `progress`, if the worker's timers read the
-    /// clock then ([`ProgressClock`]).
-    fn progressed_at(&self, progress: u64) -> Option<Instant>;
-
-    /// Whether the worker's stream has ended ([`TrackedStream::is_inner_ended`]).
-    fn is_inner_ended(&self) -> bool;
-
-    /// The outcome that would be recorded now.
-    fn outcome(&self) -> Outcome;
-
-    /// Gives the stream up for `cause`: Abandoned with that cause, unless it had
-    /// already ended (then its own verdict), recorded at the latest when dropped.
-    fn abandon(self: Pin<&mut Self>, cause: Cause);
-}
-
-impl<S: Stream, R: Recorder, W: ProgressClock, F> Tracked for TrackedStream<S, R, W, F> {
-    #[inline]
-    fn progress(&self) -> u64 {
-        TrackedStream::progress(self)
-    }
-
-    #[inline]
-    fn progressed_at(&self, progress: u64) -> Option<Instant> {
-        self.watch().progressed_at(progress)
-    }
-
-    fn is_inner_ended(&self) -> bool {
-        TrackedStream::is_inner_ended(self)
-    }
-
-    fn outcome(&self) -> Outcome {
-        TrackedStream::outcome(self)
-    }
-
-    fn abandon(self: Pin<&mut Self>, cause: Cause) {
-        self.abandon_pinned(cause);
-    }
-}
-
-impl<S, B, E, R, W, F> Tracked for Attempt<S, R, W, F>
-where
-    S: Stream<Item = Result<B, E>>,
-    B: AsRef<[u8]>,
-    R: Recorder,
-    W: ProgressClock,
-    F: FailureTail<B, E>,
-{
-    #[inline]
-    fn progress(&self) -> u64 {
-        self.get_ref().progress()
-    }
-
-    #[inline]
-    fn progressed_at(&self, progress: u64) -> Option<Instant> {
-        self.get_ref().watch().progressed_at(progress)
-    }
-
-    fn is_inner_ended(&self) -> bool {
-        self.get_ref().is_inner_ended()
-    }
-
-    fn outcome(&self) -> Outcome {
-        Attempt::outcome(self)
-    }
-
-    fn abandon(self: Pin<&mut Self>, cause: Cause) {
-        Attempt::abandon(self, cause);
-    }
-}
-
-/// The client's body over a tracked stream (an attempt's, or one alone).
-pub(super) struct ClientBody<T> {
+/// The client's body over an attempt's tracked stream.
+pub(super) struct ClientBody<S: Stream, R: Recorder, W, F> {
     /// `None` once ended: dropping it recorded the verdict and closed the upstream.
-    tracked: Option<Pin<Box<T>>>,
+    tracked: Option<Pinned<S, R, W, F>>,
     grace_over: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// The flag behind `grace_over`, read without a lock: the future is polled again
     /// only when the flag changed or the body is polled with another waker (it has
@@ -167,16 +94,16 @@ pub(super) struct ClientBody<T> {
     held_cut: Option<BoxError>,
 }
 
-impl<T> ClientBody<T> {
-    /// The body over `tracked` (the stream with its failure event, if it is to have
+impl<S: Stream, R: Recorder, W, F> ClientBody<S, R, W, F> {
+    /// The body over `attempt` (its stream with its failure event, if it is to have
     /// one), ended when `over` turns true; its progress marked in `timing`.
     pub(super) fn new(
-        tracked: Pin<Box<T>>,
+        attempt: Pinned<S, R, W, F>,
         over: watch::Receiver<bool>,
         timing: Arc<Timing>,
     ) -> Self {
         Self {
-            tracked: Some(tracked),
+            tracked: Some(attempt),
             grace_over: Box::pin(grace_over(over.clone())),
             over,
             waker: None,
@@ -224,7 +151,7 @@ impl<T> ClientBody<T> {
     }
 }
 
-impl<T> Drop for ClientBody<T> {
+impl<S: Stream, R: Recorder, W, F> Drop for ClientBody<S, R, W, F> {
     fn drop(&mut self) {
         // The stream's drop (after this) records its verdict.
         if self.tracked.is_some() {
@@ -268,10 +195,13 @@ impl ProgressClock for NoTimers {
     }
 }
 
-impl<T, E> Stream for ClientBody<T>
+impl<S, E, R, W, F> Stream for ClientBody<S, R, W, F>
 where
-    T: Tracked + Stream<Item = Result<Bytes, E>>,
+    S: Stream<Item = Result<Bytes, E>>,
     E: Into<BoxError>,
+    R: Recorder,
+    W: ProgressClock,
+    F: FailureTail<Bytes, E>,
 {
     type Item = Result<Bytes, BoxError>;
 
@@ -300,13 +230,13 @@ where
             this.waker = Some(cx.waker().clone());
         }
         let poll = tracked.as_mut().poll_next(cx);
-        let stream = tracked.as_ref().get_ref();
+        let stream = tracked.get_ref();
         let progress = stream.progress();
         if progress != this.seen {
             this.seen = progress;
             // The instant the idle timer was restarted from for this progress, in
             // this poll: one clock reading for both.
-            let at = stream.progressed_at(progress);
+            let at = stream.watch().progressed_at(progress);
             let at = at.unwrap_or_else(Instant::now);
             this.first_at.get_or_insert(at);
             this.last_at = Some(at);
@@ -319,7 +249,7 @@ where
             Poll::Ready(Some(Ok(chunk))) => {
                 // The worker's chunks come before its end; an item after it is the
                 // stream's failure event.
-                this.told |= tracked.as_ref().get_ref().is_inner_ended();
+                this.told |= tracked.get_ref().is_inner_ended();
                 this.unflushed = true;
                 Poll::Ready(Some(Ok(chunk)))
             }

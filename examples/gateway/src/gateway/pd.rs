@@ -69,7 +69,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt;
@@ -84,7 +84,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::body::ClientBody;
-use super::proxy::{AnswerHead, HOLD_BACK_STREAM, HOLD_BACK_WHOLE, is_event_stream, passed_on};
+use super::proxy::{HOLD_BACK_STREAM, HOLD_BACK_WHOLE, is_event_stream, passed_on};
 use super::shutdown::grace_over;
 use super::ticket::Timing;
 use super::{
@@ -590,16 +590,17 @@ pub(super) async fn proxy(gw: &Arc<Inner>, pools: &Pools, call: PairCall) -> Res
             return stopped(gw, &link, p);
         }
     }
-    let head = AnswerHead {
-        status,
-        content_type,
-        event_stream,
-    };
-    head.respond(ClientBody::new(
-        attempt,
-        gw.shutdown.subscribe(),
-        call.timing.clone(),
-    ))
+    let body = ClientBody::new(attempt, gw.shutdown.subscribe(), call.timing.clone());
+    let mut out = Response::new(Body::from_stream(body));
+    *out.status_mut() = status;
+    if let Some(ct) = content_type {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    if event_stream {
+        out.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    out
 }
 
 /// The client's answer when D was dropped before its answer: P failed (502), or the

@@ -11,8 +11,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
-use futures_util::future::Either;
 use sluice::attempt::Attempt;
 use sluice::breaker::{Classified, SetPermit};
 use sluice::eventstream::EventStreamRules;
@@ -21,7 +19,7 @@ use sluice_tokio::TokioTimer;
 use tokio::task::JoinHandle;
 
 use super::body::ClientBody;
-use super::shutdown::{BoxError, grace_over};
+use super::shutdown::grace_over;
 use super::ticket::{Ticket, Timing};
 use super::{Api, GatewayEvent, Inner, REQUEST_ID_HEADER, error_chain, json_error};
 use crate::engine;
@@ -633,70 +631,42 @@ fn streamed<'a>(
         .with_timers(TokioTimer, gw.timeouts)
         .with_failure_event_named(gw.shared_name(worker));
     let replaceable = gw.retries > 0 || gw.hedge_after.is_some();
-    let head = AnswerHead {
-        status,
-        content_type,
-        event_stream,
-    };
-    if !replaceable {
-        // Nothing can replace it: no attempt, nothing held back, the head at once.
-        let answer = head.respond(client_body(gw, call, Box::pin(tracked)));
-        return Either::Left(std::future::ready(Tried::Answer(answer)));
-    }
-    let mut attempt = Box::pin(match framing {
-        Framing::Other => Attempt::whole(tracked, HOLD_BACK_WHOLE),
-        _ => Attempt::new(tracked, HOLD_BACK_STREAM),
+    let mut attempt = Box::pin(match (replaceable, framing != Framing::Other) {
+        (false, _) => Attempt::new(tracked, 0),
+        (true, true) => Attempt::new(tracked, HOLD_BACK_STREAM),
+        (true, false) => Attempt::whole(tracked, HOLD_BACK_WHOLE),
     });
-    Either::Right(async move {
+    let respond = move |attempt| {
+        let body = ClientBody::new(attempt, gw.shutdown.subscribe(), call.timing.clone());
+        let mut out = Response::new(Body::from_stream(body));
+        *out.status_mut() = status;
+        if let Some(ct) = content_type {
+            out.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        if event_stream {
+            out.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
+        out
+    };
+    async move {
+        if !replaceable {
+            return Tried::Answer(respond(attempt));
+        }
         let committed = tokio::select! {
             biased;
             () = grace_over(gw.shutdown.subscribe()) => None,
             commit = attempt.as_mut().commit() => Some(commit.is_ok()),
         };
         match committed {
-            Some(true) => Tried::Answer(head.respond(client_body(gw, call, attempt))),
+            Some(true) => Tried::Answer(respond(attempt)),
             // The failed attempt is the answer if no other replaces it.
-            Some(false) => {
-                let answer = head.respond(client_body(gw, call, attempt));
-                Tried::Retryable(Fallback::Ready(answer))
-            }
+            Some(false) => Tried::Retryable(Fallback::Ready(respond(attempt))),
             None => {
                 attempt.as_mut().abandon(Cause::Shutdown);
                 Tried::Answer(shutting_down())
             }
         }
-    })
-}
-
-/// The client's body over `tracked`, for `call`.
-fn client_body<T>(gw: &Inner, call: &Call, tracked: Pin<Box<T>>) -> ClientBody<T> {
-    ClientBody::new(tracked, gw.shutdown.subscribe(), call.timing.clone())
-}
-
-/// The head of a worker's 2xx answer, as the client gets it.
-pub(super) struct AnswerHead {
-    pub(super) status: StatusCode,
-    pub(super) content_type: Option<HeaderValue>,
-    /// `text/event-stream`: the client is told not to cache it.
-    pub(super) event_stream: bool,
-}
-
-impl AnswerHead {
-    /// The client's response: this head and `body`.
-    pub(super) fn respond<S>(self, body: S) -> Response
-    where
-        S: Stream<Item = Result<Bytes, BoxError>> + Send + 'static,
-    {
-        let mut out = Response::new(Body::from_stream(body));
-        *out.status_mut() = self.status;
-        if let Some(ct) = self.content_type {
-            out.headers_mut().insert(header::CONTENT_TYPE, ct);
-        }
-        if self.event_stream {
-            out.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        }
-        out
     }
 }
 
