@@ -645,8 +645,12 @@ async fn serve_until(
 ) -> std::io::Result<()> {
     let router = gateway.router();
     let mut http = hyper::server::conn::http1::Builder::new();
+    // Each token is a small chunk: copied into one buffer and sent with one `send`,
+    // it costs less than a vectored write of the chunk's three parts (hyper's choice
+    // on a plain TCP stream), 22k instructions a stream of 64 tokens less (callgrind).
     http.timer(TokioTimer::new())
-        .header_read_timeout(client_header_timeout);
+        .header_read_timeout(client_header_timeout)
+        .writev(false);
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
