@@ -3,7 +3,8 @@
 //! ```sh
 //! cargo run --release -p sluice-load                     # 1,000 streams, 3 rounds
 //! cargo run --release -p sluice-load -- --streams 200 --rounds 1
-//! cargo run --release -p sluice-load -- --relays bare,tracked,gateway --together --rounds 12
+//! cargo run --release -p sluice-load -- --relays bare,tracked,gateway --together --rounds 20
+//! cargo run --release -p sluice-load -- --relays bare,tracked,gateway --together --server hyper
 //! # one relay alone, under a profiler (`{role}` is replaced by the relay's role):
 //! cargo run --release -p sluice-load -- --streams 100 --rounds 1 --relays gateway \
 //!     --wrap 'valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.{role}.out'
@@ -31,6 +32,12 @@
 //! system parts): `gateway / bare`, and with `tracked` also `tracked / bare` (what
 //! honest verdicts cost) and `gateway / tracked` (what the gateway adds). Linux only.
 //!
+//! The bare and tracked relays serve with `axum::serve` (the plain way to run an axum
+//! app); the gateway runs hyper's HTTP/1.1 server itself, with a timer (its clients'
+//! header timeout) and flattened writes, which costs less. `--server hyper` runs the
+//! other two on that same server, so that the ratios compare the relays' own work
+//! alone.
+//!
 //! `--together` runs the relays at the same time, each under its own `--streams` from
 //! this process: the machine's other load then falls on all alike, at the price of a
 //! busier machine. `--wrap 'CMD ARGS'` starts each relay under a command (a profiler:
@@ -53,6 +60,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
+use hyper_util::rt::{TokioIo, TokioTimer as HyperTimer};
+use hyper_util::service::TowerToHyperService;
 use sluice::breaker::{Classified, Config, OwnedSharedPermit, SharedBreaker, StatusPolicy};
 use sluice::sse::SseRules;
 use sluice::{Cause, Outcome, Recorder, TrackedStream, Verdict};
@@ -76,6 +85,8 @@ struct Load {
     wrap: Vec<String>,
     /// Run the relays at the same time, each under its own streams.
     together: bool,
+    /// How the bare and tracked relays serve: `axum` or `hyper`.
+    server: &'static str,
 }
 
 impl Load {
@@ -88,6 +99,7 @@ impl Load {
             relays: vec!["bare", "gateway"],
             wrap: Vec::new(),
             together: false,
+            server: "axum",
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -118,6 +130,13 @@ impl Load {
                     }
                 }
                 "--wrap" => load.wrap = value.split_whitespace().map(str::to_owned).collect(),
+                "--server" => {
+                    load.server = match value.as_str() {
+                        "axum" => "axum",
+                        "hyper" => "hyper",
+                        other => return Err(format!("--server: unknown server {other:?}")),
+                    }
+                }
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }
@@ -201,7 +220,8 @@ async fn worker(args: &[String]) -> Result<(), String> {
 /// The bare relay: the request to the worker, its status, content type and body
 /// back, nothing else.
 async fn bare(args: &[String]) -> Result<(), String> {
-    let upstream = args.first().ok_or("bare UPSTREAM")?.clone();
+    let upstream = args.first().ok_or("bare UPSTREAM SERVER")?.clone();
+    let server = args.get(1).map_or("axum", String::as_str);
     async fn relay(
         State((client, upstream)): State<(reqwest::Client, String)>,
         uri: Uri,
@@ -233,9 +253,7 @@ async fn bare(args: &[String]) -> Result<(), String> {
     let app = Router::new()
         .route("/v1/chat/completions", post(relay))
         .with_state((client, upstream));
-    axum::serve(listen().await?, app)
-        .await
-        .map_err(|e| e.to_string())
+    serve_on(listen().await?, app, server).await
 }
 
 /// The floor of a relay with honest verdicts: the bare relay plus what the library
@@ -244,7 +262,8 @@ async fn bare(args: &[String]) -> Result<(), String> {
 /// the failure event). No routing, retries, request ids, spans or metrics: the
 /// gateway's cost over this one is its own.
 async fn tracked(args: &[String]) -> Result<(), String> {
-    let upstream = args.first().ok_or("tracked UPSTREAM")?.clone();
+    let upstream = args.first().ok_or("tracked UPSTREAM SERVER")?.clone();
+    let server = args.get(1).map_or("axum", String::as_str);
     let breaker = SharedBreaker::new(Config::default());
     let policy = StatusPolicy::new();
     let client = reqwest::Client::builder()
@@ -271,9 +290,7 @@ async fn tracked(args: &[String]) -> Result<(), String> {
         }
     };
     let app = Router::new().route("/v1/chat/completions", post(relay));
-    axum::serve(listen().await?, app)
-        .await
-        .map_err(|e| e.to_string())
+    serve_on(listen().await?, app, server).await
 }
 
 /// The tracked relay's answer: a status the policy settles is recorded at once, a
@@ -299,6 +316,27 @@ fn tracked_answer(
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     out
+}
+
+/// Serves `app` on `listener` as `server` says: `axum` (`axum::serve`, the plain way)
+/// or `hyper` (hyper's HTTP/1.1 server with a timer and flattened writes, as the
+/// gateway's `serve` runs).
+async fn serve_on(listener: TcpListener, app: Router, server: &str) -> Result<(), String> {
+    if server != "hyper" {
+        return axum::serve(listener, app).await.map_err(|e| e.to_string());
+    }
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(HyperTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .writev(false);
+    loop {
+        let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(TokioIo::new(tcp), service);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
 }
 
 /// The gateway as `serve` runs it, with its defaults and one worker.
@@ -444,7 +482,8 @@ async fn round(load: &Load, role: &str, worker: SocketAddr) -> Result<Figures, S
         .iter()
         .map(|w| w.replace("{role}", role))
         .collect();
-    let relay = Role::spawn_wrapped(&wrap, &[role, &format!("http://{worker}")]).await?;
+    let upstream = format!("http://{worker}");
+    let relay = Role::spawn_wrapped(&wrap, &[role, &upstream, load.server]).await?;
     let pid = relay.pid()?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -521,8 +560,8 @@ async fn drive(load: Load) -> Result<(), String> {
     let worker =
         Role::spawn(&["worker", &load.tokens.to_string(), &load.gap_ms.to_string()]).await?;
     println!(
-        "{} concurrent streams of {} tokens, {} ms apart; {} round(s)",
-        load.streams, load.tokens, load.gap_ms, load.rounds
+        "{} concurrent streams of {} tokens, {} ms apart; {} round(s); bare and tracked on {}",
+        load.streams, load.tokens, load.gap_ms, load.rounds, load.server
     );
     println!(
         "{:>5}  {:<8} {:>9} {:>8} {:>9} {:>9} {:>13}",
