@@ -647,22 +647,23 @@ async fn serve_until(
     let mut http = hyper::server::conn::http1::Builder::new();
     // Each token is a small chunk: copied into one buffer and sent with one `send`,
     // it costs less than a vectored write of the chunk's three parts (hyper's choice
-    // on a plain TCP stream), 22k instructions a stream of 64 tokens less (callgrind).
+    // on a plain TCP stream): 22k instructions fewer on a stream of 64 tokens.
     http.timer(TokioTimer::new())
         .header_read_timeout(client_header_timeout)
         .writev(false);
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    accept_failed(&e).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(e) => tokio::select! {
+                () = accept_failed(&e) => continue,
+                () = &mut shutdown => break,
+            },
         };
         let service = TowerToHyperService::new(router.clone());
         let connection = http.serve_connection(TokioIo::new(tcp), service);
