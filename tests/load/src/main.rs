@@ -54,7 +54,6 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -222,37 +221,17 @@ async fn worker(args: &[String]) -> Result<(), String> {
 async fn bare(args: &[String]) -> Result<(), String> {
     let upstream = args.first().ok_or("bare UPSTREAM SERVER")?.clone();
     let server = args.get(1).map_or("axum", String::as_str);
-    async fn relay(
-        State((client, upstream)): State<(reqwest::Client, String)>,
-        uri: Uri,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Response {
-        let mut call = client.post(format!("{upstream}{}", uri.path())).body(body);
-        if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-            call = call.header(header::CONTENT_TYPE, ct);
-        }
-        match call.send().await {
-            Ok(answer) => {
-                let status = answer.status();
-                let ct = answer.headers().get(header::CONTENT_TYPE).cloned();
-                let mut out = Response::new(Body::from_stream(answer.bytes_stream()));
-                *out.status_mut() = status;
-                if let Some(ct) = ct {
-                    out.headers_mut().insert(header::CONTENT_TYPE, ct);
-                }
-                out
+    let client = upstream_client()?;
+    let relay = move |uri: Uri, headers: HeaderMap, body: Bytes| {
+        let call = upstream_call(&client, &upstream, &uri, &headers, body);
+        async move {
+            match call.send().await {
+                Ok(answer) => relayed(answer, |answer| Body::from_stream(answer.bytes_stream())),
+                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
             }
-            Err(_) => StatusCode::BAD_GATEWAY.into_response(),
         }
-    }
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())?;
-    let app = Router::new()
-        .route("/v1/chat/completions", post(relay))
-        .with_state((client, upstream));
+    };
+    let app = Router::new().route("/v1/chat/completions", post(relay));
     serve_on(listen().await?, app, server).await
 }
 
@@ -266,20 +245,14 @@ async fn tracked(args: &[String]) -> Result<(), String> {
     let server = args.get(1).map_or("axum", String::as_str);
     let breaker = SharedBreaker::new(Config::default());
     let policy = StatusPolicy::new();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = upstream_client()?;
     let relay = move |uri: Uri, headers: HeaderMap, body: Bytes| {
-        let (client, upstream, breaker) = (client.clone(), upstream.clone(), breaker.clone());
+        let call = upstream_call(&client, &upstream, &uri, &headers, body);
+        let breaker = breaker.clone();
         async move {
             let Ok(permit) = breaker.try_acquire_owned() else {
                 return StatusCode::SERVICE_UNAVAILABLE.into_response();
             };
-            let mut call = client.post(format!("{upstream}{}", uri.path())).body(body);
-            if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-                call = call.header(header::CONTENT_TYPE, ct);
-            }
             let (cause, status) = match timeout(DEFAULT_HEADER_TIMEOUT, call.send()).await {
                 Ok(Ok(answer)) => return tracked_answer(answer, permit, policy),
                 Ok(Err(_)) => (Cause::SendFailed, StatusCode::BAD_GATEWAY),
@@ -305,12 +278,44 @@ fn tracked_answer(
         permit.record(Outcome::new(verdict, Cause::Status, 0, 0));
         return status.into_response();
     }
+    relayed(answer, |answer| {
+        let tracked = TrackedStream::new(answer.bytes_stream(), permit)
+            .with_sse(SseRules::openai_chat())
+            .with_timers(TokioTimer, DEFAULT_TIMEOUTS)
+            .with_failure_event();
+        Body::from_stream(tracked)
+    })
+}
+
+/// The relays' client to the worker: redirects not followed.
+fn upstream_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The client's request as a relay sends it on: the path, the content type, the body.
+fn upstream_call(
+    client: &reqwest::Client,
+    upstream: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> reqwest::RequestBuilder {
+    let mut call = client.post(format!("{upstream}{}", uri.path())).body(body);
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        call = call.header(header::CONTENT_TYPE, ct);
+    }
+    call
+}
+
+/// The worker's `answer` relayed: its status and content type, and the body `body`
+/// makes of it.
+fn relayed(answer: reqwest::Response, body: impl FnOnce(reqwest::Response) -> Body) -> Response {
+    let status = answer.status();
     let ct = answer.headers().get(header::CONTENT_TYPE).cloned();
-    let tracked = TrackedStream::new(answer.bytes_stream(), permit)
-        .with_sse(SseRules::openai_chat())
-        .with_timers(TokioTimer, DEFAULT_TIMEOUTS)
-        .with_failure_event();
-    let mut out = Response::new(Body::from_stream(tracked));
+    let mut out = Response::new(body(answer));
     *out.status_mut() = status;
     if let Some(ct) = ct {
         out.headers_mut().insert(header::CONTENT_TYPE, ct);
