@@ -19,13 +19,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{self, any};
 use common::{
-    event, metrics_until, post, read_all, scrape, series, serve_router, verdicts, within,
+    event, metrics_until, post, read_all, read_request, scrape, series, serve_router, verdicts,
+    within,
 };
 use sluice::breaker::{Config, Reason, State as BreakerState, StdClock};
 use sluice_gateway::gateway::{Gateway, GatewayEvent, HealthCheck, Options, WorkerSpec};
 use sluice_gateway::mock::MockWorker;
 use sluice_gateway::serve::{self, ServeArgs};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 fn args(upstreams: Vec<String>) -> ServeArgs {
@@ -410,29 +411,6 @@ where
         }
     });
     addr
-}
-
-/// Reads one request (its head and a `Content-Length` body) from `socket`: `false` if
-/// the connection ended first.
-async fn read_request(socket: &mut TcpStream) -> bool {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().expect("content-length"));
-            if buf.len() >= end + 4 + length {
-                return true;
-            }
-        }
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use common::{metrics_until, post as post_chat, read_all, scrape, series, serve_router, verdicts};
+use common::{
+    metrics_until, post as post_chat, read_all, read_request, scrape, series, serve_router,
+    verdicts,
+};
 use futures_util::{StreamExt, stream};
 use sluice_gateway::engine::Engine;
 use sluice_gateway::serve::{self, ServeArgs};
@@ -154,32 +157,6 @@ async fn cutting_worker(answer: &'static [u8]) -> (SocketAddr, Arc<Seen>) {
         }
     });
     (addr, seen)
-}
-
-/// Reads one request: its head, and as much body as its `content-length` says.
-async fn read_request(socket: &mut tokio::net::TcpStream) {
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let Ok(n) = socket.read(&mut buf).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        seen.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if seen.len() >= end + 4 + length {
-                return;
-            }
-        }
-    }
 }
 
 const CUT_AFTER_PREAMBLE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\

@@ -1,6 +1,7 @@
 //! What the gateway's tests share: a bound on every wait ([`within`]), a client and
-//! its requests, a router on a free port, and readers of what comes back (a streamed
-//! body, the metrics exposition, the gateway's events).
+//! its requests, a router on a free port, readers of what comes back (a streamed
+//! body, the metrics exposition, the gateway's events), and a raw worker's reader of
+//! a request ([`read_request`]).
 #![allow(dead_code, unreachable_pub)]
 
 use std::future::Future;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use sluice_gateway::gateway::GatewayEvent;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -191,4 +193,27 @@ pub async fn event(
         }
     })
     .await
+}
+
+/// Reads one request (its head and a `Content-Length` body) from `socket`: `false` if
+/// the connection ended first.
+pub async fn read_request(socket: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().expect("content-length"));
+            if buf.len() >= end + 4 + length {
+                return true;
+            }
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
